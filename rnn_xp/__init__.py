@@ -1,0 +1,33 @@
+"""rnn_xp: the forward pass of SimpleRNN, LSTM and GRU on any Array-API namespace.
+
+One code path runs on NumPy (CPU), CuPy (CUDA GPU), PyTorch tensors and any other
+Array-API namespace; the numbers match PyTorch, Keras and ONNX.
+
+    >>> import numpy as np, rnn_xp
+    >>> params = rnn_xp.init("lstm", 32, 64, num_layers=2, seed=0, xp=np)
+    >>> x = np.random.default_rng(0).standard_normal((8, 100, 32), dtype=np.float32)
+    >>> y, (h_n, c_n) = rnn_xp.forward(x, params)
+    >>> y.shape, h_n.shape
+    ((8, 100, 64), (2, 8, 64))
+"""
+
+from ._fast import implementations
+from .activations import Activation
+from .device import Backend, select_backend
+from .forward import forward
+from .importers import from_torch, to_torch_state_dict
+from .io import load, save
+from .model import Dense, Embedding, Recurrent, Sequential, Softmax, seed_model, softmax
+from .params import CellWeights, RNNConfig, RNNParams, init
+from .tools import count_params, summary, to_device
+
+__version__ = "0.1.0"
+
+rnn_forward = forward  # the design card's name
+
+__all__ = [
+    "Activation", "Backend", "CellWeights", "Dense", "Embedding", "RNNConfig", "RNNParams", "Recurrent",
+    "Sequential", "Softmax", "__version__", "count_params", "forward", "from_torch", "implementations", "init",
+    "load", "rnn_forward", "save", "seed_model", "select_backend", "softmax", "summary", "to_device",
+    "to_torch_state_dict",
+]

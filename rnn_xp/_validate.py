@@ -1,0 +1,142 @@
+"""Input checks for forward(): every error says what was given, what was expected and the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _xp
+
+_FIX_MOVE = "Fix: rnn_xp.to_device(params, xp, device=..., dtype=...) or move x to where params live"
+
+
+def _describe(a):
+    if _xp.is_array(a):
+        return (f"{_xp.namespace_name(_xp.array_namespace(a))} array of shape {tuple(a.shape)}, "
+                f"dtype {_xp.dtype_name(a.dtype)}, device {_xp.device(a)}")
+    return f"{type(a).__name__}"
+
+
+def check_x(x, params, time_major):
+    """x's namespace must be the params'; returns (xp, x)."""
+    pxp = params.xp
+    pname = _xp.namespace_name(pxp)
+    if not _xp.is_array(x):
+        raise TypeError(
+            f"x must be an array of the params' namespace ({pname}); got {_describe(x)}. "
+            f"Fix: convert it first, e.g. xp.asarray(x, dtype=xp.{params.config.dtype})")
+    xp = _xp.array_namespace(x)
+    if not _xp.same_namespace(xp, pxp):
+        raise TypeError(f"x is a {_xp.namespace_name(xp)} array but params live in {pname} "
+                        f"(no silent transfers). {_FIX_MOVE}")
+    if _xp.device(x) != params.device:
+        raise ValueError(f"x is on device {_xp.device(x)} but params are on {params.device} "
+                         f"(no silent transfers). {_FIX_MOVE}")
+    if not xp.isdtype(x.dtype, "real floating"):
+        hint = (" Token ids go through an embedding first (rnn_xp.Embedding)."
+                if xp.isdtype(x.dtype, "integral") else "")
+        raise TypeError(f"x has dtype {_xp.dtype_name(x.dtype)}; expected a floating dtype, the params' "
+                        f"{params.config.dtype}.{hint} Fix: xp.astype(x, xp.{params.config.dtype})")
+    if x.dtype != params.dtype:
+        raise TypeError(f"x has dtype {_xp.dtype_name(x.dtype)} but params are {params.config.dtype} "
+                        f"(no silent casts). Fix: xp.astype(x, xp.{params.config.dtype}) or "
+                        f"rnn_xp.to_device(params, xp, dtype='{_xp.dtype_name(x.dtype)}')")
+    layout = "(time, batch, features)" if time_major else "(batch, time, features)"
+    if x.ndim != 3:
+        raise ValueError(f"x has shape {tuple(x.shape)}; expected 3 dimensions {layout}. Fix: add the missing "
+                         f"axis, e.g. x[None, ...] for a single sequence")
+    F = params.config.input_size
+    if x.shape[2] != F:
+        raise ValueError(f"x has {x.shape[2]} features (shape {tuple(x.shape)}, {layout}); params expect "
+                         f"input_size={F}")
+    return xp, x
+
+
+def _check_state(name, s, shape, x, xp):
+    if not _xp.is_array(s):
+        raise TypeError(f"{name} must be an array of shape {shape} in x's namespace; got {_describe(s)}")
+    if not _xp.same_namespace(_xp.array_namespace(s), xp) or _xp.device(s) != _xp.device(x):
+        raise TypeError(f"{name} is a {_describe(s)}; expected x's namespace "
+                        f"{_xp.namespace_name(xp)} on device {_xp.device(x)}")
+    if s.dtype != x.dtype:
+        raise TypeError(f"{name} has dtype {_xp.dtype_name(s.dtype)}; expected x's {_xp.dtype_name(x.dtype)}")
+    if tuple(s.shape) != shape:
+        raise ValueError(f"{name} has shape {tuple(s.shape)}; expected {shape} "
+                         "(num_layers*num_directions, batch, units)")
+    return s
+
+
+def check_state(initial_state, cfg, x, xp, B):
+    LD = cfg.num_layers * cfg.num_directions
+    h_shape, c_shape = (LD, B, cfg.output_size), (LD, B, cfg.hidden_size)
+    dev = _xp.device(x)
+    if initial_state is None:
+        h0 = xp.zeros(h_shape, dtype=x.dtype, device=dev)
+        c0 = xp.zeros(c_shape, dtype=x.dtype, device=dev) if cfg.cell == "lstm" else None
+        return h0, c0
+    if cfg.cell == "lstm":
+        if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
+            raise TypeError(f"an LSTM's initial_state must be the pair (h0, c0) with h0 {h_shape} and c0 "
+                            f"{c_shape}; got {_describe(initial_state)}"
+                            + (" (c0 is missing)" if _xp.is_array(initial_state) else ""))
+        return (_check_state("initial_state h0", initial_state[0], h_shape, x, xp),
+                _check_state("initial_state c0", initial_state[1], c_shape, x, xp))
+    if isinstance(initial_state, (tuple, list)):
+        raise TypeError(f"a {cfg.cell.upper()}'s initial_state is one array h0 of shape {h_shape}; got a "
+                        f"{type(initial_state).__name__} (only LSTM takes (h0, c0))")
+    return _check_state("initial_state", initial_state, h_shape, x, xp), None
+
+
+def check_lengths(lengths, x, xp, B, T):
+    if isinstance(lengths, (list, tuple)):
+        host = np.asarray(lengths)  # documented conversion: a sequence of Python ints
+        if host.size and host.dtype.kind not in "iu":
+            raise TypeError(f"lengths must be integers; got the values {list(lengths)[:8]}")
+        host = host.astype(np.int64)
+    elif _xp.is_array(lengths):
+        lxp = _xp.array_namespace(lengths)
+        if not lxp.isdtype(lengths.dtype, "integral"):
+            raise TypeError(f"lengths has dtype {_xp.dtype_name(lengths.dtype)}; expected integers "
+                            "(a length counts steps). Fix: xp.astype(lengths, xp.int64)")
+        host = _xp.to_host(lengths)
+    else:
+        raise TypeError(f"lengths must be an integer array or a list of ints (batch,); got {_describe(lengths)}")
+    if host.shape != (B,):
+        raise ValueError(f"lengths has shape {host.shape}; expected ({B},), one length per sequence of the batch")
+    if host.size and (host.min() < 0 or host.max() > T):
+        bad = host[(host < 0) | (host > T)]
+        raise ValueError(f"lengths must lie in [0, {T}] (the {T} steps of x); got {bad[:8].tolist()}")
+    return _xp.from_host(host.astype(np.int64), xp, _xp.device(x))
+
+
+def check_mask(mask, x, xp, B, T, time_major):
+    shape = (T, B) if time_major else (B, T)
+    if isinstance(mask, (list, tuple)):
+        mask = np.asarray(mask)
+    if not _xp.is_array(mask):
+        raise TypeError(f"mask must be a boolean array of shape {shape}; got {_describe(mask)}")
+    mxp = _xp.array_namespace(mask)
+    if not mxp.isdtype(mask.dtype, "bool"):
+        raise TypeError(f"mask has dtype {_xp.dtype_name(mask.dtype)}; expected bool (True = the step runs). "
+                        "Fix: mask != 0")
+    if tuple(mask.shape) != shape:
+        layout = "(time, batch)" if time_major else "(batch, time)"
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {shape} {layout}")
+    if _xp.same_namespace(mxp, xp) and _xp.device(mask) == _xp.device(x):
+        return mask
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"mask is a {_describe(mask)}; expected a host (NumPy) array or one in x's namespace "
+                        f"{_xp.namespace_name(xp)} on device {_xp.device(x)}")
+    return _xp.from_host(mask, xp, _xp.device(x))
+
+
+def check_forward_inputs(x, params, initial_state, lengths, mask, time_major):
+    if not isinstance(time_major, bool):
+        raise TypeError(f"time_major must be True or False; got {time_major!r}")
+    xp, x = check_x(x, params, time_major)
+    T, B = (x.shape[0], x.shape[1]) if time_major else (x.shape[1], x.shape[0])
+    h0, c0 = check_state(initial_state, params.config, x, xp, B)
+    if lengths is not None:
+        lengths = check_lengths(lengths, x, xp, B, T)
+    if mask is not None:
+        mask = check_mask(mask, x, xp, B, T, time_major)
+    return xp, x, h0, c0, lengths, mask

@@ -1,0 +1,119 @@
+"""Namespace and device helpers: the only module that imports array-api-compat.
+
+Everything else in rnn_xp asks this module which Array-API namespace an array
+belongs to, on which device it lives, and how to move host (NumPy) data there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import array_api_compat
+from array_api_compat import array_namespace, device, is_array_api_obj
+
+__all__ = [
+    "array_namespace",
+    "device",
+    "is_array",
+    "namespace_name",
+    "same_namespace",
+    "dtype_name",
+    "resolve_dtype",
+    "to_host",
+    "from_host",
+    "as_namespace",
+]
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def is_array(obj) -> bool:
+    return is_array_api_obj(obj)
+
+
+def namespace_name(xp) -> str:
+    """'numpy', 'cupy', 'torch', 'array_api_strict', ... for a namespace module."""
+    name = getattr(xp, "__name__", str(xp))
+    if name.startswith("array_api_compat."):
+        name = name[len("array_api_compat."):]
+    return name
+
+
+def as_namespace(xp):
+    """The array-api-compat wrapped namespace for a module such as numpy, cupy or torch."""
+    if xp is None:
+        return None
+    name = namespace_name(xp)
+    if name == "numpy":
+        return array_api_compat.array_namespace(np.empty(0))
+    if name in ("cupy", "torch", "dask.array"):
+        import importlib
+        return importlib.import_module("array_api_compat." + name)
+    if not hasattr(xp, "asarray") or not hasattr(xp, "matmul"):
+        raise TypeError(
+            f"xp={xp!r} is not an array namespace; expected a module such as numpy, cupy, "
+            "torch or array_api_strict")
+    return xp
+
+
+def same_namespace(a, b) -> bool:
+    return namespace_name(a) == namespace_name(b)
+
+
+def dtype_name(dtype) -> str:
+    """Canonical name of a floating dtype of any namespace ('float32', 'bfloat16', ...)."""
+    s = str(dtype)
+    for name in FLOAT_DTYPES:
+        if s == name or s.endswith("." + name) or s.endswith("'" + name + "'") or f"'{name}'" in s:
+            return name
+    if s.startswith("<class 'numpy.") and s.endswith("'>"):
+        return s[len("<class 'numpy."):-2]
+    return s.replace("torch.", "").replace("array_api_strict.", "")
+
+
+def resolve_dtype(xp, name: str):
+    """The dtype object called `name` in namespace xp, or a TypeError if it has none."""
+    if name not in FLOAT_DTYPES:
+        raise TypeError(
+            f"dtype={name!r} is not supported; expected one of {', '.join(FLOAT_DTYPES)}")
+    dt = getattr(xp, name, None)
+    if dt is None:
+        raise TypeError(
+            f"the namespace {namespace_name(xp)!r} has no {name}; use float32 or float64 there, "
+            "or move to a namespace that has it (torch has float16 and bfloat16, numpy float16)")
+    return dt
+
+
+def to_host(a) -> np.ndarray:
+    """A NumPy copy of any array (cupy, torch, array_api_strict, ...); bfloat16 becomes float32."""
+    if isinstance(a, np.ndarray):
+        return a
+    name = namespace_name(array_namespace(a))
+    if name == "cupy":
+        return a.get()
+    if name == "torch":
+        t = a.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()  # NumPy has no bfloat16; float32 holds every bfloat16 exactly
+        return t.numpy()
+    try:
+        return np.from_dlpack(a)
+    except Exception:  # noqa: BLE001 - not every namespace's DLPack reaches the host
+        return np.asarray(a)
+
+
+def from_host(host: np.ndarray, xp, dev=None, dtype_name_: str | None = None):
+    """Put a NumPy array into namespace xp on device dev, cast to dtype_name_ if given."""
+    xp = as_namespace(xp)
+    name = namespace_name(xp)
+    host = np.array(host, copy=True, order="C")  # never share memory with the caller's array
+    if dtype_name_ in ("float16", "float32", "float64") and name != "torch":
+        host = host.astype(dtype_name_, copy=False)
+    if name == "numpy":
+        out = host
+    elif dev is None:
+        out = xp.asarray(host)
+    else:
+        out = xp.asarray(host, device=dev)
+    if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
+        out = xp.astype(out, resolve_dtype(xp, dtype_name_))
+    return out

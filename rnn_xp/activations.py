@@ -1,0 +1,220 @@
+"""Activation functions of recurrent cells, written once against the Array API.
+
+Two families of names:
+
+* the eleven ONNX functions, spelled as ONNX spells them (``Tanh``, ``HardSigmoid``,
+  ...), with ONNX's meaning and defaults for ``alpha`` and ``beta``;
+* the lower-case names users type, with Keras 3's meaning (``hard_sigmoid`` is
+  ``clip(x/6 + 1/2, 0, 1)``, ``leaky_relu`` has slope 0.2), which is also what
+  PyTorch means by ``tanh``, ``relu`` and ``sigmoid``.
+
+Each name resolves to an :class:`Activation`: a canonical ONNX function plus its
+alpha and beta, so that every spelling of the same function compares equal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["Activation", "resolve", "apply", "ONNX_NAMES", "names"]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One resolved activation: ``name`` (canonical) with its ``alpha`` and ``beta``."""
+
+    name: str
+    alpha: float | None = None
+    beta: float | None = None
+
+    def __call__(self, x, xp):
+        return _FUNCS[self.name](x, xp, self.alpha, self.beta)
+
+    def to_json(self):
+        return [self.name, self.alpha, self.beta]
+
+
+# Each function: (x, xp, alpha, beta) -> array of x's dtype and device.
+def _relu(x, xp, a, b):
+    return xp.maximum(x, xp.zeros_like(x))
+
+
+def _tanh(x, xp, a, b):
+    return xp.tanh(x)
+
+
+def _sigmoid(x, xp, a, b):
+    # 1/(1+exp(-x)) overflows exp for x << 0; this form is exact and never overflows.
+    return 0.5 * xp.tanh(0.5 * x) + 0.5
+
+
+def _affine(x, xp, a, b):
+    return a * x + b
+
+
+def _leaky_relu(x, xp, a, b):
+    return xp.where(x >= 0, x, a * x)
+
+
+def _thresholded_relu(x, xp, a, b):
+    return xp.where(x > a, x, xp.zeros_like(x))
+
+
+def _scaled_tanh(x, xp, a, b):
+    return a * xp.tanh(b * x)
+
+
+def _hard_sigmoid(x, xp, a, b):
+    return xp.clip(a * x + b, 0.0, 1.0)
+
+
+def _elu(x, xp, a, b):
+    # expm1 of min(x, 0) so that large positive x never overflows
+    return xp.where(x >= 0, x, a * xp.expm1(xp.minimum(x, xp.zeros_like(x))))
+
+
+def _softsign(x, xp, a, b):
+    return x / (1.0 + xp.abs(x))
+
+
+def _softplus(x, xp, a, b):
+    # log(1 + e^x) = max(x, 0) + log1p(e^{-|x|}), stable for any x
+    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _selu(x, xp, a, b):
+    return b * _elu(x, xp, a, None)
+
+
+def _relu6(x, xp, a, b):
+    return xp.clip(x, 0.0, 6.0)
+
+
+def _silu(x, xp, a, b):
+    return x * _sigmoid(x, xp, None, None)
+
+
+def _hard_silu(x, xp, a, b):
+    return x * _hard_sigmoid(x, xp, 1.0 / 6.0, 0.5)
+
+
+def _exponential(x, xp, a, b):
+    return xp.exp(x)
+
+
+def _log_sigmoid(x, xp, a, b):
+    return -_softplus(-x, xp, None, None)
+
+
+def _hard_tanh(x, xp, a, b):
+    return xp.clip(x, -1.0, 1.0)
+
+
+def _mish(x, xp, a, b):
+    return x * xp.tanh(_softplus(x, xp, None, None))
+
+
+def _tanh_shrink(x, xp, a, b):
+    return x - xp.tanh(x)
+
+
+# canonical name -> (function, takes alpha, takes beta, default alpha, default beta)
+_SPEC = {
+    "Relu": (_relu, False, False, None, None),
+    "Tanh": (_tanh, False, False, None, None),
+    "Sigmoid": (_sigmoid, False, False, None, None),
+    "Affine": (_affine, True, True, 1.0, 0.0),
+    "LeakyRelu": (_leaky_relu, True, False, 0.01, None),
+    "ThresholdedRelu": (_thresholded_relu, True, False, 1.0, None),
+    "ScaledTanh": (_scaled_tanh, True, True, 1.0, 1.0),
+    "HardSigmoid": (_hard_sigmoid, True, True, 0.2, 0.5),
+    "Elu": (_elu, True, False, 1.0, None),
+    "Softsign": (_softsign, False, False, None, None),
+    "Softplus": (_softplus, False, False, None, None),
+    # beyond ONNX: Keras 3 activations that recurrent layers accept
+    "Selu": (_selu, True, True, 1.6732632423543772, 1.0507009873554805),
+    "Relu6": (_relu6, False, False, None, None),
+    "Silu": (_silu, False, False, None, None),
+    "HardSilu": (_hard_silu, False, False, None, None),
+    "Exponential": (_exponential, False, False, None, None),
+    "LogSigmoid": (_log_sigmoid, False, False, None, None),
+    "HardTanh": (_hard_tanh, False, False, None, None),
+    "Mish": (_mish, False, False, None, None),
+    "TanhShrink": (_tanh_shrink, False, False, None, None),
+}
+_FUNCS = {name: spec[0] for name, spec in _SPEC.items()}
+
+ONNX_NAMES = ("Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
+              "HardSigmoid", "Elu", "Softsign", "Softplus")
+
+# lower-case name -> (canonical, fixed alpha, fixed beta): Keras 3 / PyTorch meaning
+_ALIASES = {
+    "tanh": ("Tanh", None, None),
+    "relu": ("Relu", None, None),
+    "sigmoid": ("Sigmoid", None, None),
+    "linear": ("Affine", 1.0, 0.0),
+    "identity": ("Affine", 1.0, 0.0),
+    "affine": ("Affine", None, None),
+    "leaky_relu": ("LeakyRelu", 0.2, None),
+    "thresholded_relu": ("ThresholdedRelu", None, None),
+    "scaled_tanh": ("ScaledTanh", None, None),
+    "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5),
+    "elu": ("Elu", 1.0, None),
+    "selu": ("Selu", None, None),
+    "softsign": ("Softsign", None, None),
+    "softplus": ("Softplus", None, None),
+    "relu6": ("Relu6", None, None),
+    "silu": ("Silu", None, None),
+    "swish": ("Silu", None, None),
+    "hard_silu": ("HardSilu", None, None),
+    "hard_swish": ("HardSilu", None, None),
+    "exponential": ("Exponential", None, None),
+    "log_sigmoid": ("LogSigmoid", None, None),
+    "hard_tanh": ("HardTanh", None, None),
+    "mish": ("Mish", None, None),
+    "tanh_shrink": ("TanhShrink", None, None),
+}
+_BY_LOWER = {name.lower(): name for name in _SPEC}
+
+
+def names() -> list[str]:
+    """Every accepted activation name."""
+    return sorted(set(_SPEC) | set(_ALIASES))
+
+
+def takes(name: str) -> tuple[bool, bool]:
+    """(takes alpha, takes beta) for a canonical name."""
+    spec = _SPEC[name]
+    return spec[1], spec[2]
+
+
+def resolve(spec, alpha=None, beta=None) -> Activation:
+    """Turn a name (or an Activation) into a canonical :class:`Activation`.
+
+    ``alpha``/``beta`` override the defaults for functions that take them.
+    """
+    if isinstance(spec, Activation):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"an activation must be a name (str); got {type(spec).__name__} {spec!r}")
+    if spec in _SPEC:
+        canonical, fixed_a, fixed_b = spec, None, None
+    elif spec in _ALIASES:
+        canonical, fixed_a, fixed_b = _ALIASES[spec]
+    elif spec.lower() in _BY_LOWER and spec.lower() not in _ALIASES:
+        canonical, fixed_a, fixed_b = _BY_LOWER[spec.lower()], None, None
+    else:
+        raise ValueError(
+            f"unknown activation {spec!r}; expected one of: {', '.join(names())}")
+    _, takes_a, takes_b, default_a, default_b = _SPEC[canonical]
+    a = (alpha if alpha is not None else fixed_a if fixed_a is not None else default_a) if takes_a else None
+    b = (beta if beta is not None else fixed_b if fixed_b is not None else default_b) if takes_b else None
+    for label, v in (("alpha", a), ("beta", b)):
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise ValueError(f"activation {spec!r}: {label}={v!r} must be a finite number")
+    return Activation(canonical, None if a is None else float(a), None if b is None else float(b))
+
+
+def apply(act: Activation, x, xp):
+    return act(x, xp)
