@@ -6,8 +6,8 @@ belongs to, on which device it lives, and how to move host (NumPy) data there.
 
 from __future__ import annotations
 
-import numpy as np
 import array_api_compat
+import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
 
 __all__ = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from . import _xp
 from .cells import STEPS
-from .params import RNNParams
+from .params import CellWeights, RNNParams
 
 __all__ = ["forward", "run_direction", "input_projection", "time_chunks"]
 
@@ -101,8 +101,8 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
         directions in input time order.
     state : h_n, or (h_n, c_n) for LSTM, shaped like initial_state.
     """
-    from ._validate import check_forward_inputs
     from ._fast import select_runner
+    from ._validate import check_forward_inputs
 
     if not isinstance(params, RNNParams):
         raise TypeError(f"params must be rnn_xp params (from rnn_xp.init, load or an importer); got "
@@ -127,22 +127,31 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
         run, emit = run[:, :, None], emit[:, :, None]  # (T, B, 1)
 
     runner = select_runner(xp, cfg, impl)
+    # float16/bfloat16 are computed in float32 and rounded once at the end, as cuDNN does: rounding
+    # every gate of every step to 8 or 11 bits would compound over the steps.
+    out_dtype = x.dtype
+    half = _xp.dtype_name(out_dtype) in ("float16", "bfloat16")
+    up = (lambda a: None if a is None else xp.astype(a, xp.float32)) if half else (lambda a: a)
+    layer_in, h0, c0 = up(x), up(h0), up(c0)
     D = cfg.num_directions
     h_n, c_n = [], []
-    layer_in = x
     for k in range(cfg.num_layers):
         ys = []
         for d in range(D):
             idx = k * D + d
-            y, h, c = runner(layer_in, h0[idx, ...], None if c0 is None else c0[idx, ...],
-                             params.layers[k][d], cfg, cfg.activations[d],
-                             reverse=(d == 1) != (cfg.direction == "reverse"), run=run, emit=emit, xp=xp)
+            w = params.layers[k][d]
+            if half:
+                w = CellWeights(**{n: up(a) for n, a in w.items()})
+            y, h, c = runner(layer_in, h0[idx, ...], None if c0 is None else c0[idx, ...], w, cfg,
+                             cfg.activations[d], reverse=(d == 1) != (cfg.direction == "reverse"),
+                             run=run, emit=emit, xp=xp)
             ys.append(y)
             h_n.append(h)
             c_n.append(c)
         layer_in = ys[0] if D == 1 else xp.concat(ys, axis=-1)  # (T, B, D*H_out)
-    y = layer_in if time_major else xp.permute_dims(layer_in, (1, 0, 2))
-    h_n = xp.stack(h_n, axis=0)  # (L*D, B, H_out)
+    down = (lambda a: xp.astype(a, out_dtype)) if half else (lambda a: a)
+    y = down(layer_in if time_major else xp.permute_dims(layer_in, (1, 0, 2)))
+    h_n = down(xp.stack(h_n, axis=0))  # (L*D, B, H_out)
     if cfg.cell == "lstm":
-        return y, (h_n, xp.stack(c_n, axis=0))
+        return y, (h_n, down(xp.stack(c_n, axis=0)))
     return y, h_n

@@ -133,7 +133,7 @@ class RNNConfig:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "RNNConfig":
+    def from_json(cls, d: dict) -> RNNConfig:
         if not isinstance(d, dict):
             raise ValueError(f"an RNN config must be a JSON object; got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
@@ -316,7 +316,7 @@ class RNNParams:
                 for k, per_dir in enumerate(self.layers) for d, w in enumerate(per_dir) for n, a in w.items()]
 
     @classmethod
-    def from_named_arrays(cls, config: RNNConfig, arrays: dict) -> "RNNParams":
+    def from_named_arrays(cls, config: RNNConfig, arrays: dict) -> RNNParams:
         """Inverse of :meth:`named_arrays`; every expected name must be present, nothing else."""
         expected = {f"l{k}.{'rev' if d else 'fwd'}.{n}"
                     for k in range(config.num_layers) for d in range(config.num_directions)
@@ -330,7 +330,7 @@ class RNNParams:
             for k in range(config.num_layers))
         return cls(config, layers)
 
-    def map_arrays(self, fn, **config_changes) -> "RNNParams":
+    def map_arrays(self, fn, **config_changes) -> RNNParams:
         """New params with every array replaced by fn(array) (and config fields changed)."""
         cfg = replace(self.config, **config_changes) if config_changes else self.config
         return RNNParams.from_named_arrays(cfg, {n: fn(a) for n, a in self.named_arrays()})

@@ -6,12 +6,10 @@ import threading
 
 import numpy as np
 import pytest
+from reference import reference_forward
 
 import rnn_xp
 from rnn_xp import _xp
-
-from conftest import on
-from reference import reference_forward
 
 
 # --- init and params ----------------------------------------------------------------------------
@@ -19,7 +17,7 @@ def test_same_seed_same_weights_on_every_backend(xp):
     a = rnn_xp.init("lstm", 3, 4, num_layers=2, bidirectional=True, seed=42, dtype="float64", xp=np)
     b = rnn_xp.init("lstm", 3, 4, num_layers=2, bidirectional=True, seed=42, dtype="float64", xp=xp)
     assert _xp.same_namespace(b.xp, xp)
-    for (na, wa), (nb, wb) in zip(a.named_arrays(), b.named_arrays()):
+    for (na, wa), (nb, wb) in zip(a.named_arrays(), b.named_arrays(), strict=True):
         assert na == nb
         np.testing.assert_array_equal(wa, _xp.to_host(wb))
     bound = 1 / np.sqrt(4)
@@ -162,7 +160,7 @@ def test_to_device_round_trip_and_dtype(xp):
     q = rnn_xp.to_device(p, xp, dtype="float32")
     assert q.config.dtype == "float32" and _xp.dtype_name(q.dtype) == "float32"
     back = rnn_xp.to_device(q, np, dtype="float64")
-    for (_, a), (_, b) in zip(p.named_arrays(), back.named_arrays()):
+    for (_, a), (_, b) in zip(p.named_arrays(), back.named_arrays(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-7)
     with pytest.raises(TypeError, match="takes rnn_xp params"):
         rnn_xp.to_device([1, 2], np)
@@ -185,7 +183,7 @@ def test_save_load_round_trip(tmp_path, xp):
     rnn_xp.save(p, path)
     q = rnn_xp.load(path, xp=xp)
     assert q.config == p.config and _xp.same_namespace(q.xp, xp)
-    for (na, a), (nb, b) in zip(p.named_arrays(), q.named_arrays()):
+    for (na, a), (nb, b) in zip(p.named_arrays(), q.named_arrays(), strict=True):
         assert na == nb
         np.testing.assert_array_equal(a, _xp.to_host(b))
 
@@ -315,7 +313,7 @@ def test_forward_from_many_threads(rng):
     for t in threads:
         t.join()
     assert not errors
-    for got, exp in zip(results, expected):
+    for got, exp in zip(results, expected, strict=True):
         np.testing.assert_array_equal(got, exp)
 
 

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import reference_forward
 
 import rnn_xp
 from rnn_xp import _xp
-
-from reference import reference_forward
 
 
 @st.composite

@@ -4,11 +4,10 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import on
 
 import rnn_xp
 from rnn_xp import _xp
-
-from conftest import on
 
 torch = pytest.importorskip("torch")
 
@@ -72,7 +71,7 @@ def test_module_matrix(cell, nl, layers, bidir, bias, proj, dtype):
         ty, ts = m(torch.from_numpy(x), t_init)
     y, s = rnn_xp.forward(x, params, init)
     _compare(y, ty, dtype)
-    for a, b in zip(_states(s), _states(ts)):
+    for a, b in zip(_states(s), _states(ts), strict=True):
         _compare(a, b, dtype)
     # right-padded batches through packed sequences; PyTorch rejects length 0
     lengths = [7, 2, 5, 1]
@@ -83,7 +82,7 @@ def test_module_matrix(cell, nl, layers, bidir, bias, proj, dtype):
     py, _ = torch.nn.utils.rnn.pad_packed_sequence(py, batch_first=True, total_length=7)
     y, s = rnn_xp.forward(x, params, init, lengths=np.array(lengths))
     _compare(y, py, dtype)
-    for a, b in zip(_states(s), _states(ps)):
+    for a, b in zip(_states(s), _states(ps), strict=True):
         _compare(a, b, dtype)
 
 
@@ -99,7 +98,7 @@ def test_on_every_backend(xp, cell):
     y, s = rnn_xp.forward(on(xp, x), params)
     assert _xp.same_namespace(_xp.array_namespace(y), xp)
     _compare(y, ty, "float32")
-    for a, b in zip(_states(s), _states(ts)):
+    for a, b in zip(_states(s), _states(ts), strict=True):
         _compare(a, b, "float32")
 
 
@@ -124,7 +123,7 @@ def test_state_dict_round_trip(cell, rng):
     m.load_state_dict(sd)  # strict: every key and shape matches
     again = rnn_xp.from_torch(sd)  # cell inferred from the shapes
     assert again.config == params.config
-    for (n1, a1), (n2, a2) in zip(params.named_arrays(), again.named_arrays()):
+    for (n1, a1), (n2, a2) in zip(params.named_arrays(), again.named_arrays(), strict=True):
         assert n1 == n2
         np.testing.assert_array_equal(a1, a2)
     x = rng.standard_normal((2, 5, 4)).astype(np.float32)
