@@ -77,22 +77,33 @@ def _bad(path, why):
     return ValueError(f"{path!s} is not a valid rnn_xp file: {why}. Fix: write it with rnn_xp.save()")
 
 
-def _expected_arrays(header):
-    """{name: (shape or None, 'float' kind)} the header promises, for params or a model."""
+def _rnn_config(d, n_members):
+    cfg = RNNConfig.from_json(d)
+    if cfg.num_layers * cfg.num_directions > n_members:  # a hostile header must not make us loop for long
+        raise ValueError(f"the header declares {cfg.num_layers} layer(s) of {cfg.num_directions} direction(s) "
+                         f"but the archive holds only {n_members} arrays")
+    return cfg
+
+
+def _expected_arrays(header, n_members):
+    """{name: shape, None (any shape) or 'optional'} the header promises, for params or a model."""
     kind = header.get("kind")
     if kind == "params":
-        cfg = RNNConfig.from_json(header.get("config"))
+        cfg = _rnn_config(header.get("config"), n_members)
         return {f"l{k}.{'rev' if d else 'fwd'}.{n}": shape
                 for k in range(cfg.num_layers) for d in range(cfg.num_directions)
                 for n, shape in cfg.shapes(k).items()}
     if kind == "model":
         out = {}
-        for i, lc in enumerate(header.get("layers") or []):
+        layers = header.get("layers")
+        if not isinstance(layers, list) or len(layers) > n_members + 64:
+            raise ValueError("the header's layer list is missing or longer than the archive could hold")
+        for i, lc in enumerate(layers):
             if not isinstance(lc, dict):
                 raise ValueError(f"layer {i} is not a JSON object")
             t = lc.get("type")
             if t == "Recurrent":
-                cfg = RNNConfig.from_json(lc.get("rnn"))
+                cfg = _rnn_config(lc.get("rnn"), n_members)
                 out.update({f"layer{i}.l{k}.{'rev' if d else 'fwd'}.{n}": shape
                             for k in range(cfg.num_layers) for d in range(cfg.num_directions)
                             for n, shape in cfg.shapes(k).items()})
@@ -132,7 +143,7 @@ def _read(path):
                     raise ValueError("the header does not name the rnn_xp format")
                 if header.get("version") != VERSION:
                     raise ValueError(f"format version {header.get('version')!r}; this rnn_xp reads {VERSION}")
-                expected = _expected_arrays(header)
+                expected = _expected_arrays(header, len(infos))
                 present = {n[:-4] for n in infos if n.endswith(".npy")} - {_CONFIG_KEY}
                 required = {n for n, s in expected.items() if s != "optional"}
                 if not required <= present or not present <= set(expected) or len(infos) != len(present) + 1:
@@ -153,7 +164,7 @@ def _read(path):
                     if isinstance(shape, tuple) and a.shape != shape:
                         raise ValueError(f"{name} has shape {a.shape}; the header expects {shape}")
                     arrays[name] = a
-        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile,
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, RecursionError,
                 UnicodeDecodeError, json.JSONDecodeError) as e:
             raise _bad(path, str(e)) from None
     return header, arrays
