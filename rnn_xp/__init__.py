@@ -15,9 +15,22 @@ from ._fast import implementations
 from .activations import Activation
 from .device import Backend, select_backend
 from .forward import forward
-from .importers import from_torch, to_torch_state_dict
+from .graph import OnnxGraph
+from .importers import from_keras, from_onnx, from_torch, to_torch_state_dict
 from .io import load, save
-from .model import Dense, Embedding, Recurrent, Sequential, Softmax, seed_model, softmax
+from .model import (
+    ActivationLayer,
+    Bidirectional,
+    Dense,
+    Embedding,
+    Identity,
+    Masking,
+    Recurrent,
+    Sequential,
+    Softmax,
+    seed_model,
+    softmax,
+)
 from .params import CellWeights, RNNConfig, RNNParams, init
 from .tools import count_params, summary, to_device
 
@@ -26,8 +39,8 @@ __version__ = "0.1.0"
 rnn_forward = forward  # the design card's name
 
 __all__ = [
-    "Activation", "Backend", "CellWeights", "Dense", "Embedding", "RNNConfig", "RNNParams", "Recurrent",
-    "Sequential", "Softmax", "__version__", "count_params", "forward", "from_torch", "implementations", "init",
-    "load", "rnn_forward", "save", "seed_model", "select_backend", "softmax", "summary", "to_device",
-    "to_torch_state_dict",
+    "Activation", "ActivationLayer", "Backend", "Bidirectional", "CellWeights", "Dense", "Embedding", "Identity",
+    "Masking", "OnnxGraph", "RNNConfig", "RNNParams", "Recurrent", "Sequential", "Softmax", "__version__",
+    "count_params", "forward", "from_keras", "from_onnx", "from_torch", "implementations", "init", "load",
+    "rnn_forward", "save", "seed_model", "select_backend", "softmax", "summary", "to_device", "to_torch_state_dict",
 ]

@@ -8,6 +8,9 @@ Two families of names:
   ``clip(x/6 + 1/2, 0, 1)``, ``leaky_relu`` has slope 0.2), which is also what
   PyTorch means by ``tanh``, ``relu`` and ``sigmoid``.
 
+Every function here is elementwise (the fast paths rely on it); the functions of a whole axis
+(softmax, ...) are layers' activations, in :mod:`rnn_xp.model`.
+
 Each name resolves to an :class:`Activation`: a canonical ONNX function plus its
 alpha and beta, so that every spelling of the same function compares equal.
 """
@@ -119,6 +122,42 @@ def _tanh_shrink(x, xp, a, b):
     return x - xp.tanh(x)
 
 
+def _celu(x, xp, a, b):
+    return xp.where(x >= 0, x, a * xp.expm1(xp.minimum(x, xp.zeros_like(x)) / a))
+
+
+def _erf(x, xp):
+    # The Array API has no erf: Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7
+    t = 1.0 / (1.0 + 0.3275911 * xp.abs(x))
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    y = 1.0 - poly * xp.exp(-x * x)
+    return xp.where(x >= 0, y, -y)
+
+
+def _gelu(x, xp, a, b):
+    return 0.5 * x * (1.0 + _erf(x * 0.7071067811865476, xp))
+
+
+def _hard_shrink(x, xp, a, b):
+    return xp.where(xp.abs(x) > a, x, xp.zeros_like(x))
+
+
+def _soft_shrink(x, xp, a, b):
+    return xp.where(x > a, x - a, xp.where(x < -a, x + a, xp.zeros_like(x)))
+
+
+def _sparse_plus(x, xp, a, b):
+    return xp.where(x <= -1.0, xp.zeros_like(x), xp.where(x < 1.0, 0.25 * (x + 1.0) ** 2, x))
+
+
+def _sparse_sigmoid(x, xp, a, b):
+    return xp.clip(0.5 * (x + 1.0), 0.0, 1.0)
+
+
+def _squareplus(x, xp, a, b):
+    return 0.5 * (x + xp.sqrt(x * x + a))
+
+
 # canonical name -> (function, takes alpha, takes beta, default alpha, default beta)
 _SPEC = {
     "Relu": (_relu, False, False, None, None),
@@ -142,6 +181,13 @@ _SPEC = {
     "HardTanh": (_hard_tanh, False, False, None, None),
     "Mish": (_mish, False, False, None, None),
     "TanhShrink": (_tanh_shrink, False, False, None, None),
+    "Celu": (_celu, True, False, 1.0, None),
+    "Gelu": (_gelu, False, False, None, None),
+    "HardShrink": (_hard_shrink, True, False, 0.5, None),
+    "SoftShrink": (_soft_shrink, True, False, 0.5, None),
+    "SparsePlus": (_sparse_plus, False, False, None, None),
+    "SparseSigmoid": (_sparse_sigmoid, False, False, None, None),
+    "Squareplus": (_squareplus, True, False, 4.0, None),
 }
 _FUNCS = {name: spec[0] for name, spec in _SPEC.items()}
 
@@ -174,6 +220,13 @@ _ALIASES = {
     "hard_tanh": ("HardTanh", None, None),
     "mish": ("Mish", None, None),
     "tanh_shrink": ("TanhShrink", None, None),
+    "celu": ("Celu", 1.0, None),
+    "gelu": ("Gelu", None, None),
+    "hard_shrink": ("HardShrink", 0.5, None),
+    "soft_shrink": ("SoftShrink", 0.5, None),
+    "sparse_plus": ("SparsePlus", None, None),
+    "sparse_sigmoid": ("SparseSigmoid", None, None),
+    "squareplus": ("Squareplus", 4.0, None),
 }
 _BY_LOWER = {name.lower(): name for name in _SPEC}
 

@@ -12,7 +12,7 @@ __all__ = ["STEPS", "rnn_step", "lstm_step", "gru_step"]
 
 
 def _act(act, x, clip, xp):
-    """An activation of a possibly clipped input (ONNX's clip bounds every activation's input)."""
+    """An activation of a possibly clipped input (ONNX's clip bounds the inputs of the gate activations)."""
     if clip is not None:
         x = xp.clip(x, -clip, clip)
     return act(x, xp)
@@ -45,7 +45,7 @@ def lstm_step(gi, h, c, w, cfg, acts, xp):
     if w.p is not None:
         a_o = a_o + w.p[2 * H:] * c  # the output gate's peephole sees the new cell state
     o = _act(f_act, a_o, clip, xp)
-    h = o * _act(h_act, c, clip, xp)  # (B, H)
+    h = o * h_act(c, xp)  # (B, H); clip bounds the gates' inputs, never c (as onnxruntime does)
     if w.w_hr is not None:
         h = xp.matmul(h, xp.matrix_transpose(w.w_hr))  # (B, proj_size)
     return h, c

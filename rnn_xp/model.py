@@ -1,4 +1,4 @@
-"""Small model pieces the seeds use: embedding, dense, softmax, recurrent layers, and a chain of them.
+"""Model pieces: the layers of Keras's recurrent models, and a chain of them.
 
 The seeds' Keras model, ``Embedding(5000, 32) -> SimpleRNN(100) -> Dense(1, sigmoid)``::
 
@@ -9,8 +9,15 @@ The seeds' Keras model, ``Embedding(5000, 32) -> SimpleRNN(100) -> Dense(1, sigm
     ], input_shape=(250,))
     probs = model(token_ids)  # (batch, 1)
 
-Layers are immutable. Every layer maps ``(x, mask) -> (y, mask)`` so that masks (from
-``Embedding(mask_zero=True)``) flow into the recurrent layers, as in Keras.
+Layers are immutable. Every layer maps ``(x, mask) -> (y, mask)`` with Keras's mask rules, so
+that masks (from ``Embedding(mask_zero=True)`` or ``Masking``) flow into the recurrent layers.
+
+Every layer and model speaks one small protocol, which is all that :func:`rnn_xp.to_device`,
+:func:`rnn_xp.count_params`, :func:`rnn_xp.summary` and :func:`rnn_xp.save`/:func:`rnn_xp.load`
+use: ``config()`` (JSON, with a ``"type"`` key), ``named_arrays()``, ``map_arrays(fn)``,
+``from_config(config, arrays)`` (a classmethod, the inverse of the two), ``name``, ``type_name``
+and, for layers, ``output_shape(shape)``. :func:`register` files a class under its name so that
+:func:`from_config` finds it again.
 """
 
 from __future__ import annotations
@@ -21,11 +28,34 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import _xp
-from .activations import resolve
+from .activations import Activation, resolve
 from .forward import forward
-from .params import RNNParams, _readonly, init as _init_params
+from .params import RNNConfig, RNNParams, _readonly
+from .params import init as _init_params
 
-__all__ = ["Embedding", "Dense", "Softmax", "Recurrent", "Sequential", "softmax"]
+__all__ = ["Embedding", "Masking", "Dense", "ActivationLayer", "Identity", "Softmax", "Recurrent",
+           "Bidirectional", "Sequential", "softmax", "log_softmax", "sparsemax", "register", "from_config", "REGISTRY"]
+
+REGISTRY: dict = {}  # config()["type"] -> class
+
+
+def register(cls):
+    """Class decorator: file a layer, model or graph node under its config type (its class name)."""
+    REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def from_config(config, arrays):
+    """The layer or model whose ``config()`` and ``named_arrays()`` these are."""
+    kind = config.get("type") if isinstance(config, dict) else None
+    if kind not in REGISTRY:
+        raise ValueError(f"unknown layer type {kind!r}; expected one of {sorted(REGISTRY)}")
+    return REGISTRY[kind].from_config(config, arrays)
+
+
+def sub_arrays(arrays, prefix):
+    """The arrays named ``prefix + name``, keyed by name (a child's share of its parent's arrays)."""
+    return {n[len(prefix):]: a for n, a in arrays.items() if n.startswith(prefix)}
 
 
 def softmax(x, axis=-1):
@@ -33,6 +63,56 @@ def softmax(x, axis=-1):
     xp = _xp.array_namespace(x)
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along axis, without forming the softmax."""
+    xp = _xp.array_namespace(x)
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def sparsemax(x, axis=-1):
+    """The Euclidean projection of x onto the simplex along the last axis: max(x - tau, 0)."""
+    if axis not in (-1, x.ndim - 1):
+        raise ValueError(f"sparsemax runs along the last axis; got axis={axis}")
+    xp = _xp.array_namespace(x)
+    z = xp.sort(x, axis=-1, descending=True)
+    cum = xp.cumulative_sum(z, axis=-1)
+    k = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=_xp.device(x))
+    support = z - (cum - 1.0) / k > 0  # the sorted prefix that stays positive
+    n = xp.sum(xp.astype(support, x.dtype), axis=-1, keepdims=True)
+    tau = (xp.sum(xp.where(support, cum, xp.zeros_like(cum)), axis=-1, keepdims=True) - 1.0) / n
+    return xp.maximum(x - tau, xp.zeros_like(x))
+
+
+# Functions of the whole last axis, which Dense and Activation layers take besides the elementwise
+# activations of rnn_xp.activations (cells take only those: their fast paths work elementwise).
+AXIS_ACTIVATIONS = {"softmax": softmax, "log_softmax": log_softmax, "sparsemax": sparsemax}
+
+
+def _layer_activation(act):
+    return act if isinstance(act, str) and act in AXIS_ACTIVATIONS else resolve(act)
+
+
+def _activate(act, y, xp):
+    return AXIS_ACTIVATIONS[act](y) if isinstance(act, str) else act(y, xp)
+
+
+def _activation_json(act):
+    return act if isinstance(act, str) else act.to_json()
+
+
+def _activation_from_json(value):
+    if isinstance(value, str) and value in AXIS_ACTIVATIONS:
+        return value
+    if not (isinstance(value, list) and len(value) == 3):
+        raise ValueError(f"malformed activation {value!r}; expected one of {sorted(AXIS_ACTIVATIONS)} or "
+                         "[name, alpha, beta]")
+    act = Activation(*value)
+    if resolve(act.name, act.alpha, act.beta) != act:
+        raise ValueError(f"activation {value!r} is not canonical")
+    return act
 
 
 def _host_uniform(seed, shape, bound):
@@ -46,6 +126,27 @@ def _check_same_space(layer, a, ref):
                         f"{_xp.device(ref)}. Fix: rnn_xp.to_device(model, xp, device=...)")
 
 
+def _in_space_of(a, ref):
+    """``a`` (a mask, given on the host or in ref's namespace) in ref's namespace and on its device."""
+    if _xp.same_namespace(_xp.array_namespace(a), _xp.array_namespace(ref)) and _xp.device(a) == _xp.device(ref):
+        return a
+    return _xp.from_host(_xp.to_host(a), _xp.array_namespace(ref), _xp.device(ref))
+
+
+class _Stateless:
+    """The protocol for layers without arrays."""
+
+    def output_shape(self, shape):
+        return shape
+
+    def named_arrays(self):
+        return []
+
+    def map_arrays(self, fn):
+        return self
+
+
+@register
 @dataclass(frozen=True, eq=False)
 class Embedding:
     """Lookup table (input_dim, output_dim); ``mask_zero`` masks token 0 (Keras)."""
@@ -53,6 +154,8 @@ class Embedding:
     table: object
     mask_zero: bool = False
     name: str = "embedding"
+    kind = "layer"
+    type_name = "Embedding"
 
     def __post_init__(self):
         object.__setattr__(self, "table", _readonly(self.table))
@@ -79,9 +182,8 @@ class Embedding:
                              f"[{int(xp.min(ids))}, {int(xp.max(ids))}]")
         flat = xp.reshape(ids, (-1,))
         y = xp.reshape(xp.take(self.table, flat, axis=0), (*ids.shape, self.table.shape[1]))  # (..., D)
-        if self.mask_zero:
-            mask = ids != 0
-        return y, mask
+        # Keras: an Embedding without mask_zero does not support masking, so it drops any incoming mask
+        return y, (ids != 0 if self.mask_zero else None)
 
     def output_shape(self, shape):
         return (*shape, self.table.shape[1])
@@ -92,26 +194,57 @@ class Embedding:
     def config(self):
         return {"type": "Embedding", "name": self.name, "mask_zero": self.mask_zero}
 
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(arrays["table"], bool(config.get("mask_zero", False)), str(config.get("name", "embedding")))
+
     def map_arrays(self, fn):
         return replace(self, table=fn(self.table))
 
-    type_name = "Embedding"
+
+@register
+@dataclass(frozen=True, eq=False)
+class Masking(_Stateless):
+    """Keras Masking: a step whose features all equal ``mask_value`` is masked, and set to zero."""
+
+    mask_value: float = 0.0
+    name: str = "masking"
+    kind = "layer"
+    type_name = "Masking"
+
+    def __call__(self, x, mask=None):
+        xp = _xp.array_namespace(x)
+        keep = xp.any(x != self.mask_value, axis=-1, keepdims=True)  # (B, T, 1)
+        return xp.where(keep, x, xp.zeros_like(x)), keep[..., 0]  # the mask ignores any incoming one (Keras)
+
+    def config(self):
+        return {"type": "Masking", "name": self.name, "mask_value": self.mask_value}
+
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(float(config.get("mask_value", 0.0)), str(config.get("name", "masking")))
 
 
+@register
 @dataclass(frozen=True, eq=False)
 class Dense:
-    """y = activation(x @ kernel + bias); kernel (in, out) as Keras stores it; on the last axis."""
+    """y = activation(x @ kernel + bias); kernel (in, out) as Keras stores it; on the last axis.
+
+    ``activation``: an elementwise one (a name of :mod:`rnn_xp.activations`), or softmax,
+    log_softmax or sparsemax over the last axis.
+    """
 
     kernel: object
     bias: object = None
     activation: object = "linear"
     name: str = "dense"
+    kind = "layer"
+    type_name = "Dense"
 
     def __post_init__(self):
         object.__setattr__(self, "kernel", _readonly(self.kernel))
         object.__setattr__(self, "bias", _readonly(self.bias))
-        if self.activation != "softmax":
-            object.__setattr__(self, "activation", resolve(self.activation))
+        object.__setattr__(self, "activation", _layer_activation(self.activation))
         if not _xp.is_array(self.kernel) or self.kernel.ndim != 2:
             raise ValueError(f"Dense kernel must be a 2-D array (in, out); got {self.kernel!r:.80}")
         if self.bias is not None and tuple(self.bias.shape) != (self.kernel.shape[1],):
@@ -136,8 +269,7 @@ class Dense:
         y = xp.matmul(x, self.kernel)  # (..., units)
         if self.bias is not None:
             y = y + self.bias
-        y = softmax(y) if self.activation == "softmax" else self.activation(y, xp)
-        return y, mask
+        return _activate(self.activation, y, xp), mask
 
     def output_shape(self, shape):
         return (*shape[:-1], self.kernel.shape[1])
@@ -146,50 +278,116 @@ class Dense:
         return [("kernel", self.kernel)] + ([("bias", self.bias)] if self.bias is not None else [])
 
     def config(self):
-        act = self.activation if self.activation == "softmax" else self.activation.to_json()
-        return {"type": "Dense", "name": self.name, "activation": act}
+        return {"type": "Dense", "name": self.name, "activation": _activation_json(self.activation)}
+
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(arrays["kernel"], arrays.get("bias"), _activation_from_json(config["activation"]),
+                   str(config.get("name", "dense")))
 
     def map_arrays(self, fn):
         return replace(self, kernel=fn(self.kernel), bias=None if self.bias is None else fn(self.bias))
 
-    type_name = "Dense"
 
-
+@register
 @dataclass(frozen=True, eq=False)
-class Softmax:
+class ActivationLayer(_Stateless):
+    """Keras's Activation layer: an elementwise activation, or softmax, log_softmax or sparsemax (last axis)."""
+
+    activation: object = "linear"
+    name: str = "activation"
+    kind = "layer"
+    type_name = "Activation"
+
+    def __post_init__(self):
+        object.__setattr__(self, "activation", _layer_activation(self.activation))
+
+    def __call__(self, x, mask=None):
+        return _activate(self.activation, x, _xp.array_namespace(x)), mask
+
+    def config(self):
+        return {"type": "ActivationLayer", "name": self.name, "activation": _activation_json(self.activation)}
+
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(_activation_from_json(config.get("activation")), str(config.get("name", "activation")))
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class Identity(_Stateless):
+    """A layer that is the identity at inference (Keras Dropout, GaussianNoise, ...), kept under its type name."""
+
+    type_name: str = "Identity"
+    name: str = "identity"
+    kind = "layer"
+
+    def __call__(self, x, mask=None):
+        return x, mask
+
+    def config(self):
+        return {"type": "Identity", "name": self.name, "type_name": self.type_name}
+
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(str(config.get("type_name", "Identity")), str(config.get("name", "identity")))
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class Softmax(_Stateless):
     """Softmax over the last axis (a layer, for the seeds' y_t = softmax(V h_t + c))."""
 
     name: str = "softmax"
+    kind = "layer"
+    type_name = "Softmax"
 
     def __call__(self, x, mask=None):
         return softmax(x), mask
 
-    def output_shape(self, shape):
-        return shape
-
-    def named_arrays(self):
-        return []
-
     def config(self):
         return {"type": "Softmax", "name": self.name}
 
-    def map_arrays(self, fn):
-        return self
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(str(config.get("name", "softmax")))
 
-    type_name = "Softmax"
+
+def params_from_config(rnn_json, arrays):
+    """RNNParams from RNNConfig JSON and arrays; the dtype is the arrays' (load casts afterwards)."""
+    cfg = RNNConfig.from_json(rnn_json)
+    if cfg.num_layers * cfg.num_directions > len(arrays):  # a hostile config must not make us loop for long
+        raise ValueError(f"the config declares {cfg.num_layers} layer(s) of {cfg.num_directions} direction(s) "
+                         f"but only {len(arrays)} arrays come with it")
+    if arrays:
+        cfg = replace(cfg, dtype=_xp.dtype_name(next(iter(arrays.values())).dtype))
+    return RNNParams.from_named_arrays(cfg, arrays)
 
 
+def map_params(params, fn):
+    """params with every array replaced by fn(array); the config's dtype follows the new arrays."""
+    arrays = {n: fn(a) for n, a in params.named_arrays()}
+    return RNNParams.from_named_arrays(replace(params.config, dtype=_xp.dtype_name(next(iter(arrays.values())).dtype)),
+                                       arrays)
+
+
+@register
 @dataclass(frozen=True, eq=False)
 class Recurrent:
-    """An RNN/LSTM/GRU layer: its sequence (return_sequences) or its last output.
+    """An RNN/LSTM/GRU layer (Keras's SimpleRNN, LSTM, GRU): its sequence or its last output.
 
-    The last output is the final h of the last layer, both directions concatenated (Keras).
+    The last output is Keras's: each direction's output at the last step it processed, which is
+    its final h, or zero when ``zero_output_for_mask`` and that step was masked. ``go_backwards``
+    is Keras's: the layer reads the sequence from its end and returns its sequence in that
+    (reversed) order; the mask it passes on is the one it received.
     """
 
     params: RNNParams
     return_sequences: bool = False
     zero_output_for_mask: bool = False
     name: str = ""
+    go_backwards: bool = False
+    kind = "layer"
 
     def __post_init__(self):
         if not isinstance(self.params, RNNParams):
@@ -199,14 +397,29 @@ class Recurrent:
                                                                           self.params.config.cell))
 
     def __call__(self, x, mask=None):
-        y, state = forward(x, self.params, mask=mask, zero_output_for_mask=self.zero_output_for_mask)
+        seq, run = x, mask
+        if self.go_backwards:
+            seq = _xp.array_namespace(x).flip(x, axis=1)
+            run = None if mask is None else _xp.array_namespace(mask).flip(mask, axis=1)
+        y, state = forward(seq, self.params, mask=run, zero_output_for_mask=self.zero_output_for_mask)
         if self.return_sequences:
             return y, mask
+        return self._last_output(y, state, run), None
+
+    def _last_output(self, y, state, run):
         xp = _xp.array_namespace(y)
-        h_n = state[0] if isinstance(state, tuple) else state  # (L*D, B, H_out)
-        D = self.params.config.num_directions
-        last = xp.concat([h_n[h_n.shape[0] - D + d, ...] for d in range(D)], axis=-1)  # (B, D*H_out)
-        return last, None
+        cfg = self.params.config
+        h_n = state[0] if cfg.cell == "lstm" else state  # (L*D, B, H_out)
+        D, T = cfg.num_directions, y.shape[1]
+        last = []
+        for d in range(D):
+            h = h_n[h_n.shape[0] - D + d, ...]  # (B, H_out)
+            if self.zero_output_for_mask and run is not None and T > 0:
+                t = 0 if (d == 1) != (cfg.direction == "reverse") else T - 1  # the direction's last step
+                ran = _in_space_of(run, y)[:, t:t + 1]  # (B, 1)
+                h = xp.where(ran, h, xp.zeros_like(h))
+            last.append(h)
+        return last[0] if D == 1 else xp.concat(last, axis=-1)  # (B, D*H_out)
 
     def output_shape(self, shape):
         c = self.params.config
@@ -218,16 +431,99 @@ class Recurrent:
 
     def config(self):
         return {"type": "Recurrent", "name": self.name, "return_sequences": self.return_sequences,
-                "zero_output_for_mask": self.zero_output_for_mask, "rnn": self.params.config.to_json()}
+                "zero_output_for_mask": self.zero_output_for_mask, "go_backwards": self.go_backwards,
+                "rnn": self.params.config.to_json()}
 
-    def map_arrays(self, fn, **config_changes):
-        return replace(self, params=self.params.map_arrays(fn, **config_changes))
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(params_from_config(config["rnn"], arrays), bool(config.get("return_sequences", False)),
+                   bool(config.get("zero_output_for_mask", False)), str(config.get("name", "")),
+                   bool(config.get("go_backwards", False)))
+
+    def map_arrays(self, fn):
+        return replace(self, params=map_params(self.params, fn))
 
     @property
     def type_name(self):
         return {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}[self.params.config.cell]
 
 
+MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class Bidirectional:
+    """Keras's Bidirectional: a forward layer and a backward (go_backwards) layer over the same input.
+
+    With ``return_sequences`` the backward sequence is flipped back to input order; the two are
+    merged by ``merge_mode``: "concat" (last axis), "sum", "mul", "ave", or None (the pair).
+    """
+
+    forward_layer: Recurrent
+    backward_layer: Recurrent
+    merge_mode: str | None = "concat"
+    name: str = "bidirectional"
+    kind = "layer"
+    type_name = "Bidirectional"
+
+    def __post_init__(self):
+        for layer in (self.forward_layer, self.backward_layer):
+            if not isinstance(layer, Recurrent):
+                raise TypeError(f"Bidirectional wraps two Recurrent layers; got {type(layer).__name__}")
+        if self.merge_mode not in MERGE_MODES:
+            raise ValueError(f"merge_mode={self.merge_mode!r}; expected one of {MERGE_MODES}")
+        if self.forward_layer.return_sequences != self.backward_layer.return_sequences:
+            raise ValueError("the forward and backward layers of a Bidirectional must agree on return_sequences")
+
+    @property
+    def return_sequences(self):
+        return self.forward_layer.return_sequences
+
+    def __call__(self, x, mask=None):
+        y, _ = self.forward_layer(x, mask)
+        y_rev, _ = self.backward_layer(x, mask)
+        xp = _xp.array_namespace(y)
+        if self.return_sequences:
+            y_rev = xp.flip(y_rev, axis=1)  # back to input order
+        if self.merge_mode == "concat":
+            out = xp.concat([y, y_rev], axis=-1)
+        elif self.merge_mode == "sum":
+            out = y + y_rev
+        elif self.merge_mode == "mul":
+            out = y * y_rev
+        elif self.merge_mode == "ave":
+            out = (y + y_rev) / 2
+        else:
+            out = (y, y_rev)
+        return out, (mask if self.return_sequences else None)
+
+    def output_shape(self, shape):
+        f, b = self.forward_layer.output_shape(shape), self.backward_layer.output_shape(shape)
+        if self.merge_mode is None:
+            return [f, b]
+        return (*f[:-1], f[-1] + b[-1]) if self.merge_mode == "concat" else f
+
+    def named_arrays(self):
+        return ([(f"forward.{n}", a) for n, a in self.forward_layer.named_arrays()]
+                + [(f"backward.{n}", a) for n, a in self.backward_layer.named_arrays()])
+
+    def config(self):
+        return {"type": "Bidirectional", "name": self.name, "merge_mode": self.merge_mode,
+                "forward": self.forward_layer.config(), "backward": self.backward_layer.config()}
+
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(from_config(config["forward"], sub_arrays(arrays, "forward.")),
+                   from_config(config["backward"], sub_arrays(arrays, "backward.")),
+                   config.get("merge_mode", "concat"), str(config.get("name", "bidirectional")))
+
+    def map_arrays(self, fn):
+        return replace(self, forward_layer=self.forward_layer.map_arrays(fn),
+                       backward_layer=self.backward_layer.map_arrays(fn))
+
+
+@register
 @dataclass(frozen=True, eq=False)
 class Sequential:
     """A chain of layers; ``model(x, mask=None)`` returns the last layer's output.
@@ -238,15 +534,25 @@ class Sequential:
     layers: tuple
     input_shape: tuple | None = None
     name: str = "sequential"
+    kind = "model"
+    type_name = "Sequential"
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", tuple(self.input_shape))
         for layer in self.layers:
-            if not isinstance(layer, (Embedding, Dense, Softmax, Recurrent)):
-                raise TypeError(f"Sequential takes rnn_xp layers (Embedding, Dense, Softmax, Recurrent); got "
+            if getattr(type(layer), "kind", None) != "layer" or REGISTRY.get(type(layer).__name__) is not type(layer):
+                raise TypeError(f"Sequential takes rnn_xp layers ({', '.join(self.layer_types())}); got "
                                 f"{type(layer).__name__}")
+        for layer in self.layers[:-1]:
+            if isinstance(layer, Bidirectional) and layer.merge_mode is None:
+                raise ValueError(f"{layer.name}: a Bidirectional with merge_mode=None outputs a pair; it can only "
+                                 "be the last layer")
+
+    @staticmethod
+    def layer_types():
+        return sorted(n for n, c in REGISTRY.items() if getattr(c, "kind", None) == "layer")
 
     def __call__(self, x, mask=None):
         for layer in self.layers:
@@ -265,6 +571,25 @@ class Sequential:
             shape = None if shape is None else layer.output_shape(shape)
             out.append(shape)
         return out
+
+    def named_arrays(self):
+        return [(f"layer{i}.{n}", a) for i, layer in enumerate(self.layers) for n, a in layer.named_arrays()]
+
+    def config(self):
+        return {"type": "Sequential", "name": self.name, "input_shape": self.input_shape,
+                "layers": [layer.config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config, arrays):
+        layers = config.get("layers")
+        if not isinstance(layers, list):
+            raise ValueError("a Sequential config needs a list of layers")
+        shape = config.get("input_shape")
+        return cls([from_config(lc, sub_arrays(arrays, f"layer{i}.")) for i, lc in enumerate(layers)],
+                   None if shape is None else tuple(shape), str(config.get("name", "sequential")))
+
+    def map_arrays(self, fn):
+        return replace(self, layers=tuple(layer.map_arrays(fn) for layer in self.layers))
 
 
 def _target(xp, device):

@@ -372,7 +372,8 @@ def init(cell, input_size, hidden_size, *, num_layers=1, direction="forward", bi
         GRU: apply the reset gate after the recurrent matmul (PyTorch, cuDNN, Keras default) or
         before it (Keras ``reset_after=False``, ONNX default).
     clip : float or None
-        ONNX cell clip: every activation's input is clipped to [-clip, clip].
+        ONNX cell clip: the inputs of the gate activations are clipped to [-clip, clip] (the LSTM's
+        h(c) sees the cell state unclipped, as in onnxruntime).
     peepholes, input_forget : bool
         LSTM: ONNX peepholes (stored as ``p``, gates i, f, o) and the coupled gate f = 1 - i.
     seed : int or None

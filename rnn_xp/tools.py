@@ -1,22 +1,26 @@
-"""to_device, count_params and summary: functions that take params or a model alike."""
+"""to_device, count_params and summary: functions that take params, a layer or a model alike.
+
+They use only the protocol every rnn_xp layer and model speaks (see :mod:`rnn_xp.model`):
+``named_arrays()``, ``map_arrays(fn)``, ``name``, ``type_name``, and for models ``layers`` and
+``output_shapes()``.
+"""
 
 from __future__ import annotations
 
 import math
 
 from . import _xp
-from .model import Dense, Embedding, Recurrent, Sequential, Softmax
+from .model import REGISTRY, Recurrent, Sequential
 from .params import RNNParams
 
 __all__ = ["to_device", "count_params", "summary"]
 
-_LAYERS = (Embedding, Dense, Softmax, Recurrent)
 
-
-def _kind(obj, fn):
-    if isinstance(obj, (RNNParams, Sequential, *_LAYERS)):
+def _check(obj, fn):
+    if isinstance(obj, RNNParams) or REGISTRY.get(type(obj).__name__) is type(obj):
         return obj
-    raise TypeError(f"{fn}() takes rnn_xp params, a layer or a Sequential model; got {type(obj).__name__}")
+    raise TypeError(f"{fn}() takes rnn_xp params, a layer or a model (Sequential, or an imported one); got "
+                    f"{type(obj).__name__}")
 
 
 def to_device(obj, xp, device=None, dtype=None):
@@ -25,15 +29,15 @@ def to_device(obj, xp, device=None, dtype=None):
     ``xp`` is a namespace module (numpy, cupy, torch, array_api_strict, ...). This is the one
     explicit way to move or cast: forward() never transfers or casts silently.
     """
-    _kind(obj, "to_device")
+    _check(obj, "to_device")
     xp = _xp.as_namespace(xp)
     if dtype is not None and not isinstance(dtype, str):
         dtype = _xp.dtype_name(dtype)
     if dtype is not None:
         _xp.resolve_dtype(xp, dtype)
 
-    def move(a, name=None):
-        target = name or _xp.dtype_name(a.dtype)
+    def move(a, target):
+        target = target or _xp.dtype_name(a.dtype)
         if _xp.same_namespace(_xp.array_namespace(a), xp) and (device is None or _xp.device(a) == device):
             axp = _xp.array_namespace(a)
             return a if _xp.dtype_name(a.dtype) == target else axp.astype(a, _xp.resolve_dtype(axp, target))
@@ -43,51 +47,52 @@ def to_device(obj, xp, device=None, dtype=None):
         target = dtype or obj.config.dtype
         _xp.resolve_dtype(xp, target)
         return obj.map_arrays(lambda a: move(a, target), dtype=target)
-    if isinstance(obj, Sequential):
-        return Sequential([to_device(layer, xp, device, dtype) for layer in obj.layers], obj.input_shape, obj.name)
-    if isinstance(obj, Recurrent):
-        target = dtype or obj.params.config.dtype
-        return obj.map_arrays(lambda a: move(a, target), dtype=target)
     return obj.map_arrays(lambda a: move(a, dtype))
 
 
 def count_params(obj) -> int:
-    """Number of stored weights (biases as stored: bias=True counts two vectors per gate)."""
-    _kind(obj, "count_params")
-    if isinstance(obj, Sequential):
-        return sum(count_params(layer) for layer in obj.layers)
-    arrays = obj.named_arrays()
-    return sum(math.prod(a.shape) for _, a in arrays)
+    """Number of stored weights (biases as stored: bias=True counts two vectors per gate).
+
+    For a model imported from Keras this is Keras's ``model.count_params()``.
+    """
+    _check(obj, "count_params")
+    return sum(math.prod(a.shape) for _, a in obj.named_arrays())
 
 
 def _fmt_shape(shape):
+    if isinstance(shape, list):  # a layer with several outputs
+        return "[" + ", ".join(_fmt_shape(s) for s in shape) + "]"
     return "?" if shape is None else "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
+
+
+def _describe(layer):
+    desc = layer.type_name
+    params = getattr(layer, "params", None)
+    if isinstance(params, RNNParams):
+        c = params.config
+        extras = [f"{c.num_layers} layers"] if c.num_layers > 1 else []
+        extras += [c.direction] if c.direction != "forward" else []
+        if extras:
+            desc = f"{desc}, {', '.join(extras)}"
+    return f"{layer.name} ({desc})"
 
 
 def summary(obj, input_shape=None) -> str:
     """A Keras-style table: layer (type), output shape, params; then the total.
 
-    ``input_shape`` (without batch) fills in the output shapes of params or a model built
+    ``input_shape`` (without batch) fills in the output shapes of params or a Sequential built
     without one.
     """
-    _kind(obj, "summary")
+    _check(obj, "summary")
     if isinstance(obj, RNNParams):
         c = obj.config
         obj = Sequential([Recurrent(obj, return_sequences=True)], input_shape or (None, c.input_size), "rnn")
-    elif not isinstance(obj, Sequential):
+    elif getattr(obj, "kind", None) != "model":
         obj = Sequential([obj], input_shape, obj.name)
-    elif input_shape is not None:
+    elif input_shape is not None and isinstance(obj, Sequential):
         obj = Sequential(obj.layers, input_shape, obj.name)
-    rows = []
-    for layer, shape in zip(obj.layers, obj.output_shapes()):
-        desc = layer.type_name
-        if isinstance(layer, Recurrent):
-            c = layer.params.config
-            extras = [f"{c.num_layers} layers"] if c.num_layers > 1 else []
-            extras += [c.direction] if c.direction != "forward" else []
-            if extras:
-                desc = f"{desc}, {', '.join(extras)}"
-        rows.append((f"{layer.name} ({desc})", _fmt_shape(shape), f"{count_params(layer):,}"))
+    rows = [(_describe(layer), _fmt_shape(shape), f"{count_params(layer):,}")
+            for layer, shape in zip(obj.layers, obj.output_shapes(), strict=True)]
     w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
          for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
     w = [max(w[0], 28), max(w[1], 22), max(w[2], 10)]

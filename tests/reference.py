@@ -85,7 +85,7 @@ def _cell(cfg, w, acts, x_t, h, c):
     if p is not None:
         ao = ao + p[2 * H:] * c_new
     o = fs[0](ao)
-    h_new = o * fs[2](c_new)
+    h_new = o * _vec(acts[2], None)(c_new)  # clip never bounds the cell state (onnxruntime)
     if "w_hr" in w:
         h_new = np.dot(w["w_hr"], h_new)
     return h_new, c_new

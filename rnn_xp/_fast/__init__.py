@@ -17,12 +17,27 @@ def _reference():
     return run_direction
 
 
+def _cupy_fused():
+    from .cupy_fused import load
+    return load()
+
+
+def _numpy_fused():
+    from .numpy_fused import load
+    return load()
+
+
 # name -> (namespaces it runs on, loader returning the runner or None when unusable)
 _IMPLS = {
     "reference": (None, _reference),
+    "numpy-fused": (("numpy",), _numpy_fused),
+    "cupy-fused": (("cupy",), _cupy_fused),
 }
 # preferred order for impl="auto", per namespace name
-_AUTO = {}
+_AUTO = {
+    "numpy": ("numpy-fused",),
+    "cupy": ("cupy-fused",),
+}
 
 
 def implementations(xp=None) -> list[str]:

@@ -1,4 +1,4 @@
-"""PyTorch nn.RNN / nn.LSTM / nn.GRU (modules or state_dicts) to rnn_xp params, and back.
+"""PyTorch nn.RNN / nn.LSTM / nn.GRU (modules, state_dicts or files of them) to rnn_xp params, and back.
 
 PyTorch's layout is rnn_xp's: the same gate orders (LSTM i, f, g, o; GRU r, z, n), the same
 matrix shapes and two bias vectors, so the conversion only renames:
@@ -8,6 +8,7 @@ matrix shapes and two bias vectors, so the conversion only renames:
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -41,13 +42,61 @@ def _from_module(module):
     return cfg, {k: v for k, v in module.state_dict().items()}
 
 
+def _is_safetensors(head):
+    # 8 bytes of little-endian header length, then the JSON header
+    return len(head) >= 9 and head[8:9] == b"{"
+
+
+def _read_file(path):
+    """The state_dict in a file: safetensors, or torch.save's format read by torch's safe loader."""
+    with open(path, "rb") as f:  # FileNotFoundError as it is
+        head = f.read(9)
+    where = os.fspath(path)
+    if _is_safetensors(head):
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise ImportError(f"{where} is a safetensors file: pip install safetensors") from None
+        try:
+            return load_file(path)
+        except Exception as e:  # noqa: BLE001 - safetensors reports a malformed file in several types
+            raise ValueError(f"{where} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    import torch
+
+    try:
+        # weights_only: tensors and plain containers only, never arbitrary pickled objects
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ... for a bad or unsafe file
+        why = ("it pickles objects other than tensors (a whole module?), which the safe loader refuses to run"
+               if "weights only" in str(e).lower() else f"{type(e).__name__}: {str(e)[:200]}")
+        raise ValueError(f"{where} cannot be read by torch.load(weights_only=True): {why}. Fix: save the "
+                         "state_dict, not the module: torch.save(module.state_dict(), path), or use safetensors"
+                         ) from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} holds a {type(obj).__name__}; expected a state_dict (a dict of tensors). Fix: "
+                         "torch.save(module.state_dict(), path)")
+    return obj
+
+
+def _key_error(key, sd):
+    """The error for a key that is no recurrent weight, with the prefix to strip when there is one."""
+    head, _, tail = str(key).rpartition(".")
+    hint = ""
+    if head and _KEY.match(tail):
+        hint = (f" It carries the prefix {head + '.'!r} of a larger model; pass only the recurrent module's "
+                f"weights: {{k[{len(head) + 1}:]: v for k, v in sd.items() if k.startswith({head + '.'!r})}}")
+    return ValueError(f"state_dict key {key!r} is not an nn.RNN/LSTM/GRU weight (expected names like "
+                      f"'weight_ih_l0', 'bias_hh_l1_reverse').{hint}")
+
+
 def _from_state_dict(sd, cell, nonlinearity):
     keys = {}
     for key, value in sd.items():
         m = _KEY.match(str(key))
         if m is None:
-            raise ValueError(f"state_dict key {key!r} is not an nn.RNN/LSTM/GRU weight (expected names like "
-                             "'weight_ih_l0', 'bias_hh_l1_reverse')")
+            raise _key_error(key, sd)
+        if not _xp.is_array(value):
+            raise ValueError(f"state_dict[{key!r}] is a {type(value).__name__}; expected a tensor or array")
         keys[key] = (m.group(1), int(m.group(2)), bool(m.group(3)), value)
     if "weight_ih_l0" not in keys or "weight_hh_l0" not in keys:
         raise ValueError(f"state_dict lacks weight_ih_l0/weight_hh_l0; got keys {sorted(map(str, sd))}")
@@ -77,11 +126,15 @@ def _from_state_dict(sd, cell, nonlinearity):
 def from_torch(obj, *, cell=None, nonlinearity=None):
     """Params (on NumPy) that reproduce an nn.RNN, nn.LSTM or nn.GRU.
 
-    ``obj`` is the module or its state_dict. A state_dict cannot tell an RNN's nonlinearity
-    (pass ``nonlinearity="relu"`` when it was one); the cell is inferred from the shapes unless
-    given. A module made with ``batch_first=False`` is run with ``forward(..., time_major=True)``.
-    Move the result with :func:`rnn_xp.to_device`.
+    ``obj`` is the module, its state_dict, or the path of a file holding the state_dict: a
+    ``torch.save`` file (read with ``torch.load(weights_only=True)``, which never runs pickled
+    code) or a safetensors file (read without torch). A state_dict cannot tell an RNN's
+    nonlinearity (pass ``nonlinearity="relu"`` when it was one); the cell is inferred from the
+    shapes unless given. A module made with ``batch_first=False`` is run with
+    ``forward(..., time_major=True)``. Move the result with :func:`rnn_xp.to_device`.
     """
+    if isinstance(obj, (str, os.PathLike)):
+        obj = _read_file(obj)
     if hasattr(obj, "state_dict") and hasattr(obj, "mode"):
         if cell is not None or nonlinearity is not None:
             raise ValueError("cell and nonlinearity are read from the module; pass them only with a state_dict")
@@ -91,7 +144,8 @@ def from_torch(obj, *, cell=None, nonlinearity=None):
             raise ValueError(f"nonlinearity={nonlinearity!r}; PyTorch's nn.RNN takes 'tanh' or 'relu'")
         cfg, sd = _from_state_dict(obj, cell, nonlinearity)
     else:
-        raise TypeError(f"from_torch() takes an nn.RNN/LSTM/GRU module or a state_dict; got {type(obj).__name__}")
+        raise TypeError(f"from_torch() takes an nn.RNN/LSTM/GRU module, a state_dict or the path of a file holding "
+                        f"one; got {type(obj).__name__}")
     arrays = {}
     for key, value in sd.items():
         m = _KEY.match(str(key))

