@@ -42,7 +42,7 @@ def _compare(params, x, dtype, *, initial_state=None, **kw):
     got = rnn_xp.forward(x, p, initial_state, impl="numpy-fused", **kw)
     flat_ref = [ref[0], *(ref[1] if isinstance(ref[1], tuple) else (ref[1],))]
     flat_got = [got[0], *(got[1] if isinstance(got[1], tuple) else (got[1],))]
-    for a, b in zip(flat_got, flat_ref):
+    for a, b in zip(flat_got, flat_ref, strict=True):
         assert isinstance(a, np.ndarray) and a.dtype == np.dtype(dtype) and a.shape == b.shape
         assert np.all(np.isfinite(a)), "an output element was never written (NaN poison survived)"
         scale = max(1.0, float(np.abs(b).max(initial=0.0)))
@@ -176,7 +176,7 @@ def test_params_untouched_and_safe_from_many_threads(rng):
         t.start()
     for t in threads:
         t.join()
-    for got, exp in zip(results, expected):
+    for got, exp in zip(results, expected, strict=True):
         np.testing.assert_allclose(got, exp, rtol=0, atol=2e-5)
     for n, a in params.named_arrays():
         np.testing.assert_array_equal(a, before[n])

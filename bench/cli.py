@@ -1,0 +1,432 @@
+"""``python -m bench``: run the configs over every backend present, write JSON, a markdown table and plots.
+
+Each (config, backend) pair runs in a worker process of its own (bench/worker.py). The parent
+computes the float64 reference once per config, starts the workers one by one (each checks its
+output and warms up), then times them in alternating rounds: worker A, pause, worker B, pause,
+..., the order rotated every round, so that slow drifts of the machine hit every backend alike
+and no thread pool left spinning by one library slows another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+
+import numpy as np
+
+from . import configs as _configs
+from .reference import forward64
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOL = {False: 1e-4, True: 2e-2}  # max abs error allowed, relative to max(1, max |y|): fp32, TF32
+SETTLE_S = 0.1  # pause after each worker's turn: its thread pool stops spinning before the next one runs
+
+
+# --- what is on this machine -------------------------------------------------------------------
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _py(code: str, timeout=120) -> str | None:
+    """Run python code in a fresh process (so the parent never loads torch, cupy or jax); its stdout."""
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                             cwd=ROOT, env=_child_env())
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _child_env(extra=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra or {})
+    return env
+
+
+def _version(dist: str):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb():
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        return round(kb / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _gpu_info() -> dict:
+    out = {"gpu": None, "gpu_driver": None, "cuda": None}
+    try:
+        q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=30)
+        if q.returncode == 0 and q.stdout.strip():
+            name, driver = (s.strip() for s in q.stdout.strip().splitlines()[0].split(","))
+            out.update(gpu=name, gpu_driver=driver)
+            m = re.search(r"CUDA Version:\s*([\d.]+)", subprocess.run(["nvidia-smi"], capture_output=True,
+                                                                       text=True, timeout=30).stdout)
+            out["cuda"] = m.group(1) if m else None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return out
+
+
+def _blas() -> str:
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # noqa: BLE001 - show_config's layout is not a stable API
+        return "unknown"
+
+
+def probe(backends_wanted=None) -> dict:
+    """Which backends can run here; each GPU check runs in a fresh process."""
+    have = {"seed-loop": True, "rnn_xp-numpy": True}
+    have["torch-cpu"] = _has("torch")
+    have["ort-cpu"] = _has("onnxruntime") and _has("onnx") and _has("torch")
+    have["rnn_xp-cupy"] = _has("cupy") and _py(
+        "import cupy; print(cupy.cuda.runtime.getDeviceCount())") not in (None, "0")
+    have["torch-cuda"] = _has("torch") and _py("import torch; print(torch.cuda.is_available())") == "True"
+    have["jax"] = _has("jax")
+    if backends_wanted:
+        have = {k: v and k in backends_wanted for k, v in have.items()}
+    return have
+
+
+def machine_info(have, quick=False) -> dict:
+    info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gb": _memory_gb(), **_gpu_info(),
+            "platform": platform.platform(), "blas": _blas()}
+    versions = {"python": platform.python_version()}
+    for dist in ("numpy", "rnn_xp", "torch", "onnx", "onnxruntime", "cupy-cuda12x", "cupy-cuda13x", "jax",
+                 "matplotlib", "array-api-compat"):
+        v = _version(dist)
+        if v is not None:
+            versions[dist] = v
+    if "rnn_xp" not in versions:
+        import rnn_xp
+
+        versions["rnn_xp"] = rnn_xp.__version__ + " (source tree)"
+    info["versions"] = versions
+    # the compute floor: the best float32 GEMM rate of the BLAS libraries here, each in a fresh process
+    repeats = 3 if quick else 7
+    rates = {}
+    for lib, ok in (("numpy", True), ("torch", have.get("torch-cpu"))):
+        if ok:
+            r = _py(f"from bench.sgemm import measure; print(measure({lib!r}, repeats={repeats}))", timeout=300)
+            if r is not None:
+                rates[lib] = round(float(r), 1)
+    info["sgemm_gflops_by_library"] = rates
+    info["sgemm_gflops"] = max(rates.values()) if rates else None
+    info["sgemm_how"] = f"float32 2048x2048 matmul, best of {repeats}, fresh process per library; the max is the floor"
+    if have.get("rnn_xp-cupy") or have.get("torch-cuda"):
+        g = _py("from bench.sgemm import measure; print(measure('cupy'))", timeout=300) if have.get(
+            "rnn_xp-cupy") else None
+        info["gpu_sgemm_gflops"] = None if g is None else round(float(g), 1)
+    return info
+
+
+# --- the jobs ---------------------------------------------------------------------------------
+def _implementations(namespace):
+    code = (f"import rnn_xp, {namespace}; from rnn_xp import _xp; print(','.join(rnn_xp.implementations("
+            f"_xp.as_namespace({namespace}))))")
+    out = _py(code)
+    return [s for s in out.split(",") if s] if out else ["reference"]
+
+
+def _auto_impl(namespace):
+    code = (f"import {namespace}; from rnn_xp import _xp; from rnn_xp._fast import select_runner, _IMPLS\n"
+            f"xp = _xp.as_namespace({namespace}); r = select_runner(xp, None, 'auto')\n"
+            "print(next(n for n, (s, load) in _IMPLS.items() if (s is None or _xp.namespace_name(xp) in s) "
+            "and load() is r))")
+    return _py(code)
+
+
+def plan(cfg, have, impls):
+    """[(backend, impl, tf32)] for one config, CPU rows first, then GPU rows."""
+    jobs = []
+    if have["seed-loop"] and cfg.seed_loop:
+        jobs.append(("seed-loop", None, False))
+    if have["rnn_xp-numpy"]:
+        jobs += [("rnn_xp-numpy", impl, False) for impl in impls["numpy"]]
+    if have["torch-cpu"]:
+        jobs.append(("torch-cpu", None, False))
+    if have["ort-cpu"]:
+        jobs.append(("ort-cpu", None, False))
+    if have["rnn_xp-cupy"]:
+        jobs += [("rnn_xp-cupy", impl, False) for impl in impls["cupy"]]
+        jobs.append(("rnn_xp-cupy", impls["cupy_auto"], True))
+    if have["torch-cuda"]:
+        jobs += [("torch-cuda", None, False), ("torch-cuda", None, True)]
+    if have["jax"]:
+        jobs.append(("jax", None, False))
+        if have["rnn_xp-cupy"] or have["torch-cuda"]:
+            jobs.append(("jax", None, True))
+    return jobs
+
+
+class Progress:
+    """A one-line progress bar on stderr (a line per update when stderr is not a terminal)."""
+
+    def __init__(self, total, enabled=True):
+        self.total, self.done, self.t0, self.enabled = max(1, total), 0, time.time(), enabled
+        self.tty = sys.stderr.isatty()
+
+    def step(self, what, n=1):
+        self.done += n
+        if not self.enabled:
+            return
+        frac = min(1.0, self.done / self.total)
+        el = time.time() - self.t0
+        eta = el / frac - el if frac > 0 else 0
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        line = f"[{bar}] {100 * frac:5.1f}% {el:5.0f}s elapsed, ~{eta:4.0f}s left  {what}"
+        if self.tty:
+            sys.stderr.write("\r" + line[:150].ljust(150))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def close(self):
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+class Worker:
+    def __init__(self, job, tmp, idx):
+        self.job = job
+        path = os.path.join(tmp, f"job{idx}.json")
+        with open(path, "w") as f:
+            json.dump(job, f)
+        self.log_path = os.path.join(tmp, f"job{idx}.log")
+        self.log = open(self.log_path, "w")
+        extra = {"CUPY_TF32": "1"} if job["tf32"] and job["backend"] == "rnn_xp-cupy" else {}
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker", path], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT,
+                                     env=_child_env(extra))
+        self.times = []
+        self.info = self._read()
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.log.flush()
+            with open(self.log_path) as f:
+                tail = f.read()[-600:]
+            return {"status": "error", "error": f"worker exited with {self.proc.returncode}: {tail.strip()}"}
+        return json.loads(line)
+
+    @property
+    def timeable(self):
+        return self.info.get("status") == "ready" and self.info.get("verified") and self.proc.poll() is None
+
+    def time_round(self, budget_s, max_calls):
+        self.proc.stdin.write(json.dumps({"cmd": "time", "budget_s": budget_s, "max_calls": max_calls}) + "\n")
+        self.proc.stdin.flush()
+        ans = self._read()
+        if "times" not in ans:
+            self.info = ans
+            return
+        self.times += ans["times"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _record(cfg, job, w, floor_gflops):
+    info = w.info
+    rec = {"config": cfg.name, "group": cfg.group, "cell": cfg.cell, "batch": cfg.batch, "steps": cfg.steps,
+           "input_size": cfg.input_size, "hidden_size": cfg.hidden_size, "layers": 1, "directions": 1,
+           "dtype": "float32", "tf32": job["tf32"], "threads": info.get("threads"), "backend": job["backend"],
+           "impl": info.get("impl") or job.get("impl"), "repeats": len(w.times), "median_ms": None, "min_ms": None,
+           "max_ms": None, "per_step_us": None, "gflops": None, "floor_fraction": None, "flops": cfg.flops,
+           "peak_mem_mb": info.get("peak_mem_mb"), "peak_mem_how": info.get("peak_mem_how"),
+           "output_mb": round(cfg.batch * cfg.steps * cfg.hidden_size * 4 / 2**20, 3),
+           "verified": bool(info.get("verified")), "max_abs_err_vs_ref": info.get("max_abs_err_vs_ref")}
+    if job["backend"] == "rnn_xp-numpy" or job["backend"] == "rnn_xp-cupy":
+        rec["auto"] = job.get("auto", False)
+    if info.get("status") == "error":
+        rec["error"] = info["error"]
+    if w.times:
+        t = np.asarray(w.times) * 1e3
+        med = float(np.median(t))
+        rec.update(median_ms=_sig(med), min_ms=_sig(float(t.min())), max_ms=_sig(float(t.max())),
+                   per_step_us=_sig(med * 1e3 / cfg.steps), gflops=_sig(cfg.flops / med / 1e6))
+        if floor_gflops:
+            rec["floor_fraction"] = _sig(cfg.flops / med / 1e6 / floor_gflops)
+    for k in ("peak_mem_mb", "max_abs_err_vs_ref"):
+        if isinstance(rec[k], float):
+            rec[k] = _sig(rec[k])
+    return rec
+
+
+def _sig(v, digits=5):
+    return float(f"{v:.{digits}g}")
+
+
+def run_config(cfg, have, impls, tmp, opts, progress, machine):
+    from .worker import make_inputs
+
+    params, x = make_inputs(cfg)
+    w = params.layers[0][0]
+    progress.step(f"{cfg.name}: float64 reference", 0)
+    y, h, _ = forward64(cfg.cell, x, {k: np.asarray(getattr(w, k)) for k in ("w_ih", "w_hh", "b_ih", "b_hh")})
+    ref = os.path.join(tmp, f"{cfg.name}-ref.npz")
+    np.savez(ref, y=y, h=h)
+    del y, h, params, x
+    jobs = plan(cfg, have, impls)
+    onnx_path = os.path.join(tmp, f"{cfg.name}.onnx")
+    workers = []
+    for k, (backend, impl, tf32) in enumerate(jobs):
+        auto = impl is not None and impl == impls.get(backend.split("-")[-1] + "_auto")
+        job = {"config": cfg.to_json(), "backend": backend, "impl": impl, "tf32": tf32, "ref": ref,
+               "tol": TOL[tf32], "onnx": onnx_path if have["ort-cpu"] else None, "auto": auto,
+               "perturb": opts.perturb.get(backend, 0.0), "warmup_s": opts.warmup_s}
+        progress.step(f"{cfg.name}: setting up {backend} {impl or ''}{' tf32' if tf32 else ''}", 0)
+        workers.append(Worker(job, tmp, f"-{cfg.name}-{k}"))
+        progress.step(f"{cfg.name}: {backend} ready")
+    try:
+        live = [wk for wk in workers if wk.timeable]
+        for r in range(opts.rounds):
+            order = live[r % len(live):] + live[:r % len(live)] if live else []
+            for wk in order:
+                if not wk.timeable:
+                    continue
+                wk.time_round(opts.budget_s, opts.max_calls)
+                time.sleep(opts.settle_s)
+                progress.step(f"{cfg.name}: round {r + 1}/{opts.rounds} {wk.job['backend']} "
+                              f"{wk.job['impl'] or ''}")
+            progress.step("", len(workers) - len(order))
+    finally:
+        for wk in workers:
+            wk.close()
+    os.remove(ref)
+    def floor(backend):  # GPU rows against the GPU's fp32 sgemm, CPU rows against the CPU's
+        on_gpu = backend in ("rnn_xp-cupy", "torch-cuda") or (backend == "jax" and machine.get("gpu"))
+        return machine.get("gpu_sgemm_gflops") if on_gpu else machine.get("sgemm_gflops")
+
+    return [_record(cfg, wk.job, wk, floor(wk.job["backend"])) for wk in workers]
+
+
+def _slug(s):
+    return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="all",
+                    help="'reference' (the four of shared/REFERENCE.md), 'sweeps', 'all' (default) or names")
+    ap.add_argument("--quick", action="store_true", help="small configs, two short rounds: a smoke test (<1 min)")
+    ap.add_argument("--backends", default=None,
+                    help="comma list among seed-loop, rnn_xp-numpy, torch-cpu, ort-cpu, rnn_xp-cupy, torch-cuda, jax")
+    ap.add_argument("--rounds", type=int, default=None, help="timing rounds per backend (default 5; quick 2)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds of calls per backend per round (default 0.5; quick 0.05)")
+    ap.add_argument("--out", default=None,
+                    help="results JSON path (default bench/results/<machine>-<date>.json; quick: a temp dir)")
+    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--perturb", default="", help=argparse.SUPPRESS)  # tests: backend=delta spoils a result
+    opts = ap.parse_args(argv)
+    opts.rounds = opts.rounds or (2 if opts.quick else 5)
+    opts.budget_s = opts.budget if opts.budget is not None else (0.05 if opts.quick else 0.5)
+    opts.max_calls = 20 if opts.quick else 200
+    opts.settle_s = 0.02 if opts.quick else SETTLE_S
+    opts.warmup_s = 0.05 if opts.quick else 0.25
+    opts.perturb = {k: float(v) for k, v in (p.split("=") for p in opts.perturb.split(",") if p)}
+    wanted = None if opts.backends is None else {b.strip() for b in opts.backends.split(",") if b.strip()}
+    known = {"seed-loop", "rnn_xp-numpy", "torch-cpu", "ort-cpu", "rnn_xp-cupy", "torch-cuda", "jax"}
+    if wanted is not None and not wanted <= known:
+        ap.error(f"unknown backend(s) {sorted(wanted - known)}; expected some of {sorted(known)}")
+    try:
+        cfgs = _configs.select(opts.configs, opts.quick)
+    except ValueError as e:
+        ap.error(str(e))
+
+    have = probe(wanted)
+    impls = {"numpy": _implementations("numpy"), "numpy_auto": _auto_impl("numpy")}
+    if have["rnn_xp-cupy"]:
+        impls.update(cupy=_implementations("cupy"), cupy_auto=_auto_impl("cupy") or "auto")
+    print(f"backends here: {', '.join(k for k, v in have.items() if v)}; measuring sgemm...", file=sys.stderr)
+    machine = machine_info(have, opts.quick)
+    date = _dt.datetime.now(_dt.timezone.utc)
+    name = _slug(machine["gpu"] or f"{machine['cpu']}-{machine['cores']}c")
+    if opts.out:
+        out = opts.out
+    elif opts.quick:
+        out = os.path.join(tempfile.gettempdir(), "rnn_xp-bench", f"quick-{name}-{date:%Y-%m-%d}.json")
+    else:
+        out = os.path.join(ROOT, "bench", "results", f"{name}-{date:%Y-%m-%d}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+
+    total = sum(len(plan(c, have, impls)) * (1 + opts.rounds) for c in cfgs)
+    progress = Progress(total, enabled=not opts.no_progress)
+    records = []
+    t0 = time.time()
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="rnn_xp-bench-") as tmp:
+        for cfg in cfgs:
+            records += run_config(cfg, have, impls, tmp, opts, progress, machine)
+    progress.close()
+    result = {"date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "command": "python -m bench" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
+                  sys.argv[1:] if argv is None else argv)),
+              "wall_s": round(time.time() - t0, 1), "machine": machine,
+              "load_average": {"start": [round(v, 2) for v in load_start],
+                               "end": [round(v, 2) for v in os.getloadavg()],
+                               "note": "1/5/15-minute load of the machine: other work on it shows here"},
+              "method": {"rounds": opts.rounds, "budget_s_per_round": opts.budget_s, "settle_s": opts.settle_s,
+                         "tolerance": {"fp32": TOL[False], "tf32": TOL[True]},
+                         "inputs": "rnn_xp.init(seed=0) weights, x ~ N(0, 1) (seed 1), float32, batch-first",
+                         "timing": "each backend in its own process; rounds alternate between processes "
+                                   "(order rotated each round, a pause after each turn); wall time of one "
+                                   "forward call including device synchronisation; after a warm-up"},
+              "records": records}
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    from . import report
+
+    md = report.markdown(result)
+    with open(os.path.splitext(out)[0] + ".md", "w") as f:
+        f.write(md)
+    plots = [] if opts.no_plots else report.plots(result, os.path.splitext(out)[0])
+    print(md)
+    print(f"wrote {out}, {os.path.splitext(out)[0]}.md" + "".join(f", {p}" for p in plots), file=sys.stderr)
+    return 0
