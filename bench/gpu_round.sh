@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# One GPU round for issue 5, in ONE command on the lent GPU machine (bench/GPU.md says how to start it):
+# One GPU round (issues 5 and 6), in ONE command on the lent GPU machine (bench/GPU.md says how to start it):
 #   1. install the pure-Python wheels carried in .whl/ (array-api-compat, array-api-strict) and the project;
-#   2. run the test suite on CuPy: every `xp`-fixture test's cupy case, tests/test_cupy_fused.py, and
-#      whatever else names cupy (the nvcc source checks too);
-#   3. run the benchmark's reference configs for rnn_xp-cupy and torch-cuda.
+#   2. run the test suite on CuPy: every `xp`-fixture test's cupy case, tests/test_cupy_fused.py,
+#      tests/test_cupy_persistent.py, and whatever else names cupy;
+#   3. time the persistent kernels' plan variants against cupy-fused and torch-cuda (bench/persistent_variants.py);
+#   4. run the benchmark's reference configs for rnn_xp-cupy (every implementation usable on CuPy:
+#      reference, cupy-fused, cupy-persistent) and torch-cuda.
+# $OUT gets 8 files at most (the device tool brings back no more): env.txt, pytest-cupy.log, pytest-cupy.xml,
+# persistent-variants.txt, bench-gpu-reference.json, bench-gpu-reference.md, bench.log, summary.txt.
 # Everything lands in $OUT (what comes back from the machine) and in bench/results/ (for a run elsewhere).
 # Each stage has its own time limit so that a slow one still leaves the others' files. The exit status
 # is 0 only for a complete round (see the summary at the end, also in $OUT/summary.txt).
@@ -15,7 +19,8 @@ mkdir -p "$OUT" bench/results
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 PY=${PYTHON:-python3}
 STAMP=$(date -u +%Y-%m-%d)
-TEST_LIMIT_S=${TEST_LIMIT_S:-300}
+TEST_LIMIT_S=${TEST_LIMIT_S:-240}
+VARIANTS_LIMIT_S=${VARIANTS_LIMIT_S:-75}
 BENCH_LIMIT_S=${BENCH_LIMIT_S:-240}
 
 echo "== 1. install"
@@ -61,7 +66,12 @@ timeout "$TEST_LIMIT_S" "$PY" -m pytest -p no:cacheprovider -ra -q -k cupy --jun
 test_rc=${PIPESTATUS[0]}
 cp "$OUT/pytest-cupy.log" "bench/results/gpu-pytest-cupy-$STAMP.log"
 
-echo "== 3. benchmark: reference configs, rnn_xp-cupy and torch-cuda (limit ${BENCH_LIMIT_S}s)"
+echo "== 3. persistent kernels: plan variants vs cupy-fused and torch-cuda (limit ${VARIANTS_LIMIT_S}s)"
+timeout "$VARIANTS_LIMIT_S" "$PY" -m bench.persistent_variants --out "$OUT/persistent-variants.txt" 2>&1 | tail -40
+variants_rc=${PIPESTATUS[0]}
+[ -f "$OUT/persistent-variants.txt" ] && cp "$OUT/persistent-variants.txt" "bench/results/gpu-persistent-variants-$STAMP.txt"
+
+echo "== 4. benchmark: reference configs, rnn_xp-cupy and torch-cuda (limit ${BENCH_LIMIT_S}s)"
 timeout "$BENCH_LIMIT_S" "$PY" -m bench --configs reference --backends rnn_xp-cupy,torch-cuda --no-plots \
   --no-progress --out "$OUT/bench-gpu-reference.json" 2>&1 | tee "$OUT/bench.log"
 bench_rc=${PIPESTATUS[0]}
@@ -72,12 +82,14 @@ fi
 echo "== summary"
 # exit 0 only for a complete round: no failure, no cupy test skipped for want of a device, and verified
 # benchmark records for both GPU backends (a machine whose GPU went missing passes nothing by skipping)
-"$PY" - "$OUT" "$test_rc" "$bench_rc" <<'PY' | tee "$OUT/summary.txt"
+"$PY" - "$OUT" "$test_rc" "$bench_rc" "$variants_rc" <<'PY' | tee "$OUT/summary.txt"
 import collections, json, os, sys
 import xml.etree.ElementTree as ET
 
-out, test_rc, bench_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, test_rc, bench_rc, variants_rc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 problems = []
+if variants_rc:
+    problems.append(f"persistent variants: exit {variants_rc} (a variant failed its check, or the stage timed out)")
 try:
     cases = ET.parse(os.path.join(out, "pytest-cupy.xml")).getroot().iter("testcase")
     count, no_device = collections.Counter(), []
@@ -105,6 +117,19 @@ try:
               + (f", NOT verified: {bad}" if bad else ""))
         if not rows or bad:
             problems.append(f"bench {backend}: {'no records' if not rows else f'unverified {bad}'}")
+    # issue 6's goals: rnn_xp-cupy (its best fp32 implementation) over torch-cuda, same run, TF32 off
+    goals = {"keras-seed": 0.67, "gru-latency": 0.67, "lstm-med": 1.0, "lstm-large": 1.0}
+    for cfg, target in goals.items():
+        mine = {r["impl"]: r["median_ms"] for r in records if r["config"] == cfg and r["backend"] == "rnn_xp-cupy"
+                and not r.get("tf32") and r.get("verified") and r.get("median_ms")}
+        torch_ms = [r["median_ms"] for r in records if r["config"] == cfg and r["backend"] == "torch-cuda"
+                    and not r.get("tf32") and r.get("verified") and r.get("median_ms")]
+        if mine and torch_ms:
+            best = min(mine, key=mine.get)
+            ratio = mine[best] / torch_ms[0]
+            print(f"goal {cfg}: {best} {mine[best]:.3f} ms / torch {torch_ms[0]:.3f} ms = {ratio:.3f} "
+                  f"(target <= {target}: {'holds' if ratio <= target else 'MISSED'}); all: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(mine.items())))
 except (OSError, ValueError, KeyError) as e:
     problems.append(f"no benchmark results ({e}; bench exit {bench_rc})")
 print("ROUND COMPLETE" if not problems else "ROUND INCOMPLETE:\n  " + "\n  ".join(problems))

@@ -1,0 +1,323 @@
+"""CuPy persistent path: one kernel launch runs the whole recurrence of a layer and direction.
+
+The same loop as :func:`rnn_xp.forward.run_direction` (same signature, same results within
+rounding): the input projection of a chunk of steps is one cuBLAS matmul, as in every path; then ONE
+launch of a persistent kernel (``cupy_persistent.cu``) runs every step of the chunk. W_hh stays in
+shared memory, split by hidden units over up to one block per SM; the blocks exchange h through L2
+and meet at a grid-wide barrier once per step. That replaces the fused path's two or three launches
+per step (~10-20 us of launch and dispatch overhead) by one barrier (~1-2 us, estimated:
+bench/GPU_NOTES.md).
+
+Covered: rnn, lstm without projection, gru with the reset after the recurrent matmul; every
+elementwise activation, clip, peepholes, input_forget, biases or none; lengths and masks; float32 and
+float64 (float16/bfloat16 reach the runner as float32: rnn_xp.forward computes half types in float32).
+Everything else (the GRU's reset before the matmul, the LSTM's projection, other dtypes, an empty
+batch or sequence, a W_hh slice that does not fit shared memory on the SMs there are, a step whose
+recurrent matmul is large enough to be compute bound, where cuBLAS is the better tool) runs on the
+cupy-fused runner, which falls back to the reference loop in turn.
+
+CuPy is imported only when this runner is selected; kernels are compiled once per process and
+device (CuPy caches them); buffers are local to each call. NOT YET RUN ON A GPU: not in impl="auto".
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import _xp
+from ..forward import input_projection, time_chunks
+from . import cupy_fused
+from .cupy_kernels import ACT_KINDS, ACT_PREFIXES, PREAMBLE
+
+__all__ = ["load", "run_direction", "unsupported", "plan", "Plan", "SOURCE", "KERNEL_NAMES", "PARAMS"]
+
+# The kernel text as CuPy compiles it: a forward declaration of CuPy's float16 (cupy_gates.cu names it),
+# the activations of the fused path, then the persistent kernels. No host headers: NVRTC compiles it.
+KERNEL_SOURCE = Path(__file__).with_name("cupy_persistent.cu").read_text()
+SOURCE = "class float16;\n" + PREAMBLE + "\n" + KERNEL_SOURCE
+
+CELLS = {"rnn": 1, "lstm": 4, "gru": 3}  # cell -> gates G
+DTYPES = {"float32": "f32", "float64": "f64"}
+KERNEL_NAMES = tuple(f"rnnxp_persist_{cell}{m}_{d}" for d in DTYPES.values() for cell in CELLS
+                     for m in ("", "_masked"))
+
+# The kernels' parameters in order: (name, kind); kind "ptr" (an array), "int" (int32), "uint"
+# (uint32) or "F" (a scalar of the kernel's float type). The host emulation reads this list too.
+PARAMS = (
+    [(n, "ptr") for n in ("gi", "w_hh", "b_hh", "p", "hbuf", "cbuf", "last", "y", "run", "emit", "counter")]
+    + [(n, "int") for n in ("Tc", "B", "H", "U", "S", "BT", "ldw", "ldh", "k0")]
+    + [("bar_base", "uint")]
+    + [(n, "int") for n in ("reverse", "has_bh", "has_p", "input_forget")]
+    + [("clip", "F")]
+    + [item for prefix in ACT_PREFIXES for item in ((f"{prefix}_kind", "int"), (f"{prefix}_alpha", "F"),
+                                                    (f"{prefix}_beta", "F"))]
+)
+
+MAX_THREADS = 512  # RNNXP_PERSIST_MAX_THREADS in the .cu (__launch_bounds__)
+# Above this many multiply-adds per step (B * G*H * H), the recurrent matmul is compute bound (lstm-large:
+# 1.07e9) and cuBLAS inside the fused path beats the kernel's FFMA loop from shared memory: fall back.
+MAX_STEP_FMAS = 1 << 28
+# A cost model of one step in SM cycles, to choose the units per block (bench/GPU_NOTES.md): reading
+# h (B*H elements) from L2 at ~64 B per cycle per SM, the FMAs at ~64 per cycle per SM (half of the 128
+# lanes: operands come from shared memory), and the barrier (~1 us, plus a little per block).
+_L2_BYTES_PER_CYCLE = 64
+_FMAS_PER_CYCLE = 64
+_BARRIER_CYCLES = 1800
+_BARRIER_CYCLES_PER_BLOCK = 4
+
+# How blocks are made resident together: "cooperative" (cuLaunchCooperativeKernel through CuPy's
+# enable_cooperative_groups: the driver refuses a grid that cannot be resident), "plain" (an ordinary
+# launch; the plan keeps every block within one SM's resources and the grid within the SM count), or
+# "auto" (cooperative, plain where CuPy cannot build a cooperative module). RNN_XP_PERSISTENT_LAUNCH.
+LAUNCH_MODES = ("auto", "cooperative", "plain")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one layer and direction is split: U units per block over NB blocks, S work items per
+    (unit, row) pair, batch tiles of BT rows, ``threads`` per block, padded row lengths and the bytes
+    of dynamic shared memory."""
+
+    U: int
+    NB: int
+    S: int
+    BT: int
+    threads: int
+    ldw: int
+    ldh: int
+    smem: int
+    cycles: float  # the cost model's estimate of one step
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _smem(G, U, BT, S, ldw, ldh, itemsize):
+    return itemsize * (G * U * ldw + BT * ldh + (U * BT * S * G if S > 1 else 0))
+
+
+def _ldh(ldw, S):
+    """h's row length in shared memory: for S < 8 the rows that 8 consecutive lanes read as 16-byte
+    vectors must fall in distinct banks, so the row length is 4*S words modulo 32."""
+    if S >= 8:
+        return ldw
+    return ldw + (4 * S - ldw) % 32
+
+
+def _parse_override(text):
+    out = {}
+    for item in (text or "").split(","):
+        if item.strip():
+            k, v = item.split("=")
+            out[k.strip()] = int(v)
+    return out
+
+
+# Tests and tuning runs may force parts of the plan: {"U": .., "S": .., "BT": .., "threads": ..}.
+# RNN_XP_PERSISTENT_PLAN="U=4,S=8" does the same from the environment.
+PLAN_OVERRIDE: dict = {}
+
+
+def plan(B, H, G, itemsize, sms, smem_limit, override=None):
+    """The cheapest Plan by the cost model that fits, or None. Pure Python: tested on the CPU."""
+    force = dict(_parse_override(os.environ.get("RNN_XP_PERSISTENT_PLAN")), **PLAN_OVERRIDE, **(override or {}))
+    if B < 1 or H < 1 or sms < 1:
+        return None
+    ldw = _ceil(H, 4) * 4
+    u_min = _ceil(H, sms)
+    candidates = [force["U"]] if "U" in force else range(u_min, min(H, 8 * u_min) + 1)
+    best = None
+    for U in candidates:
+        NB = _ceil(H, U)
+        if NB > sms or U < 1:
+            continue
+        for BT in ([force["BT"]] if "BT" in force else sorted({B, *(b for b in (256, 128, 64, 32, 16, 8, 4, 2, 1)
+                                                                     if b < B)}, reverse=True)):
+            BT = min(BT, B)
+            pairs = U * BT
+            if "S" in force:
+                S = force["S"]
+            else:
+                S = 1
+                while S < 32 and pairs * S * 2 <= MAX_THREADS and 8 * S <= ldw:
+                    S *= 2
+            ldh = _ldh(ldw, S)
+            smem = _smem(G, U, BT, S, ldw, ldh, itemsize)
+            if smem > smem_limit:
+                continue
+            threads = force.get("threads", min(MAX_THREADS, _ceil(pairs * S, 32) * 32))
+            tiles = _ceil(B, BT)
+            cycles = (B * H * itemsize / _L2_BYTES_PER_CYCLE + U * G * B * ldw / _FMAS_PER_CYCLE
+                      + tiles * 100 + _BARRIER_CYCLES + _BARRIER_CYCLES_PER_BLOCK * NB)
+            p = Plan(U, NB, S, BT, threads, ldw, ldh, smem, cycles)
+            if best is None or p.cycles < best.cycles:
+                best = p
+            break  # the largest batch tile that fits is the one to take for this U
+    return best
+
+
+def _cupy():
+    import cupy
+    return cupy
+
+
+def load():
+    """The runner where CuPy imports, else None (the seam then says this impl is not usable)."""
+    try:
+        _cupy()
+    except Exception:  # noqa: BLE001 - ImportError, or a CUDA install broken in any other way
+        return None
+    return run_direction
+
+
+def _empty(cp, shape, dtype):
+    """A buffer every element of which the kernel writes before it is read (tests poison it)."""
+    return cp.empty(shape, dtype=dtype)
+
+
+def _device(x):
+    return x.device
+
+
+def _device_id(x):
+    return x.device.id
+
+
+@functools.cache
+def _device_limits_cached(cp, device_id):
+    attrs = cp.cuda.Device(device_id).attributes
+    return int(attrs["MultiProcessorCount"]), int(attrs["MaxSharedMemoryPerBlockOptin"])
+
+
+def _device_limits(cp, x):
+    """(SM count, opt-in shared memory per block in bytes) of x's device."""
+    return _device_limits_cached(cp, _device_id(x))
+
+
+# The launch mode each (device, kernel) ended with, for the tests and the benchmark logs.
+launch_modes: dict = {}
+
+
+@functools.cache
+def _module(cp, device_id, cooperative):
+    return cp.RawModule(code=SOURCE, options=("-std=c++17",), enable_cooperative_groups=cooperative)
+
+
+@functools.cache
+def _function(cp, device_id, name, smem_limit):
+    """(kernel, launch mode) for `name` on the current device: cooperative where it builds (per LAUNCH)."""
+    mode = os.environ.get("RNN_XP_PERSISTENT_LAUNCH", "auto")
+    if mode not in LAUNCH_MODES:
+        raise ValueError(f"RNN_XP_PERSISTENT_LAUNCH={mode!r}; expected one of {LAUNCH_MODES}")
+    tries = {"auto": (True, False), "cooperative": (True,), "plain": (False,)}[mode]
+    error = None
+    for cooperative in tries:
+        try:
+            fn = _module(cp, device_id, cooperative).get_function(name)
+            fn.max_dynamic_shared_size_bytes = smem_limit
+        except Exception as e:  # noqa: BLE001 - CuPy's compile/link errors; the next mode may work
+            error = e
+            continue
+        launch_modes[(device_id, name)] = "cooperative" if cooperative else "plain"
+        return fn
+    raise RuntimeError(f"rnn_xp: the persistent kernel {name} does not build here ({mode} launch): {error}")
+
+
+def unsupported(x, cfg, acts, w, limits=None):
+    """Why the persistent kernels do not cover this call, or None when they do (then the plan is usable)."""
+    dtype = _xp.dtype_name(x.dtype)
+    if dtype not in DTYPES:
+        return f"dtype {dtype} (persistent kernels exist for {', '.join(DTYPES)})"
+    if cfg.cell == "gru" and not cfg.reset_after:
+        return "GRU with the reset before the recurrent matmul (a second grid barrier per step): fused path"
+    if w.w_hr is not None:
+        return "LSTM with a projection (a second matmul per step): fused path"
+    missing = [a.name for a in acts if a.name not in ACT_KINDS]
+    if missing:
+        return f"activation(s) {missing} have no kernel"
+    T, B = x.shape[0], x.shape[1]
+    if T == 0 or B == 0:
+        return "no steps or an empty batch"
+    H = cfg.hidden_size
+    G = CELLS[cfg.cell]
+    if B * G * H * H > MAX_STEP_FMAS:
+        return f"B*G*H*H = {B * G * H * H} multiply-adds a step: compute bound, cuBLAS in the fused path does better"
+    if limits is not None and plan(B, H, G, x.dtype.itemsize, *limits) is None:
+        return f"W_hh ({G * H}x{H}) does not fit the shared memory of {limits[0]} SMs of {limits[1]} bytes"
+    return None
+
+
+def _scalars(cfg, acts, w, ftype):
+    """The kernel's scalar parameters that stay the same for every chunk."""
+    out = {
+        "has_bh": np.int32(w.b_hh is not None), "has_p": np.int32(w.p is not None),
+        "input_forget": np.int32(bool(cfg.input_forget)),
+        "clip": ftype(math.inf if cfg.clip is None else float(cfg.clip)),
+    }
+    for prefix in ACT_PREFIXES:
+        out[f"{prefix}_kind"], out[f"{prefix}_alpha"], out[f"{prefix}_beta"] = np.int32(0), ftype(0), ftype(0)
+    for prefix, act in zip(ACT_PREFIXES, acts, strict=False):
+        out[f"{prefix}_kind"] = np.int32(ACT_KINDS[act.name])
+        out[f"{prefix}_alpha"] = ftype(0.0 if act.alpha is None else act.alpha)
+        out[f"{prefix}_beta"] = ftype(0.0 if act.beta is None else act.beta)
+    return out
+
+
+def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp):
+    """:func:`rnn_xp.forward.run_direction` with one persistent kernel launch per chunk (CuPy arrays)."""
+    if unsupported(x, cfg, acts, w) is not None:
+        return cupy_fused.run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp)
+    cp = _cupy()
+    with _device(x):
+        limits = _device_limits(cp, x)
+        pl = plan(x.shape[1], cfg.hidden_size, CELLS[cfg.cell], x.dtype.itemsize, *limits)
+        if pl is None:
+            return cupy_fused.run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp)
+        return _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp, pl, limits)
+
+
+def _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp, pl, limits):
+    T, B, _ = x.shape
+    H, dtype = cfg.hidden_size, x.dtype
+    ftype = np.dtype(dtype).type
+    masked = run is not None
+    name = f"rnnxp_persist_{cfg.cell}{'_masked' if masked else ''}_{DTYPES[_xp.dtype_name(dtype)]}"
+    fn = _function(cp, _device_id(x), name, limits[1])
+
+    hbuf = _empty(cp, (2, B, H), dtype)  # h_{t-1} and h_t, alternating; the kernel writes all of one a step
+    hbuf[0] = h0
+    cbuf = None
+    if c0 is not None:
+        cbuf = _empty(cp, (B, H), dtype)  # the cell state, updated in place (c0 is the caller's)
+        cbuf[...] = c0
+    last = cp.zeros((B, H), dtype=dtype) if masked else None  # Keras: zero before any unmasked step
+    y = _empty(cp, (T, B, H), dtype)
+    counter = cp.zeros((1,), dtype=np.uint32)  # the grid barrier's, monotonic over the call's launches
+    dummy_bool = cp.zeros((1,), dtype=np.bool_)
+    w_hh = cp.ascontiguousarray(w.w_hh)
+    args = dict(
+        w_hh=w_hh, b_hh=w_hh if w.b_hh is None else cp.ascontiguousarray(w.b_hh),
+        p=w_hh if w.p is None else cp.ascontiguousarray(w.p), hbuf=hbuf,
+        cbuf=hbuf if cbuf is None else cbuf, last=hbuf if last is None else last, counter=counter,
+        B=np.int32(B), H=np.int32(H), U=np.int32(pl.U), S=np.int32(pl.S), BT=np.int32(pl.BT),
+        ldw=np.int32(pl.ldw), ldh=np.int32(pl.ldh), reverse=np.int32(bool(reverse)),
+        **_scalars(cfg, acts, w, ftype))
+    k0, bar_base = 0, 0
+    for t0, t1 in time_chunks(T, B * w.w_ih.shape[0], reverse):
+        Tc = t1 - t0
+        gi = cp.ascontiguousarray(input_projection(x[t0:t1, ...], w, xp))  # (Tc, B, G*H): one cuBLAS matmul
+        args.update(gi=gi, y=y[t0:t1, ...], Tc=np.int32(Tc), k0=np.int32(k0), bar_base=np.uint32(bar_base),
+                    run=cp.ascontiguousarray(run[t0:t1, :, 0]) if masked else dummy_bool,
+                    emit=cp.ascontiguousarray(emit[t0:t1, :, 0]) if masked else dummy_bool)
+        fn((pl.NB,), (pl.threads,), tuple(args[n] for n, _ in PARAMS), shared_mem=pl.smem)
+        k0 += Tc
+        bar_base = (bar_base + pl.NB * (Tc - 1)) % (1 << 32)
+    h = hbuf[k0 % 2].copy()
+    return y, h, cbuf
