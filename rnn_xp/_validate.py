@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
+import os
+
 import numpy as np
 
 from . import _xp
@@ -14,6 +17,86 @@ def _describe(a):
         return (f"{_xp.namespace_name(_xp.array_namespace(a))} array of shape {tuple(a.shape)}, "
                 f"dtype {_xp.dtype_name(a.dtype)}, device {_xp.device(a)}")
     return f"{type(a).__name__}"
+
+
+def check_int(name, value, minimum):
+    """An int (a Python or NumPy integer, not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    return int(value)
+
+
+def check_bool(name, value):
+    """True or False (NumPy's bool too): a string such as 'no' is refused, not read as True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_choice(name, value, choices):
+    """One of ``choices`` (strings); anything else, of any type, is a ValueError naming them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r} is unknown; expected one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_file(path, fn):
+    """A loader's path: a str or os.PathLike naming a file; a missing one raises FileNotFoundError when opened."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{fn}() takes the path of a file (str or os.PathLike); got {type(path).__name__}")
+    if os.path.isdir(path):
+        raise ValueError(f"{os.fspath(path)!r} is a directory; {fn}() reads a file. Fix: pass the file's path")
+    return path
+
+
+def check_zip_member(info, limit=None, ratio=1000):
+    """Refuse, before it is read, a zip member larger than ``limit`` or inflating ``ratio`` times (a zip bomb)."""
+    if limit is not None and info.file_size > limit:
+        raise ValueError(f"{info.filename} declares {info.file_size} bytes; at most {limit} are read")
+    if info.compress_type != 0 and info.file_size > ratio * max(info.compress_size, 1):  # 0: ZIP_STORED
+        raise ValueError(f"{info.filename} declares {info.file_size} bytes compressed into {info.compress_size}")
+
+
+def as_host(name, values, shape_hint):
+    """A documented conversion: a (nested) list of Python values to a NumPy array, ragged lists refused."""
+    try:
+        return np.asarray(values)
+    except ValueError:  # numpy: "setting an array element with a sequence ... inhomogeneous shape"
+        raise ValueError(f"{name} is a ragged list; expected a rectangular {shape_hint}") from None
+
+
+def check_same_space(layer, a, ref):
+    """``a`` (an input) in the namespace and on the device of ``ref`` (a weight)."""
+    axp, rxp = _xp.array_namespace(a), _xp.array_namespace(ref)
+    if not _xp.same_namespace(axp, rxp) or _xp.device(a) != _xp.device(ref):
+        raise TypeError(f"{layer}: input is a {_xp.namespace_name(axp)} array on {_xp.device(a)}, weights live in "
+                        f"{_xp.namespace_name(rxp)} on {_xp.device(ref)} (no silent transfers). "
+                        "Fix: rnn_xp.to_device(model, xp, device=...) or move the input")
+
+
+def check_layer_input(layer, x, ref=None, *, ndim=1, features=None):
+    """The input of a model layer: a floating array with at least ``ndim`` axes, in ``ref``'s namespace,
+    device and dtype when the layer has weights; returns its namespace."""
+    if not _xp.is_array(x):
+        raise TypeError(f"{layer}: the input must be an array; got {_describe(x)}. Fix: xp.asarray(x)")
+    xp = _xp.array_namespace(x)
+    if ref is not None:
+        check_same_space(layer, x, ref)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"{layer}: the input has dtype {_xp.dtype_name(x.dtype)}; expected floating point. "
+                        f"Fix: xp.astype(x, xp.{_xp.dtype_name(ref.dtype) if ref is not None else 'float32'})")
+    if ref is not None and x.dtype != ref.dtype:
+        given, wanted = _xp.dtype_name(x.dtype), _xp.dtype_name(ref.dtype)
+        raise TypeError(f"{layer}: the input has dtype {given} but the weights are {wanted} (no silent casts). "
+                        f"Fix: xp.astype(x, xp.{wanted}) or rnn_xp.to_device(model, xp, dtype='{given}')")
+    if x.ndim < ndim:
+        raise ValueError(f"{layer}: the input has shape {tuple(x.shape)}; expected at least {ndim} dimension(s)")
+    if features is not None and x.shape[-1] != features:
+        raise ValueError(f"{layer}: the input has {x.shape[-1]} features (shape {tuple(x.shape)}); expected "
+                         f"{features} on the last axis")
+    return xp
 
 
 def check_x(x, params, time_major):
@@ -51,7 +134,7 @@ def check_x(x, params, time_major):
     return xp, x
 
 
-def _check_state(name, s, shape, x, xp):
+def check_state_array(name, s, shape, x, xp, layout="(num_layers*num_directions, batch, units)"):
     if not _xp.is_array(s):
         raise TypeError(f"{name} must be an array of shape {shape} in x's namespace; got {_describe(s)}")
     if not _xp.same_namespace(_xp.array_namespace(s), xp) or _xp.device(s) != _xp.device(x):
@@ -60,8 +143,7 @@ def _check_state(name, s, shape, x, xp):
     if s.dtype != x.dtype:
         raise TypeError(f"{name} has dtype {_xp.dtype_name(s.dtype)}; expected x's {_xp.dtype_name(x.dtype)}")
     if tuple(s.shape) != shape:
-        raise ValueError(f"{name} has shape {tuple(s.shape)}; expected {shape} "
-                         "(num_layers*num_directions, batch, units)")
+        raise ValueError(f"{name} has shape {tuple(s.shape)}; expected {shape} {layout}")
     return s
 
 
@@ -78,17 +160,17 @@ def check_state(initial_state, cfg, x, xp, B):
             raise TypeError(f"an LSTM's initial_state must be the pair (h0, c0) with h0 {h_shape} and c0 "
                             f"{c_shape}; got {_describe(initial_state)}"
                             + (" (c0 is missing)" if _xp.is_array(initial_state) else ""))
-        return (_check_state("initial_state h0", initial_state[0], h_shape, x, xp),
-                _check_state("initial_state c0", initial_state[1], c_shape, x, xp))
+        return (check_state_array("initial_state h0", initial_state[0], h_shape, x, xp),
+                check_state_array("initial_state c0", initial_state[1], c_shape, x, xp))
     if isinstance(initial_state, (tuple, list)):
         raise TypeError(f"a {cfg.cell.upper()}'s initial_state is one array h0 of shape {h_shape}; got a "
                         f"{type(initial_state).__name__} (only LSTM takes (h0, c0))")
-    return _check_state("initial_state", initial_state, h_shape, x, xp), None
+    return check_state_array("initial_state", initial_state, h_shape, x, xp), None
 
 
 def check_lengths(lengths, x, xp, B, T):
     if isinstance(lengths, (list, tuple)):
-        host = np.asarray(lengths)  # documented conversion: a sequence of Python ints
+        host = as_host("lengths", lengths, f"({B},) list of ints")  # documented conversion
         if host.size and host.dtype.kind not in "iu":
             raise TypeError(f"lengths must be integers; got the values {list(lengths)[:8]}")
         host = host.astype(np.int64)
@@ -111,7 +193,7 @@ def check_lengths(lengths, x, xp, B, T):
 def check_mask(mask, x, xp, B, T, time_major):
     shape = (T, B) if time_major else (B, T)
     if isinstance(mask, (list, tuple)):
-        mask = np.asarray(mask)
+        mask = as_host("mask", mask, f"{shape} list of booleans")  # documented conversion
     if not _xp.is_array(mask):
         raise TypeError(f"mask must be a boolean array of shape {shape}; got {_describe(mask)}")
     mxp = _xp.array_namespace(mask)
@@ -130,8 +212,7 @@ def check_mask(mask, x, xp, B, T, time_major):
 
 
 def check_forward_inputs(x, params, initial_state, lengths, mask, time_major):
-    if not isinstance(time_major, bool):
-        raise TypeError(f"time_major must be True or False; got {time_major!r}")
+    check_bool("time_major", time_major)
     xp, x = check_x(x, params, time_major)
     T, B = (x.shape[0], x.shape[1]) if time_major else (x.shape[1], x.shape[0])
     h0, c0 = check_state(initial_state, params.config, x, xp, B)

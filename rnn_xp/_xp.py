@@ -101,6 +101,21 @@ def to_host(a) -> np.ndarray:
         return np.asarray(a)
 
 
+def check_device(xp, dev):
+    """A ValueError naming the namespace when ``dev`` is none of its devices (tried on an empty array)."""
+    if dev is None:
+        return
+    name = namespace_name(xp)
+    try:
+        if name == "numpy" and str(dev) != "cpu":
+            raise ValueError("numpy's only device is 'cpu'")
+        if name != "numpy":
+            xp.asarray(np.empty(0), device=dev)  # each namespace refuses a device it lacks in its own way
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, array_api_strict ValueError, cupy its own
+        raise ValueError(f"device={dev!r} is not a device of {name} ({type(e).__name__}: {e}). Fix: pass "
+                         "device=None (the namespace's default device) or one of its devices") from None
+
+
 def from_host(host: np.ndarray, xp, dev=None, dtype_name_: str | None = None):
     """Put a NumPy array into namespace xp on device dev, cast to dtype_name_ if given."""
     xp = as_namespace(xp)
@@ -108,12 +123,8 @@ def from_host(host: np.ndarray, xp, dev=None, dtype_name_: str | None = None):
     host = np.array(host, copy=True, order="C")  # never share memory with the caller's array
     if dtype_name_ in ("float16", "float32", "float64") and name != "torch":
         host = host.astype(dtype_name_, copy=False)
-    if name == "numpy":
-        out = host
-    elif dev is None:
-        out = xp.asarray(host)
-    else:
-        out = xp.asarray(host, device=dev)
+    check_device(xp, dev)
+    out = host if name == "numpy" else xp.asarray(host) if dev is None else xp.asarray(host, device=dev)
     if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
         out = xp.astype(out, resolve_dtype(xp, dtype_name_))
     return out

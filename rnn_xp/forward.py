@@ -102,12 +102,13 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
     state : h_n, or (h_n, c_n) for LSTM, shaped like initial_state.
     """
     from ._fast import select_runner
-    from ._validate import check_forward_inputs
+    from ._validate import check_bool, check_forward_inputs
 
     if not isinstance(params, RNNParams):
         raise TypeError(f"params must be rnn_xp params (from rnn_xp.init, load or an importer); got "
                         f"{type(params).__name__}")
     cfg = params.config
+    zero_output_for_mask = check_bool("zero_output_for_mask", zero_output_for_mask)
     xp, x, h0, c0, lengths, mask = check_forward_inputs(x, params, initial_state, lengths, mask, time_major)
     if not time_major:
         x = xp.permute_dims(x, (1, 0, 2))  # (T, B, F)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _xp
+from ._validate import check_state_array, check_x
 from .forward import forward
 from .model import from_config, map_params, params_from_config, register, sub_arrays
 from .params import RNNParams
@@ -272,8 +273,14 @@ class RecurrentNode:
     def run(self, args, space):
         x, lengths, h0, c0 = args
         cfg = self.params.config
-        xp = _xp.array_namespace(x)
+        xp, x = check_x(x, self.params, time_major=self.layout == 0)
         batch_axis = 1 if self.layout == 0 else 0
+        # the states in ONNX's layout, checked before they are transposed
+        D, B, H = cfg.num_directions, x.shape[batch_axis], cfg.hidden_size
+        shape, axes = ((D, B, H), "(num_directions, batch, hidden_size)") if self.layout == 0 else \
+            ((B, D, H), "(batch, num_directions, hidden_size)")
+        h0, c0 = (None if s is None else check_state_array(f"{self.name}: initial_{n}", s, shape, x, xp, axes)
+                  for n, s in (("h", h0), ("c", c0)))
         if self.layout == 1:  # states come (B, D, H); rnn_xp takes (D, B, H)
             h0, c0 = (None if s is None else xp.permute_dims(s, (1, 0, 2)) for s in (h0, c0))
         state = h0
@@ -376,6 +383,12 @@ class OnnxGraph:
         for n, a in feeds.items():
             if not _xp.is_array(a):
                 raise TypeError(f"input {n!r} must be an array; got {type(a).__name__}")
+            declared = self.shapes.get(n)
+            if isinstance(declared, (list, tuple)) and (len(declared) != a.ndim or any(
+                    isinstance(d, int) and d != s for d, s in zip(declared, a.shape, strict=True))):
+                raise ValueError(f"input {n!r} has shape {tuple(a.shape)}; the graph declares "
+                                 f"({', '.join(str(d) if isinstance(d, int) else str(d or '?') for d in declared)})"
+                                 " (a name or ? is any size), as onnxruntime checks it")
         space = self._space(feeds)
         values = dict(feeds)
         for node in self.nodes:

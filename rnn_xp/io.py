@@ -15,6 +15,7 @@ import zipfile
 import numpy as np
 
 from . import _xp
+from ._validate import check_file
 from .model import REGISTRY, from_config, params_from_config
 from .params import RNNConfig, RNNParams
 from .tools import to_device
@@ -48,11 +49,11 @@ def _describe_obj(obj):
 def save(obj, path) -> None:
     """Write params, a layer or a model to ``path`` (a .npz file), atomically: a crash never leaves half a file."""
     header, arrays = _describe_obj(obj)
+    path = os.fspath(check_file(path, "save"))
     payload = {n: _host_for_file(a) for n, a in arrays.items()}
     # the header lists every array's shape so that load() can bound each read before it happens
     header = {"format": FORMAT, "version": VERSION, **header, "arrays": {n: list(a.shape) for n, a in payload.items()}}
     payload[_CONFIG_KEY] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".rnn_xp-", suffix=".tmp", dir=directory)
     try:
@@ -91,6 +92,7 @@ def _expected_arrays(header):
 
 def _read(path):
     """(header, {name: np.ndarray}) from an rnn_xp .npz file, checked before anything big is read."""
+    check_file(path, "load")
     try:
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
@@ -134,7 +136,8 @@ def _read(path):
                         raise ValueError(f"{name} has shape {a.shape}; the header expects {shape}")
                     arrays[name] = a
         except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, RecursionError,
-                NotImplementedError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                NotImplementedError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as e:  # RuntimeError:
+            # zipfile's word for an encrypted member
             raise _bad(path, str(e)) from None
     return header, arrays
 

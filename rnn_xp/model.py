@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import _xp
+from ._validate import check_bool, check_int, check_layer_input, check_mask, check_same_space, check_x
 from .activations import Activation, resolve
 from .forward import forward
 from .params import RNNConfig, RNNParams, _readonly
@@ -119,18 +120,19 @@ def _host_uniform(seed, shape, bound):
     return np.random.default_rng(seed).uniform(-bound, bound, size=shape)
 
 
-def _check_same_space(layer, a, ref):
-    if not _xp.same_namespace(_xp.array_namespace(a), _xp.array_namespace(ref)) or _xp.device(a) != _xp.device(ref):
-        raise TypeError(f"{layer}: input is a {_xp.namespace_name(_xp.array_namespace(a))} array on "
-                        f"{_xp.device(a)}, weights live in {_xp.namespace_name(_xp.array_namespace(ref))} on "
-                        f"{_xp.device(ref)}. Fix: rnn_xp.to_device(model, xp, device=...)")
-
-
-def _in_space_of(a, ref):
-    """``a`` (a mask, given on the host or in ref's namespace) in ref's namespace and on its device."""
-    if _xp.same_namespace(_xp.array_namespace(a), _xp.array_namespace(ref)) and _xp.device(a) == _xp.device(ref):
-        return a
-    return _xp.from_host(_xp.to_host(a), _xp.array_namespace(ref), _xp.device(ref))
+def _check_weight(layer, what, a, ndim, like=None):
+    """A layer's weight: a floating array with ``ndim`` axes, in the namespace, device and dtype of ``like``."""
+    if not _xp.is_array(a):
+        raise TypeError(f"{layer}: {what} must be an array; got {type(a).__name__}. Fix: xp.asarray(...)")
+    if a.ndim != ndim:
+        raise ValueError(f"{layer}: {what} must have {ndim} dimension(s); got shape {tuple(a.shape)}")
+    if not _xp.array_namespace(a).isdtype(a.dtype, "real floating"):
+        raise TypeError(f"{layer}: {what} has dtype {_xp.dtype_name(a.dtype)}; expected floating point weights")
+    if like is not None:
+        check_same_space(layer, a, like)
+        if a.dtype != like.dtype:
+            raise TypeError(f"{layer}: {what} is {_xp.dtype_name(a.dtype)} but the other weights are "
+                            f"{_xp.dtype_name(like.dtype)}. Fix: rnn_xp.to_device(..., dtype=...) on all of them")
 
 
 class _Stateless:
@@ -158,14 +160,15 @@ class Embedding:
     type_name = "Embedding"
 
     def __post_init__(self):
+        _check_weight("Embedding", "the table (input_dim, output_dim)", self.table, 2)
         object.__setattr__(self, "table", _readonly(self.table))
-        if not _xp.is_array(self.table) or self.table.ndim != 2:
-            raise ValueError(f"Embedding table must be a 2-D array (input_dim, output_dim); got {self.table!r:.80}")
+        object.__setattr__(self, "mask_zero", check_bool("mask_zero", self.mask_zero))
 
     @classmethod
     def init(cls, input_dim, output_dim, *, mask_zero=False, seed=None, dtype="float32", xp=None, device=None,
              name="embedding"):
         """Random table, uniform in ±0.05 as Keras initialises embeddings."""
+        input_dim, output_dim = check_int("input_dim", input_dim, 1), check_int("output_dim", output_dim, 1)
         xp, device = _target(xp, device)
         table = _xp.from_host(_host_uniform(seed, (input_dim, output_dim), 0.05), xp, device, dtype)
         return cls(table, mask_zero, name)
@@ -175,9 +178,9 @@ class Embedding:
         if not _xp.is_array(ids) or not _xp.array_namespace(ids).isdtype(ids.dtype, "integral"):
             raise TypeError(f"{self.name}: expects integer token ids; got "
                             f"{getattr(ids, 'dtype', type(ids).__name__)}. Fix: xp.astype(ids, xp.int64)")
-        _check_same_space(self.name, ids, self.table)
+        check_same_space(self.name, ids, self.table)
         V = self.table.shape[0]
-        if ids.size and (int(xp.min(ids)) < 0 or int(xp.max(ids)) >= V):
+        if math.prod(ids.shape) and (int(xp.min(ids)) < 0 or int(xp.max(ids)) >= V):  # torch's size is a method
             raise ValueError(f"{self.name}: token ids must lie in [0, {V}); got values in "
                              f"[{int(xp.min(ids))}, {int(xp.max(ids))}]")
         flat = xp.reshape(ids, (-1,))
@@ -212,8 +215,13 @@ class Masking(_Stateless):
     kind = "layer"
     type_name = "Masking"
 
+    def __post_init__(self):
+        if isinstance(self.mask_value, (bool, np.bool_)) or not isinstance(self.mask_value, (int, float, np.number)):
+            raise TypeError(f"Masking: mask_value must be a number; got {type(self.mask_value).__name__} "
+                            f"{self.mask_value!r}")
+
     def __call__(self, x, mask=None):
-        xp = _xp.array_namespace(x)
+        xp = check_layer_input(self.name, x, ndim=2)
         keep = xp.any(x != self.mask_value, axis=-1, keepdims=True)  # (B, T, 1)
         return xp.where(keep, x, xp.zeros_like(x)), keep[..., 0]  # the mask ignores any incoming one (Keras)
 
@@ -242,18 +250,20 @@ class Dense:
     type_name = "Dense"
 
     def __post_init__(self):
+        _check_weight("Dense", "the kernel (in, out)", self.kernel, 2)
+        if self.bias is not None:
+            _check_weight("Dense", "the bias (out,)", self.bias, 1, like=self.kernel)
+            if tuple(self.bias.shape) != (self.kernel.shape[1],):
+                raise ValueError(f"Dense bias has shape {tuple(self.bias.shape)}; expected ({self.kernel.shape[1]},)")
         object.__setattr__(self, "kernel", _readonly(self.kernel))
         object.__setattr__(self, "bias", _readonly(self.bias))
         object.__setattr__(self, "activation", _layer_activation(self.activation))
-        if not _xp.is_array(self.kernel) or self.kernel.ndim != 2:
-            raise ValueError(f"Dense kernel must be a 2-D array (in, out); got {self.kernel!r:.80}")
-        if self.bias is not None and tuple(self.bias.shape) != (self.kernel.shape[1],):
-            raise ValueError(f"Dense bias has shape {tuple(self.bias.shape)}; expected ({self.kernel.shape[1]},)")
 
     @classmethod
     def init(cls, in_features, units, *, activation="linear", use_bias=True, seed=None, dtype="float32", xp=None,
              device=None, name="dense"):
         """Random kernel, uniform in ±sqrt(6/(in+out)) (Glorot, as Keras)."""
+        in_features, units = check_int("in_features", in_features, 1), check_int("units", units, 1)
         xp, device = _target(xp, device)
         rng = np.random.default_rng(seed)
         bound = math.sqrt(6.0 / (in_features + units))
@@ -262,10 +272,7 @@ class Dense:
         return cls(kernel, bias, activation, name)
 
     def __call__(self, x, mask=None):
-        xp = _xp.array_namespace(self.kernel)
-        _check_same_space(self.name, x, self.kernel)
-        if x.shape[-1] != self.kernel.shape[0]:
-            raise ValueError(f"{self.name}: input has {x.shape[-1]} features; expected {self.kernel.shape[0]}")
+        xp = check_layer_input(self.name, x, self.kernel, features=self.kernel.shape[0])
         y = xp.matmul(x, self.kernel)  # (..., units)
         if self.bias is not None:
             y = y + self.bias
@@ -303,7 +310,7 @@ class ActivationLayer(_Stateless):
         object.__setattr__(self, "activation", _layer_activation(self.activation))
 
     def __call__(self, x, mask=None):
-        return _activate(self.activation, x, _xp.array_namespace(x)), mask
+        return _activate(self.activation, x, check_layer_input(self.name, x)), mask
 
     def config(self):
         return {"type": "ActivationLayer", "name": self.name, "activation": _activation_json(self.activation)}
@@ -323,6 +330,7 @@ class Identity(_Stateless):
     kind = "layer"
 
     def __call__(self, x, mask=None):
+        check_layer_input(self.name, x)
         return x, mask
 
     def config(self):
@@ -343,6 +351,7 @@ class Softmax(_Stateless):
     type_name = "Softmax"
 
     def __call__(self, x, mask=None):
+        check_layer_input(self.name, x)
         return softmax(x), mask
 
     def config(self):
@@ -356,9 +365,6 @@ class Softmax(_Stateless):
 def params_from_config(rnn_json, arrays):
     """RNNParams from RNNConfig JSON and arrays; the dtype is the arrays' (load casts afterwards)."""
     cfg = RNNConfig.from_json(rnn_json)
-    if cfg.num_layers * cfg.num_directions > len(arrays):  # a hostile config must not make us loop for long
-        raise ValueError(f"the config declares {cfg.num_layers} layer(s) of {cfg.num_directions} direction(s) "
-                         f"but only {len(arrays)} arrays come with it")
     if arrays:
         cfg = replace(cfg, dtype=_xp.dtype_name(next(iter(arrays.values())).dtype))
     return RNNParams.from_named_arrays(cfg, arrays)
@@ -392,11 +398,16 @@ class Recurrent:
     def __post_init__(self):
         if not isinstance(self.params, RNNParams):
             raise TypeError(f"Recurrent needs RNNParams; got {type(self.params).__name__}")
+        for flag in ("return_sequences", "zero_output_for_mask", "go_backwards"):
+            object.__setattr__(self, flag, check_bool(flag, getattr(self, flag)))
         if not self.name:
             object.__setattr__(self, "name", {"rnn": "simple_rnn"}.get(self.params.config.cell,
                                                                           self.params.config.cell))
 
     def __call__(self, x, mask=None):
+        xp, x = check_x(x, self.params, time_major=False)  # before the flip, so that errors name x
+        if mask is not None:
+            mask = check_mask(mask, x, xp, x.shape[0], x.shape[1], time_major=False)
         seq, run = x, mask
         if self.go_backwards:
             seq = _xp.array_namespace(x).flip(x, axis=1)
@@ -416,7 +427,7 @@ class Recurrent:
             h = h_n[h_n.shape[0] - D + d, ...]  # (B, H_out)
             if self.zero_output_for_mask and run is not None and T > 0:
                 t = 0 if (d == 1) != (cfg.direction == "reverse") else T - 1  # the direction's last step
-                ran = _in_space_of(run, y)[:, t:t + 1]  # (B, 1)
+                ran = run[:, t:t + 1]  # (B, 1)
                 h = xp.where(ran, h, xp.zeros_like(h))
             last.append(h)
         return last[0] if D == 1 else xp.concat(last, axis=-1)  # (B, D*H_out)
@@ -475,6 +486,15 @@ class Bidirectional:
             raise ValueError(f"merge_mode={self.merge_mode!r}; expected one of {MERGE_MODES}")
         if self.forward_layer.return_sequences != self.backward_layer.return_sequences:
             raise ValueError("the forward and backward layers of a Bidirectional must agree on return_sequences")
+        f, b = self.forward_layer.params, self.backward_layer.params
+        if f.config.input_size != b.config.input_size:
+            raise ValueError(f"{self.name}: the forward layer reads {f.config.input_size} features, the backward "
+                             f"layer {b.config.input_size}; both read the same input")
+        _check_weight(self.name, "the backward layer's w_ih", b.layers[0][0].w_ih, 2, like=f.layers[0][0].w_ih)
+        units = [layer.output_shape((None, None, 0))[-1] for layer in (self.forward_layer, self.backward_layer)]
+        if self.merge_mode in ("sum", "mul", "ave") and units[0] != units[1]:
+            raise ValueError(f"{self.name}: merge_mode={self.merge_mode!r} needs outputs of one size; the layers "
+                             f"output {units[0]} and {units[1]} units. Fix: merge_mode='concat'")
 
     @property
     def return_sequences(self):
@@ -538,9 +558,16 @@ class Sequential:
     type_name = "Sequential"
 
     def __post_init__(self):
+        if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+            raise TypeError(f"Sequential takes a list of layers; got {type(self.layers).__name__}")
         object.__setattr__(self, "layers", tuple(self.layers))
         if self.input_shape is not None:
-            object.__setattr__(self, "input_shape", tuple(self.input_shape))
+            shape = self.input_shape
+            if not isinstance(shape, (list, tuple)) or not all(
+                    s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 0) for s in shape):
+                raise TypeError(f"input_shape must be a tuple of sizes (ints >= 0, or None for any), without the "
+                                f"batch axis; got {shape!r}")
+            object.__setattr__(self, "input_shape", tuple(shape))
         for layer in self.layers:
             if getattr(type(layer), "kind", None) != "layer" or REGISTRY.get(type(layer).__name__) is not type(layer):
                 raise TypeError(f"Sequential takes rnn_xp layers ({', '.join(self.layer_types())}); got "

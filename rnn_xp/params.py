@@ -22,12 +22,12 @@ Gate order: LSTM ``i, f, g, o``; GRU ``r, z, n``. ``in_0 = input_size`` and
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
 from . import _xp
+from ._validate import check_bool, check_choice, check_int
 from .activations import Activation, resolve, takes
 
 __all__ = ["RNNConfig", "CellWeights", "RNNParams", "init", "GATES", "CELLS"]
@@ -38,14 +38,6 @@ N_FUNCS = {"rnn": 1, "gru": 2, "lstm": 3}
 DEFAULT_ACTIVATIONS = {"rnn": ("Tanh",), "gru": ("Sigmoid", "Tanh"), "lstm": ("Sigmoid", "Tanh", "Tanh")}
 DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "p")
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -67,15 +59,12 @@ class RNNConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        if self.cell not in GATES:
-            raise ValueError(f"cell={self.cell!r} is unknown; expected one of 'rnn', 'lstm', 'gru'")
-        _check_int("input_size", self.input_size, 1)
-        _check_int("hidden_size", self.hidden_size, 1)
-        _check_int("num_layers", self.num_layers, 1)
-        _check_int("proj_size", self.proj_size, 0)
-        if self.direction not in DIRECTIONS:
-            raise ValueError(
-                f"direction={self.direction!r} is unknown; expected 'forward', 'reverse' or 'bidirectional'")
+        check_choice("cell", self.cell, CELLS)
+        for name, minimum in (("input_size", 1), ("hidden_size", 1), ("num_layers", 1), ("proj_size", 0)):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum))
+        check_choice("direction", self.direction, tuple(DIRECTIONS))
+        for name in ("reset_after", "peepholes", "input_forget"):  # 'no' must not read as True
+            object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         if self.bias not in (True, False, "single") or not isinstance(self.bias, (bool, str)):
             raise ValueError(f"bias={self.bias!r}; expected True (two bias vectors, as PyTorch/ONNX), "
                              "'single' (one, as Keras) or False")
@@ -86,10 +75,14 @@ class RNNConfig:
                              "(as in PyTorch); use proj_size=0 for no projection")
         if (self.peepholes or self.input_forget) and self.cell != "lstm":
             raise ValueError(f"peepholes and input_forget are LSTM options; got cell={self.cell!r}")
-        if self.clip is not None and not (isinstance(self.clip, (int, float)) and not isinstance(self.clip, bool)
-                                          and math.isfinite(self.clip) and self.clip > 0):
-            raise ValueError(f"clip={self.clip!r} must be a positive finite number or None")
-        if self.dtype not in _xp.FLOAT_DTYPES:
+        if self.clip is not None:
+            if isinstance(self.clip, (bool, np.bool_)) or not isinstance(self.clip, (int, float, np.integer,
+                                                                                     np.floating)):
+                raise TypeError(f"clip must be a number or None; got {type(self.clip).__name__} {self.clip!r}")
+            if not (math.isfinite(self.clip) and self.clip > 0):
+                raise ValueError(f"clip={self.clip!r} must be a positive finite number or None")
+            object.__setattr__(self, "clip", float(self.clip))
+        if not isinstance(self.dtype, str) or self.dtype not in _xp.FLOAT_DTYPES:
             raise TypeError(f"dtype={self.dtype!r}; expected one of {', '.join(_xp.FLOAT_DTYPES)}")
         acts = self.activations
         if len(acts) != self.num_directions or any(
@@ -167,6 +160,9 @@ def _resolve_activations(cell, num_directions, activations, alpha, beta):
     else:
         if isinstance(activations, str):
             activations = [activations]
+        if not isinstance(activations, (list, tuple)):
+            raise TypeError(f"activations must be a name or a list of names (one per cell function); got "
+                            f"{type(activations).__name__} {activations!r}")
         activations = list(activations)
         if activations and all(isinstance(a, (list, tuple)) for a in activations):
             names = [list(a) for a in activations]
@@ -181,6 +177,10 @@ def _resolve_activations(cell, num_directions, activations, alpha, beta):
             raise ValueError(
                 f"activations={activations!r} does not fit cell={cell!r} with {num_directions} direction(s); "
                 f"expected {funcs} (used for every direction) or one such list per direction")
+    for label, values in (("activation_alpha", alpha), ("activation_beta", beta)):
+        if values is not None and not isinstance(values, (list, tuple)):
+            raise TypeError(f"{label} must be a list of numbers (consumed in order by the functions that take "
+                            f"one) or None; got {type(values).__name__} {values!r}")
     alphas = list(alpha) if alpha is not None else []
     betas = list(beta) if beta is not None else []
     out = []
@@ -203,22 +203,19 @@ def make_config(cell, input_size, hidden_size, *, num_layers=1, direction="forwa
     if not isinstance(cell, str):
         raise TypeError(f"cell must be a str ('rnn', 'lstm' or 'gru'); got {type(cell).__name__}")
     cell = {"simplernn": "rnn", "elman": "rnn"}.get(cell.lower(), cell.lower())
+    check_choice("direction", direction, tuple(DIRECTIONS))
     if bidirectional is not None:
         if not isinstance(bidirectional, bool):
             raise TypeError(f"bidirectional must be True, False or None; got {bidirectional!r}")
         if bidirectional and direction not in ("forward", "bidirectional"):
             raise ValueError(f"bidirectional=True contradicts direction={direction!r}")
         direction = "bidirectional" if bidirectional else direction
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction={direction!r} is unknown; expected 'forward', 'reverse' or 'bidirectional'")
-    if cell not in GATES:
-        raise ValueError(f"cell={cell!r} is unknown; expected one of 'rnn', 'lstm', 'gru'")
+    check_choice("cell", cell, CELLS)
     dtype = _xp.dtype_name(dtype) if not isinstance(dtype, str) else dtype
     acts = _resolve_activations(cell, DIRECTIONS[direction], activations, activation_alpha, activation_beta)
     return RNNConfig(cell=cell, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
                      direction=direction, bias=bias, proj_size=proj_size, activations=acts,
-                     reset_after=bool(reset_after), clip=None if clip is None else float(clip),
-                     peepholes=bool(peepholes), input_forget=bool(input_forget), dtype=dtype)
+                     reset_after=reset_after, clip=clip, peepholes=peepholes, input_forget=input_forget, dtype=dtype)
 
 
 def _readonly(a):
@@ -318,6 +315,9 @@ class RNNParams:
     @classmethod
     def from_named_arrays(cls, config: RNNConfig, arrays: dict) -> RNNParams:
         """Inverse of :meth:`named_arrays`; every expected name must be present, nothing else."""
+        if config.num_layers * config.num_directions > len(arrays):  # a hostile config must not make us loop long
+            raise ValueError(f"the config declares {config.num_layers} layer(s) of {config.num_directions} "
+                             f"direction(s) but only {len(arrays)} arrays come with it")
         expected = {f"l{k}.{'rev' if d else 'fwd'}.{n}"
                     for k in range(config.num_layers) for d in range(config.num_directions)
                     for n in config.shapes(k)}
@@ -390,8 +390,8 @@ def init(cell, input_size, hidden_size, *, num_layers=1, direction="forward", bi
                       activation_alpha=activation_alpha, activation_beta=activation_beta,
                       reset_after=reset_after, clip=clip, peepholes=peepholes, input_forget=input_forget,
                       dtype=dtype)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an int or None; got {type(seed).__name__} {seed!r}")
+    if seed is not None:
+        check_int("seed", seed, 0)
     if xp is None:
         from .device import select_backend
         backend = select_backend()

@@ -83,7 +83,8 @@ def test_hostile_headers(tmp_path, good_bytes):
         "unknown kind": {**header, "kind": "tensor"},
         "unknown config key": {**header, "config": {**header["config"], "evil": 1}},
         "bad activation": {**header, "config": {**header["config"], "activations": [[["Nope", None, None]] * 3] * 2}},
-        "non-canonical alpha": {**header, "config": {**header["config"], "activations": [[["Tanh", 5.0, None]] * 3] * 2}},
+        "non-canonical alpha": {**header, "config": {**header["config"],
+                                                     "activations": [[["Tanh", 5.0, None]] * 3] * 2}},
         "negative hidden": {**header, "config": {**header["config"], "hidden_size": -4}},
     }
     for label, h in cases.items():

@@ -17,13 +17,15 @@ operators of :mod:`rnn_xp.graph`. The ``onnx`` package is needed here only, to p
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 
 from .. import _xp
+from .._validate import check_file
 from ..activations import ONNX_NAMES, resolve, takes
-from ..graph import OPS, Constant, OnnxGraph, Op, RecurrentNode, Space
+from ..graph import OPS, Constant, OnnxGraph, Op, RecurrentNode, Space, _ints
 from ..params import RNNParams, make_config
 
 __all__ = ["from_onnx"]
@@ -41,6 +43,8 @@ RECURRENT_ATTRS = {"activation_alpha", "activation_beta", "activations", "clip",
 ORT_DEFAULTS = {"Affine": (0.0, 0.0), "ScaledTanh": (0.0, 0.0), "ThresholdedRelu": (0.0, None)}
 SUPPORTED = sorted([*CELLS, *OPS, "Constant"])
 MIN_OPSET = 7
+_FOLD_ELEMENTS = 1 << 24  # what folding constants may make beyond 4x the model's own weights
+_MAX_PROTO_BYTES = 2 << 30  # protobuf's limit: a larger file is no ONNX model, and is not read into memory
 _HOST = Space(_xp.as_namespace(np), "cpu", None)  # where constants are folded
 
 
@@ -57,10 +61,15 @@ def _load_model(obj):
     """A ModelProto from a ModelProto, a file path or the serialized bytes."""
     onnx = _onnx()
     if isinstance(obj, onnx.ModelProto):
+        _check_names(obj, "the ModelProto given")
         return obj
     if isinstance(obj, (str, os.PathLike)):
-        with open(obj, "rb") as f:  # FileNotFoundError as it is
-            data, what = f.read(), f"the file {os.fspath(obj)!r}"
+        what = f"the file {os.fspath(check_file(obj, 'from_onnx'))!r}"
+        if os.path.getsize(obj) > _MAX_PROTO_BYTES:  # FileNotFoundError as it is
+            raise ValueError(f"{what} is larger than 2 GiB, the most a serialized ONNX model can be; a larger "
+                             "model keeps its weights in external data, which rnn_xp does not read")
+        with open(obj, "rb") as f:
+            data = f.read()
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         data, what = bytes(obj), f"the {len(obj)} bytes given"
     else:
@@ -74,7 +83,19 @@ def _load_model(obj):
                          "written by onnx.save or an exporter") from None
     if not model.HasField("graph"):
         raise ValueError(f"{what} is not an ONNX model: it holds no graph")
+    _check_names(model, what)
     return model
+
+
+def _check_names(model, what):
+    """protobuf hands back a string field that is not UTF-8 as bytes: refuse it in the names rnn_xp reads."""
+    g = model.graph
+    names = [g.name, *(o.domain for o in model.opset_import), *(v.name for v in (*g.input, *g.output, *g.initializer))]
+    for n in g.node:
+        names += [n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)]
+    bad = [s for s in names if not isinstance(s, str)]
+    if bad:
+        raise ValueError(f"{what} is not a valid ONNX model: names {bad[:3]} are not UTF-8 text")
 
 
 def _array(tensor, where):
@@ -250,6 +271,14 @@ def _recurrent(node, attrs, consts):
                          outputs, layout, node.name)
 
 
+def _fold_bound(op_type, args):
+    """At least the number of elements folding an operator on these constant inputs makes (before it runs)."""
+    if op_type == "ConstantOfShape":
+        return math.prod(max(n, 0) for n in _ints(args[0]))
+    sizes = [a.size for a in args if a is not None]
+    return math.prod(sizes) if op_type == "Gather" else sum(sizes)
+
+
 def _declared_shapes(model):
     """{value name: shape} from the graph, with ONNX's shape inference filling in what it can (for summary)."""
     onnx = _onnx()
@@ -294,6 +323,9 @@ def from_onnx(obj) -> OnnxGraph:
         model = _copy_named(model)
     graph = model.graph
     consts = {t.name: _array(t, "initializer") for t in graph.initializer}
+    # folding constants may make at most this many elements in all: a few bytes of ConstantOfShape, Gather or
+    # a chain of Concat nodes could otherwise ask for terabytes
+    budget = limit = _FOLD_ELEMENTS + 4 * sum(a.size for a in consts.values())
     inputs = [v.name for v in graph.input if v.name not in consts]  # an initializer is a default, not an input
     nodes = []
     for node in graph.node:
@@ -314,8 +346,16 @@ def from_onnx(obj) -> OnnxGraph:
                                  f"{len(node.input)} and {len(node.output)}")
             op = Op(node.op_type, node.input, node.output, _json_attrs(node, attrs), node.name)
             if all(not n or n in consts for n in node.input):  # fold it now, on the host
+                args = [consts[n] if n else None for n in node.input]
                 try:
-                    (value,) = op.run([consts[n] if n else None for n in node.input], _HOST)
+                    budget -= _fold_bound(node.op_type, args)
+                except Exception as e:  # noqa: BLE001 - a malformed shape input
+                    raise ValueError(f"{where}: cannot be evaluated on its constant inputs ({e})") from None
+                if budget < 0:
+                    raise ValueError(f"{where}: folding the graph's constants would make more than {limit:,} "
+                                     "elements; the model is malformed or hostile")
+                try:
+                    (value,) = op.run(args, _HOST)
                 except Exception as e:  # noqa: BLE001 - bad shapes or indices surface in many types
                     raise ValueError(f"{where}: cannot be evaluated on its constant inputs ({e})") from None
                 consts[node.output[0]] = np.asarray(value)

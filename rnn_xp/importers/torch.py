@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
+from dataclasses import replace
 
 import numpy as np
 
 from .. import _xp
+from .._validate import check_choice, check_file, check_zip_member
 from ..params import GATES, RNNParams, make_config
 
 __all__ = ["from_torch", "to_torch_state_dict"]
@@ -23,9 +26,11 @@ _NAMES = {"weight_ih": "w_ih", "weight_hh": "w_hh", "bias_ih": "b_ih", "bias_hh"
 _MODES = {"RNN_TANH": ("rnn", "tanh"), "RNN_RELU": ("rnn", "relu"), "LSTM": ("lstm", None), "GRU": ("gru", None)}
 
 
-def _host(t):
-    h = _xp.to_host(t)
-    return np.array(h, copy=True)
+def _host(key, t):
+    try:
+        return np.array(_xp.to_host(t), copy=True)
+    except Exception as e:  # noqa: BLE001 - a meta tensor, or one on a device that cannot copy to the host
+        raise ValueError(f"state_dict[{key!r}] cannot be copied to the host ({type(e).__name__}: {e})") from None
 
 
 def _from_module(module):
@@ -49,7 +54,7 @@ def _is_safetensors(head):
 
 def _read_file(path):
     """The state_dict in a file: safetensors, or torch.save's format read by torch's safe loader."""
-    with open(path, "rb") as f:  # FileNotFoundError as it is
+    with open(check_file(path, "from_torch"), "rb") as f:  # FileNotFoundError as it is
         head = f.read(9)
     where = os.fspath(path)
     if _is_safetensors(head):
@@ -63,6 +68,14 @@ def _read_file(path):
             raise ValueError(f"{where} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     import torch
 
+    try:  # torch.save writes a zip of uncompressed records: one that declares more bytes than the file is a bomb
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                check_zip_member(info, limit=os.path.getsize(path))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+        raise ValueError(f"{where} cannot be read by torch.load(weights_only=True): it is not a safetensors file nor "
+                         f"a sound torch.save archive (a zip, as PyTorch >= 1.6 writes) ({e}). Fix: "
+                         "torch.save(module.state_dict(), path), or use safetensors") from None
     try:
         # weights_only: tensors and plain containers only, never arbitrary pickled objects
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -97,6 +110,12 @@ def _from_state_dict(sd, cell, nonlinearity):
             raise _key_error(key, sd)
         if not _xp.is_array(value):
             raise ValueError(f"state_dict[{key!r}] is a {type(value).__name__}; expected a tensor or array")
+        ndim = 1 if m.group(1).startswith("bias") else 2
+        if value.ndim != ndim or 0 in tuple(value.shape):
+            raise ValueError(f"state_dict[{key!r}] has shape {tuple(value.shape)}; expected a non-empty "
+                             f"{ndim}-D tensor")
+        if not _xp.array_namespace(value).isdtype(value.dtype, "real floating"):
+            raise ValueError(f"state_dict[{key!r}] has dtype {_xp.dtype_name(value.dtype)}; expected floating point")
         keys[key] = (m.group(1), int(m.group(2)), bool(m.group(3)), value)
     if "weight_ih_l0" not in keys or "weight_hh_l0" not in keys:
         raise ValueError(f"state_dict lacks weight_ih_l0/weight_hh_l0; got keys {sorted(map(str, sd))}")
@@ -110,11 +129,13 @@ def _from_state_dict(sd, cell, nonlinearity):
             raise ValueError(f"cannot tell the cell from weight_ih_l0 of shape {tuple(w_ih.shape)} and "
                              f"hidden size {hidden}; pass cell='rnn', 'lstm' or 'gru'")
         cell = inferred
-    if cell not in GATES:
-        raise ValueError(f"cell={cell!r} is unknown; expected 'rnn', 'lstm' or 'gru'")
+    check_choice("cell", cell, tuple(GATES))
     if nonlinearity is not None and cell != "rnn":
         raise ValueError(f"nonlinearity applies to cell='rnn' only; got cell={cell!r}")
     num_layers = 1 + max(k for _, k, _, _ in keys.values())
+    if num_layers > len(keys):  # the layers must be numbered 0, 1, ...: a huge index must not make us loop
+        raise ValueError(f"state_dict keys name layer {num_layers - 1} but hold {len(keys)} tensors; expected layers "
+                         f"numbered 0, 1, ... Got keys {sorted(map(str, sd))[:8]}")
     bidirectional = any(rev for _, _, rev, _ in keys.values())
     cfg = make_config(cell, tuple(w_ih.shape)[1], hidden, num_layers=num_layers, bidirectional=bidirectional,
                       bias="bias_ih_l0" in sd, proj_size=tuple(w_hh.shape)[1] if proj else 0,
@@ -151,7 +172,9 @@ def from_torch(obj, *, cell=None, nonlinearity=None):
         m = _KEY.match(str(key))
         if m is None:
             raise ValueError(f"unexpected key {key!r} in the module's state_dict")
-        arrays[f"l{m.group(2)}.{'rev' if m.group(3) else 'fwd'}.{_NAMES[m.group(1)]}"] = _host(value)
+        arrays[f"l{m.group(2)}.{'rev' if m.group(3) else 'fwd'}.{_NAMES[m.group(1)]}"] = _host(key, value)
+    # the host holds bfloat16 as float32: the params' dtype is the one of the arrays they hold
+    cfg = replace(cfg, dtype=_xp.dtype_name(next(iter(arrays.values())).dtype))
     try:
         return RNNParams.from_named_arrays(cfg, arrays)
     except ValueError as e:
