@@ -62,6 +62,16 @@ def assert_close(actual, expected, *, xp, dtype, shape, atol, rtol=0.0):
     assert np.all(err <= bound), f"max abs error {err.max():.3e} (atol {atol}, rtol {rtol})"
 
 
+@pytest.fixture(scope="module")
+def cp():
+    """CuPy itself, for the GPU-only tests; skipped with the reason when no CUDA device answers."""
+    reason = _cupy_reason()
+    if reason:
+        pytest.skip(reason)
+    import cupy
+    return cupy
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -12,7 +12,6 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import _cupy_reason
 
 import rnn_xp
 from rnn_xp import _fast, _xp
@@ -21,15 +20,6 @@ from rnn_xp._fast import cupy_fused
 pytestmark = pytest.mark.gpu
 
 fw = importlib.import_module("rnn_xp.forward")
-
-
-@pytest.fixture(scope="module")
-def cp():
-    reason = _cupy_reason()
-    if reason:
-        pytest.skip(reason)
-    import cupy
-    return cupy
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import _cupy_reason
 
 import rnn_xp
 from rnn_xp import _xp
@@ -23,15 +22,6 @@ from rnn_xp._fast import cupy_fused, cupy_persistent
 pytestmark = pytest.mark.gpu
 
 fw = importlib.import_module("rnn_xp.forward")
-
-
-@pytest.fixture(scope="module")
-def cp():
-    reason = _cupy_reason()
-    if reason:
-        pytest.skip(reason)
-    import cupy
-    return cupy
 
 
 @pytest.fixture

@@ -42,12 +42,11 @@ from ..model import (
     Recurrent,
     Sequential,
 )
-from ..params import RNNParams, make_config
+from ..params import GATES, RNNParams, make_config
 
 __all__ = ["from_keras"]
 
 CELLS = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 1, 2, 3]}  # rnn_xp gate k is Keras gate ORDER[cell][k]
 # layers that are the identity at inference and pass the mask on
 IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
