@@ -11,14 +11,14 @@ Array-API namespace; the numbers match PyTorch, Keras and ONNX.
     ((8, 100, 64), (2, 8, 64))
 """
 
-from ._fast import implementations
 from .activations import Activation
-from .device import Backend, select_backend
-from .forward import forward
-from .graph import OnnxGraph
+from .backend import Backend, select_backend
+from .engine import explain, forward
 from .importers import from_keras, from_onnx, from_torch, to_torch_state_dict
+from .importers.onnx import OnnxGraph
 from .io import load, save
-from .model import (
+from .activations import softmax
+from .layers import (
     ActivationLayer,
     Bidirectional,
     Dense,
@@ -29,9 +29,9 @@ from .model import (
     Sequential,
     Softmax,
     seed_model,
-    softmax,
 )
 from .params import CellWeights, RNNConfig, RNNParams, init
+from .seam import implementations
 from .tools import count_params, summary, to_device
 
 __version__ = "0.1.0"
@@ -41,6 +41,6 @@ rnn_forward = forward  # the design card's name
 __all__ = [
     "Activation", "ActivationLayer", "Backend", "Bidirectional", "CellWeights", "Dense", "Embedding", "Identity",
     "Masking", "OnnxGraph", "RNNConfig", "RNNParams", "Recurrent", "Sequential", "Softmax", "__version__",
-    "count_params", "forward", "from_keras", "from_onnx", "from_torch", "implementations", "init", "load",
+    "count_params", "explain", "forward", "from_keras", "from_onnx", "from_torch", "implementations", "init", "load",
     "rnn_forward", "save", "seed_model", "select_backend", "softmax", "summary", "to_device", "to_torch_state_dict",
 ]

@@ -70,7 +70,7 @@ def as_host(name, values, shape_hint):
 def check_same_space(layer, a, ref):
     """``a`` (an input) in the namespace and on the device of ``ref`` (a weight)."""
     axp, rxp = _xp.array_namespace(a), _xp.array_namespace(ref)
-    if not _xp.same_namespace(axp, rxp) or _xp.device(a) != _xp.device(ref):
+    if not _xp.same_namespace(axp, rxp) or not _xp.same_device(_xp.device(a), _xp.device(ref)):
         raise TypeError(f"{layer}: input is a {_xp.namespace_name(axp)} array on {_xp.device(a)}, weights live in "
                         f"{_xp.namespace_name(rxp)} on {_xp.device(ref)} (no silent transfers). "
                         "Fix: rnn_xp.to_device(model, xp, device=...) or move the input")
@@ -111,7 +111,7 @@ def check_x(x, params, time_major):
     if not _xp.same_namespace(xp, pxp):
         raise TypeError(f"x is a {_xp.namespace_name(xp)} array but params live in {pname} "
                         f"(no silent transfers). {_FIX_MOVE}")
-    if _xp.device(x) != params.device:
+    if not _xp.same_device(_xp.device(x), params.device):
         raise ValueError(f"x is on device {_xp.device(x)} but params are on {params.device} "
                          f"(no silent transfers). {_FIX_MOVE}")
     if not xp.isdtype(x.dtype, "real floating"):
@@ -137,7 +137,7 @@ def check_x(x, params, time_major):
 def check_state_array(name, s, shape, x, xp, layout="(num_layers*num_directions, batch, units)"):
     if not _xp.is_array(s):
         raise TypeError(f"{name} must be an array of shape {shape} in x's namespace; got {_describe(s)}")
-    if not _xp.same_namespace(_xp.array_namespace(s), xp) or _xp.device(s) != _xp.device(x):
+    if not _xp.same_namespace(_xp.array_namespace(s), xp) or not _xp.same_device(_xp.device(s), _xp.device(x)):
         raise TypeError(f"{name} is a {_describe(s)}; expected x's namespace "
                         f"{_xp.namespace_name(xp)} on device {_xp.device(x)}")
     if s.dtype != x.dtype:
@@ -169,25 +169,42 @@ def check_state(initial_state, cfg, x, xp, B):
 
 
 def check_lengths(lengths, x, xp, B, T):
+    """Lengths as an integer array in x's namespace and on its device (no host round trip for one already
+    there; the range check is skipped for traced lengths under jax.jit, whose values are unknown)."""
     if isinstance(lengths, (list, tuple)):
         host = as_host("lengths", lengths, f"({B},) list of ints")  # documented conversion
         if host.size and host.dtype.kind not in "iu":
             raise TypeError(f"lengths must be integers; got the values {list(lengths)[:8]}")
-        host = host.astype(np.int64)
-    elif _xp.is_array(lengths):
-        lxp = _xp.array_namespace(lengths)
-        if not lxp.isdtype(lengths.dtype, "integral"):
-            raise TypeError(f"lengths has dtype {_xp.dtype_name(lengths.dtype)}; expected integers "
-                            "(a length counts steps). Fix: xp.astype(lengths, xp.int64)")
-        host = _xp.to_host(lengths)
-    else:
+        if host.shape != (B,):
+            raise ValueError(f"lengths has shape {host.shape}; expected ({B},), one length per sequence of the batch")
+        _check_range(host, T)
+        return _xp.from_host(host.astype(np.int32 if T < 2**31 else np.int64), xp, _xp.device(x))
+    if not _xp.is_array(lengths):
         raise TypeError(f"lengths must be an integer array or a list of ints (batch,); got {_describe(lengths)}")
-    if host.shape != (B,):
-        raise ValueError(f"lengths has shape {host.shape}; expected ({B},), one length per sequence of the batch")
+    lxp = _xp.array_namespace(lengths)
+    if not lxp.isdtype(lengths.dtype, "integral"):
+        raise TypeError(f"lengths has dtype {_xp.dtype_name(lengths.dtype)}; expected integers "
+                        "(a length counts steps). Fix: xp.astype(lengths, xp.int32)")
+    if tuple(lengths.shape) != (B,):
+        raise ValueError(f"lengths has shape {tuple(lengths.shape)}; expected ({B},), one length per sequence of "
+                         "the batch")
+    if _xp.same_namespace(lxp, xp) and _xp.same_device(_xp.device(lengths), _xp.device(x)):
+        if not _xp.is_traced(lengths) and B:
+            lo, hi = int(xp.min(lengths)), int(xp.max(lengths))
+            if lo < 0 or hi > T:
+                _check_range(_xp.to_host(lengths), T)
+        return lengths
+    if not isinstance(lengths, np.ndarray):
+        raise TypeError(f"lengths is a {_describe(lengths)}; expected a host (NumPy) array or list, or an array in "
+                        f"x's namespace {_xp.namespace_name(xp)} on device {_xp.device(x)} (no silent transfers)")
+    _check_range(lengths, T)
+    return _xp.from_host(lengths, xp, _xp.device(x))
+
+
+def _check_range(host, T):
     if host.size and (host.min() < 0 or host.max() > T):
         bad = host[(host < 0) | (host > T)]
         raise ValueError(f"lengths must lie in [0, {T}] (the {T} steps of x); got {bad[:8].tolist()}")
-    return _xp.from_host(host.astype(np.int64), xp, _xp.device(x))
 
 
 def check_mask(mask, x, xp, B, T, time_major):
@@ -203,7 +220,7 @@ def check_mask(mask, x, xp, B, T, time_major):
     if tuple(mask.shape) != shape:
         layout = "(time, batch)" if time_major else "(batch, time)"
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {shape} {layout}")
-    if _xp.same_namespace(mxp, xp) and _xp.device(mask) == _xp.device(x):
+    if _xp.same_namespace(mxp, xp) and _xp.same_device(_xp.device(mask), _xp.device(x)):
         return mask
     if not isinstance(mask, np.ndarray):
         raise TypeError(f"mask is a {_describe(mask)}; expected a host (NumPy) array or one in x's namespace "

@@ -6,6 +6,9 @@ belongs to, on which device it lives, and how to move host (NumPy) data there.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import array_api_compat
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
@@ -24,18 +27,31 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+HALF_DTYPES = ("float16", "bfloat16")
 
 
 def is_array(obj) -> bool:
     return is_array_api_obj(obj)
 
 
+_NAMESPACE_TESTS = (
+    ("numpy", array_api_compat.is_numpy_namespace),
+    ("cupy", array_api_compat.is_cupy_namespace),
+    ("torch", array_api_compat.is_torch_namespace),
+    ("jax", array_api_compat.is_jax_namespace),
+    ("dask.array", array_api_compat.is_dask_namespace),
+    ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
+    ("ndonnx", array_api_compat.is_ndonnx_namespace),
+    ("sparse", array_api_compat.is_pydata_sparse_namespace),
+)
+
+
 def namespace_name(xp) -> str:
-    """'numpy', 'cupy', 'torch', 'array_api_strict', ... for a namespace module."""
-    name = getattr(xp, "__name__", str(xp))
-    if name.startswith("array_api_compat."):
-        name = name[len("array_api_compat."):]
-    return name
+    """'numpy', 'cupy', 'torch', 'jax', 'dask.array', 'array_api_strict', ... for a namespace module."""
+    for name, test in _NAMESPACE_TESTS:
+        if test(xp):
+            return name
+    return getattr(xp, "__name__", type(xp).__name__)
 
 
 def as_namespace(xp):
@@ -59,15 +75,65 @@ def same_namespace(a, b) -> bool:
     return namespace_name(a) == namespace_name(b)
 
 
-def dtype_name(dtype) -> str:
-    """Canonical name of a floating dtype of any namespace ('float32', 'bfloat16', ...)."""
-    s = str(dtype)
-    for name in FLOAT_DTYPES:
-        if s == name or s.endswith("." + name) or s.endswith("'" + name + "'") or f"'{name}'" in s:
-            return name
-    if s.startswith("<class 'numpy.") and s.endswith("'>"):
-        return s[len("<class 'numpy."):-2]
-    return s.replace("torch.", "").replace("array_api_strict.", "")
+_DTYPE_NAMES: dict = {}  # dtype object -> its name in the standard ('float32', ...), per namespace met
+
+
+def _learn_dtypes(xp):
+    """Record the names of the dtypes of namespace xp, from its ``__array_namespace_info__``."""
+    try:
+        dtypes = xp.__array_namespace_info__().dtypes()
+    except Exception:  # noqa: BLE001 - a namespace without the inspection API (older releases)
+        return
+    for name, dt in dtypes.items():
+        with contextlib.suppress(TypeError):  # an unhashable dtype cannot be a key
+            _DTYPE_NAMES.setdefault(dt, name)
+    if namespace_name(xp) == "torch":  # the standard's table has no bfloat16; torch has it
+        import torch
+        _DTYPE_NAMES.setdefault(torch.bfloat16, "bfloat16")
+
+
+def dtype_name(dtype, xp=None) -> str:
+    """The standard's name of a dtype of any namespace ('float32', 'int64', 'bool', ...); 'bfloat16' too."""
+    try:
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):
+        pass
+    spaces = [xp] if xp is not None else []
+    spaces += [np] + [array_namespace(_probe(m)) for m in ("torch", "array_api_strict", "cupy", "jax.numpy")
+                      if _probe(m) is not None]
+    for space in spaces:
+        _learn_dtypes(as_namespace(space) if space is not np else array_namespace(np.empty(0)))
+    with contextlib.suppress(KeyError, TypeError):
+        return _DTYPE_NAMES[dtype]
+    with contextlib.suppress(TypeError):
+        return np.dtype(dtype).name  # numpy-compatible dtypes (ml_dtypes' bfloat16, ...)
+    return str(dtype)
+
+
+def _probe(module_name):
+    """An empty array of an already imported module (never imports one), or None."""
+    mod = sys.modules.get(module_name)
+    if mod is None:
+        return None
+    try:
+        return mod.asarray([])
+    except Exception:  # noqa: BLE001 - a half-initialised or exotic module
+        return None
+
+
+def is_writeable(a) -> bool:
+    """Whether the arrays of a's namespace take in-place writes (False for JAX)."""
+    return bool(array_api_compat.is_writeable_array(a))
+
+
+def is_traced(a) -> bool:
+    """Whether a is a JAX tracer (inside jax.jit or jax.grad): its values are not known on the host."""
+    return array_api_compat.is_jax_array(a) and not hasattr(a, "addressable_shards")
+
+
+def same_device(a, b) -> bool:
+    """Whether two devices are the same; None (a traced array's device under jax.jit) is not told apart."""
+    return a is None or b is None or a == b
 
 
 def resolve_dtype(xp, name: str):
@@ -110,7 +176,7 @@ def check_device(xp, dev):
         if name == "numpy" and str(dev) != "cpu":
             raise ValueError("numpy's only device is 'cpu'")
         if name != "numpy":
-            xp.asarray(np.empty(0), device=dev)  # each namespace refuses a device it lacks in its own way
+            xp.asarray(np.zeros(0, dtype=bool), device=dev)  # each namespace refuses a device it lacks in its own way
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, array_api_strict ValueError, cupy its own
         raise ValueError(f"device={dev!r} is not a device of {name} ({type(e).__name__}: {e}). Fix: pass "
                          "device=None (the namespace's default device) or one of its devices") from None

@@ -9,7 +9,7 @@ Two families of names:
   PyTorch means by ``tanh``, ``relu`` and ``sigmoid``.
 
 Every function here is elementwise (the fast paths rely on it); the functions of a whole axis
-(softmax, ...) are layers' activations, in :mod:`rnn_xp.model`.
+(softmax, ...) are layers' activations, at the end of this module.
 
 Each name resolves to an :class:`Activation`: a canonical ONNX function plus its
 alpha and beta, so that every spelling of the same function compares equal.
@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Activation", "resolve", "apply", "ONNX_NAMES", "names"]
+from . import _xp
+
+__all__ = ["Activation", "resolve", "apply", "ONNX_NAMES", "names", "softmax", "log_softmax", "sparsemax", "AXIS_ACTIVATIONS"]
 
 
 @dataclass(frozen=True)
@@ -271,3 +273,36 @@ def resolve(spec, alpha=None, beta=None) -> Activation:
 
 def apply(act: Activation, x, xp):
     return act(x, xp)
+
+
+# --- functions of the whole last axis (Dense and Activation layers; cells take only elementwise ones) ---
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along axis, shifted by the max so it never overflows."""
+    xp = _xp.array_namespace(x)
+    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    return e / xp.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """log(softmax(x)) along axis, without forming the softmax."""
+    xp = _xp.array_namespace(x)
+    shifted = x - xp.max(x, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def sparsemax(x, axis=-1):
+    """The Euclidean projection of x onto the simplex along the last axis: max(x - tau, 0)."""
+    if axis not in (-1, x.ndim - 1):
+        raise ValueError(f"sparsemax runs along the last axis; got axis={axis}")
+    xp = _xp.array_namespace(x)
+    z = xp.sort(x, axis=-1, descending=True)
+    cum = xp.cumulative_sum(z, axis=-1)
+    k = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=_xp.device(x))
+    support = z - (cum - 1.0) / k > 0  # the sorted prefix that stays positive
+    n = xp.sum(xp.astype(support, x.dtype), axis=-1, keepdims=True)
+    tau = (xp.sum(xp.where(support, cum, xp.zeros_like(cum)), axis=-1, keepdims=True) - 1.0) / n
+    return xp.maximum(x - tau, xp.zeros_like(x))
+
+
+AXIS_ACTIVATIONS = {"softmax": softmax, "log_softmax": log_softmax, "sparsemax": sparsemax}

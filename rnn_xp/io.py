@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _xp
 from ._validate import check_file
-from .model import REGISTRY, from_config, params_from_config
+from .layers.base import REGISTRY, from_config, params_from_config
 from .params import RNNConfig, RNNParams
 from .tools import to_device
 
@@ -162,7 +162,7 @@ def load(path, xp=None, device=None):
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:
         raise _bad(path, str(e)) from None
     if xp is None:
-        from .device import select_backend
+        from .backend import select_backend
         b = select_backend()
         xp, device = b.xp, b.device if device is None else device
     return to_device(obj, xp, device, target)

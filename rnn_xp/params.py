@@ -331,9 +331,11 @@ class RNNParams:
         return cls(config, layers)
 
     def map_arrays(self, fn, **config_changes) -> RNNParams:
-        """New params with every array replaced by fn(array) (and config fields changed)."""
-        cfg = replace(self.config, **config_changes) if config_changes else self.config
-        return RNNParams.from_named_arrays(cfg, {n: fn(a) for n, a in self.named_arrays()})
+        """New params with every array replaced by fn(array) and config fields changed; the config's
+        dtype follows the new arrays unless given."""
+        arrays = {n: fn(a) for n, a in self.named_arrays()}
+        config_changes.setdefault("dtype", _xp.dtype_name(next(iter(arrays.values())).dtype))
+        return RNNParams.from_named_arrays(replace(self.config, **config_changes), arrays)
 
     def __repr__(self):
         c = self.config
@@ -393,7 +395,7 @@ def init(cell, input_size, hidden_size, *, num_layers=1, direction="forward", bi
     if seed is not None:
         check_int("seed", seed, 0)
     if xp is None:
-        from .device import select_backend
+        from .backend import select_backend
         backend = select_backend()
         xp, device = backend.xp, backend.device if device is None else device
     xp = _xp.as_namespace(xp)

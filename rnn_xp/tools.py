@@ -1,6 +1,6 @@
 """to_device, count_params and summary: functions that take params, a layer or a model alike.
 
-They use only the protocol every rnn_xp layer and model speaks (see :mod:`rnn_xp.model`):
+They use only the protocol every rnn_xp layer and model speaks (see :mod:`rnn_xp.layers.base`):
 ``named_arrays()``, ``map_arrays(fn)``, ``name``, ``type_name``, and for models ``layers`` and
 ``output_shapes()``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from . import _xp
-from .model import REGISTRY, Recurrent, Sequential
+from .layers import REGISTRY, Recurrent, Sequential
 from .params import RNNParams
 
 __all__ = ["to_device", "count_params", "summary"]

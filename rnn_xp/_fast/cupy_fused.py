@@ -1,6 +1,6 @@
 """CuPy fast path: the gate math of each step fused into one ElementwiseKernel.
 
-The same loop as :func:`rnn_xp.forward.run_direction` (same signature, same results within
+The same loop as :func:`rnn_xp.loop.run_direction` (same signature, same results within
 rounding): the input projection for a chunk of steps as one cuBLAS matmul, then per step the
 recurrent matmul (cuBLAS, into a reused buffer) and ONE kernel that computes every gate, the
 new state and the masked update, where the reference launches a dozen small kernels. The GRU
@@ -9,8 +9,9 @@ inside the step, so two kernels there.
 
 The kernels' sources are data in :mod:`rnn_xp._fast.cupy_kernels` (with ``cupy_gates.cu``);
 configurations they do not cover (an activation without a kernel, a dtype other than
-float16/32/64, an empty batch or sequence) run on the reference loop. CuPy is imported only
-when this runner is selected. Buffers are local to each call: runners may run in threads.
+float16/32/64, an empty batch or sequence, tracing) are declined, with the reason, and the seam
+runs the reference loop. CuPy is imported only when this runner is asked. Buffers are local to
+each call: runners may run in threads.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import functools
 import math
 
 from .. import _xp
-from ..forward import input_projection, time_chunks
-from ..forward import run_direction as reference_run_direction
+from ..loop import input_projection, time_chunks
 from .cupy_kernels import ACT_KINDS, ACT_PREFIXES, KERNELS, PREAMBLE
 
-__all__ = ["load", "run_direction", "unsupported"]
+__all__ = ["NAMESPACES", "run_direction", "unsupported", "declines"]
+
+NAMESPACES = ("cupy",)
 
 _DTYPES = ("float16", "float32", "float64")
 
@@ -33,13 +35,13 @@ def _cupy():
     return cupy
 
 
-def load():
-    """The runner where CuPy imports, else None (the seam then falls back to the reference)."""
+def cupy_problem():
+    """Why CuPy cannot be used here, or None."""
     try:
         _cupy()
-    except Exception:  # noqa: BLE001 - ImportError, or a CUDA install broken in any other way
-        return None
-    return run_direction
+    except Exception as e:  # noqa: BLE001 - ImportError, or a CUDA install broken in any other way
+        return f"CuPy does not import ({type(e).__name__}: {e})"
+    return None
 
 
 @functools.cache
@@ -69,17 +71,27 @@ def _device(x):
     return x.device
 
 
-def unsupported(x, cfg, acts):
-    """Why the fused kernels do not cover this call, or None when they do."""
-    dtype = _xp.dtype_name(x.dtype)
+def declines(steps, batch, dtype, cfg, acts):
+    """Why the fused kernels do not cover one direction of a call, or None when they do."""
     if dtype not in _DTYPES:
         return f"dtype {dtype} (kernels exist for {', '.join(_DTYPES)})"
     missing = [a.name for a in acts if a.name not in ACT_KINDS]
     if missing:
         return f"activation(s) {missing} have no fused kernel"
-    if x.shape[0] == 0 or x.shape[1] == 0:
+    if steps == 0 or batch == 0:
         return "no steps or an empty batch: nothing to fuse"
     return None
+
+
+def unsupported(call):
+    """Why this path cannot run the call (the seam's question), or None."""
+    if call.trace:
+        return "per-step tracing is done by the reference loop"
+    for acts in call.cfg.activations:
+        why = declines(call.steps, call.batch, call.dtype, call.cfg, acts)
+        if why is not None:
+            return why
+    return cupy_problem()
 
 
 def _constant_args(cfg, acts, w):
@@ -99,10 +111,8 @@ def _constant_args(cfg, acts, w):
     return args
 
 
-def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp):
-    """:func:`rnn_xp.forward.run_direction` with fused gate kernels (CuPy arrays only)."""
-    if unsupported(x, cfg, acts) is not None:
-        return reference_run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp)
+def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
+    """:func:`rnn_xp.loop.run_direction` with fused gate kernels (CuPy arrays only; ``out`` is copied into)."""
     cp = _cupy()
     with _device(x):
         return _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp)

@@ -1,6 +1,6 @@
 """CuPy persistent path: one kernel launch runs the whole recurrence of a layer and direction.
 
-The same loop as :func:`rnn_xp.forward.run_direction` (same signature, same results within
+The same loop as :func:`rnn_xp.loop.run_direction` (same signature, same results within
 rounding): the input projection of a chunk of steps is one cuBLAS matmul, as in every path; then ONE
 launch of a persistent kernel (``cupy_persistent.cu``) runs every step of the chunk. W_hh stays in
 shared memory, split by hidden units over up to one block per SM; the blocks exchange h through L2
@@ -13,8 +13,8 @@ elementwise activation, clip, peepholes, input_forget, biases or none; lengths a
 float64 (float16/bfloat16 reach the runner as float32: rnn_xp.forward computes half types in float32).
 Everything else (the GRU's reset before the matmul, the LSTM's projection, other dtypes, an empty
 batch or sequence, a W_hh slice that does not fit shared memory on the SMs there are, a step whose
-recurrent matmul is large enough to be compute bound, where cuBLAS is the better tool) runs on the
-cupy-fused runner, which falls back to the reference loop in turn.
+recurrent matmul is large enough to be compute bound, where cuBLAS is the better tool) is declined
+with the reason, and the seam runs the next implementation (cupy-fused).
 
 CuPy is imported only when this runner is selected; kernels are compiled once per process and
 device (CuPy caches them); buffers are local to each call. NOT YET RUN ON A GPU: not in impl="auto".
@@ -31,11 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import _xp
-from ..forward import input_projection, time_chunks
+from ..loop import input_projection, time_chunks
 from . import cupy_fused
 from .cupy_kernels import ACT_KINDS, ACT_PREFIXES, PREAMBLE
 
-__all__ = ["load", "run_direction", "unsupported", "plan", "Plan", "SOURCE", "KERNEL_NAMES", "PARAMS"]
+__all__ = ["NAMESPACES", "run_direction", "unsupported", "declines", "plan", "Plan", "SOURCE", "KERNEL_NAMES",
+           "PARAMS"]
+
+NAMESPACES = ("cupy",)
 
 # The kernel text as CuPy compiles it: a forward declaration of CuPy's float16 (cupy_gates.cu names it),
 # the activations of the fused path, then the persistent kernels. No host headers: NVRTC compiles it.
@@ -168,13 +171,6 @@ def _cupy():
     return cupy
 
 
-def load():
-    """The runner where CuPy imports, else None (the seam then says this impl is not usable)."""
-    try:
-        _cupy()
-    except Exception:  # noqa: BLE001 - ImportError, or a CUDA install broken in any other way
-        return None
-    return run_direction
 
 
 def _empty(cp, shape, dtype):
@@ -230,26 +226,40 @@ def _function(cp, device_id, name, smem_limit):
     raise RuntimeError(f"rnn_xp: the persistent kernel {name} does not build here ({mode} launch): {error}")
 
 
-def unsupported(x, cfg, acts, w, limits=None):
-    """Why the persistent kernels do not cover this call, or None when they do (then the plan is usable)."""
-    dtype = _xp.dtype_name(x.dtype)
+def unsupported(call):
+    """Why this path cannot run the call (the seam's question), or None."""
+    if call.trace:
+        return "per-step tracing is done by the reference loop"
+    why = cupy_fused.cupy_problem()
+    if why is not None:
+        return why
+    limits = _device_limits_cached(_cupy(), call.device.id)
+    has_w_hr = call.cfg.proj_size > 0
+    for acts in call.cfg.activations:
+        why = declines(call.steps, call.batch, call.dtype, call.cfg, acts, has_w_hr, limits)
+        if why is not None:
+            return why
+    return None
+
+
+def declines(T, B, dtype, cfg, acts, has_w_hr, limits=None):
+    """Why the persistent kernels do not cover one direction of a call, or None (then the plan is usable)."""
     if dtype not in DTYPES:
         return f"dtype {dtype} (persistent kernels exist for {', '.join(DTYPES)})"
     if cfg.cell == "gru" and not cfg.reset_after:
         return "GRU with the reset before the recurrent matmul (a second grid barrier per step): fused path"
-    if w.w_hr is not None:
+    if has_w_hr:
         return "LSTM with a projection (a second matmul per step): fused path"
     missing = [a.name for a in acts if a.name not in ACT_KINDS]
     if missing:
         return f"activation(s) {missing} have no kernel"
-    T, B = x.shape[0], x.shape[1]
     if T == 0 or B == 0:
         return "no steps or an empty batch"
     H = cfg.hidden_size
     G = CELLS[cfg.cell]
     if B * G * H * H > MAX_STEP_FMAS:
         return f"B*G*H*H = {B * G * H * H} multiply-adds a step: compute bound, cuBLAS in the fused path does better"
-    if limits is not None and plan(B, H, G, x.dtype.itemsize, *limits) is None:
+    if limits is not None and plan(B, H, G, 4 if dtype == "float32" else 8, *limits) is None:
         return f"W_hh ({G * H}x{H}) does not fit the shared memory of {limits[0]} SMs of {limits[1]} bytes"
     return None
 
@@ -270,16 +280,13 @@ def _scalars(cfg, acts, w, ftype):
     return out
 
 
-def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp):
-    """:func:`rnn_xp.forward.run_direction` with one persistent kernel launch per chunk (CuPy arrays)."""
-    if unsupported(x, cfg, acts, w) is not None:
-        return cupy_fused.run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp)
+def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
+    """:func:`rnn_xp.loop.run_direction` with one persistent kernel launch per chunk (CuPy arrays; ``out`` is
+    copied into). The seam asked :func:`unsupported` first, so the plan exists."""
     cp = _cupy()
     with _device(x):
         limits = _device_limits(cp, x)
         pl = plan(x.shape[1], cfg.hidden_size, CELLS[cfg.cell], x.dtype.itemsize, *limits)
-        if pl is None:
-            return cupy_fused.run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp)
         return _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp, pl, limits)
 
 

@@ -31,21 +31,26 @@ W_hh (L2-bandwidth bound on one core: OpenBLAS does not thread it) plus ~11 ufun
 
 from __future__ import annotations
 
-from importlib import import_module
 
 import numpy as np
 
-# the module, not the function rnn_xp.forward that shadows it; CHUNK_ELEMENTS is read at call time
-_forward = import_module("..forward", __package__)
+from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
 
-__all__ = ["run_direction", "load"]
+__all__ = ["NAMESPACES", "unsupported", "run_direction"]
+
+NAMESPACES = ("numpy",)
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _CHUNK_CAP = 1 << 20
 
 
-def load():
-    return run_direction
+def unsupported(call):
+    """Why this path cannot run the call, or None."""
+    if call.dtype not in ("float32", "float64"):
+        return f"dtype {call.dtype} (this path runs float32 and float64)"
+    if call.trace:
+        return "per-step tracing is done by the reference loop"
+    return None
 
 
 def _empty(shape, dtype):
@@ -340,10 +345,8 @@ def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
 
 
 # --- the loop ---------------------------------------------------------------------------------
-def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp):
-    """forward.run_direction's contract (x (T, B, F), returns y (T, B, H_out), h_T, c_T), fast."""
-    if not (isinstance(x, np.ndarray) and x.dtype in _DTYPES and isinstance(h0, np.ndarray)):
-        return _forward.run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp)
+def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
+    """rnn_xp.loop.run_direction's contract (x (T, B, F), returns y (T, B, H_out), h_T, c_T), fast."""
     T, B, F = x.shape
     dtype = x.dtype
     H, H_out = cfg.hidden_size, h0.shape[-1]
@@ -366,16 +369,20 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp):
         c[...] = c0
     masked = run is not None
     if masked:
-        y = np.zeros((T, B, H_out), dtype=dtype)  # masked outputs stay zero where emit is off
+        if out is None:
+            y = np.zeros((T, B, H_out), dtype=dtype)  # masked outputs stay zero where emit is off
+        else:
+            y = out
+            y[...] = 0
         h_new = _empty((B, H_out), dtype)
         c_new = None if c is None else _empty(c.shape, dtype)
         last = np.zeros((B, H_out), dtype=dtype)  # the last output, repeated on masked steps (Keras)
     else:
-        y = _empty((T, B, H_out), dtype)
+        y = _empty((T, B, H_out), dtype) if out is None else out
 
     # at most 1 Mi elements a chunk (4 MB in float32): the projection buffer then stays in cache
     # between the GEMM that writes it and the steps that read it, and costs few page faults
-    chunks = _forward.time_chunks(T, B * GH, reverse, min(_forward.CHUNK_ELEMENTS, _CHUNK_CAP))
+    chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
     longest = max((t1 - t0 for t0, t1 in chunks), default=0)
     gi_buf = _empty((longest * B, GH), dtype)  # (t*B, G*H), reused by every chunk
     x_buf = _empty((longest * B, F + 1), dtype)  # (t*B, F+1): the chunk, contiguous, and a column of ones

@@ -29,10 +29,9 @@ import zipfile
 import numpy as np
 
 from .._validate import check_file, check_zip_member
+from ..activations import AXIS_ACTIVATIONS, resolve
 from ..activations import names as activation_names
-from ..activations import resolve
-from ..model import (
-    AXIS_ACTIVATIONS,
+from ..layers import (
     ActivationLayer,
     Bidirectional,
     Dense,

@@ -12,7 +12,7 @@ The conversion of one recurrent node, per direction d:
   ScaledTanh (which have none) and for ThresholdedRelu (documented as 1.0).
 
 Every other node is folded at import when its inputs are constant, or kept as one of the shape
-operators of :mod:`rnn_xp.graph`. The ``onnx`` package is needed here only, to parse the model.
+operators of :mod:`rnn_xp.importers.onnx.graph`. The ``onnx`` package is needed here only, to parse the model.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import os
 
 import numpy as np
 
-from .. import _xp
-from .._validate import check_file
-from ..activations import ONNX_NAMES, resolve, takes
-from ..graph import OPS, Constant, OnnxGraph, Op, RecurrentNode, Space, _ints
-from ..params import RNNParams, make_config
+from ... import _xp
+from ..._validate import check_file
+from ...activations import ONNX_NAMES, resolve, takes
+from .graph import OPS, Constant, OnnxGraph, Op, RecurrentNode, Space, _ints
+from ...params import RNNParams, make_config
 
 __all__ = ["from_onnx"]
 

@@ -1,0 +1,107 @@
+"""Sequential: a chain of layers, and the text-classifier model of the demo."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+from .. import _xp
+from ..params import init as _init_params
+from .base import REGISTRY, from_config, register, sub_arrays
+from .basic import Dense, Embedding
+from .recurrent import Bidirectional, Recurrent
+
+@register
+@dataclass(frozen=True, eq=False)
+class Sequential:
+    """A chain of layers; ``model(x, mask=None)`` returns the last layer's output.
+
+    ``input_shape`` (without the batch axis) is only used by :func:`rnn_xp.summary`.
+    """
+
+    layers: tuple
+    input_shape: tuple | None = None
+    name: str = "sequential"
+    kind = "model"
+    type_name = "Sequential"
+
+    def __post_init__(self):
+        if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+            raise TypeError(f"Sequential takes a list of layers; got {type(self.layers).__name__}")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if self.input_shape is not None:
+            shape = self.input_shape
+            if not isinstance(shape, (list, tuple)) or not all(
+                    s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 0) for s in shape):
+                raise TypeError(f"input_shape must be a tuple of sizes (ints >= 0, or None for any), without the "
+                                f"batch axis; got {shape!r}")
+            object.__setattr__(self, "input_shape", tuple(shape))
+        for layer in self.layers:
+            if getattr(type(layer), "kind", None) != "layer" or REGISTRY.get(type(layer).__name__) is not type(layer):
+                raise TypeError(f"Sequential takes rnn_xp layers ({', '.join(self.layer_types())}); got "
+                                f"{type(layer).__name__}")
+        for layer in self.layers[:-1]:
+            if isinstance(layer, Bidirectional) and layer.merge_mode is None:
+                raise ValueError(f"{layer.name}: a Bidirectional with merge_mode=None outputs a pair; it can only "
+                                 "be the last layer")
+
+    @staticmethod
+    def layer_types():
+        return sorted(n for n, c in REGISTRY.items() if getattr(c, "kind", None) == "layer")
+
+    def __call__(self, x, mask=None):
+        for layer in self.layers:
+            x, mask = layer(x, mask)
+        return x
+
+    @property
+    def params(self):
+        """The RNNParams of the recurrent layers, in order."""
+        return tuple(layer.params for layer in self.layers if isinstance(layer, Recurrent))
+
+    def output_shapes(self):
+        shape = (None, *self.input_shape) if self.input_shape is not None else None
+        out = []
+        for layer in self.layers:
+            shape = None if shape is None else layer.output_shape(shape)
+            out.append(shape)
+        return out
+
+    def named_arrays(self):
+        return [(f"layer{i}.{n}", a) for i, layer in enumerate(self.layers) for n, a in layer.named_arrays()]
+
+    def config(self):
+        return {"type": "Sequential", "name": self.name, "input_shape": self.input_shape,
+                "layers": [layer.config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config, arrays):
+        layers = config.get("layers")
+        if not isinstance(layers, list):
+            raise ValueError("a Sequential config needs a list of layers")
+        shape = config.get("input_shape")
+        return cls([from_config(lc, sub_arrays(arrays, f"layer{i}.")) for i, lc in enumerate(layers)],
+                   None if shape is None else tuple(shape), str(config.get("name", "sequential")))
+
+    def map_arrays(self, fn):
+        return replace(self, layers=tuple(layer.map_arrays(fn) for layer in self.layers))
+
+
+def _target(xp, device):
+    if xp is None:
+        from ..backend import select_backend
+        b = select_backend()
+        return b.xp, b.device if device is None else device
+    return _xp.as_namespace(xp), device
+
+
+# the seeds' model, for the demo and the tests
+def seed_model(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, embed=32, units=100, steps=250):
+    """Embedding(5000, 32) -> SimpleRNN(100) -> Dense(1, sigmoid), Keras conventions (173,401 params)."""
+    xp, device = _target(xp, device)
+    return Sequential([
+        Embedding.init(vocab, embed, seed=seed, dtype=dtype, xp=xp, device=device),
+        Recurrent(_init_params("rnn", embed, units, bias="single", seed=seed + 1, dtype=dtype, xp=xp,
+                               device=device)),
+        Dense.init(units, 1, activation="sigmoid", seed=seed + 2, dtype=dtype, xp=xp, device=device),
+    ], input_shape=(steps,))
