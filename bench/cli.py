@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import importlib.util
 import json
 import os
@@ -162,11 +163,12 @@ def _implementations(namespace):
     return [s for s in out.split(",") if s] if out else ["reference"]
 
 
-def _auto_impl(namespace):
-    code = (f"import {namespace}; from rnn_xp import _xp; from rnn_xp._fast import select_runner, _IMPLS\n"
-            f"xp = _xp.as_namespace({namespace}); r = select_runner(xp, None, 'auto')\n"
-            "print(next(n for n, (s, load) in _IMPLS.items() if (s is None or _xp.namespace_name(xp) in s) "
-            "and load() is r))")
+def _auto_impl(namespace, cfg):
+    """What impl='auto' runs for this config on this namespace, as rnn_xp.explain says (in a child process)."""
+    code = (f"import rnn_xp, numpy, {namespace}\n"
+            f"p = rnn_xp.init({cfg.cell!r}, {cfg.input_size}, {cfg.hidden_size}, seed=0, xp={namespace})\n"
+            f"x = {namespace}.zeros(({cfg.batch}, 1, {cfg.input_size}), dtype={namespace}.float32)\n"
+            "print(rnn_xp.explain(x, p).implementation)")
     return _py(code)
 
 
@@ -183,7 +185,7 @@ def plan(cfg, have, impls):
         jobs.append(("ort-cpu", None, False))
     if have["rnn_xp-cupy"]:
         jobs += [("rnn_xp-cupy", impl, False) for impl in impls["cupy"]]
-        jobs.append(("rnn_xp-cupy", impls["cupy_auto"], True))
+        jobs.append(("rnn_xp-cupy", impls["cupy_auto"](cfg), True))
     if have["torch-cuda"]:
         jobs += [("torch-cuda", None, False), ("torch-cuda", None, True)]
     if have["jax"]:
@@ -315,7 +317,8 @@ def run_config(cfg, have, impls, tmp, opts, progress, machine):
     onnx_path = os.path.join(tmp, f"{cfg.name}.onnx")
     workers = []
     for k, (backend, impl, tf32) in enumerate(jobs):
-        auto = impl is not None and impl == impls.get(backend.split("-")[-1] + "_auto")
+        space = backend.split("-")[-1]
+        auto = impl is not None and impl == (impls[space + "_auto"](cfg) if space + "_auto" in impls else None)
         job = {"config": cfg.to_json(), "backend": backend, "impl": impl, "tf32": tf32, "ref": ref,
                "tol": TOL[tf32], "onnx": onnx_path if have["ort-cpu"] else None, "auto": auto,
                "perturb": opts.perturb.get(backend, 0.0), "warmup_s": opts.warmup_s}
@@ -381,9 +384,9 @@ def main(argv=None):
         ap.error(str(e))
 
     have = probe(wanted)
-    impls = {"numpy": _implementations("numpy"), "numpy_auto": _auto_impl("numpy")}
+    impls = {"numpy": _implementations("numpy"), "numpy_auto": functools.cache(lambda c: _auto_impl("numpy", c))}
     if have["rnn_xp-cupy"]:
-        impls.update(cupy=_implementations("cupy"), cupy_auto=_auto_impl("cupy") or "auto")
+        impls.update(cupy=_implementations("cupy"), cupy_auto=functools.cache(lambda c: _auto_impl("cupy", c)))
     print(f"backends here: {', '.join(k for k, v in have.items() if v)}; measuring sgemm...", file=sys.stderr)
     machine = machine_info(have, opts.quick)
     date = _dt.datetime.now(_dt.timezone.utc)

@@ -11,13 +11,12 @@ Array-API namespace; the numbers match PyTorch, Keras and ONNX.
     ((8, 100, 64), (2, 8, 64))
 """
 
-from .activations import Activation
+from .activations import Activation, softmax
 from .backend import Backend, select_backend
 from .engine import explain, forward
 from .importers import from_keras, from_onnx, from_torch, to_torch_state_dict
 from .importers.onnx import OnnxGraph
 from .io import load, save
-from .activations import softmax
 from .layers import (
     ActivationLayer,
     Bidirectional,

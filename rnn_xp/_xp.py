@@ -48,16 +48,41 @@ _NAMESPACE_TESTS = (
 
 def namespace_name(xp) -> str:
     """'numpy', 'cupy', 'torch', 'jax', 'dask.array', 'array_api_strict', ... for a namespace module."""
+    if not isinstance(getattr(xp, "__name__", None), str):
+        return type(xp).__name__  # not a module: its type, for the error that follows
     for name, test in _NAMESPACE_TESTS:
         if test(xp):
             return name
     return getattr(xp, "__name__", type(xp).__name__)
 
 
+# namespaces by the names users type: module to import, pip extra or package that brings it
+_BY_NAME = {"numpy": ("numpy", "numpy"), "cupy": ("cupy", "rnn_xp[cuda13] (or rnn_xp[cuda12])"),
+            "torch": ("torch", "torch"), "array_api_strict": ("array_api_strict", "array-api-strict"),
+            "jax": ("jax.numpy", "jax"), "jax.numpy": ("jax.numpy", "jax"), "dask": ("dask.array", "dask[array]"),
+            "dask.array": ("dask.array", "dask[array]")}
+
+
+def _import_by_name(name):
+    import importlib
+
+    if name not in _BY_NAME:
+        raise TypeError(f"xp={name!r} is not an array namespace rnn_xp knows by name; expected one of "
+                         f"{', '.join(map(repr, _BY_NAME))}, or pass the module itself")
+    module, package = _BY_NAME[name]
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ModuleNotFoundError(f"xp={name!r} needs {module}, which does not import here ({e}). "
+                                  f"Fix: pip install '{package}'") from None
+
+
 def as_namespace(xp):
-    """The array-api-compat wrapped namespace for a module such as numpy, cupy or torch."""
+    """The array-api-compat wrapped namespace for a module such as numpy, cupy or torch, or its name."""
     if xp is None:
         return None
+    if isinstance(xp, str):
+        xp = _import_by_name(xp)
     name = namespace_name(xp)
     if name == "numpy":
         return array_api_compat.array_namespace(np.empty(0))
@@ -67,7 +92,7 @@ def as_namespace(xp):
     if not hasattr(xp, "asarray") or not hasattr(xp, "matmul"):
         raise TypeError(
             f"xp={xp!r} is not an array namespace; expected a module such as numpy, cupy, "
-            "torch or array_api_strict")
+            "torch or array_api_strict, or its name ('numpy', 'cupy', 'torch', 'array_api_strict', 'jax')")
     return xp
 
 
@@ -86,27 +111,27 @@ def _learn_dtypes(xp):
         return
     for name, dt in dtypes.items():
         with contextlib.suppress(TypeError):  # an unhashable dtype cannot be a key
-            _DTYPE_NAMES.setdefault(dt, name)
-    if namespace_name(xp) == "torch":  # the standard's table has no bfloat16; torch has it
-        import torch
-        _DTYPE_NAMES.setdefault(torch.bfloat16, "bfloat16")
+            _DTYPE_NAMES.setdefault((type(dt), dt), name)
+    for name in HALF_DTYPES:  # outside the standard's table, but present in numpy, torch, cupy, jax
+        dt = getattr(xp, name, None)
+        if dt is not None:
+            with contextlib.suppress(TypeError):
+                _DTYPE_NAMES.setdefault((type(dt), dt), name)
 
 
 def dtype_name(dtype, xp=None) -> str:
     """The standard's name of a dtype of any namespace ('float32', 'int64', 'bool', ...); 'bfloat16' too."""
-    try:
-        return _DTYPE_NAMES[dtype]
-    except (KeyError, TypeError):
-        pass
+    with contextlib.suppress(KeyError, TypeError):
+        return _DTYPE_NAMES[(type(dtype), dtype)]
     spaces = [xp] if xp is not None else []
     spaces += [np] + [array_namespace(_probe(m)) for m in ("torch", "array_api_strict", "cupy", "jax.numpy")
                       if _probe(m) is not None]
     for space in spaces:
         _learn_dtypes(as_namespace(space) if space is not np else array_namespace(np.empty(0)))
     with contextlib.suppress(KeyError, TypeError):
-        return _DTYPE_NAMES[dtype]
-    with contextlib.suppress(TypeError):
-        return np.dtype(dtype).name  # numpy-compatible dtypes (ml_dtypes' bfloat16, ...)
+        return _DTYPE_NAMES[(type(dtype), dtype)]
+    if isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        return np.dtype(dtype).name  # numpy scalar types, and numpy-compatible dtypes (ml_dtypes' bfloat16)
     return str(dtype)
 
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from . import _xp
 
-__all__ = ["Activation", "resolve", "apply", "ONNX_NAMES", "names", "softmax", "log_softmax", "sparsemax", "AXIS_ACTIVATIONS"]
+__all__ = ["Activation", "resolve", "apply", "ONNX_NAMES", "names", "softmax", "log_softmax", "sparsemax",
+           "AXIS_ACTIVATIONS"]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from . import _xp
 
-__all__ = ["Backend", "select_backend", "ENV_VAR"]
+__all__ = ["Backend", "select_backend", "resolve_target", "ENV_VAR"]
 
 ENV_VAR = "RNN_XP_BACKEND"
 _CHOICES = ("auto", "numpy", "cupy")
@@ -75,3 +75,12 @@ def _gpu_name(cupy, dev):
         return name.decode() if isinstance(name, bytes) else str(name)
     except Exception:  # noqa: BLE001 - the name is only decoration
         return f"CUDA device {getattr(dev, 'id', '?')}"
+
+
+def resolve_target(xp, device):
+    """(namespace, device) for the ``xp=``/``device=`` arguments of init, load and the layers' init:
+    ``xp=None`` asks :func:`select_backend`; a module or its name is wrapped by array-api-compat."""
+    if xp is None:
+        backend = select_backend()
+        return backend.xp, backend.device if device is None else device
+    return _xp.as_namespace(xp), device

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _xp
 from ._validate import check_file
+from .backend import resolve_target
 from .layers.base import REGISTRY, from_config, params_from_config
 from .params import RNNConfig, RNNParams
 from .tools import to_device
@@ -161,8 +162,5 @@ def load(path, xp=None, device=None):
     # a hostile config may nest or type anything: every way it fails is a ValueError to the caller
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:
         raise _bad(path, str(e)) from None
-    if xp is None:
-        from .backend import select_backend
-        b = select_backend()
-        xp, device = b.xp, b.device if device is None else device
+    xp, device = resolve_target(xp, device)
     return to_device(obj, xp, device, target)

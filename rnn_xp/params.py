@@ -29,6 +29,7 @@ import numpy as np
 from . import _xp
 from ._validate import check_bool, check_choice, check_int
 from .activations import Activation, resolve, takes
+from .backend import resolve_target
 
 __all__ = ["RNNConfig", "CellWeights", "RNNParams", "init", "GATES", "CELLS"]
 
@@ -394,11 +395,7 @@ def init(cell, input_size, hidden_size, *, num_layers=1, direction="forward", bi
                       dtype=dtype)
     if seed is not None:
         check_int("seed", seed, 0)
-    if xp is None:
-        from .backend import select_backend
-        backend = select_backend()
-        xp, device = backend.xp, backend.device if device is None else device
-    xp = _xp.as_namespace(xp)
+    xp, device = resolve_target(xp, device)
     _xp.resolve_dtype(xp, cfg.dtype)  # fail early if the namespace lacks the dtype
     rng = np.random.default_rng(seed)
     bound = 1.0 / math.sqrt(cfg.hidden_size)

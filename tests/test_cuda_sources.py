@@ -39,7 +39,7 @@ from rnn_xp import activations as activations_module
 from rnn_xp._fast import cupy_fused
 from rnn_xp._fast.cupy_kernels import ACT_KINDS, KERNELS, PREAMBLE, parse_params
 
-fw = importlib.import_module("rnn_xp.forward")  # the module (rnn_xp.forward is the function)
+fw = importlib.import_module("rnn_xp.loop")  # the module (rnn_xp.forward is the function)
 NVCC = shutil.which("nvcc")
 GXX = shutil.which("g++")
 SCALAR_CTYPES = {"int32": "int", "float64": "double"}

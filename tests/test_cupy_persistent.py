@@ -21,7 +21,7 @@ from rnn_xp._fast import cupy_fused, cupy_persistent
 
 pytestmark = pytest.mark.gpu
 
-fw = importlib.import_module("rnn_xp.forward")
+fw = importlib.import_module("rnn_xp.loop")
 
 
 @pytest.fixture

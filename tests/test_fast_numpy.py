@@ -15,7 +15,7 @@ import pytest
 import rnn_xp
 
 fused = importlib.import_module("rnn_xp._fast.numpy_fused")
-fw = importlib.import_module("rnn_xp.forward")
+fw = importlib.import_module("rnn_xp.loop")
 
 TOL = {"float32": 2e-5, "float64": 1e-10}  # relative to the reference's scale
 

@@ -162,7 +162,7 @@ def test_input_projection_is_chunked(xp, rng, monkeypatch):
     """Tiny chunks give the same numbers: memory is bounded by a chunk, not by T."""
     import importlib
 
-    fw = importlib.import_module("rnn_xp.forward")
+    fw = importlib.import_module("rnn_xp.loop")
 
     params = rnn_xp.init("gru", 3, 4, bidirectional=True, seed=8, dtype="float64", xp=np)
     x = rng.standard_normal((2, 9, 3))

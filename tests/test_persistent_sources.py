@@ -40,7 +40,7 @@ from rnn_xp import _fast, _xp
 from rnn_xp._fast import cupy_fused, cupy_persistent
 from rnn_xp._fast.cupy_persistent import KERNEL_NAMES, PARAMS, SOURCE, plan
 
-fw = importlib.import_module("rnn_xp.forward")
+fw = importlib.import_module("rnn_xp.loop")
 NVCC = shutil.which("nvcc")
 GXX = shutil.which("g++")
 NP = _xp.as_namespace(np)

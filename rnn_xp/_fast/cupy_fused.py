@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import math
 
-from .. import _xp
 from ..loop import input_projection, time_chunks
 from .cupy_kernels import ACT_KINDS, ACT_PREFIXES, KERNELS, PREAMBLE
 

@@ -31,7 +31,6 @@ W_hh (L2-bandwidth bound on one core: OpenBLAS does not thread it) plus ~11 ufun
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)

@@ -10,6 +10,7 @@ import numpy as np
 from .. import _xp
 from .._validate import check_bool, check_int, check_layer_input, check_same_space
 from ..activations import softmax
+from ..backend import resolve_target
 from ..params import _readonly
 from .base import (
     _activate,
@@ -44,7 +45,7 @@ class Embedding:
              name="embedding"):
         """Random table, uniform in ±0.05 as Keras initialises embeddings."""
         input_dim, output_dim = check_int("input_dim", input_dim, 1), check_int("output_dim", output_dim, 1)
-        xp, device = _target(xp, device)
+        xp, device = resolve_target(xp, device)
         table = _xp.from_host(_host_uniform(seed, (input_dim, output_dim), 0.05), xp, device, dtype)
         return cls(table, mask_zero, name)
 
@@ -139,7 +140,7 @@ class Dense:
              device=None, name="dense"):
         """Random kernel, uniform in ±sqrt(6/(in+out)) (Glorot, as Keras)."""
         in_features, units = check_int("in_features", in_features, 1), check_int("units", units, 1)
-        xp, device = _target(xp, device)
+        xp, device = resolve_target(xp, device)
         rng = np.random.default_rng(seed)
         bound = math.sqrt(6.0 / (in_features + units))
         kernel = _xp.from_host(rng.uniform(-bound, bound, (in_features, units)), xp, device, dtype)

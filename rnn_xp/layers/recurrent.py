@@ -10,6 +10,7 @@ from ..engine import forward
 from ..params import RNNParams
 from .base import _check_weight, from_config, params_from_config, register, sub_arrays
 
+
 @register
 @dataclass(frozen=True, eq=False)
 class Recurrent:

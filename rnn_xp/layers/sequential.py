@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 
-from .. import _xp
+from ..backend import resolve_target
 from ..params import init as _init_params
 from .base import REGISTRY, from_config, register, sub_arrays
 from .basic import Dense, Embedding
 from .recurrent import Bidirectional, Recurrent
+
 
 @register
 @dataclass(frozen=True, eq=False)
@@ -87,18 +87,10 @@ class Sequential:
         return replace(self, layers=tuple(layer.map_arrays(fn) for layer in self.layers))
 
 
-def _target(xp, device):
-    if xp is None:
-        from ..backend import select_backend
-        b = select_backend()
-        return b.xp, b.device if device is None else device
-    return _xp.as_namespace(xp), device
-
-
 # the seeds' model, for the demo and the tests
 def seed_model(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, embed=32, units=100, steps=250):
     """Embedding(5000, 32) -> SimpleRNN(100) -> Dense(1, sigmoid), Keras conventions (173,401 params)."""
-    xp, device = _target(xp, device)
+    xp, device = resolve_target(xp, device)
     return Sequential([
         Embedding.init(vocab, embed, seed=seed, dtype=dtype, xp=xp, device=device),
         Recurrent(_init_params("rnn", embed, units, bias="single", seed=seed + 1, dtype=dtype, xp=xp,

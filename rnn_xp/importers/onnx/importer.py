@@ -25,8 +25,8 @@ import numpy as np
 from ... import _xp
 from ..._validate import check_file
 from ...activations import ONNX_NAMES, resolve, takes
-from .graph import OPS, Constant, OnnxGraph, Op, RecurrentNode, Space, _ints
 from ...params import RNNParams, make_config
+from .graph import OPS, Constant, OnnxGraph, Op, RecurrentNode, Space, _ints
 
 __all__ = ["from_onnx"]
 
