@@ -37,6 +37,7 @@ IMPLEMENTATIONS = (
     # opt-in until a GPU round has verified it: impl="cupy-persistent"
     Implementation("cupy-persistent", "cupy_persistent", auto=False),
     Implementation("cupy-fused", "cupy_fused", auto=True),
+    Implementation("numba", "numba_cpu", auto=True),  # needs numba: pip install 'rnn_xp[numba]'
     Implementation("numpy-fused", "numpy_fused", auto=True),
     Implementation("reference", "loop", auto=True),
 )

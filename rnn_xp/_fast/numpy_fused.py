@@ -8,9 +8,11 @@ Same equations as rnn_xp.cells, arranged for NumPy on the CPU:
 * the weights are transposed once per call into C-contiguous (in, G*H) copies, which OpenBLAS
   multiplies faster than a transposed view, and the gate columns are reordered so that the
   sigmoid gates sit side by side (LSTM i, f, o, g): one ufunc call covers all of them;
-* sigmoid(a) = (1 + tanh(a/2)) / 2, with the 1/2 inside folded into the weights and biases
-  of the sigmoid gates (scaling by a power of two is exact): with tanh gates too, one
-  np.tanh call per step activates every gate at once;
+* sigmoid(z) = 1 / (1 + exp(-z)), with the sign of z folded into the weights and biases of
+  the sigmoid gates (negation is exact): three ufunc calls (exp, add, reciprocal) activate all
+  of a cell's sigmoid gates at once, within ~2 ULP of the exact value (exp overflowing to inf
+  for z < -88 in float32 gives the correct limit 0, so overflow warnings are silenced). The
+  shorter (1 + tanh(z/2)) / 2 is not accurate: for z << 0 the sum cancels (~700 ULP in float32);
 * the biases are folded into the input projection, as the weights of a constant-1 input
   feature (b_ih + b_hh, rounded once more than in the reference: within float tolerance),
   except GRU's b_hn under reset_after, which the reset gate multiplies;
@@ -58,19 +60,17 @@ def _empty(shape, dtype):
 
 
 # --- activations, in place --------------------------------------------------------------------
-def _activation(act, clip, prescaled, xp, dtype):
-    """f(a) overwriting a with act(clip(a)); ``prescaled``: a holds the halved pre-activation of a sigmoid."""
+def _activation(act, clip, negated, xp, dtype):
+    """f(a) overwriting a with act(clip(a)); ``negated``: a holds -z, z the pre-activation of a sigmoid."""
     name = act.name
-    half = np.asarray(0.5, dtype=dtype)  # 0-d: a Python float operand costs ~200 ns more per call
-    if prescaled:  # a = z/2 (folded into the weights): sigmoid(z) = (1 + tanh(z/2)) / 2
-        bound = None if clip is None else clip / 2
-
+    one = np.asarray(1, dtype=dtype)  # 0-d: a Python scalar operand costs ~200 ns more per call
+    if negated:  # a = -z (folded into the weights): sigmoid(z) = 1 / (1 + exp(a))
         def f(a):
-            if bound is not None:
-                np.clip(a, -bound, bound, out=a)
-            np.tanh(a, a)
-            np.multiply(a, half, a)
-            np.add(a, half, a)
+            if clip is not None:
+                np.clip(a, -clip, clip, out=a)  # the bounds are symmetric: clipping -z is -clip(z)
+            np.exp(a, a)
+            np.add(a, one, a)
+            np.reciprocal(a, a)
         return f
     if name == "Tanh":
         inner = np.tanh
@@ -101,21 +101,21 @@ def _activation_to(act, xp):
 
 # --- the weights, arranged once per call -------------------------------------------------------
 def _arrange(w, cfg, acts, dtype):
-    """(w_ih_t, w_hh_t, extra, prescaled): transposed, gate-reordered, sigmoid-halved weights, folded biases.
+    """(w_ih_t, w_hh_t, extra, negated): transposed, gate-reordered, sigmoid-negated weights, folded biases.
 
     w_ih_t (in + 1, G*H), its last row the folded biases (the input gets a constant-1 feature),
     w_hh_t (H_out, G*H), both C-contiguous; extra holds what cannot be folded (GRU b_hn under
     reset_after, LSTM p and w_hr).
     """
     H, G = cfg.hidden_size, cfg.gates
-    prescale = cfg.cell != "rnn" and acts[0].name == "Sigmoid"
+    negate = cfg.cell != "rnn" and acts[0].name == "Sigmoid"
     if cfg.cell == "lstm":
         order, n_sig = (0, 1, 3, 2), 3  # i, f, o | g: the sigmoid gates side by side
     elif cfg.cell == "gru":
         order, n_sig = (0, 1, 2), 2  # r, z | n
     else:
         order, n_sig = (0,), 0
-    gate_scale = [0.5 if prescale and j < n_sig else 1.0 for j in range(G)]  # per new gate position
+    gate_scale = [-1.0 if negate and j < n_sig else 1.0 for j in range(G)]  # per new gate position
 
     def rows(a):  # (G*H,) in rnn_xp order -> reordered and scaled, as a new array
         return np.concatenate([np.asarray(a[k * H:(k + 1) * H]) * gate_scale[j] for j, k in enumerate(order)])
@@ -142,14 +142,14 @@ def _arrange(w, cfg, acts, dtype):
     # the biases ride in the input GEMM as the weights of a constant-1 input feature: no pass of
     # their own over the projection
     w_ih_t[-1] = 0.0 if b_in is None else b_in
-    if w.p is not None:  # ONNX peepholes i, f, o, halved with their gates
+    if w.p is not None:  # ONNX peepholes i, f, o, negated with their gates
         p = np.asarray(w.p, dtype=dtype)
-        half = 0.5 if prescale else 1.0
-        extra["p_if"] = (p[:2 * H] * half).reshape(2, H)  # (2, H)
-        extra["p_o"] = p[2 * H:] * half  # (H,)
+        sign = -1.0 if negate else 1.0
+        extra["p_if"] = (p[:2 * H] * sign).reshape(2, H)  # (2, H)
+        extra["p_o"] = p[2 * H:] * sign  # (H,)
     if w.w_hr is not None:
         extra["w_hr_t"] = np.ascontiguousarray(np.asarray(w.w_hr).T)  # (H, H_out)
-    return w_ih_t, w_hh_t, extra, prescale
+    return w_ih_t, w_hh_t, extra, negate
 
 
 # --- one step of each cell, as closures over the per-call buffers -------------------------------
@@ -164,7 +164,7 @@ def _rnn_step(w_hh_t, acts, cfg, xp, B, dtype):
     return step
 
 
-def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled):
+def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
     H = cfg.hidden_size
     f_act, g_act, h_act = acts
     gates = _empty((B, 4 * H), dtype)  # (B, 4H): i, f, o, g
@@ -176,13 +176,12 @@ def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled):
     hh = _empty((B, H), dtype) if w_hr_t is not None else None  # h before the projection
     peep = _empty((B, 2, H), dtype) if p_if is not None else None
     clip = cfg.clip
-    one_tanh = prescaled and clip is None and g_act.name == "Tanh" and p_if is None
-    act_sig = _activation(f_act, clip, prescaled, xp, dtype)
+    fused = negated and clip is None and g_act.name == "Tanh" and p_if is None
+    one = np.asarray(1, dtype=dtype)
+    act_sig = _activation(f_act, clip, negated, xp, dtype)
     act_g = _activation(g_act, clip, False, xp, dtype)
     act_h = _activation_to(h_act, xp)
     input_forget = cfg.input_forget
-    affine_a = np.concatenate([np.full(3 * H, 0.5, dtype=dtype), np.ones(H, dtype=dtype)])  # (4H,)
-    affine_b = np.concatenate([np.full(3 * H, 0.5, dtype=dtype), np.zeros(H, dtype=dtype)])  # (4H,)
 
     def step(h, c, h_out, c_out, g, _):
         np.matmul(h, w_hh_t, gates)
@@ -192,12 +191,11 @@ def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled):
             gates3[:, :2] += peep
             act_sig(gates[:, :2 * H])
             act_g(gg)
-        elif one_tanh:
-            np.tanh(gates, gates)  # halved i, f, o and g at once
-            # (1 + t) / 2 on i, f, o as one pass over the whole contiguous buffer (g: t * 1 + 0):
-            # the same on the strided (B, 3H) view costs half as much again
-            np.multiply(gates, affine_a, gates)
-            np.add(gates, affine_b, gates)
+        elif fused:  # i, f, o from their negated pre-activations at once, without act_sig's calls
+            np.exp(sig, sig)
+            np.add(sig, one, sig)
+            np.reciprocal(sig, sig)
+            np.tanh(gg, gg)
         else:
             act_sig(sig)
             act_g(gg)
@@ -222,10 +220,10 @@ def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled):
     return step
 
 
-def _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled):
+def _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
     H = cfg.hidden_size
     f_act, g_act = acts
-    act_rz = _activation(f_act, cfg.clip, prescaled, xp, dtype)
+    act_rz = _activation(f_act, cfg.clip, negated, xp, dtype)
     act_n = _activation(g_act, cfg.clip, False, xp, dtype)
     b_hn = extra.get("b_hn")
     n = _empty((B, H), dtype)
@@ -268,7 +266,7 @@ def _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled):
 
 
 # --- the default cells of PyTorch, Keras and ONNX, unmasked: the steps written out in the loop ----
-def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
+def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
     """loop(h, c, ys, parts) -> h_T over one chunk, or None when the cell has options the closures handle.
 
     The same operations as the step closures, without a Python call per step: at batch 1 that
@@ -279,6 +277,7 @@ def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
         return None
     H = cfg.hidden_size
     matmul, add, multiply, subtract, tanh = np.matmul, np.add, np.multiply, np.subtract, np.tanh
+    exp, reciprocal = np.exp, np.reciprocal
     if cfg.cell == "rnn" and names == ("Tanh",):
         a = _empty((B, H), dtype)
 
@@ -290,11 +289,11 @@ def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
                 h = h_out
             return h
         return loop
-    if cfg.cell == "gru" and cfg.reset_after and prescaled and names == ("Sigmoid", "Tanh"):
+    if cfg.cell == "gru" and cfg.reset_after and negated and names == ("Sigmoid", "Tanh"):
         b_hn = extra.get("b_hn")
         if b_hn is None:
             b_hn = np.zeros(H, dtype=dtype)
-        half = np.asarray(0.5, dtype=dtype)
+        one = np.asarray(1, dtype=dtype)
         gh = _empty((B, 3 * H), dtype)
         rz, r, z, gh_n = gh[:, :2 * H], gh[:, :H], gh[:, H:2 * H], gh[:, 2 * H:]
         n = _empty((B, H), dtype)
@@ -304,9 +303,9 @@ def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
             for h_out, g_rz, g_n in zip(ys, *parts, strict=True):
                 matmul(h, w_hh_t, gh)
                 add(rz, g_rz, rz)
-                tanh(rz, rz)
-                multiply(rz, half, rz)
-                add(rz, half, rz)  # r, z = sigmoid (halved pre-activations)
+                exp(rz, rz)
+                add(rz, one, rz)
+                reciprocal(rz, rz)  # r, z = sigmoid(z) = 1 / (1 + exp(-z)) (negated pre-activations)
                 add(gh_n, b_hn, gh_n)
                 multiply(r, gh_n, n)
                 add(n, g_n, n)
@@ -317,21 +316,22 @@ def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
                 h = h_out
             return h
         return loop
-    if (cfg.cell == "lstm" and prescaled and names == ("Sigmoid", "Tanh", "Tanh") and not cfg.input_forget
+    if (cfg.cell == "lstm" and negated and names == ("Sigmoid", "Tanh", "Tanh") and not cfg.input_forget
             and "p_if" not in extra and "w_hr_t" not in extra):
         gates = _empty((B, 4 * H), dtype)  # i, f, o, g
         i, f, o, g = (gates[:, k * H:(k + 1) * H] for k in range(4))
         tmp = _empty((B, H), dtype)
-        affine_a = np.concatenate([np.full(3 * H, 0.5, dtype=dtype), np.ones(H, dtype=dtype)])  # (4H,)
-        affine_b = np.concatenate([np.full(3 * H, 0.5, dtype=dtype), np.zeros(H, dtype=dtype)])  # (4H,)
+        one = np.asarray(1, dtype=dtype)
+        sig = gates[:, :3 * H]  # (B, 3H): i, f, o
 
         def loop(h, c, ys, parts):
             for h_out, g_t in zip(ys, parts[0], strict=True):
                 matmul(h, w_hh_t, gates)
                 add(gates, g_t, gates)
-                tanh(gates, gates)
-                multiply(gates, affine_a, gates)
-                add(gates, affine_b, gates)  # i, f, o = sigmoid (halved pre-activations); g = tanh
+                exp(sig, sig)
+                add(sig, one, sig)
+                reciprocal(sig, sig)  # i, f, o = 1 / (1 + exp(-z)) (negated pre-activations)
+                tanh(g, g)
                 multiply(i, g, tmp)
                 multiply(f, c, c)
                 add(c, tmp, c)  # c = f c + i g
@@ -346,19 +346,25 @@ def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
 # --- the loop ---------------------------------------------------------------------------------
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     """rnn_xp.loop.run_direction's contract (x (T, B, F), returns y (T, B, H_out), h_T, c_T), fast."""
+    # the sigmoid's exp(-z) overflows to inf for z << 0, and 1 / (1 + inf) = 0 is the correct limit
+    with np.errstate(over="ignore"):
+        return _run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp, out=out)
+
+
+def _run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out):
     T, B, F = x.shape
     dtype = x.dtype
     H, H_out = cfg.hidden_size, h0.shape[-1]
-    w_ih_t, w_hh_t, extra, prescaled = _arrange(w, cfg, acts, dtype)
+    w_ih_t, w_hh_t, extra, negated = _arrange(w, cfg, acts, dtype)
     GH = w_ih_t.shape[1]
     if cfg.cell == "rnn":
         step = _rnn_step(w_hh_t, acts, cfg, xp, B, dtype)
     elif cfg.cell == "lstm":
-        step = _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled)
+        step = _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated)
     else:
-        step = _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled)
+        step = _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated)
 
-    inline = _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype) if run is None else None
+    inline = _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype) if run is None else None
 
     h = _empty((B, H_out), dtype)
     h[...] = h0

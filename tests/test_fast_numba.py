@@ -1,0 +1,288 @@
+"""The compiled CPU implementation (impl="numba") against the reference loop (impl="reference").
+
+Every option the reference supports: cells, every activation with alpha/beta, clip, biases,
+peepholes, input_forget, projection, GRU reset before/after, lengths, masks, initial states,
+directions, layers, chunking, float32 and float64; batch 1 (the compiled matrix-vector loop) and
+batch > 1 (BLAS products and compiled gate math), each on one thread and split over threads. Its
+buffers are poisoned with NaN so an element it forgot to write shows.
+
+The helpers take an implementation name so that they serve any NumPy implementation.
+"""
+
+import importlib
+import itertools
+import threading
+
+import numpy as np
+import pytest
+
+import rnn_xp
+from rnn_xp import seam
+from rnn_xp.activations import _SPEC
+
+pytest.importorskip("numba")
+
+IMPL = "numba"
+TOL = {"float32": 3e-5, "float64": 1e-10}  # relative to the reference's scale
+loop = importlib.import_module("rnn_xp.loop")
+
+
+def impl_module(impl):
+    """The module that implements ``impl`` (seam.IMPLEMENTATIONS)."""
+    entry = next(i for i in seam.IMPLEMENTATIONS if i.name == impl)
+    return importlib.import_module("rnn_xp.loop" if entry.module == "loop" else f"rnn_xp._fast.{entry.module}")
+
+
+def poison(monkeypatch, impl):
+    """Make every buffer ``impl`` allocates start as NaN; returns the list of shapes it allocated."""
+    calls = []
+
+    def nan_empty(shape, dtype):
+        calls.append(shape)
+        return np.full(shape, np.nan, dtype=dtype)
+    monkeypatch.setattr(impl_module(impl), "_empty", nan_empty)
+    return calls
+
+
+def compare(impl, params, x, dtype, *, initial_state=None, tol=None, **kw):
+    """forward with ``impl`` against impl="reference": same dtype, shapes, every element finite and close."""
+    p = rnn_xp.to_device(params, np, dtype=dtype)
+    x = x.astype(dtype)
+    if initial_state is not None:
+        initial_state = tuple(s.astype(dtype) for s in initial_state) if isinstance(initial_state, tuple) \
+            else initial_state.astype(dtype)
+    ref = rnn_xp.forward(x, p, initial_state, impl="reference", **kw)
+    got = rnn_xp.forward(x, p, initial_state, impl=impl, **kw)
+    flat_ref = [ref[0], *(ref[1] if isinstance(ref[1], tuple) else (ref[1],))]
+    flat_got = [got[0], *(got[1] if isinstance(got[1], tuple) else (got[1],))]
+    for a, b in zip(flat_got, flat_ref, strict=True):
+        assert isinstance(a, np.ndarray) and a.dtype == np.dtype(dtype) and a.shape == b.shape
+        finite = np.isfinite(b)
+        assert np.all(np.isfinite(a) == finite), "an output element was never written (NaN poison survived)"
+        np.testing.assert_array_equal(a[~finite], b[~finite])  # the same infinities (Exponential overflows)
+        a, b = a[finite], b[finite]
+        scale = max(1.0, float(np.abs(b).max(initial=0.0)))
+        err = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max(initial=0.0))
+        assert err <= (tol or TOL[dtype]) * scale, f"max abs error {err:.3e} vs reference (scale {scale:.3g})"
+    return got
+
+
+@pytest.fixture(autouse=True)
+def poisoned(monkeypatch):
+    return poison(monkeypatch, IMPL)
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def threads(request, monkeypatch):
+    """serial: the one-thread kernels; parallel: the threaded ones, whatever the size of the step."""
+    mod = impl_module(IMPL)
+    if request.param == "parallel":
+        monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 0)
+        monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 0)
+    else:
+        monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 1 << 62)
+        monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 1 << 62)
+    return request.param
+
+
+CASES = [
+    ("rnn", {}),
+    ("rnn", {"activations": ["relu"], "bias": "single"}),
+    ("rnn", {"activations": ["Softsign"], "clip": 0.8, "bias": False}),
+    ("lstm", {}),
+    ("lstm", {"bias": "single"}),
+    ("lstm", {"bias": False}),
+    ("lstm", {"proj_size": 3}),
+    ("lstm", {"peepholes": True}),
+    ("lstm", {"peepholes": True, "input_forget": True, "clip": 0.7}),
+    ("lstm", {"input_forget": True}),
+    ("lstm", {"clip": 0.5}),
+    ("lstm", {"activations": ["HardSigmoid", "Relu", "Softsign"]}),
+    ("lstm", {"activations": ["Sigmoid", "Elu", "Tanh"], "proj_size": 2, "peepholes": True}),
+    ("gru", {}),
+    ("gru", {"bias": False}),
+    ("gru", {"bias": "single"}),
+    ("gru", {"reset_after": False}),
+    ("gru", {"reset_after": False, "bias": "single", "clip": 0.6}),
+    ("gru", {"clip": 0.5}),
+    ("gru", {"activations": ["HardSigmoid", "Softsign"]}),
+]
+
+
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CASES)])
+def test_matches_reference(rng, threads, cell, opts, direction, dtype, B):
+    params = rnn_xp.init(cell, 4, 5, num_layers=2, direction=direction, seed=11, dtype="float64", xp=np, **opts)
+    compare(IMPL, params, rng.standard_normal((B, 7, 4)), dtype)
+
+
+# every activation, with alpha and beta where it takes them, in each slot of each cell
+ACTIVATIONS = sorted(_SPEC)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # Exponential, in the reference
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation(rng, name, dtype):
+    takes_a, takes_b = _SPEC[name][1], _SPEC[name][2]
+    alpha = [0.7] if takes_a else None
+    beta = [0.3] if takes_b else None
+    x = rng.standard_normal((2, 6, 3))
+    for cell, acts in (("rnn", [name]), ("gru", [name, "Tanh"]), ("gru", ["Sigmoid", name]),
+                       ("lstm", [name, "Tanh", "Tanh"]), ("lstm", ["Sigmoid", name, "Tanh"]),
+                       ("lstm", ["Sigmoid", "Tanh", name])):
+        for B in (1, 2):
+            a = alpha * sum(_SPEC[n][1] for n in acts) if alpha else None
+            b = beta * sum(_SPEC[n][2] for n in acts) if beta else None
+            params = rnn_xp.init(cell, 3, 4, seed=21, dtype="float64", xp=np, activations=acts, activation_alpha=a,
+                                 activation_beta=b, clip=3.0 if cell == "lstm" else None)
+            compare(IMPL, params, x[:B], dtype)
+
+
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell,opts", [("rnn", {}), ("lstm", {"proj_size": 4}), ("lstm", {"peepholes": True}),
+                                       ("gru", {}), ("gru", {"reset_after": False})])
+def test_lengths_masks_and_initial_state(rng, threads, cell, opts, dtype, B):
+    params = rnn_xp.init(cell, 3, 6, num_layers=2, bidirectional=True, seed=12, dtype="float64", xp=np, **opts)
+    cfg = params.config
+    T = 9
+    x = rng.standard_normal((B, T, 3))
+    h0 = rng.standard_normal((4, B, cfg.output_size))
+    init = (h0, rng.standard_normal((4, B, cfg.hidden_size))) if cell == "lstm" else h0
+    lengths = np.array([9, 0, 4, 1, 6])[:B]
+    mask = rng.random((B, T)) > 0.3
+    mask[:, 0] = False
+    for kw in ({}, {"lengths": lengths}, {"mask": mask}, {"mask": mask, "zero_output_for_mask": True},
+               {"lengths": lengths, "mask": mask}):
+        compare(IMPL, params, x, dtype, initial_state=init, **kw)
+
+
+def test_tiny_chunks_and_time_major(rng, monkeypatch):
+    """Chunks of one step (and a ragged last chunk) give the reference's numbers."""
+    monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 1)
+    for cell, B in itertools.product(("rnn", "lstm", "gru"), (1, 2)):
+        params = rnn_xp.init(cell, 3, 4, bidirectional=True, seed=13, dtype="float64", xp=np)
+        compare(IMPL, params, rng.standard_normal((B, 7, 3)), "float64", lengths=np.array([7, 3])[:B])
+    monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 3 * 2 * 4 * 3)  # 3 steps of B=2, G*H=12: chunks 3, 3, 1
+    params = rnn_xp.init("gru", 3, 4, seed=14, dtype="float64", xp=np)
+    x = rng.standard_normal((7, 2, 3))  # time-major
+    ref = rnn_xp.forward(x, params, time_major=True, impl="reference")
+    got = rnn_xp.forward(x, params, time_major=True, impl=IMPL)
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-12)
+
+
+def test_chunk_buffer_is_bounded_by_a_chunk_not_by_T(rng, monkeypatch, poisoned):
+    monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 64)
+    params = rnn_xp.init("lstm", 3, 4, seed=15, xp=np)  # G*H = 16, B = 2: 2 steps a chunk
+    rnn_xp.forward(rng.standard_normal((2, 50, 3)).astype("float32"), params, impl=IMPL)
+    big = [s for s in poisoned if len(s) == 2 and s[1] == 16 and s[0] != 2]  # the projection buffer (t*B, G*H)
+    assert big and all(s[0] <= 4 for s in big), poisoned
+
+
+@pytest.mark.parametrize("B,T,H", [(1, 1, 1), (0, 4, 3), (2, 0, 3), (0, 0, 2), (1, 0, 2)])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_degenerate_sizes(rng, cell, B, T, H):
+    params = rnn_xp.init(cell, 2, H, num_layers=2, bidirectional=True, seed=16, dtype="float64", xp=np)
+    x = rng.standard_normal((B, T, 2))
+    compare(IMPL, params, x, "float64")
+    if B:
+        compare(IMPL, params, x, "float64", lengths=np.zeros(B, dtype=np.int64))
+
+
+def test_auto_picks_numba_and_half_precision_runs_in_float32(rng):
+    assert rnn_xp.implementations(np).index(IMPL) < rnn_xp.implementations(np).index("numpy-fused")
+    params = rnn_xp.init("gru", 3, 4, seed=18, xp=np)
+    x = rng.standard_normal((2, 3, 3)).astype("float32")
+    assert rnn_xp.explain(x, params).implementation == IMPL
+    p16 = rnn_xp.to_device(params, np, dtype="float16")
+    x16 = x.astype("float16")
+    assert rnn_xp.explain(x16, p16).implementation == IMPL  # the engine computes float16 in float32
+    np.testing.assert_array_equal(rnn_xp.forward(x16, p16, impl=IMPL)[0],
+                                  rnn_xp.forward(x16, p16, impl="reference")[0])
+
+
+def test_tracing_is_declined_with_a_reason():
+    call = seam.Call(namespace="numpy", cfg=rnn_xp.init("rnn", 2, 3, seed=0, xp=np).config, dtype="float32",
+                     steps=3, batch=2, trace=True)
+    assert "tracing" in impl_module(IMPL).unsupported(call)
+    assert seam.select_runner(call).implementation == "reference"
+    assert "int8" in impl_module(IMPL).unsupported(seam.Call(namespace="numpy", cfg=call.cfg, dtype="int8",
+                                                             steps=3, batch=2))
+
+
+def test_without_numba_the_seam_says_how_to_install_it(rng, monkeypatch):
+    mod = impl_module(IMPL)
+    monkeypatch.setitem(mod._state, "kernels", None)
+    monkeypatch.setitem(mod._state, "reason", None)
+    monkeypatch.setitem(__import__("sys").modules, "numba", None)  # import numba raises ImportError
+    params = rnn_xp.init("lstm", 3, 4, seed=18, xp=np)
+    x = rng.standard_normal((2, 3, 3)).astype("float32")
+    choice = rnn_xp.explain(x, params)
+    assert choice.implementation == "numpy-fused"
+    assert "pip install 'rnn_xp[numba]'" in dict(choice.skipped)[IMPL]
+    with pytest.raises(ValueError, match=r"rnn_xp\[numba\]"):
+        rnn_xp.forward(x, params, impl=IMPL)
+
+
+def test_import_rnn_xp_does_not_import_numba():
+    import subprocess
+    import sys
+
+    code = "import sys, rnn_xp; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("B", [1, 64])
+def test_concurrent_calls_are_bit_identical_to_serial(rng, B, monkeypatch):
+    """4 threads at once (each then runs single-threaded kernels) give exactly the serial results."""
+    mod = impl_module(IMPL)
+    monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 0)  # the lone serial call uses the threaded kernels
+    monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 0)
+    params = rnn_xp.init("lstm", 8, 48, seed=19, xp=np, peepholes=True, bias="single", bidirectional=True)
+    before = {n: a.copy() for n, a in params.named_arrays()}
+    xs = [rng.standard_normal((B, 40, 8)).astype("float32") for _ in range(4)]
+    expected = [rnn_xp.forward(x, params, impl=IMPL) for x in xs]
+    results = [None] * len(xs)
+    barrier = threading.Barrier(len(xs))
+
+    def work(k):
+        barrier.wait()
+        for _ in range(3):
+            results[k] = rnn_xp.forward(xs[k], params, impl=IMPL)
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    for got, exp in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got[0], exp[0])
+        np.testing.assert_array_equal(got[1][0], exp[1][0])
+        np.testing.assert_array_equal(got[1][1], exp[1][1])
+    for n, a in params.named_arrays():
+        np.testing.assert_array_equal(a, before[n])
+
+
+def test_obeys_numba_set_num_threads(rng, monkeypatch):
+    """numba.set_num_threads(1) gives the same numbers as the threaded kernels (only the speed changes)."""
+    import numba
+
+    mod = impl_module(IMPL)
+    monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 0)
+    seen = []
+    real = mod._run
+    monkeypatch.setattr(mod, "_run", lambda k, nth, *a: seen.append(nth) or real(k, nth, *a))
+    params = rnn_xp.init("gru", 8, 32, seed=22, xp=np)
+    x = rng.standard_normal((1, 30, 8)).astype("float32")
+    threaded = rnn_xp.forward(x, params, impl=IMPL)[0]
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        single = rnn_xp.forward(x, params, impl=IMPL)[0]
+    finally:
+        numba.set_num_threads(old)
+    assert seen == [old, 1]
+    np.testing.assert_array_equal(single, threaded)
