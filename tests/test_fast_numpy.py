@@ -141,6 +141,10 @@ def test_every_combination_of_cell_options(rng):
 
 def test_auto_picks_the_fast_path_and_other_dtypes_fall_back(rng, monkeypatch):
     assert "numpy-fused" in rnn_xp.implementations(np)
+    # numpy-fused is auto's choice where the compiled implementation is not installed
+    numba_cpu = importlib.import_module("rnn_xp._fast.numba_cpu")
+    monkeypatch.setitem(numba_cpu._state, "kernels", None)
+    monkeypatch.setitem(numba_cpu._state, "reason", "numba is not installed (pip install 'rnn_xp[numba]')")
     seen = []
     real = fused.run_direction
     monkeypatch.setattr(fused, "run_direction", lambda *a, **k: seen.append(1) or real(*a, **k))

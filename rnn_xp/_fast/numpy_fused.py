@@ -13,6 +13,10 @@ Same equations as rnn_xp.cells, arranged for NumPy on the CPU:
   of a cell's sigmoid gates at once, within ~2 ULP of the exact value (exp overflowing to inf
   for z < -88 in float32 gives the correct limit 0, so overflow warnings are silenced). The
   shorter (1 + tanh(z/2)) / 2 is not accurate: for z << 0 the sum cancels (~700 ULP in float32);
+* in float32, tanh and the sigmoid are computed in float64 and rounded once (ufuncs with
+  ``dtype=np.float64``, and a float64 scratch buffer for the sigmoid's three steps), as
+  rnn_xp.activations does on NumPy: NumPy's float32 tanh and exp are 1-3 ULP off, which over
+  hundreds of steps leaves an LSTM's state ~1.5x further from float64 than PyTorch's;
 * the biases are folded into the input projection, as the weights of a constant-1 input
   feature (b_ih + b_hh, rounded once more than in the reference: within float tolerance),
   except GRU's b_hn under reset_after, which the reset gate multiplies;
@@ -60,20 +64,50 @@ def _empty(shape, dtype):
 
 
 # --- activations, in place --------------------------------------------------------------------
-def _activation(act, clip, negated, xp, dtype):
-    """f(a) overwriting a with act(clip(a)); ``negated``: a holds -z, z the pre-activation of a sigmoid."""
-    name = act.name
-    one = np.asarray(1, dtype=dtype)  # 0-d: a Python scalar operand costs ~200 ns more per call
-    if negated:  # a = -z (folded into the weights): sigmoid(z) = 1 / (1 + exp(a))
+def _tanh_fn(dtype):
+    """tanh(a, out): for float32 computed in float64 and rounded once."""
+    if dtype == np.float32:
+        return lambda a, out: np.tanh(a, out, dtype=np.float64)
+    return np.tanh
+
+
+def _neg_sigmoid_fn(dtype):
+    """f(a): a = 1 / (1 + exp(a)) in place (a holds -z: the sigmoid of z); float32 through float64."""
+    if dtype != np.float32:
+        one = np.asarray(1, dtype=dtype)  # 0-d: a Python scalar operand costs ~200 ns more per call
+
         def f(a):
-            if clip is not None:
-                np.clip(a, -clip, clip, out=a)  # the bounds are symmetric: clipping -z is -clip(z)
             np.exp(a, a)
             np.add(a, one, a)
             np.reciprocal(a, a)
         return f
+    one64 = np.asarray(1, dtype=np.float64)
+    scratch = {}  # shape -> float64 buffer, allocated on first use (the closure lives for one call)
+
+    def f32(a):
+        w = scratch.get(a.shape)
+        if w is None:
+            w = scratch[a.shape] = np.empty(a.shape, dtype=np.float64)
+        np.exp(a, w, dtype=np.float64)
+        np.add(w, one64, w)
+        np.reciprocal(w, a)  # rounded once, to float32
+    return f32
+
+
+def _activation(act, clip, negated, xp, dtype):
+    """f(a) overwriting a with act(clip(a)); ``negated``: a holds -z, z the pre-activation of a sigmoid."""
+    name = act.name
+    if negated:  # a = -z (folded into the weights): sigmoid(z) = 1 / (1 + exp(a))
+        sig = _neg_sigmoid_fn(dtype)
+        if clip is None:
+            return sig
+
+        def f(a):
+            np.clip(a, -clip, clip, out=a)  # the bounds are symmetric: clipping -z is -clip(z)
+            sig(a)
+        return f
     if name == "Tanh":
-        inner = np.tanh
+        inner = _tanh_fn(dtype)
     elif name == "Relu":
         def inner(a, out):
             np.maximum(a, np.asarray(0, dtype=dtype), out=out)
@@ -89,10 +123,10 @@ def _activation(act, clip, negated, xp, dtype):
     return clipped
 
 
-def _activation_to(act, xp):
+def _activation_to(act, xp, dtype):
     """g(a, out): out = act(a), a left unchanged (the LSTM's h(c): clip never bounds c, as in onnxruntime)."""
     if act.name == "Tanh":
-        return lambda a, out: np.tanh(a, out)
+        return _tanh_fn(dtype)
 
     def g(a, out):
         out[...] = act(a, xp)
@@ -177,10 +211,10 @@ def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
     peep = _empty((B, 2, H), dtype) if p_if is not None else None
     clip = cfg.clip
     fused = negated and clip is None and g_act.name == "Tanh" and p_if is None
-    one = np.asarray(1, dtype=dtype)
     act_sig = _activation(f_act, clip, negated, xp, dtype)
     act_g = _activation(g_act, clip, False, xp, dtype)
-    act_h = _activation_to(h_act, xp)
+    act_h = _activation_to(h_act, xp, dtype)
+    sig_fused, tanh = _neg_sigmoid_fn(dtype), _tanh_fn(dtype)
     input_forget = cfg.input_forget
 
     def step(h, c, h_out, c_out, g, _):
@@ -192,10 +226,8 @@ def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
             act_sig(gates[:, :2 * H])
             act_g(gg)
         elif fused:  # i, f, o from their negated pre-activations at once, without act_sig's calls
-            np.exp(sig, sig)
-            np.add(sig, one, sig)
-            np.reciprocal(sig, sig)
-            np.tanh(gg, gg)
+            sig_fused(sig)
+            tanh(gg, gg)
         else:
             act_sig(sig)
             act_g(gg)
@@ -276,8 +308,8 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
     if cfg.clip is not None:
         return None
     H = cfg.hidden_size
-    matmul, add, multiply, subtract, tanh = np.matmul, np.add, np.multiply, np.subtract, np.tanh
-    exp, reciprocal = np.exp, np.reciprocal
+    matmul, add, multiply, subtract = np.matmul, np.add, np.multiply, np.subtract
+    tanh, sigmoid_neg = _tanh_fn(dtype), _neg_sigmoid_fn(dtype)
     if cfg.cell == "rnn" and names == ("Tanh",):
         a = _empty((B, H), dtype)
 
@@ -293,7 +325,6 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
         b_hn = extra.get("b_hn")
         if b_hn is None:
             b_hn = np.zeros(H, dtype=dtype)
-        one = np.asarray(1, dtype=dtype)
         gh = _empty((B, 3 * H), dtype)
         rz, r, z, gh_n = gh[:, :2 * H], gh[:, :H], gh[:, H:2 * H], gh[:, 2 * H:]
         n = _empty((B, H), dtype)
@@ -303,9 +334,7 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
             for h_out, g_rz, g_n in zip(ys, *parts, strict=True):
                 matmul(h, w_hh_t, gh)
                 add(rz, g_rz, rz)
-                exp(rz, rz)
-                add(rz, one, rz)
-                reciprocal(rz, rz)  # r, z = sigmoid(z) = 1 / (1 + exp(-z)) (negated pre-activations)
+                sigmoid_neg(rz)  # r, z = sigmoid(z) = 1 / (1 + exp(-z)) (negated pre-activations)
                 add(gh_n, b_hn, gh_n)
                 multiply(r, gh_n, n)
                 add(n, g_n, n)
@@ -321,16 +350,13 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
         gates = _empty((B, 4 * H), dtype)  # i, f, o, g
         i, f, o, g = (gates[:, k * H:(k + 1) * H] for k in range(4))
         tmp = _empty((B, H), dtype)
-        one = np.asarray(1, dtype=dtype)
         sig = gates[:, :3 * H]  # (B, 3H): i, f, o
 
         def loop(h, c, ys, parts):
             for h_out, g_t in zip(ys, parts[0], strict=True):
                 matmul(h, w_hh_t, gates)
                 add(gates, g_t, gates)
-                exp(sig, sig)
-                add(sig, one, sig)
-                reciprocal(sig, sig)  # i, f, o = 1 / (1 + exp(-z)) (negated pre-activations)
+                sigmoid_neg(sig)  # i, f, o = 1 / (1 + exp(-z)) (negated pre-activations)
                 tanh(g, g)
                 multiply(i, g, tmp)
                 multiply(f, c, c)
