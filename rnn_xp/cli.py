@@ -28,7 +28,13 @@ def demo(args) -> int:
     ids_host = np.random.default_rng(0).integers(0, 5000, size=(args.batch, args.steps))
     ids = _xp.from_host(ids_host, backend.xp, backend.device)
     print(f"input: token ids {tuple(ids.shape)} ({_xp.namespace_name(backend.xp)}, {ids.dtype})")
-    out = model(ids)  # warm-up (and kernel compilation on a GPU)
+    for layer in model.layers:  # which implementation runs the recurrent layer, and why (rnn_xp.explain)
+        if isinstance(layer, rnn_xp.Recurrent):
+            cfg = layer.params.config
+            probe = backend.xp.zeros((args.batch, args.steps, cfg.input_size), dtype=layer.params.dtype,
+                                     device=backend.device)
+            print(str(rnn_xp.explain(probe, layer.params)).replace("implementation:", f"{layer.name} runs on:"))
+    out = model(ids)  # warm-up (kernel compilation on a GPU, or numba's on the first run of a new configuration)
     _sync(backend.name)
     times = []
     for _ in range(args.repeats):

@@ -72,13 +72,20 @@ def poisoned(monkeypatch):
     return poison(monkeypatch, IMPL)
 
 
+def threaded(monkeypatch):
+    """The threaded kernels whatever the size of the step or the machine's load."""
+    mod = impl_module(IMPL)
+    monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 0)
+    monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 0)
+    monkeypatch.setattr(mod, "_cores_busy", lambda: False)
+
+
 @pytest.fixture(params=["serial", "parallel"])
 def threads(request, monkeypatch):
     """serial: the one-thread kernels; parallel: the threaded ones, whatever the size of the step."""
     mod = impl_module(IMPL)
     if request.param == "parallel":
-        monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 0)
-        monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 0)
+        threaded(monkeypatch)
     else:
         monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 1 << 62)
         monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 1 << 62)
@@ -239,9 +246,7 @@ def test_import_rnn_xp_does_not_import_numba():
 @pytest.mark.parametrize("B", [1, 64])
 def test_concurrent_calls_are_bit_identical_to_serial(rng, B, monkeypatch):
     """4 threads at once (each then runs single-threaded kernels) give exactly the serial results."""
-    mod = impl_module(IMPL)
-    monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 0)  # the lone serial call uses the threaded kernels
-    monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 0)
+    threaded(monkeypatch)  # the lone serial call uses the threaded kernels
     params = rnn_xp.init("lstm", 8, 48, seed=19, xp=np, peepholes=True, bias="single", bidirectional=True)
     before = {n: a.copy() for n, a in params.named_arrays()}
     xs = [rng.standard_normal((B, 40, 8)).astype("float32") for _ in range(4)]
@@ -271,13 +276,13 @@ def test_obeys_numba_set_num_threads(rng, monkeypatch):
     import numba
 
     mod = impl_module(IMPL)
-    monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 0)
+    threaded(monkeypatch)
     seen = []
     real = mod._run
     monkeypatch.setattr(mod, "_run", lambda k, nth, *a: seen.append(nth) or real(k, nth, *a))
     params = rnn_xp.init("gru", 8, 32, seed=22, xp=np)
     x = rng.standard_normal((1, 30, 8)).astype("float32")
-    threaded = rnn_xp.forward(x, params, impl=IMPL)[0]
+    many = rnn_xp.forward(x, params, impl=IMPL)[0]
     old = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
@@ -285,4 +290,29 @@ def test_obeys_numba_set_num_threads(rng, monkeypatch):
     finally:
         numba.set_num_threads(old)
     assert seen == [old, 1]
-    np.testing.assert_array_equal(single, threaded)
+    np.testing.assert_array_equal(single, many)
+
+
+def test_threaded_kernels_only_where_they_pay(rng, monkeypatch):
+    """Small steps, one thread allowed, or an oversubscribed machine: the one-thread kernels."""
+    mod = impl_module(IMPL)
+    chosen = []
+    k = mod._load()
+    for name in ("vec_chunk_parallel", "vec_chunk_serial", "rows_parallel", "rows_serial"):
+        real = getattr(k, name)
+        monkeypatch.setattr(k, name, lambda *a, _n=name, _f=real: chosen.append(_n) or _f(*a))
+    monkeypatch.setattr(mod, "_cores_busy", lambda: False)
+    x = rng.standard_normal((1, 5, 64)).astype("float32")
+    big = rnn_xp.init("gru", 64, 256, seed=23, xp=np)  # 3*256*256 multiply-adds a step
+    small = rnn_xp.init("gru", 64, 8, seed=23, xp=np)
+    import numba
+
+    rnn_xp.forward(x, big, impl=IMPL)
+    rnn_xp.forward(x, small, impl=IMPL)
+    assert chosen == (["vec_chunk_parallel"] if numba.get_num_threads() > 1 else ["vec_chunk_serial"]) + [
+        "vec_chunk_serial"]
+    chosen.clear()
+    monkeypatch.setattr(mod, "_cores_busy", lambda: True)
+    rnn_xp.forward(x, big, impl=IMPL)
+    rnn_xp.forward(np.repeat(x, 64, axis=0), big, impl=IMPL)
+    assert chosen == ["vec_chunk_serial"] + ["rows_serial"] * 5

@@ -7,6 +7,7 @@ float32 and float64; its buffers are poisoned with NaN so an element it forgot t
 
 import importlib
 import itertools
+import sys
 import threading
 
 import numpy as np
@@ -141,16 +142,21 @@ def test_every_combination_of_cell_options(rng):
 
 def test_auto_picks_the_fast_path_and_other_dtypes_fall_back(rng, monkeypatch):
     assert "numpy-fused" in rnn_xp.implementations(np)
-    # numpy-fused is auto's choice where the compiled implementation is not installed
+    # numpy-fused is auto's choice where numba is not installed (made so here if it is), and explain says why
     numba_cpu = importlib.import_module("rnn_xp._fast.numba_cpu")
     monkeypatch.setitem(numba_cpu._state, "kernels", None)
-    monkeypatch.setitem(numba_cpu._state, "reason", "numba is not installed (pip install 'rnn_xp[numba]')")
+    monkeypatch.setitem(numba_cpu._state, "reason", None)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ModuleNotFoundError
     seen = []
     real = fused.run_direction
     monkeypatch.setattr(fused, "run_direction", lambda *a, **k: seen.append(1) or real(*a, **k))
     params = rnn_xp.init("gru", 3, 4, seed=18, xp=np)
-    rnn_xp.forward(rng.standard_normal((2, 3, 3)).astype("float32"), params)
+    x = rng.standard_normal((2, 3, 3)).astype("float32")
+    rnn_xp.forward(x, params)
     assert seen, "impl='auto' on numpy did not run the fast path"
+    choice = rnn_xp.explain(x, params)
+    assert choice.implementation == "numpy-fused"
+    assert dict(choice.skipped)["numba"] == "numba is not installed (pip install 'rnn_xp[numba]')"
     # float16 is not fast-pathed: the runner hands it to the reference and the numbers agree with it
     p16 = rnn_xp.to_device(params, np, dtype="float16")
     x16 = rng.standard_normal((2, 3, 3)).astype("float16")

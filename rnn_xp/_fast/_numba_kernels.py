@@ -39,6 +39,7 @@ RELU, TANH, SIGMOID = 0, 1, 2
 
 _OPTS = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
 _INLINE = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
+_ROW = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}  # inlined: no call per row
 _DOT = {"cache": True, "error_model": "numpy", "fastmath": {"contract", "reassoc"}}
 
 
@@ -250,22 +251,29 @@ def activate(v, code, a, b, clip):
 # --- one row of each cell's gate math, over units [u0, u1) ------------------------------------------
 # gh: the recurrent product of this row (overwritten with the gates), gi: its input projection,
 # bias: the biases that add to both (b_ih + b_hh), codes/alpha/beta: the cell's activations.
-@njit(**_OPTS)
+@njit(**_ROW)
+def _copy(dst, src):
+    """dst[:] = src, as a loop: numba's slice assignment may copy src first (it cannot rule out overlap)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**_ROW)
 def _add3(dst, a, b):
     """dst += a + b (1-d views of one length)."""
     for j in range(dst.shape[0]):
         dst[j] += a[j] + b[j]
 
 
-@njit(**_OPTS)
+@njit(**_ROW)
 def rnn_row(gh, gi, bias, h_out, u0, u1, codes, alpha, beta, clip):
     a = gh[u0:u1]
     _add3(a, gi[u0:u1], bias[u0:u1])
     activate(a, codes[0], alpha[0], beta[0], clip)
-    h_out[u0:u1] = a
+    _copy(h_out[u0:u1], a)
 
 
-@njit(**_OPTS)
+@njit(**_ROW)
 def lstm_row(gh, gi, bias, c_in, c_out, h_out, p, peep, input_forget, u0, u1, codes, alpha, beta, clip):
     """i, f, g, o = gates; c = f c + i g (f = 1 - i with input_forget); h_out = o h(c) (before any projection)."""
     H = c_in.shape[0]
@@ -294,13 +302,13 @@ def lstm_row(gh, gi, bias, c_in, c_out, h_out, p, peep, input_forget, u0, u1, co
         for j in range(n):
             o[j] += p_o[j] * c1[j]
     activate(o, codes[0], alpha[0], beta[0], clip)
-    hv[:] = c1
+    _copy(hv, c1)
     activate(hv, codes[2], alpha[2], beta[2], clip * 0)  # h(c): clip never bounds c (as onnxruntime)
     for j in range(n):
         hv[j] *= o[j]
 
 
-@njit(**_OPTS)
+@njit(**_ROW)
 def gru_row(gh, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, clip):
     """Reset after the recurrent product: r, z = f(...), n = g(x W_in + b_in + r (h W_hn + b_hn))."""
     H = h_in.shape[0]
@@ -319,7 +327,7 @@ def gru_row(gh, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, clip):
         h1[j] = (one - z[j]) * m[j] + z[j] * h0[j]
 
 
-@njit(**_OPTS)
+@njit(**_ROW)
 def gru_rz_row(gh, gi, bias, h_in, rh, u0, u1, codes, alpha, beta, clip):
     """Reset before the recurrent product, part 1: r, z, and r h (which W_hn then multiplies)."""
     H = h_in.shape[0]
@@ -333,7 +341,7 @@ def gru_rz_row(gh, gi, bias, h_in, rh, u0, u1, codes, alpha, beta, clip):
         out[j] = r[j] * h0[j]
 
 
-@njit(**_OPTS)
+@njit(**_ROW)
 def gru_n_row(gh, gn, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, clip):
     """Part 2: n = g(x W_in + b_in + (r h) W_hn + b_hn), h = (1 - z) n + z h; gn holds (r h) W_hn."""
     H = h_in.shape[0]
@@ -352,26 +360,28 @@ def gru_n_row(gh, gn, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, c
 # Shapes: gi (n, B, G*H) the chunk's input projection, y (n, B, H_out) the chunk's outputs, run and emit
 # (n, B) uint8 (read only when masked), t the chunk-local step; states h (B, H_out), c (B, H) and the
 # scratch rows h_new, c_new, hh (h before an LSTM projection; h_new itself without one), rh (B, H).
-@njit(**_OPTS)
+@njit(**_ROW)
 def finalize_row(h_new, c_new, h, c, last, y, t, b, has_c, masked, run, emit):
     """Row b's new state where step t runs (always without a mask), and its output y[t, b]."""
     r = (not masked) or run[t, b] != 0
     if r:
-        h[b, :] = h_new[b]
+        _copy(h[b], h_new[b])
         if has_c:
-            c[b, :] = c_new[b]
+            _copy(c[b], c_new[b])
     if not masked:
-        y[t, b, :] = h_new[b]
+        _copy(y[t, b], h_new[b])
         return
     if r:
-        last[b, :] = h_new[b]
+        _copy(last[b], h_new[b])
     if emit[t, b] != 0:
-        y[t, b, :] = last[b]
+        _copy(y[t, b], last[b])
     else:
-        y[t, b, :] = 0
+        out = y[t, b]
+        for j in range(out.shape[0]):
+            out[j] = 0
 
 
-@njit(**_OPTS)
+@njit(**_ROW)
 def _row(b, t, cell, phase, finish, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new, c_new, hh, rh,
          last, y, run, emit, masked, codes, alpha, beta, clip):
     """Row b of step t of cell 0 rnn, 1 lstm, 2 gru (reset after), 3 gru (reset before).

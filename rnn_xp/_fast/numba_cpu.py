@@ -31,6 +31,7 @@ The first call of a new (dtype, layout) compiles the kernels it uses, then numba
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -47,6 +48,19 @@ _CHUNK_CAP = 1 << 20
 # Below these sizes a step's work is smaller than a parallel launch (a few us): run it on one thread.
 ROWS_PARALLEL_MIN = 1 << 14  # batch > 1: B * G * H gate elements a step
 VEC_PARALLEL_MIN = 1 << 15  # batch 1: G * H * H_out multiply-adds a step
+
+
+def _cores_busy():
+    """Whether more threads are runnable than there are cores (1-minute load average), where it can be read.
+
+    A step split over threads waits for the slowest: on an oversubscribed machine a descheduled
+    thread stalls every step. Measured on a 2-core machine at load 5-12 (other processes): the
+    per-step launch made gru-latency 9x and lstm-med 4.8x slower than one thread, so then one it is.
+    """
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1)
+    except (AttributeError, OSError):  # no load average (Windows)
+        return False
 
 _state = {"kernels": None, "reason": None}
 _active = {"calls": 0}
@@ -153,10 +167,12 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     beta = np.array([0.0 if a.beta is None else a.beta for a in acts], dtype=np.float64)
     clip = dtype.type(0.0 if cfg.clip is None else cfg.clip)
     vec = B == 1
+    w_hh_t = w_rz_t = w_n_t = w_hr_t = None
     if vec:  # rows of W_hh (and W_hr) for the compiled matrix-vector products
         w_hh = np.array(w.w_hh, dtype=dtype, order="C")  # (G*H, H_out)
         w_hr = np.array(w.w_hr, dtype=dtype, order="C") if proj else np.zeros((1, 1), dtype=dtype)  # (H_out, H)
     else:  # transposed for BLAS: (B, H_out) @ (H_out, G*H)
+        w_hh = w_hr = None
         w_hh_t = _transposed(w.w_hh, dtype)  # (H_out, G*H)
         w_rz_t = np.ascontiguousarray(w_hh_t[:, :2 * H]) if cell == 3 else None  # (H_out, 2H)
         w_n_t = np.ascontiguousarray(w_hh_t[:, 2 * H:]) if cell == 3 else None  # (H_out, H)
@@ -180,45 +196,60 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
         run_u8 = emit_u8 = np.zeros((1, 1), dtype=np.uint8)  # never read
         last = h_new
     y = _empty((T, B, H_out), dtype) if out is None else out
+    # the kernels see C-contiguous arrays only (one compiled signature per dtype): a strided out (one
+    # direction's half of a bidirectional layer's output) is written through a chunk buffer
+    direct = y.flags.c_contiguous
 
     chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
     longest = max((t1 - t0 for t0, t1 in chunks), default=0)
     gi_buf = _empty((longest * B, GH), dtype)  # (t*B, G*H), reused by every chunk
     x_buf = _empty((longest * B, F), dtype)  # (t*B, F): the chunk, contiguous
+    y_buf = None if direct else _empty((longest, B, H_out), dtype)  # (t, B, H_out)
     flags = (cfg.peepholes, cfg.input_forget)
+    threaded = nth > 1 and (GH * H_out >= VEC_PARALLEL_MIN if vec else B * GH >= ROWS_PARALLEL_MIN) and \
+        T > 1 and not _cores_busy()
     if vec:
-        kernel = k.vec_chunk_parallel if nth > 1 and GH * H_out >= VEC_PARALLEL_MIN else k.vec_chunk_serial
+        kernel = k.vec_chunk_parallel if threaded else k.vec_chunk_serial
     else:
-        rows = k.rows_parallel if nth > 1 and B * GH >= ROWS_PARALLEL_MIN else k.rows_serial
+        rows = k.rows_parallel if threaded else k.rows_serial
     for t0, t1 in chunks:
         n = t1 - t0
         x_buf[:n * B].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
         np.matmul(x_buf[:n * B], w_ih_t, out=gi_buf[:n * B])  # (n*B, G*H): x W_ih^T for the chunk
         gi = gi_buf[:n * B].reshape(n, B, GH)  # (n, B, G*H)
-        ys = y[t0:t1]  # (n, B, H_out)
+        ys = y[t0:t1] if direct else y_buf[:n]  # (n, B, H_out)
         runs = run_u8[t0:t1] if masked else run_u8
         emits = emit_u8[t0:t1] if masked else emit_u8
         if vec:
             kernel(nth, reverse, cell, proj, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh,
                    rh, last, ys, runs, emits, masked, codes, alpha, beta, clip)
-            continue
-        steps = range(n - 1, -1, -1) if reverse else range(n)
-        for t in steps:
-            if cell == 3:  # r first: W_hn multiplies r h
-                np.matmul(h, w_rz_t, out=gh)
-                rows(t, cell, 0, False, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
-                     runs, emits, masked, codes, alpha, beta, clip)
-                np.matmul(rh, w_n_t, out=gn)
-                rows(t, cell, 1, True, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
-                     runs, emits, masked, codes, alpha, beta, clip)
-                continue
-            np.matmul(h, w_hh_t, out=gh)
-            rows(t, cell, 0, not proj, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
-                 runs, emits, masked, codes, alpha, beta, clip)
-            if proj:
-                np.matmul(hh, w_hr_t, out=h_new)  # (B, H_out)
-                k.finalize_rows(t, h_new, c_new, h, c, last, ys, runs, emits, masked)
+        else:
+            _steps(k, rows, n, reverse, cell, proj, w_hh_t, w_rz_t, w_n_t, w_hr_t, gh, gn, gi, bias, b_hn, p, flags, h,
+                   c, h_new, c_new, hh, rh, last, ys, runs, emits, masked, codes, alpha, beta, clip)
+        if not direct:
+            y[t0:t1] = ys
     return y, h, (c if lstm else None)
+
+
+def _steps(k, rows, n, reverse, cell, proj, w_hh_t, w_rz_t, w_n_t, w_hr_t, gh, gn, gi, bias, b_hn, p, flags, h, c,
+           h_new, c_new, hh, rh, last, ys, runs, emits, masked, codes, alpha, beta, clip):
+    """The steps of one chunk at batch > 1: per step the recurrent GEMM(s) through BLAS, then one compiled call."""
+    steps = range(n - 1, -1, -1) if reverse else range(n)
+    for t in steps:
+        if cell == 3:  # r first: W_hn multiplies r h
+            np.matmul(h, w_rz_t, out=gh)
+            rows(t, cell, 0, False, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
+                 runs, emits, masked, codes, alpha, beta, clip)
+            np.matmul(rh, w_n_t, out=gn)
+            rows(t, cell, 1, True, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
+                 runs, emits, masked, codes, alpha, beta, clip)
+            continue
+        np.matmul(h, w_hh_t, out=gh)
+        rows(t, cell, 0, not proj, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
+             runs, emits, masked, codes, alpha, beta, clip)
+        if proj:
+            np.matmul(hh, w_hr_t, out=h_new)  # (B, H_out)
+            k.finalize_rows(t, h_new, c_new, h, c, last, ys, runs, emits, masked)
 
 
 def _empty(shape, dtype):
