@@ -80,6 +80,15 @@ def threaded(monkeypatch):
     monkeypatch.setattr(mod, "_cores_busy", lambda: False)
 
 
+def use_path(monkeypatch, path):
+    """'compiled': every step in compiled code (as at batch 1); 'blas': per step a BLAS product from Python."""
+    monkeypatch.setattr(impl_module(IMPL), "SMALL_STEP", 1 << 62 if path == "compiled" else 0)
+
+
+BATCHES = [pytest.param(1, "compiled", id="B1"), pytest.param(3, "blas", id="B3-blas"),
+           pytest.param(3, "compiled", id="B3-compiled")]
+
+
 @pytest.fixture(params=["serial", "parallel"])
 def threads(request, monkeypatch):
     """serial: the one-thread kernels; parallel: the threaded ones, whatever the size of the step."""
@@ -116,11 +125,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("B,path", BATCHES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CASES)])
-def test_matches_reference(rng, threads, cell, opts, direction, dtype, B):
+def test_matches_reference(rng, monkeypatch, threads, cell, opts, direction, dtype, B, path):
+    use_path(monkeypatch, path)
     params = rnn_xp.init(cell, 4, 5, num_layers=2, direction=direction, seed=11, dtype="float64", xp=np, **opts)
     compare(IMPL, params, rng.standard_normal((B, 7, 4)), dtype)
 
@@ -132,7 +142,7 @@ ACTIVATIONS = sorted(_SPEC)
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # Exponential, in the reference
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ACTIVATIONS)
-def test_every_activation(rng, name, dtype):
+def test_every_activation(rng, monkeypatch, name, dtype):
     takes_a, takes_b = _SPEC[name][1], _SPEC[name][2]
     alpha = [0.7] if takes_a else None
     beta = [0.3] if takes_b else None
@@ -140,7 +150,8 @@ def test_every_activation(rng, name, dtype):
     for cell, acts in (("rnn", [name]), ("gru", [name, "Tanh"]), ("gru", ["Sigmoid", name]),
                        ("lstm", [name, "Tanh", "Tanh"]), ("lstm", ["Sigmoid", name, "Tanh"]),
                        ("lstm", ["Sigmoid", "Tanh", name])):
-        for B in (1, 2):
+        for B, path in ((1, "compiled"), (2, "blas"), (2, "compiled")):
+            use_path(monkeypatch, path)
             a = alpha * sum(_SPEC[n][1] for n in acts) if alpha else None
             b = beta * sum(_SPEC[n][2] for n in acts) if beta else None
             params = rnn_xp.init(cell, 3, 4, seed=21, dtype="float64", xp=np, activations=acts, activation_alpha=a,
@@ -148,11 +159,13 @@ def test_every_activation(rng, name, dtype):
             compare(IMPL, params, x[:B], dtype)
 
 
-@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("B,path", [pytest.param(1, "compiled", id="B1"), pytest.param(5, "blas", id="B5-blas"),
+                                    pytest.param(5, "compiled", id="B5-compiled")])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("cell,opts", [("rnn", {}), ("lstm", {"proj_size": 4}), ("lstm", {"peepholes": True}),
                                        ("gru", {}), ("gru", {"reset_after": False})])
-def test_lengths_masks_and_initial_state(rng, threads, cell, opts, dtype, B):
+def test_lengths_masks_and_initial_state(rng, monkeypatch, threads, cell, opts, dtype, B, path):
+    use_path(monkeypatch, path)
     params = rnn_xp.init(cell, 3, 6, num_layers=2, bidirectional=True, seed=12, dtype="float64", xp=np, **opts)
     cfg = params.config
     T = 9
@@ -170,7 +183,8 @@ def test_lengths_masks_and_initial_state(rng, threads, cell, opts, dtype, B):
 def test_tiny_chunks_and_time_major(rng, monkeypatch):
     """Chunks of one step (and a ragged last chunk) give the reference's numbers."""
     monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 1)
-    for cell, B in itertools.product(("rnn", "lstm", "gru"), (1, 2)):
+    for cell, B, path in itertools.product(("rnn", "lstm", "gru"), (1, 2), ("blas", "compiled")):
+        use_path(monkeypatch, path)
         params = rnn_xp.init(cell, 3, 4, bidirectional=True, seed=13, dtype="float64", xp=np)
         compare(IMPL, params, rng.standard_normal((B, 7, 3)), "float64", lengths=np.array([7, 3])[:B])
     monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 3 * 2 * 4 * 3)  # 3 steps of B=2, G*H=12: chunks 3, 3, 1

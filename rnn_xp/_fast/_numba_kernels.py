@@ -432,7 +432,7 @@ def finalize_rows(t, h_new, c_new, h, c, last, y, run, emit, masked):
         finalize_row(h_new, c_new, h, c, last, y, t, b, True, masked, run, emit)
 
 
-# --- batch 1: the whole chunk compiled, W_hh's rows split over the threads ---------------------------
+# --- batch 1 and small steps: the whole chunk compiled, W_hh's rows split over the threads -----------
 @njit(**_DOT)
 def _dot(w, j, v):
     """w[j, :] . v, summed in SIMD lanes."""
@@ -452,42 +452,48 @@ def _units(k, nth, H):
 @njit(**_OPTS)
 def _vec_part(k, nth, t, cell, phase, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new,
               c_new, hh, rh, codes, alpha, beta, clip):
-    """Slice k of nth of a batch-1 step: the rows of W_hh (or W_hr) for its units, then their gate math.
+    """Slice k of nth of a compiled step: the rows of W_hh (or W_hr) for its units, then their gate math.
 
-    phase 0: W_hh's rows of the slice's units in every gate (cell 3: r and z only) and the gate math;
-    phase 1: cell 3, (r h) W_hn^T and the rest of the step; LSTM, the projection's rows.
+    Every batch row b in turn. phase 0: W_hh's rows of the slice's units in every gate (cell 3: r and
+    z only) and the gate math; phase 1: cell 3, (r h) W_hn^T and the rest of the step; LSTM, the
+    projection's rows.
     """
+    B = h.shape[0]
     if phase == 1 and cell == 1:
         v0, v1 = _units(k, nth, h_new.shape[1])
-        for v in range(v0, v1):
-            h_new[0, v] = _dot(w_hr, v, hh[0])
+        for b in range(B):
+            hb, out = hh[b], h_new[b]
+            for v in range(v0, v1):
+                out[v] = _dot(w_hr, v, hb)
         return
     H = rh.shape[1]
     u0, u1 = _units(k, nth, H)
-    g0, h0 = gh[0], h[0]
-    if phase == 1:  # cell 3
-        for u in range(u0, u1):
-            gn[0, u] = _dot(w_hh, 2 * H + u, rh[0])
-        gru_n_row(g0, gn[0], gi[t, 0], bias, b_hn, h0, h_new[0], u0, u1, codes, alpha, beta, clip)
-        return
     G = 2 if cell == 3 else bias.shape[0] // H
-    for g in range(G):
-        for u in range(g * H + u0, g * H + u1):
-            g0[u] = _dot(w_hh, u, h0)
-    if cell == 0:
-        rnn_row(g0, gi[t, 0], bias, h_new[0], u0, u1, codes, alpha, beta, clip)
-    elif cell == 1:
-        lstm_row(g0, gi[t, 0], bias, c[0], c_new[0], hh[0], p, peep, input_forget, u0, u1, codes, alpha, beta, clip)
-    elif cell == 2:
-        gru_row(g0, gi[t, 0], bias, b_hn, h0, h_new[0], u0, u1, codes, alpha, beta, clip)
-    else:
-        gru_rz_row(g0, gi[t, 0], bias, h0, rh[0], u0, u1, codes, alpha, beta, clip)
+    for b in range(B):
+        g0, h0, gib = gh[b], h[b], gi[t, b]
+        if phase == 1:  # cell 3
+            gnb, rhb = gn[b], rh[b]
+            for u in range(u0, u1):
+                gnb[u] = _dot(w_hh, 2 * H + u, rhb)
+            gru_n_row(g0, gnb, gib, bias, b_hn, h0, h_new[b], u0, u1, codes, alpha, beta, clip)
+            continue
+        for g in range(G):
+            for u in range(g * H + u0, g * H + u1):
+                g0[u] = _dot(w_hh, u, h0)
+        if cell == 0:
+            rnn_row(g0, gib, bias, h_new[b], u0, u1, codes, alpha, beta, clip)
+        elif cell == 1:
+            lstm_row(g0, gib, bias, c[b], c_new[b], hh[b], p, peep, input_forget, u0, u1, codes, alpha, beta, clip)
+        elif cell == 2:
+            gru_row(g0, gib, bias, b_hn, h0, h_new[b], u0, u1, codes, alpha, beta, clip)
+        else:
+            gru_rz_row(g0, gib, bias, h0, rh[b], u0, u1, codes, alpha, beta, clip)
 
 
 @njit(parallel=True, **_OPTS)
 def vec_chunk_parallel(nth, reverse, cell, proj, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c,
                        h_new, c_new, hh, rh, last, y, run, emit, masked, codes, alpha, beta, clip):
-    """Every step of a batch-1 chunk, each step's rows split over nth threads (one launch per phase)."""
+    """Every step of a chunk (batch 1, or small), each step's W_hh rows split over nth threads (a launch a phase)."""
     n = gi.shape[0]
     two = cell == 3 or proj
     for s in range(n):
@@ -499,7 +505,8 @@ def vec_chunk_parallel(nth, reverse, cell, proj, w_hh, w_hr, gh, gn, gi, bias, b
             for k in prange(nth):
                 _vec_part(k, nth, t, cell, 1, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c,
                           h_new, c_new, hh, rh, codes, alpha, beta, clip)
-        finalize_row(h_new, c_new, h, c, last, y, t, 0, cell == 1, masked, run, emit)
+        for b in range(h.shape[0]):
+            finalize_row(h_new, c_new, h, c, last, y, t, b, cell == 1, masked, run, emit)
 
 
 @njit(**_OPTS)
@@ -515,4 +522,5 @@ def vec_chunk_serial(nth, reverse, cell, proj, w_hh, w_hr, gh, gn, gi, bias, b_h
         if two:
             _vec_part(0, 1, t, cell, 1, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new,
                       c_new, hh, rh, codes, alpha, beta, clip)
-        finalize_row(h_new, c_new, h, c, last, y, t, 0, cell == 1, masked, run, emit)
+        for b in range(h.shape[0]):
+            finalize_row(h_new, c_new, h, c, last, y, t, b, cell == 1, masked, run, emit)

@@ -14,9 +14,10 @@ How a call runs (per layer and direction):
   (``np.matmul(..., out=)``, BLAS threads as the user set them, e.g. with threadpoolctl), then one
   compiled call does all of the step's gate math, state update, masks and output, rows spread over
   numba's threads when the step is big enough to pay for the launch;
-* batch 1: the whole chunk runs in one compiled call: each step splits W_hh's rows (by unit, every
-  gate of a unit together) over numba's threads, each thread doing its units' dot products and gate
-  math, so the matrix is read from the cores' own caches and a step costs one parallel launch.
+* batch 1 (and steps of at most SMALL_STEP multiply-adds): the whole chunk runs in one compiled
+  call: each step splits W_hh's rows (by unit, every gate of a unit together) over numba's threads,
+  each thread doing its units' dot products and gate math, so the matrix is read from the cores'
+  own caches and a step costs one parallel launch (none on one thread).
 
 Threads: numba's count is ``numba.get_num_threads()`` of the calling thread (``numba.set_num_threads``
 sets it). A call that starts while another is running in the process runs on its own thread
@@ -47,7 +48,10 @@ MIN_NUMBA = (0, 60)
 _CHUNK_CAP = 1 << 20
 # Below these sizes a step's work is smaller than a parallel launch (a few us): run it on one thread.
 ROWS_PARALLEL_MIN = 1 << 14  # batch > 1: B * G * H gate elements a step
-VEC_PARALLEL_MIN = 1 << 15  # batch 1: G * H * H_out multiply-adds a step
+VEC_PARALLEL_MIN = 1 << 15  # compiled loop: B * G * H * H_out multiply-adds a step
+# Up to this many multiply-adds a step (and always at batch 1) the whole chunk runs compiled: a BLAS call
+# and a compiled call per step from Python cost more (~5-10 us a step) than the small product itself.
+SMALL_STEP = 1 << 16
 
 
 def _cores_busy():
@@ -166,7 +170,7 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     alpha = np.array([0.0 if a.alpha is None else a.alpha for a in acts], dtype=np.float64)
     beta = np.array([0.0 if a.beta is None else a.beta for a in acts], dtype=np.float64)
     clip = dtype.type(0.0 if cfg.clip is None else cfg.clip)
-    vec = B == 1
+    vec = B == 1 or 0 < B * GH * H_out <= SMALL_STEP
     w_hh_t = w_rz_t = w_n_t = w_hr_t = None
     if vec:  # rows of W_hh (and W_hr) for the compiled matrix-vector products
         w_hh = np.array(w.w_hh, dtype=dtype, order="C")  # (G*H, H_out)
@@ -206,7 +210,7 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     x_buf = _empty((longest * B, F), dtype)  # (t*B, F): the chunk, contiguous
     y_buf = None if direct else _empty((longest, B, H_out), dtype)  # (t, B, H_out)
     flags = (cfg.peepholes, cfg.input_forget)
-    threaded = nth > 1 and (GH * H_out >= VEC_PARALLEL_MIN if vec else B * GH >= ROWS_PARALLEL_MIN) and \
+    threaded = nth > 1 and (B * GH * H_out >= VEC_PARALLEL_MIN if vec else B * GH >= ROWS_PARALLEL_MIN) and \
         T > 1 and not _cores_busy()
     if vec:
         kernel = k.vec_chunk_parallel if threaded else k.vec_chunk_serial
