@@ -37,10 +37,12 @@ ACT_NAMES = ("Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu"
              "SparseSigmoid", "Squareplus")
 RELU, TANH, SIGMOID = 0, 1, 2
 
-_OPTS = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
+# _nrt=False: the kernels allocate nothing, so numba's reference counting is not needed; without it
+# the array views taken per batch row cost nothing (measured: a step's per-row overhead halved).
+_OPTS = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
 _INLINE = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
 _ROW = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}  # inlined: no call per row
-_DOT = {"cache": True, "error_model": "numpy", "fastmath": {"contract", "reassoc"}}
+_DOT = {"cache": True, "error_model": "numpy", "fastmath": {"contract", "reassoc"}, "_nrt": False}
 
 
 # --- float32 sigmoid and tanh: computed in float64, rounded once (vectorisable) ------------------
