@@ -17,6 +17,7 @@ __all__ = [
     "array_namespace",
     "device",
     "is_array",
+    "is_dask_array",
     "namespace_name",
     "same_namespace",
     "dtype_name",
@@ -32,6 +33,11 @@ HALF_DTYPES = ("float16", "bfloat16")
 
 def is_array(obj) -> bool:
     return is_array_api_obj(obj)
+
+
+def is_dask_array(obj) -> bool:
+    """Whether obj is a dask array (never imports dask: False when dask.array was never imported)."""
+    return bool(array_api_compat.is_dask_array(obj))
 
 
 _NAMESPACE_TESTS = (

@@ -68,6 +68,10 @@ def explain(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
         implementation: numpy-fused
           skipped numba: numba is not installed (pip install 'rnn_xp[numba]')
     """
+    if _xp.is_dask_array(x):  # each chunk's forward: see rnn_xp._dask
+        from . import _dask
+        return _dask.explain(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major,
+                             impl=impl, trace=trace)
     p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major, trace=trace)
     return select_runner(p.call, impl)
 
@@ -103,7 +107,10 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
         directions in input time order.
     state : h_n, or (h_n, c_n) for LSTM, shaped like initial_state.
     """
-
+    if _xp.is_dask_array(x):  # lazy, one task per batch chunk: see rnn_xp._dask
+        from . import _dask
+        return _dask.forward(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major,
+                             zero_output_for_mask=zero_output_for_mask, impl=impl)
     p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major,
                 zero_output_for_mask=zero_output_for_mask)
     return _run_layers(p, params, select_runner(p.call, impl).runner, time_major)

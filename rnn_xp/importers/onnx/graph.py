@@ -376,6 +376,9 @@ class OnnxGraph:
         return Space(_xp.array_namespace(a), _xp.device(a), _xp.dtype_name(a.dtype))
 
     def __call__(self, **feeds):
+        if any(_xp.is_dask_array(a) for a in feeds.values()):  # refused with the reason and the fix
+            from ..._dask import refuse_onnx
+            refuse_onnx(feeds)
         missing, unknown = set(self.inputs) - set(feeds), set(feeds) - set(self.inputs)
         if missing or unknown:
             raise TypeError(f"the graph takes the inputs {list(self.inputs)} by name; missing {sorted(missing)}, "
