@@ -83,7 +83,10 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
     Parameters
     ----------
     x : array (batch, time, features), or (time, batch, features) with ``time_major=True``
-        Same namespace, device and dtype as ``params`` (see :func:`rnn_xp.to_device`).
+        Same namespace, device and dtype as ``params`` (see :func:`rnn_xp.to_device`). A dask
+        array runs lazily, one task per batch chunk, with params in the namespace of its chunks;
+        y and the state come back as dask arrays chunked like x along the batch (see
+        :mod:`rnn_xp._dask`).
     params : RNNParams
     initial_state : array or (h0, c0) for LSTM, optional
         h0 (num_layers*num_directions, batch, H_out), c0 (num_layers*num_directions, batch, H),

@@ -357,6 +357,25 @@ def test_onnx_graphs_refuse_dask_arrays_with_the_reason():
         g(X=da.zeros((3, 1, 2), dtype=np.float32))
 
 
+@pytest.mark.gpu
+def test_cupy_backed_chunks_run_the_cupy_path(cp):
+    rng = np.random.default_rng(9)
+    params = rnn_xp.init("lstm", 4, 6, num_layers=2, direction="bidirectional", seed=3, xp=np)
+    x, state, kw = _inputs(rng, params.config, 10, 7, "lengths")
+    y, (h, c) = rnn_xp.forward(x, params, **kw)
+    gparams = rnn_xp.to_device(params, cp)
+    dx = da.from_array(x, chunks=(3, 7, 4)).map_blocks(cp.asarray)
+    assert isinstance(dx._meta, cp.ndarray)
+    assert rnn_xp.explain(dx, gparams).implementation == "cupy-fused"
+    dy, (dh, dc) = rnn_xp.forward(dx, gparams, lengths=kw["lengths"])
+    for d, want in ((dy, y), (dh, h), (dc, c)):
+        got = d.compute()
+        assert isinstance(got, cp.ndarray)
+        _close(cp.asnumpy(got), want, 1e-4)
+    with pytest.raises(TypeError, match=r"x is a cupy array but params live in numpy"):
+        rnn_xp.forward(dx, params)
+
+
 # --- dask.distributed ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client():
@@ -383,3 +402,43 @@ def test_distributed_forward_and_model(client):
     model = rnn_xp.seed_model(xp=np, steps=10, vocab=40)
     ids = rng.integers(0, 40, (12, 10))
     _close(client.compute(model(da.from_array(ids, chunks=(3, 10))), sync=True), model(ids))
+
+
+# --- the benchmark (bench/dask_scaling.py) -------------------------------------------------------------------
+def test_dask_scaling_benchmark_runs_and_checks_results(tmp_path, monkeypatch):
+    pytest.importorskip("distributed", reason="distributed is not installed (pip install 'rnn_xp[dask]')")
+    import json
+    import os
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench import configs, dask_scaling
+
+    tiny = configs.Config("dask-tiny", "gru", 16, 5, 3, 4, "dask")
+    monkeypatch.setattr(configs, "DASK", [tiny])
+    out = tmp_path / "d.json"
+    assert dask_scaling.main(["--configs", "dask-tiny", "--rows", "4", "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    runners = [r["runner"] for r in result["records"]]
+    assert runners[-2:] == ["dask-1", "dask-2"] and "numpy-1t" in runners
+    assert all(r["h_diff"] <= F32 for r in result["records"])
+    assert result["records"][-1]["tasks"] == 4
+    (s,) = result["summary"]
+    assert s["speedup_2_over_1"] > 0 and s["noop_task_s"] > 0
+    threads = next(iter(result["worker_threads"].values()))
+    assert all(t["OPENBLAS_NUM_THREADS"] == "1" for t in threads.values())
+    assert "2 workers / 1 worker" in (tmp_path / "d.md").read_text()
+
+
+def test_dask_scaling_summary_and_goals():
+    import os
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from bench import dask_scaling
+
+    recs = [{"config": "c", "runner": r, "median_s": t, **({"tasks": 4, "noop_task_s": 1e-3} if r == "dask-1" else {})}
+            for r, t in (("numpy-all", 1.0), ("numpy-1t", 1.8), ("dask-1", 2.0), ("dask-2", 1.1))]
+    (s,) = dask_scaling.summarise(recs)
+    assert s["speedup_2_over_1"] == pytest.approx(2.0 / 1.1)
+    assert s["efficiency_2"] == pytest.approx(1.0 / 1.1)
+    assert s["vs_numpy_2_threads"] == pytest.approx(1.0 / 1.1)
+    assert s["overhead_per_task_s"] == pytest.approx(0.05)
