@@ -395,9 +395,16 @@ def test_distributed_forward_and_model(client):
     dy, (dh, dc) = rnn_xp.forward(_as_dask(x, chunks, 0), params, tuple(_as_dask(s, chunks, 1) for s in state),
                                   lengths=_as_dask(kw["lengths"], chunks, 0), mask=kw["mask"],
                                   zero_output_for_mask=kw["zero_output_for_mask"])
-    got = client.compute([dy, dh, dc], sync=True)
-    for g, w in zip(got, (y, h, c), strict=True):
+    held = client.persist([dy, dh, dc])
+    for g, w in zip(client.gather(client.compute(held)), (y, h, c), strict=True):
         _close(g, w)
+    # the weights: one key of their real size, which each worker holds once and fetched at most once
+    (wkey,) = _weight_keys(_graph(dy))
+    nbytes = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.tasks[wkey].nbytes)
+    assert nbytes >= sum(a.nbytes for _, a in params.named_arrays())
+    fetched = client.run(lambda dask_worker: [k for e in dask_worker.transfer_incoming_log for k in e["keys"]])
+    assert all(keys.count(wkey) <= 1 for keys in fetched.values()), fetched
+    del held
     assert len(client.scheduler_info()["workers"]) == 2
     model = rnn_xp.seed_model(xp=np, steps=10, vocab=40)
     ids = rng.integers(0, 40, (12, 10))

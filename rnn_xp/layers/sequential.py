@@ -74,6 +74,10 @@ class Sequential:
             out.append(shape)
         return out
 
+    def __sizeof__(self):
+        """Bytes held, weights included: what sys.getsizeof (and so dask's scheduler) counts."""
+        return object.__sizeof__(self) + sum(int(getattr(a, "nbytes", 0)) for _, a in self.named_arrays())
+
     def named_arrays(self):
         return [(f"layer{i}.{n}", a) for i, layer in enumerate(self.layers) for n, a in layer.named_arrays()]
 
