@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+from rnn_xp.registry import CELLS
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Config:
     @property
     def flops(self) -> float:
         """2*B*T*G*H*(in+H): the multiply-adds of the input and recurrent matmuls."""
-        return 2.0 * self.batch * self.steps * GATES[self.cell] * self.hidden_size * (
+        return 2.0 * self.batch * self.steps * CELLS[self.cell].num_gates * self.hidden_size * (
             self.input_size + self.hidden_size)
 
     def to_json(self) -> dict:

@@ -142,7 +142,7 @@ def run_dask(cfg, workers, rows, repeats, noop_tasks):
     import rnn_xp
 
     params, x = _inputs(cfg)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         with warnings.catch_warnings():  # "Sending large graph": loading x onto the workers, once, untimed
             warnings.simplefilter("ignore", UserWarning)

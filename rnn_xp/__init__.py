@@ -33,7 +33,7 @@ from .params import CellWeights, RNNConfig, RNNParams, init
 from .seam import implementations
 from .tools import count_params, summary, to_device
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 rnn_forward = forward  # the design card's name
 

@@ -27,8 +27,6 @@ from dask.base import tokenize
 
 from . import _xp
 from ._validate import as_host, check_bool
-from .engine import forward as _forward
-from .engine import prepare
 from .loop import CHUNK_ELEMENTS
 from .params import RNNParams
 from .seam import select_runner
@@ -123,11 +121,11 @@ def _unwrap(a):
     return a
 
 
-def _forward_chunk(x, params, lengths, mask, h0, c0, *, time_major, zero_output_for_mask, impl):
+def _forward_chunk(x, params, lengths, mask, h0, c0, *, forward, time_major, zero_output_for_mask, impl):
     """One task: the whole layer stack on one batch chunk, by the normal forward; (y, h_n[, c_n])."""
     x, lengths, mask, h0, c0 = (_unwrap(a) for a in (x, lengths, mask, h0, c0))
     state = None if h0 is None else (h0, c0) if params.config.cell == "lstm" else h0
-    y, st = _forward(x, params, state, lengths=lengths, mask=mask, time_major=time_major,
+    y, st = forward(x, params, state, lengths=lengths, mask=mask, time_major=time_major,
                      zero_output_for_mask=zero_output_for_mask, impl=impl)
     return (y, *st) if isinstance(st, tuple) else (y, st)
 
@@ -150,7 +148,7 @@ def _unpack(packed, k, out_ind, batch_index, sizes, meta, name):
                         meta=meta, name=f"{name}-{k}")
 
 
-def _prepare_dask(x, params, initial_state, lengths, mask, time_major, zero_output_for_mask, trace):
+def _prepare_dask(prepare, x, params, initial_state, lengths, mask, time_major, zero_output_for_mask, trace):
     """Validate a dask call (forward's own checks on empty stand-ins) and align every input with x's chunks."""
     if not isinstance(params, RNNParams):
         raise TypeError(f"params must be rnn_xp params (from rnn_xp.init, load or an importer); got "
@@ -201,18 +199,25 @@ def _prepare_dask(x, params, initial_state, lengths, mask, time_major, zero_outp
     return p.call, x, bc, lengths, mask, h0, c0
 
 
-def explain(x, params, initial_state=None, *, lengths=None, mask=None, time_major=False, impl="auto",
+def explain(engine, x, params, initial_state=None, *, lengths=None, mask=None, time_major=False, impl="auto",
             trace=False):
-    """The implementation each chunk's forward runs (decided for the largest batch chunk)."""
-    call, x, bc, *_ = _prepare_dask(x, params, initial_state, lengths, mask, time_major, False, trace)
+    """The implementation each chunk's forward runs (decided for the largest batch chunk).
+
+    ``engine`` is :mod:`rnn_xp.engine`, passed in by its hook (so that this module does not import it).
+    """
+    call, x, bc, *_ = _prepare_dask(engine.prepare, x, params, initial_state, lengths, mask, time_major, False, trace)
     return select_runner(replace(call, batch=max(bc, default=0)), impl)
 
 
-def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_major=False,
+def forward(engine, x, params, initial_state=None, *, lengths=None, mask=None, time_major=False,
             zero_output_for_mask=False, impl="auto"):
-    """:func:`rnn_xp.forward` on a dask array: lazy, one task per batch chunk (see the module docstring)."""
-    call, x, bc, lengths, mask, h0, c0 = _prepare_dask(x, params, initial_state, lengths, mask, time_major,
-                                                      zero_output_for_mask, False)
+    """:func:`rnn_xp.forward` on a dask array: lazy, one task per batch chunk (see the module docstring).
+
+    ``engine`` is :mod:`rnn_xp.engine`, passed in by its hook (so that this module does not import it):
+    each task runs ``engine.forward`` on its chunk.
+    """
+    call, x, bc, lengths, mask, h0, c0 = _prepare_dask(engine.prepare, x, params, initial_state, lengths, mask,
+                                                      time_major, zero_output_for_mask, False)
     for b in sorted(set(bc)):
         select_runner(replace(call, batch=b), impl)  # an impl= that cannot run a chunk fails now, not on a worker
     cfg = params.config
@@ -226,8 +231,8 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
     for a, ind in ((lengths, "b"), (mask, m_ind), (h0, "lbh"), (c0, "lbc")):
         args += [a, ind] if a is not None else [None, None]
     packed = da.blockwise(_forward_chunk, "b", *args, concatenate=False, meta=np.empty((0,), dtype=object),
-                          name=name, time_major=time_major, zero_output_for_mask=bool(zero_output_for_mask),
-                          impl=impl)
+                          name=name, forward=engine.forward, time_major=time_major,
+                          zero_output_for_mask=bool(zero_output_for_mask), impl=impl)
     T = x.shape[1 if not time_major else 0]
     LD, D = cfg.num_layers * cfg.num_directions, cfg.num_directions
     sizes = {"t": T, "d": D * cfg.output_size, "l": LD, "h": cfg.output_size, "c": cfg.hidden_size}

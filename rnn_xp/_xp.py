@@ -159,7 +159,11 @@ def is_writeable(a) -> bool:
 
 def is_traced(a) -> bool:
     """Whether a is a JAX tracer (inside jax.jit or jax.grad): its values are not known on the host."""
-    return array_api_compat.is_jax_array(a) and not hasattr(a, "addressable_shards")
+    if not array_api_compat.is_jax_array(a):
+        return False
+    import jax
+
+    return isinstance(a, jax.core.Tracer)
 
 
 def same_device(a, b) -> bool:
@@ -189,7 +193,7 @@ def to_host(a) -> np.ndarray:
         return a.get()
     if name == "torch":
         t = a.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
+        if dtype_name(t.dtype) == "bfloat16":
             t = t.float()  # NumPy has no bfloat16; float32 holds every bfloat16 exactly
         return t.numpy()
     try:
@@ -224,4 +228,8 @@ def from_host(host: np.ndarray, xp, dev=None, dtype_name_: str | None = None):
     out = host if name == "numpy" else xp.asarray(host) if dev is None else xp.asarray(host, device=dev)
     if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
         out = xp.astype(out, resolve_dtype(xp, dtype_name_))
+    if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
+        hint = (" JAX computes in 32 bits unless told otherwise. Fix: jax.config.update('jax_enable_x64', True) "
+                "before creating arrays, or use float32" if name == "jax" else " Fix: use a dtype it has")
+        raise TypeError(f"{name} turned {dtype_name_} data into {dtype_name(out.dtype)}.{hint}")
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 from . import _xp
@@ -69,9 +70,9 @@ def explain(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
           skipped numba: numba is not installed (pip install 'rnn_xp[numba]')
     """
     if _xp.is_dask_array(x):  # each chunk's forward: see rnn_xp._dask
-        from . import _dask
-        return _dask.explain(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major,
-                             impl=impl, trace=trace)
+        from . import _dask  # given this module: it runs engine.forward per chunk, never imports it
+        return _dask.explain(sys.modules[__name__], x, params, initial_state, lengths=lengths, mask=mask,
+                             time_major=time_major, impl=impl, trace=trace)
     p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major, trace=trace)
     return select_runner(p.call, impl)
 
@@ -111,9 +112,9 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
     state : h_n, or (h_n, c_n) for LSTM, shaped like initial_state.
     """
     if _xp.is_dask_array(x):  # lazy, one task per batch chunk: see rnn_xp._dask
-        from . import _dask
-        return _dask.forward(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major,
-                             zero_output_for_mask=zero_output_for_mask, impl=impl)
+        from . import _dask  # given this module: it runs engine.forward per chunk, never imports it
+        return _dask.forward(sys.modules[__name__], x, params, initial_state, lengths=lengths, mask=mask,
+                             time_major=time_major, zero_output_for_mask=zero_output_for_mask, impl=impl)
     p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major,
                 zero_output_for_mask=zero_output_for_mask)
     return _run_layers(p, params, select_runner(p.call, impl).runner, time_major)

@@ -55,13 +55,10 @@ def _activation_json(act):
 def _activation_from_json(value):
     if isinstance(value, str) and value in AXIS_ACTIVATIONS:
         return value
-    if not (isinstance(value, list) and len(value) == 3):
+    if not isinstance(value, list):
         raise ValueError(f"malformed activation {value!r}; expected one of {sorted(AXIS_ACTIVATIONS)} or "
                          "[name, alpha, beta]")
-    act = Activation(*value)
-    if resolve(act.name, act.alpha, act.beta) != act:
-        raise ValueError(f"activation {value!r} is not canonical")
-    return act
+    return Activation.from_json(value)
 
 
 def _host_uniform(seed, shape, bound):

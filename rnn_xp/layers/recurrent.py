@@ -8,6 +8,7 @@ from .. import _xp
 from .._validate import check_bool, check_mask, check_x
 from ..engine import forward
 from ..params import RNNParams
+from ..registry import MERGE_MODES
 from .base import _check_weight, from_config, params_from_config, register, sub_arrays
 
 
@@ -90,10 +91,9 @@ class Recurrent:
 
     @property
     def type_name(self):
-        return {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}[self.params.config.cell]
+        return self.params.config.spec.type_name
 
 
-MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 @register
