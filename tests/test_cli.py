@@ -39,7 +39,7 @@ def test_help_is_plain_text_and_shows_defaults(capsys):
     sub = _help(capsys, ["demo", "--help"])
     assert "``" not in sub and ":func:" not in sub, sub
     for option, default in (("--batch", "64"), ("--steps", "250"), ("--repeats", "5")):
-        line = " ".join(sub.split(option + " N", 1)[1].split("--", 1)[0].split())
+        line = " ".join(sub.split("options:", 1)[1].split(option + " N", 1)[1].split("--", 1)[0].split())
         assert f"(default: {default})" in line, (option, line)
     assert "default: None" not in sub and "seed" not in sub.lower()
 
