@@ -136,8 +136,8 @@ def _functional_tokens(rng):
     return keras.Model(inp, x), [_token_ids(rng, (5, 7), 20)]
 
 
-MODELS = {f.__name__[1:]: f for f in (_text_classifier, _stacked_lstm, _grus, _bidirectional, _pair_sequences, _pair_last,
-                                      _zero_output_for_mask, _functional, _functional_tokens)}
+MODELS = {f.__name__[1:]: f for f in (_text_classifier, _stacked_lstm, _grus, _bidirectional, _pair_sequences,
+                                      _pair_last, _zero_output_for_mask, _functional, _functional_tokens)}
 
 
 @functools.cache

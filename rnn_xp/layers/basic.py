@@ -58,9 +58,12 @@ class Embedding:
 
     def __call__(self, ids, mask=None):
         xp = _xp.array_namespace(self.table)
-        if not _xp.is_array(ids) or not _xp.array_namespace(ids).isdtype(ids.dtype, "integral"):
-            raise TypeError(f"{self.name}: expects integer token ids; got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)}. Fix: xp.astype(ids, xp.int64)")
+        if not _xp.is_array(ids):
+            raise TypeError(f"{self.name}: expects an array of integer token ids; got {type(ids).__name__}. Fix: "
+                            f"{_xp.namespace_name(xp)}.asarray(ids), on the model's namespace")
+        if not _xp.array_namespace(ids).isdtype(ids.dtype, "integral"):
+            raise TypeError(f"{self.name}: expects integer token ids; got {_xp.dtype_name(ids.dtype)}. Fix: "
+                            "xp.astype(ids, xp.int64)")
         check_same_space(self.name, ids, self.table)
         V = self.table.shape[0]
         if math.prod(ids.shape) and (int(xp.min(ids)) < 0 or int(xp.max(ids)) >= V):  # torch's size is a method
