@@ -190,7 +190,7 @@ def to_host(a) -> np.ndarray:
         return a.get()
     if name == "torch":
         t = a.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
+        if dtype_name(t.dtype) == "bfloat16":
             t = t.float()  # NumPy has no bfloat16; float32 holds every bfloat16 exactly
         return t.numpy()
     try:

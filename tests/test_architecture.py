@@ -79,12 +79,12 @@ def test_no_public_function_hides_a_module():
         if name.startswith("_"):
             continue
         obj = getattr(rnn_xp, name, None)
-        assert obj is None or type(obj).__name__ == "module", f"rnn_xp.{name} is a {type(obj).__name__}, hiding a module"
+        assert obj is None or type(obj).__name__ == "module", f"rnn_xp.{name} is a {type(obj).__name__}: hides a module"
 
 
 def test_import_rnn_xp_imports_no_fast_path_nor_heavy_namespace():
-    code = ("import sys, rnn_xp; bad = [m for m in ('cupy', 'torch', 'jax', 'dask', 'numba', 'rnn_xp._fast.numpy_fused',"
-            " 'rnn_xp._fast.cupy_fused') if m in sys.modules]; assert not bad, bad")
+    heavy = ("cupy", "torch", "jax", "dask", "numba", "rnn_xp._fast.numpy_fused", "rnn_xp._fast.cupy_fused")
+    code = f"import sys, rnn_xp; bad = [m for m in {heavy!r} if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
