@@ -36,7 +36,7 @@ from .tools import count_params, summary, to_device
 
 __version__ = "0.2.0"
 
-rnn_forward = forward  # the design card's name
+rnn_forward = forward  # the name tutorials give the function: rnn_forward(x, params)
 
 __all__ = [
     "Activation", "ActivationLayer", "Backend", "Bidirectional", "CellWeights", "Dense", "Embedding", "Identity",
