@@ -1,6 +1,6 @@
 """``python -m bench.dask_scaling``: a large batch on NumPy in one process vs a Dask LocalCluster.
 
-Rows per config (``configs.DASK``: the keras-seed cell and the lstm-med cell at batch 4096):
+Rows per config (``configs.DASK``: the keras-text cell and the lstm-med cell at batch 4096):
 
 * ``numpy 1 process, all threads``: ``rnn_xp.forward`` on the whole batch in one fresh process with
   every core for its BLAS (OPENBLAS/OMP/MKL_NUM_THREADS = the core count);

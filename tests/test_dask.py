@@ -36,7 +36,7 @@ def _close(a, b, atol=F32):
 def test_import_rnn_xp_does_not_import_dask():
     code = ("import sys, numpy as np, rnn_xp; p = rnn_xp.init('lstm', 3, 4, seed=0, xp=np); "
             "rnn_xp.forward(np.zeros((2, 5, 3), np.float32), p); "
-            "rnn_xp.seed_model(xp=np, steps=4)(np.zeros((2, 4), int)); "
+            "rnn_xp.text_classifier(xp=np, steps=4)(np.zeros((2, 4), int)); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -250,7 +250,7 @@ def test_unknown_chunk_sizes_name_compute_chunk_sizes():
     with pytest.raises(ValueError, match=r"lengths is a dask array with unknown chunk sizes"):
         rnn_xp.forward(x, params, lengths=lengths[lengths >= 0])
     with pytest.raises(ValueError, match=r"compute_chunk_sizes"):
-        rnn_xp.seed_model(xp=np, steps=3)(da.from_array(np.ones((6, 3), int), chunks=2)[picked[:, 0, 0] > 0])
+        rnn_xp.text_classifier(xp=np, steps=3)(da.from_array(np.ones((6, 3), int), chunks=2)[picked[:, 0, 0] > 0])
     y, h = rnn_xp.forward(picked.compute_chunk_sizes(), params)  # the fix works
     assert y.compute().shape == (6, 3, 3)
 
@@ -306,7 +306,7 @@ def test_large_tasks_warn_with_their_memory():
 
 # --- models ------------------------------------------------------------------------------------------------
 def test_keras_style_model_matches_numpy():
-    model = rnn_xp.seed_model(xp=np, steps=12, vocab=50)
+    model = rnn_xp.text_classifier(xp=np, steps=12, vocab=50)
     ids = np.random.default_rng(0).integers(0, 50, (11, 12))
     want = model(ids)
     out = model(da.from_array(ids, chunks=((3, 1, 7), (12,))))
@@ -406,7 +406,7 @@ def test_distributed_forward_and_model(client):
     assert all(keys.count(wkey) <= 1 for keys in fetched.values()), fetched
     del held
     assert len(client.scheduler_info()["workers"]) == 2
-    model = rnn_xp.seed_model(xp=np, steps=10, vocab=40)
+    model = rnn_xp.text_classifier(xp=np, steps=10, vocab=40)
     ids = rng.integers(0, 40, (12, 10))
     _close(client.compute(model(da.from_array(ids, chunks=(3, 10))), sync=True), model(ids))
 

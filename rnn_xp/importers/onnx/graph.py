@@ -375,7 +375,9 @@ class OnnxGraph:
         a = arrays[0]
         return Space(_xp.array_namespace(a), _xp.device(a), _xp.dtype_name(a.dtype))
 
-    def __call__(self, **feeds):
+    def __call__(self, *args, **feeds):
+        if args:  # graph(x): say how inputs are passed, rather than Python's "takes 1 positional argument"
+            raise TypeError(f"the graph takes its inputs by name: graph({', '.join(f'{n}=...' for n in self.inputs)})")
         if any(_xp.is_dask_array(a) for a in feeds.values()):  # refused with the reason and the fix
             from ..._dask import refuse_onnx
             refuse_onnx(feeds)
