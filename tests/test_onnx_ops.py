@@ -367,3 +367,15 @@ def test_host_shape_values_meet_device_data(xp):
     y = rnn_xp.to_device(g, xp)(x=on(xp, np.array([1.5, -1.0], np.float32)))["y"]
     assert _xp.namespace_name(_xp.array_namespace(y)) == _xp.namespace_name(xp)
     np.testing.assert_allclose(_xp.to_host(y), [3.0, -2.0])
+
+
+def test_a_numpy_input_meeting_device_data_is_refused():
+    """No silent transfer: a floating NumPy input combined with the graph's data elsewhere is refused."""
+    strict = pytest.importorskip("array_api_strict")
+    model, feeds = _one("Add", [f(2, 3), f(3)])
+    model.graph.initializer.append(numpy_helper.from_array(feeds.pop("in1"), "in1"))
+    del model.graph.input[1:]
+    graph = rnn_xp.to_device(rnn_xp.from_onnx(model), strict)
+    with pytest.raises(TypeError, match=r"'add_node' \(Add\): input 0 is a numpy array but the other inputs are "
+                                        r"array_api_strict arrays .*no silent transfers"):
+        graph(in0=feeds["in0"])

@@ -47,12 +47,19 @@ def _unify(args, host):
 
     Shape metadata lives on the host; an operator that meets it together with data (a Where whose
     condition came from Shape, a Gather of a host index table by device ids) computes on the device.
+    Floating host data is a NumPy input given to a graph elsewhere: refused, not moved.
     """
     data = [a for i, a in enumerate(args) if a is not None and i not in host]
     ref = next((a for a in data if not isinstance(a, np.ndarray)), None)
     if ref is None or all(not isinstance(a, np.ndarray) for a in data):
         return args
     xp, dev = _xp.array_namespace(ref), _xp.device(ref)
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray) and i not in host and a.dtype.kind in "fc":
+            # floating data made inside the graph is made in the model's namespace: a NumPy one is an input
+            raise TypeError(f"input {i} is a numpy array but the other inputs are {_xp.namespace_name(xp)} arrays "
+                            f"on {dev} (no silent transfers). Fix: feed the graph arrays of its namespace "
+                            "(rnn_xp.to_device moves the graph)")
     return [_xp.from_host(a, xp, dev) if isinstance(a, np.ndarray) and i not in host else a
             for i, a in enumerate(args)]
 

@@ -155,10 +155,11 @@ def _external_bytes(tensor, folder, where):
     except OSError as e:
         raise ValueError(f"{where}: external tensor {tensor.name!r}: cannot open {location!r} beside the model "
                          f"({e.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ValueError(f"{where}: external tensor {tensor.name!r}: {location!r} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{where}: external tensor {tensor.name!r}: {location!r} is not a regular file")
         length = st.st_size - offset if length is None else length
         if offset < 0 or length < 0 or offset + length > st.st_size:
             raise ValueError(f"{where}: external tensor {tensor.name!r} asks for bytes {offset} to {offset + length} "

@@ -236,7 +236,10 @@ def _cast(args, attrs, env):
     dtype = _dtype(xp, name)
     if _is_floating(xp, x) and not name.startswith(("float", "bool")):
         x = xp.trunc(x)  # ONNX truncates toward zero; the Array API leaves float -> int rounding open
-    return [xp.astype(x, dtype)]
+    y = xp.astype(x, dtype)
+    if name in _FLOATING and isinstance(y, np.ndarray) and _xp.namespace_name(env.space.xp) != "numpy":
+        y = _xp.from_host(y, env.space.xp, env.space.device)  # data made of shape values: the model's space
+    return [y]
 
 
 # --- shapes and indices -------------------------------------------------------------------------------------
