@@ -24,11 +24,9 @@ from ..._validate import check_state_array, check_x
 from ...engine import forward
 from ...layers.base import from_config, params_from_config, register, sub_arrays
 from ...params import GATES, RNNParams, make_config
-from .ops import OPS, Env, Space, ints
+from .ops import OPS, Env, Space
 
 __all__ = ["OnnxGraph", "RecurrentNode", "RuntimeRecurrentNode", "Op", "Constant", "OPS", "Space"]
-
-_ints = ints  # the name the importer used before the operators moved to ops.py
 
 # ONNX's recurrent operators -> rnn_xp's cells; rnn_xp gate k is ONNX gate ORDER[cell][k]
 CELLS = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}
