@@ -3,12 +3,12 @@
 Every step takes ``gi``, the input projection of this step already computed for all
 steps at once (``x_t @ w_ih.T + b_ih``, shape (B, G*H)), the previous state, and the
 weights; it returns the new state. Gate orders: LSTM i, f, g, o; GRU r, z, n.
-The time loop in :mod:`rnn_xp.forward` owns the recurrence.
+The time loop in :mod:`rnn_xp.loop` owns the recurrence; :mod:`rnn_xp.registry` lists the cells.
 """
 
 from __future__ import annotations
 
-__all__ = ["STEPS", "rnn_step", "lstm_step", "gru_step"]
+__all__ = ["rnn_step", "lstm_step", "gru_step"]
 
 
 def _act(act, x, clip, xp):
@@ -72,5 +72,3 @@ def gru_step(gi, h, c, w, cfg, acts, xp):
     h = (1.0 - z) * n + z * h  # (B, H)
     return h, None
 
-
-STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step}

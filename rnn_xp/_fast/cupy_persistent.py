@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _xp
+from .. import _xp, registry
 from ..loop import input_projection, time_chunks
 from . import cupy_fused
 from .cupy_kernels import ACT_KINDS, ACT_PREFIXES, PREAMBLE
@@ -45,7 +45,7 @@ NAMESPACES = ("cupy",)
 KERNEL_SOURCE = Path(__file__).with_name("cupy_persistent.cu").read_text()
 SOURCE = "class float16;\n" + PREAMBLE + "\n" + KERNEL_SOURCE
 
-CELLS = {"rnn": 1, "lstm": 4, "gru": 3}  # cell -> gates G
+CELLS = {name: s.num_gates for name, s in registry.CELLS.items()}  # cell -> gates G
 DTYPES = {"float32": "f32", "float64": "f64"}
 KERNEL_NAMES = tuple(f"rnnxp_persist_{cell}{m}_{d}" for d in DTYPES.values() for cell in CELLS
                      for m in ("", "_masked"))

@@ -481,7 +481,9 @@ class OnnxGraph:
         fed = sum(_numel(a) for a in feeds.values())
         return CALL_ELEMENTS + 4 * sum(_numel(a) for a in weights) + 4 * fed * max(16, longest)
 
-    def __call__(self, **feeds):
+    def __call__(self, *args, **feeds):
+        if args:  # graph(x): say how inputs are passed, rather than Python's "takes 1 positional argument"
+            raise TypeError(f"the graph takes its inputs by name: graph({', '.join(f'{n}=...' for n in self.inputs)})")
         missing, unknown = set(self.inputs) - set(feeds), set(feeds) - set(self.inputs)
         if missing or unknown:
             raise TypeError(f"the graph takes the inputs {list(self.inputs)} by name; missing {sorted(missing)}, "
