@@ -23,15 +23,15 @@ from ... import _xp
 from ..._validate import check_state_array, check_x
 from ...engine import forward
 from ...layers.base import from_config, params_from_config, register, sub_arrays
-from ...params import GATES, RNNParams, make_config
+from ...params import RNNParams, make_config
+from ...registry import CELLS as _SPECS
+from ...registry import ONNX_PEEPHOLE_ORDER
 from .ops import OPS, Env, Space
 
 __all__ = ["OnnxGraph", "RecurrentNode", "RuntimeRecurrentNode", "Op", "Constant", "OPS", "Space"]
 
-# ONNX's recurrent operators -> rnn_xp's cells; rnn_xp gate k is ONNX gate ORDER[cell][k]
-CELLS = {"RNN": "rnn", "GRU": "gru", "LSTM": "lstm"}
-ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 2, 3, 1]}
-PEEPHOLE_ORDER = [0, 2, 1]  # rnn_xp p = (i, f, o) from ONNX P = (i, o, f)
+# ONNX's recurrent operators -> rnn_xp's cells (the gate orders are the registry's)
+CELLS = {s.onnx_op: name for name, s in _SPECS.items()}
 # what a call may make beyond its inputs (see OnnxGraph.element_limit)
 CALL_ELEMENTS = 1 << 24
 
@@ -200,7 +200,7 @@ def recurrent_weights(cell, direction, hidden_size, w, r, b=None, p=None):
     if w.ndim != 3 or r.ndim != 3:
         raise ValueError(f"W and R must be 3-D (num_directions, gates*hidden_size, ...); got shapes "
                          f"{tuple(w.shape)} and {tuple(r.shape)}")
-    D, G = (2 if direction == "bidirectional" else 1), GATES[cell]
+    D, G = (2 if direction == "bidirectional" else 1), _SPECS[cell].num_gates
     H = int(hidden_size or r.shape[-1])
     F = int(w.shape[-1])
     expected = {"W": (w, (D, G * H, F)), "R": (r, (D, G * H, H)), "B": (b, (D, 2 * G * H)), "P": (p, (D, 3 * H))}
@@ -220,7 +220,7 @@ def recurrent_weights(cell, direction, hidden_size, w, r, b=None, p=None):
             raise TypeError(f"{label} has dtype {_xp.dtype_name(a.dtype)}; expected W's {_xp.dtype_name(w.dtype)}")
 
     def gates(a):  # (G*H, ...) in ONNX's gate order -> rnn_xp's
-        return xp.concat([a[k * H:(k + 1) * H, ...] for k in ORDER[cell]], axis=0)
+        return xp.concat([a[k * H:(k + 1) * H, ...] for k in _SPECS[cell].onnx_order], axis=0)
 
     arrays = {}
     for d in range(D):
@@ -231,7 +231,7 @@ def recurrent_weights(cell, direction, hidden_size, w, r, b=None, p=None):
             arrays[key + "b_ih"] = gates(b[d, :G * H])
             arrays[key + "b_hh"] = gates(b[d, G * H:])
         if p is not None:
-            arrays[key + "p"] = xp.concat([p[d, k * H:(k + 1) * H] for k in PEEPHOLE_ORDER], axis=0)
+            arrays[key + "p"] = xp.concat([p[d, k * H:(k + 1) * H] for k in ONNX_PEEPHOLE_ORDER], axis=0)
     return F, H, arrays
 
 
@@ -369,7 +369,7 @@ class RuntimeRecurrentNode:
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
-        if set(self.spec) != set(SPEC_KEYS) or self.spec["cell"] not in GATES:
+        if set(self.spec) != set(SPEC_KEYS) or self.spec["cell"] not in _SPECS:
             raise ValueError(f"a RuntimeRecurrentNode's spec has the keys {list(SPEC_KEYS)}; got {sorted(self.spec)}")
         if len(self.inputs) != 8 or len(self.outputs) != 3 or self.spec["layout"] not in (0, 1):
             raise ValueError(f"a RuntimeRecurrentNode takes 8 input names, 3 output names and layout 0 or 1; got "

@@ -28,7 +28,8 @@ import numpy as np
 from ... import _xp
 from ..._validate import check_file
 from ...activations import ONNX_NAMES, resolve, takes
-from ...params import DEFAULT_ACTIVATIONS, RNNParams
+from ...params import RNNParams
+from ...registry import CELLS as _SPECS
 from .graph import (
     CELLS,
     Constant,
@@ -245,7 +246,8 @@ def _json_attrs(node, attrs):
 # --- recurrent nodes ----------------------------------------------------------------------------------------
 def _onnx_activations(node, cell, D, attrs):
     """Names, alphas and betas for make_config, in onnxruntime's reading."""
-    names = attrs.get("activations") or list(DEFAULT_ACTIVATIONS[cell]) * D
+    defaults = _SPECS[cell].default_activations
+    names = attrs.get("activations") or list(defaults) * D
     by_lower = {n.lower(): n for n in ONNX_NAMES}
     canonical = []
     for n in names:
@@ -257,7 +259,7 @@ def _onnx_activations(node, cell, D, attrs):
     # the values are consumed in order by the functions that take them; those left without one get
     # onnxruntime's value: appended in the same order, the lists then hold one value per taker
     n_alpha = n_beta = 0
-    for n in canonical if len(canonical) > len(DEFAULT_ACTIVATIONS[cell]) else canonical * D:
+    for n in canonical if len(canonical) > len(defaults) else canonical * D:
         onnx_default = resolve(n)
         alpha, beta = ORT_DEFAULTS.get(n, (onnx_default.alpha, onnx_default.beta))
         takes_a, takes_b = takes(n)
