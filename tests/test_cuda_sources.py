@@ -572,9 +572,13 @@ def test_host_lstm_500_steps_float32_accuracy(fused_on_numpy, monkeypatch):
     torch = pytest.importorskip("torch")
     from bench import accuracy
 
-    torch.set_num_threads(1)  # the CPU is shared; the result does not depend on it
     params, x, ref = accuracy.problem(seed=0)
-    peer = accuracy.errors(accuracy.torch_outputs(params, x, "cpu"), ref)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU is shared; the result does not depend on it
+    try:
+        peer = accuracy.errors(accuracy.torch_outputs(params, x, "cpu"), ref)
+    finally:
+        torch.set_num_threads(threads)
     mine = accuracy.errors(accuracy.rnn_xp_outputs(params, x, np, "cupy-fused"), ref)
     ratio = accuracy.worst_ratio(mine, peer)
     print(f"torch-cpu {peer}\ncupy-fused on the host {mine}: {ratio:.2f}x torch's")
