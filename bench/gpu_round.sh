@@ -113,7 +113,7 @@ try:
         if not rows or bad:
             problems.append(f"bench {backend}: {'no records' if not rows else f'unverified {bad}'}")
     # issue 16's goals: the best fp32 (TF32 off) rnn_xp-cupy implementation over torch-cuda, same run
-    goals = {"keras-seed": 0.67, "gru-latency": 0.67, "lstm-med": 1.0, "lstm-large": 1.0}
+    goals = {"keras-text": 0.67, "gru-latency": 0.67, "lstm-med": 1.0, "lstm-large": 1.0}
     for cfg, target in goals.items():
         mine = {r["impl"]: r["median_ms"] for r in records if r["config"] == cfg and r["backend"] == "rnn_xp-cupy"
                 and not r.get("tf32") and r.get("verified") and r.get("median_ms")}
@@ -252,7 +252,7 @@ echo "== 4. persistent kernels: plan variants vs cupy-fused and torch-cuda"
 stage variants "$VARIANTS_LIMIT_S" "$PY" -m bench.persistent_variants --out "$OUT/persistent-variants.txt"
 
 echo "== 5. benchmark: reference configs, rnn_xp-cupy and torch-cuda (latency-bound configs first)"
-stage bench "$BENCH_LIMIT_S" "$PY" -m bench --configs keras-seed,gru-latency,lstm-med,lstm-large \
+stage bench "$BENCH_LIMIT_S" "$PY" -m bench --configs keras-text,gru-latency,lstm-med,lstm-large \
   --backends rnn_xp-cupy,torch-cuda --rounds 3 --budget 0.3 --no-plots --no-progress \
   --out "$OUT/bench-gpu-reference.json"
 }
