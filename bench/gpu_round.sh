@@ -131,7 +131,7 @@ except LookupError:
     pass
 except (OSError, ValueError, KeyError) as e:
     problems.append(f"no benchmark results ({type(e).__name__}: {e})")
-print("ROUND COMPLETE" if not problems else "ROUND INCOMPLETE:\n  " + "\n  ".join(problems))
+print(f"ROUND COMPLETE (stages: {' '.join(asked)})" if not problems else "ROUND INCOMPLETE:\n  " + "\n  ".join(problems))
 sys.exit(1 if problems else 0)
 PY
   local rc=${PIPESTATUS[0]}
