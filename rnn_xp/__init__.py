@@ -31,6 +31,7 @@ from .layers import (
 )
 from .params import CellWeights, RNNConfig, RNNParams, init
 from .seam import implementations
+from .stream import Stream
 from .tools import count_params, summary, to_device
 
 __version__ = "0.1.0"
@@ -39,7 +40,7 @@ rnn_forward = forward  # the design card's name
 
 __all__ = [
     "Activation", "ActivationLayer", "Backend", "Bidirectional", "CellWeights", "Dense", "Embedding", "Identity",
-    "Masking", "OnnxGraph", "RNNConfig", "RNNParams", "Recurrent", "Sequential", "Softmax", "__version__",
+    "Masking", "OnnxGraph", "RNNConfig", "RNNParams", "Recurrent", "Sequential", "Softmax", "Stream", "__version__",
     "count_params", "explain", "forward", "from_keras", "from_onnx", "from_torch", "implementations", "init", "load",
     "rnn_forward", "save", "seed_model", "select_backend", "softmax", "summary", "to_device", "to_torch_state_dict",
 ]
