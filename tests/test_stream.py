@@ -361,3 +361,26 @@ def test_bad_arguments_are_refused(rng):
     graph_like = type("Graph", (), {})()
     with pytest.raises(TypeError, match="got Graph"):
         rnn_xp.Stream(graph_like)
+
+
+def _readme_code(heading):
+    """The python blocks of a README section, as written there."""
+    import re
+
+    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return re.findall(r"```python\n(.*?)```", text[start:end if end != -1 else None], re.S)
+
+
+def test_the_readme_streaming_example_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (code,) = _readme_code("## Streaming: one frame at a time")
+    scope = {}
+    exec(compile(code, "README.md (streaming)", "exec"), scope)  # noqa: S102 - the project's own README
+    assert scope["y"].shape == (4, 1, 128) and scope["h_n"].shape == (1, 4, 128)
+    stream, params = scope["stream"], scope["params"]
+    np.testing.assert_array_equal(scope["h_n"][:, 2], np.zeros((1, 128), np.float32))  # the reset row
+    x = np.random.default_rng(1).standard_normal((4, 3, 40), dtype=np.float32)
+    stream.reset()
+    np.testing.assert_allclose(stream(x), rnn_xp.forward(x, params)[0], rtol=0, atol=3e-6)
