@@ -77,11 +77,14 @@ def namespace_name(xp) -> str:
     return getattr(xp, "__name__", type(xp).__name__)
 
 
-# namespaces by the names users type: module to import, pip extra or package that brings it
-_BY_NAME = {"numpy": ("numpy", "numpy"), "cupy": ("cupy", "rnn_xp[cuda13] (or rnn_xp[cuda12])"),
-            "torch": ("torch", "torch"), "array_api_strict": ("array_api_strict", "array-api-strict"),
-            "jax": ("jax.numpy", "jax"), "jax.numpy": ("jax.numpy", "jax"), "dask": ("dask.array", "dask[array]"),
-            "dask.array": ("dask.array", "dask[array]")}
+# namespaces by the names users type: module to import, the install that brings it
+_BY_NAME = {"numpy": ("numpy", "pip install numpy"),
+            "cupy": ("cupy", "pip install 'rnn_xp[cuda13]' ('rnn_xp[cuda12]' for a CUDA 12 driver)"),
+            "torch": ("torch", "pip install torch"),
+            "array_api_strict": ("array_api_strict", "pip install array-api-strict"),
+            "jax": ("jax.numpy", "pip install jax"), "jax.numpy": ("jax.numpy", "pip install jax"),
+            "dask": ("dask.array", "pip install 'dask[array]'"),
+            "dask.array": ("dask.array", "pip install 'dask[array]'")}
 
 
 def _import_by_name(name):
@@ -90,12 +93,12 @@ def _import_by_name(name):
     if name not in _BY_NAME:
         raise TypeError(f"xp={name!r} is not an array namespace rnn_xp knows by name; expected one of "
                          f"{', '.join(map(repr, _BY_NAME))}, or pass the module itself")
-    module, package = _BY_NAME[name]
+    module, install = _BY_NAME[name]
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ModuleNotFoundError(f"xp={name!r} needs {module}, which does not import here ({e}). "
-                                  f"Fix: pip install '{package}'") from None
+        raise ModuleNotFoundError(f"xp={name!r} needs {module}, which does not import here ({e}). Fix: {install}"
+                                  ) from None
 
 
 def as_namespace(xp):
@@ -176,7 +179,11 @@ def is_writeable(a) -> bool:
 
 def is_traced(a) -> bool:
     """Whether a is a JAX tracer (inside jax.jit or jax.grad): its values are not known on the host."""
-    return type(a) is not np.ndarray and array_api_compat.is_jax_array(a) and not hasattr(a, "addressable_shards")
+    if type(a) is np.ndarray or not array_api_compat.is_jax_array(a):
+        return False
+    import jax
+
+    return isinstance(a, jax.core.Tracer)
 
 
 def same_device(a, b) -> bool:
@@ -206,7 +213,7 @@ def to_host(a) -> np.ndarray:
         return a.get()
     if name == "torch":
         t = a.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
+        if dtype_name(t.dtype) == "bfloat16":
             t = t.float()  # NumPy has no bfloat16; float32 holds every bfloat16 exactly
         return t.numpy()
     try:
@@ -241,4 +248,8 @@ def from_host(host: np.ndarray, xp, dev=None, dtype_name_: str | None = None):
     out = host if name == "numpy" else xp.asarray(host) if dev is None else xp.asarray(host, device=dev)
     if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
         out = xp.astype(out, resolve_dtype(xp, dtype_name_))
+    if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
+        hint = (" JAX computes in 32 bits unless told otherwise. Fix: jax.config.update('jax_enable_x64', True) "
+                "before creating arrays, or use float32" if name == "jax" else " Fix: use a dtype it has")
+        raise TypeError(f"{name} turned {dtype_name_} data into {dtype_name(out.dtype)}.{hint}")
     return out

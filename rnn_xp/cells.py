@@ -5,12 +5,12 @@ steps at once (``x_t @ w_ih.T + b_ih``, shape (B, G*H)), the previous state, and
 weights; it returns the new state ``(h, c)``, or ``(h, c, gates)`` with ``gates=True``:
 the gate activations as they enter the cell update (LSTM i, f, g, o; GRU r, z, n; none for
 SimpleRNN), for :func:`rnn_xp.forward`'s ``trace``. Gate orders: LSTM i, f, g, o; GRU r, z, n.
-The time loop in :mod:`rnn_xp.loop` owns the recurrence.
+The time loop in :mod:`rnn_xp.loop` owns the recurrence; :mod:`rnn_xp.registry` lists the cells.
 """
 
 from __future__ import annotations
 
-__all__ = ["STEPS", "rnn_step", "lstm_step", "gru_step"]
+__all__ = ["rnn_step", "lstm_step", "gru_step"]
 
 
 def _act(act, x, clip, xp):
@@ -75,5 +75,3 @@ def gru_step(gi, h, c, w, cfg, acts, xp, *, gates=False):
     h = (1.0 - z) * n + z * h  # (B, H)
     return (h, None, {"r": r, "z": z, "n": n}) if gates else (h, None)
 
-
-STEPS = {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step}

@@ -10,7 +10,7 @@ between them, :mod:`rnn_xp.engine` runs the layers.
 from __future__ import annotations
 
 from . import _xp
-from .cells import STEPS
+from .registry import CELLS
 
 __all__ = ["run_direction", "input_projection", "time_chunks", "CHUNK_ELEMENTS"]
 
@@ -58,7 +58,7 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None, 
     """
     T, B, _ = x.shape
     H_out = h0.shape[-1]
-    step = STEPS[cfg.cell]
+    step = CELLS[cfg.cell].step
     record = _Recorder(T) if trace else None
     h, c = h0, c0
     zero = xp.zeros_like(h0)  # (B, H_out)

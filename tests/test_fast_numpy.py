@@ -1,12 +1,7 @@
-"""The NumPy fast path (impl="numpy-fused") against the reference loop (impl="reference").
-
-Every option the fast path claims: cells, activations, clip, biases, peepholes, input_forget,
-projection, GRU reset before/after, lengths, masks, initial states, directions, layers, chunking,
-float32 and float64; its buffers are poisoned with NaN so an element it forgot to write shows.
-"""
+"""What is particular to the NumPy fast path (impl="numpy-fused"): its chunk buffer, its inlined loops,
+the seam's choice, threads. Every option against the reference is in tests/test_implementations.py."""
 
 import importlib
-import itertools
 import threading
 
 import numpy as np
@@ -50,62 +45,7 @@ def _compare(params, x, dtype, *, initial_state=None, **kw):
         assert err <= TOL[dtype] * scale, f"max abs error {err:.3e} vs reference (scale {scale:.3g})"
 
 
-CASES = [
-    ("rnn", {}),
-    ("rnn", {"activations": ["relu"], "bias": "single"}),
-    ("rnn", {"activations": ["Softsign"], "clip": 0.8, "bias": False}),
-    ("lstm", {}),
-    ("lstm", {"bias": "single"}),
-    ("lstm", {"proj_size": 3}),
-    ("lstm", {"peepholes": True}),
-    ("lstm", {"peepholes": True, "input_forget": True, "clip": 0.7}),
-    ("lstm", {"input_forget": True}),
-    ("lstm", {"clip": 0.5}),
-    ("lstm", {"activations": ["HardSigmoid", "Relu", "Softsign"]}),
-    ("lstm", {"activations": ["Sigmoid", "Elu", "Tanh"], "proj_size": 2, "peepholes": True}),
-    ("gru", {}),
-    ("gru", {"bias": False}),
-    ("gru", {"bias": "single"}),
-    ("gru", {"reset_after": False}),
-    ("gru", {"reset_after": False, "bias": "single", "clip": 0.6}),
-    ("gru", {"clip": 0.5}),
-    ("gru", {"activations": ["HardSigmoid", "Softsign"]}),
-]
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-@pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CASES)])
-def test_matches_reference(rng, cell, opts, direction, dtype):
-    params = rnn_xp.init(cell, 4, 5, num_layers=2, direction=direction, seed=11, dtype="float64", xp=np, **opts)
-    _compare(params, rng.standard_normal((3, 7, 4)), dtype)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_lengths_masks_and_initial_state(rng, cell, dtype):
-    params = rnn_xp.init(cell, 3, 6, num_layers=2, bidirectional=True, seed=12, dtype="float64", xp=np,
-                         proj_size=4 if cell == "lstm" else 0)
-    cfg = params.config
-    B, T = 5, 9
-    x = rng.standard_normal((B, T, 3))
-    h0 = rng.standard_normal((4, B, cfg.output_size))
-    init = (h0, rng.standard_normal((4, B, cfg.hidden_size))) if cell == "lstm" else h0
-    lengths = np.array([9, 0, 4, 1, 6])
-    mask = rng.random((B, T)) > 0.3
-    mask[:, 0] = False
-    for kw in ({}, {"lengths": lengths}, {"mask": mask}, {"mask": mask, "zero_output_for_mask": True},
-               {"lengths": lengths, "mask": mask}):
-        _compare(params, x, dtype, initial_state=init, **kw)
-
-
-def test_tiny_chunks_and_time_major(rng, monkeypatch):
-    """Chunks of one step (and a ragged last chunk) give the reference's numbers."""
-    monkeypatch.setattr(fw, "CHUNK_ELEMENTS", 1)
-    for cell in ("rnn", "lstm", "gru"):
-        params = rnn_xp.init(cell, 3, 4, bidirectional=True, seed=13, dtype="float64", xp=np)
-        _compare(params, rng.standard_normal((2, 7, 3)), "float64", lengths=np.array([7, 3]))
-    monkeypatch.setattr(fw, "CHUNK_ELEMENTS", 3 * 2 * 4 * 3)  # 3 steps of B=2, G*H=12: chunks 3, 3, 1
+def test_time_major(rng):
     params = rnn_xp.init("gru", 3, 4, seed=14, dtype="float64", xp=np)
     x = rng.standard_normal((7, 2, 3))  # time-major
     ref = rnn_xp.forward(x, params, time_major=True, impl="reference")
@@ -121,33 +61,18 @@ def test_chunk_buffer_is_bounded_by_a_chunk_not_by_T(rng, monkeypatch, poisoned)
     assert big and all(s[0] <= 4 for s in big), poisoned
 
 
-@pytest.mark.parametrize("B,T,H", [(1, 1, 1), (0, 4, 3), (2, 0, 3), (0, 0, 2)])
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_degenerate_sizes(rng, cell, B, T, H):
-    params = rnn_xp.init(cell, 2, H, num_layers=2, bidirectional=True, seed=16, dtype="float64", xp=np)
-    x = rng.standard_normal((B, T, 2))
-    _compare(params, x, "float64")
-    if B:
-        _compare(params, x, "float64", lengths=np.zeros(B, dtype=np.int64))
-
-
-def test_every_combination_of_cell_options(rng):
-    for cell, bias, direction in itertools.product(["rnn", "lstm", "gru"], [True, "single", False],
-                                                   ["forward", "bidirectional"]):
-        params = rnn_xp.init(cell, 3, 4, num_layers=2, bias=bias, direction=direction, seed=17, dtype="float64",
-                             xp=np)
-        _compare(params, rng.standard_normal((2, 5, 3)), "float32", lengths=np.array([5, 2]))
-
-
-def test_auto_picks_the_fast_path_and_other_dtypes_fall_back(rng, monkeypatch):
+def test_auto_picks_the_fast_path_and_half_types_agree(rng, monkeypatch):
     assert "numpy-fused" in rnn_xp.implementations(np)
     seen = []
     real = fused.run_direction
     monkeypatch.setattr(fused, "run_direction", lambda *a, **k: seen.append(1) or real(*a, **k))
     params = rnn_xp.init("gru", 3, 4, seed=18, xp=np)
-    rnn_xp.forward(rng.standard_normal((2, 3, 3)).astype("float32"), params)
+    rnn_xp.forward(rng.standard_normal((2, 6, 3)).astype("float32"), params)
     assert seen, "impl='auto' on numpy did not run the fast path"
-    # float16 is not fast-pathed: the runner hands it to the reference and the numbers agree with it
+    # under MIN_AUTO_STEPS steps the per-call weight arrangement does not pay: auto runs the reference
+    one_step = rnn_xp.explain(rng.standard_normal((2, 1, 3)).astype("float32"), params)
+    assert one_step.implementation == "reference" and "arranging the weights" in str(one_step)
+    # float16 is computed in float32 by the engine, then rounded once: the same numbers as the reference
     p16 = rnn_xp.to_device(params, np, dtype="float16")
     x16 = rng.standard_normal((2, 3, 3)).astype("float16")
     np.testing.assert_array_equal(rnn_xp.forward(x16, p16, impl="numpy-fused")[0],
