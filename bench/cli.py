@@ -169,7 +169,9 @@ def _auto_impl(namespace, cfg):
     """What impl='auto' runs for this config on this namespace, as rnn_xp.explain says (in a child process)."""
     code = (f"import rnn_xp, numpy, {namespace}\n"
             f"p = rnn_xp.init({cfg.cell!r}, {cfg.input_size}, {cfg.hidden_size}, seed=0, xp={namespace})\n"
-            f"x = {namespace}.zeros(({cfg.batch}, 1, {cfg.input_size}), dtype={namespace}.float32)\n"
+            # the config's shape (the step count matters to the choice), as a broadcast view: no memory
+            f"x = {namespace}.broadcast_to({namespace}.zeros(({cfg.batch}, 1, {cfg.input_size}), "
+            f"dtype={namespace}.float32), ({cfg.batch}, {cfg.steps}, {cfg.input_size}))\n"
             "print(rnn_xp.explain(x, p).implementation)")
     return _py(code)
 
