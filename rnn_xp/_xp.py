@@ -11,12 +11,15 @@ import sys
 
 import array_api_compat
 import numpy as np
-from array_api_compat import array_namespace, device, is_array_api_obj
+from array_api_compat import array_namespace as _array_namespace
+from array_api_compat import device as _device
+from array_api_compat import is_array_api_obj
 
 __all__ = [
     "array_namespace",
     "device",
     "is_array",
+    "is_dask_array",
     "namespace_name",
     "same_namespace",
     "dtype_name",
@@ -30,8 +33,30 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 HALF_DTYPES = ("float16", "bfloat16")
 
 
+# NumPy arrays are answered without asking array-api-compat: its checks cost microseconds a call,
+# which is most of a one-step forward call on small inputs
+_NP_NAMESPACE = _array_namespace(np.empty(0))
+
+
+def array_namespace(*arrays, **kwargs):
+    """array-api-compat's array_namespace (the wrapped namespace of the arrays)."""
+    if len(arrays) == 1 and not kwargs and type(arrays[0]) is np.ndarray:
+        return _NP_NAMESPACE
+    return _array_namespace(*arrays, **kwargs)
+
+
+def device(a):
+    """array-api-compat's device ('cpu' for NumPy)."""
+    return "cpu" if type(a) is np.ndarray else _device(a)
+
+
 def is_array(obj) -> bool:
-    return is_array_api_obj(obj)
+    return type(obj) is np.ndarray or is_array_api_obj(obj)
+
+
+def is_dask_array(obj) -> bool:
+    """Whether obj is a dask array (never imports dask: False when dask.array was never imported)."""
+    return bool(array_api_compat.is_dask_array(obj))
 
 
 _NAMESPACE_TESTS = (
@@ -48,6 +73,8 @@ _NAMESPACE_TESTS = (
 
 def namespace_name(xp) -> str:
     """'numpy', 'cupy', 'torch', 'jax', 'dask.array', 'array_api_strict', ... for a namespace module."""
+    if xp is _NP_NAMESPACE:
+        return "numpy"
     if not isinstance(getattr(xp, "__name__", None), str):
         return type(xp).__name__  # not a module: its type, for the error that follows
     for name, test in _NAMESPACE_TESTS:
@@ -56,11 +83,14 @@ def namespace_name(xp) -> str:
     return getattr(xp, "__name__", type(xp).__name__)
 
 
-# namespaces by the names users type: module to import, pip extra or package that brings it
-_BY_NAME = {"numpy": ("numpy", "numpy"), "cupy": ("cupy", "rnn_xp[cuda13] (or rnn_xp[cuda12])"),
-            "torch": ("torch", "torch"), "array_api_strict": ("array_api_strict", "array-api-strict"),
-            "jax": ("jax.numpy", "jax"), "jax.numpy": ("jax.numpy", "jax"), "dask": ("dask.array", "dask[array]"),
-            "dask.array": ("dask.array", "dask[array]")}
+# namespaces by the names users type: module to import, the install that brings it
+_BY_NAME = {"numpy": ("numpy", "pip install numpy"),
+            "cupy": ("cupy", "pip install 'rnn_xp[cuda13]' ('rnn_xp[cuda12]' for a CUDA 12 driver)"),
+            "torch": ("torch", "pip install torch"),
+            "array_api_strict": ("array_api_strict", "pip install array-api-strict"),
+            "jax": ("jax.numpy", "pip install jax"), "jax.numpy": ("jax.numpy", "pip install jax"),
+            "dask": ("dask.array", "pip install 'dask[array]'"),
+            "dask.array": ("dask.array", "pip install 'dask[array]'")}
 
 
 def _import_by_name(name):
@@ -69,12 +99,12 @@ def _import_by_name(name):
     if name not in _BY_NAME:
         raise TypeError(f"xp={name!r} is not an array namespace rnn_xp knows by name; expected one of "
                          f"{', '.join(map(repr, _BY_NAME))}, or pass the module itself")
-    module, package = _BY_NAME[name]
+    module, install = _BY_NAME[name]
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ModuleNotFoundError(f"xp={name!r} needs {module}, which does not import here ({e}). "
-                                  f"Fix: pip install '{package}'") from None
+        raise ModuleNotFoundError(f"xp={name!r} needs {module}, which does not import here ({e}). Fix: {install}"
+                                  ) from None
 
 
 def as_namespace(xp):
@@ -148,12 +178,18 @@ def _probe(module_name):
 
 def is_writeable(a) -> bool:
     """Whether the arrays of a's namespace take in-place writes (False for JAX)."""
+    if type(a) is np.ndarray:
+        return a.flags.writeable
     return bool(array_api_compat.is_writeable_array(a))
 
 
 def is_traced(a) -> bool:
     """Whether a is a JAX tracer (inside jax.jit or jax.grad): its values are not known on the host."""
-    return array_api_compat.is_jax_array(a) and not hasattr(a, "addressable_shards")
+    if type(a) is np.ndarray or not array_api_compat.is_jax_array(a):
+        return False
+    import jax
+
+    return isinstance(a, jax.core.Tracer)
 
 
 def same_device(a, b) -> bool:
@@ -183,7 +219,7 @@ def to_host(a) -> np.ndarray:
         return a.get()
     if name == "torch":
         t = a.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
+        if dtype_name(t.dtype) == "bfloat16":
             t = t.float()  # NumPy has no bfloat16; float32 holds every bfloat16 exactly
         return t.numpy()
     try:
@@ -218,4 +254,8 @@ def from_host(host: np.ndarray, xp, dev=None, dtype_name_: str | None = None):
     out = host if name == "numpy" else xp.asarray(host) if dev is None else xp.asarray(host, device=dev)
     if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
         out = xp.astype(out, resolve_dtype(xp, dtype_name_))
+    if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
+        hint = (" JAX computes in 32 bits unless told otherwise. Fix: jax.config.update('jax_enable_x64', True) "
+                "before creating arrays, or use float32" if name == "jax" else " Fix: use a dtype it has")
+        raise TypeError(f"{name} turned {dtype_name_} data into {dtype_name(out.dtype)}.{hint}")
     return out

@@ -42,6 +42,20 @@ class Activation:
     def to_json(self):
         return [self.name, self.alpha, self.beta]
 
+    @classmethod
+    def from_json(cls, value) -> Activation:
+        """The inverse of :meth:`to_json`, for canonical values only (what :func:`resolve` returns)."""
+        if not (isinstance(value, (list, tuple)) and len(value) == 3):
+            raise ValueError(f"malformed activation {value!r}; expected [name, alpha, beta]")
+        n, a, b = value
+        try:
+            act = cls(str(n), a if a is None else float(a), b if b is None else float(b))
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"malformed activation {value!r}; alpha and beta must be numbers or null") from None
+        if resolve(act.name, act.alpha, act.beta) != act:
+            raise ValueError(f"activation {list(value)!r} is not canonical")
+        return act
+
 
 # Each function: (x, xp, alpha, beta) -> array of x's dtype and device.
 def _relu(x, xp, a, b):

@@ -27,16 +27,15 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from . import _xp
+from . import registry as _registry
 from ._validate import check_bool, check_choice, check_int
 from .activations import Activation, resolve, takes
 from .backend import resolve_target
 
 __all__ = ["RNNConfig", "CellWeights", "RNNParams", "init", "GATES", "CELLS"]
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-CELLS = tuple(GATES)
-N_FUNCS = {"rnn": 1, "gru": 2, "lstm": 3}
-DEFAULT_ACTIVATIONS = {"rnn": ("Tanh",), "gru": ("Sigmoid", "Tanh"), "lstm": ("Sigmoid", "Tanh", "Tanh")}
+GATES = {name: s.num_gates for name, s in _registry.CELLS.items()}  # cell -> G (kept for importers' use)
+CELLS = tuple(_registry.CELLS)
 DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 WEIGHT_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "p")
 
@@ -86,9 +85,10 @@ class RNNConfig:
         if not isinstance(self.dtype, str) or self.dtype not in _xp.FLOAT_DTYPES:
             raise TypeError(f"dtype={self.dtype!r}; expected one of {', '.join(_xp.FLOAT_DTYPES)}")
         acts = self.activations
+        n = self.spec.num_functions
         if len(acts) != self.num_directions or any(
-                len(a) != N_FUNCS[self.cell] or not all(isinstance(f, Activation) for f in a) for a in acts):
-            raise ValueError(f"activations must hold {self.num_directions} tuple(s) of {N_FUNCS[self.cell]} "
+                len(a) != n or not all(isinstance(f, Activation) for f in a) for a in acts):
+            raise ValueError(f"activations must hold {self.num_directions} tuple(s) of {n} "
                              f"Activation(s) for cell={self.cell!r}; got {acts!r}")
 
     @property
@@ -96,8 +96,13 @@ class RNNConfig:
         return DIRECTIONS[self.direction]
 
     @property
+    def spec(self) -> _registry.CellSpec:
+        """The cell's registry entry (gate names and orders, activation slots, step function)."""
+        return _registry.CELLS[self.cell]
+
+    @property
     def gates(self) -> int:
-        return GATES[self.cell]
+        return self.spec.num_gates
 
     @property
     def output_size(self) -> int:
@@ -136,13 +141,8 @@ class RNNConfig:
             raise ValueError(f"unknown RNN config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
         d = dict(d)
         try:
-            d["activations"] = tuple(
-                tuple(Activation(str(n), a if a is None else float(a), b if b is None else float(b))
-                      for n, a, b in per_dir) for per_dir in d.get("activations", ()))
-            for per_dir in d["activations"]:
-                for act in per_dir:
-                    if resolve(act.name, act.alpha, act.beta) != act:
-                        raise ValueError(f"activation {act} is not canonical")
+            d["activations"] = tuple(tuple(Activation.from_json(a) for a in per_dir)
+                                     for per_dir in d.get("activations", ()))
         except (TypeError, ValueError) as e:
             raise ValueError(f"malformed activations in RNN config: {e}") from None
         return cls(**d)
@@ -155,9 +155,10 @@ def _resolve_activations(cell, num_directions, activations, alpha, beta):
     ONNX's flat list of n_funcs * num_directions names. ``alpha``/``beta`` are flat
     lists consumed in order by the functions that take them (onnxruntime's reading).
     """
-    n = N_FUNCS[cell]
+    cs = _registry.CELLS[cell]
+    n = cs.num_functions
     if activations is None:
-        names = [list(DEFAULT_ACTIVATIONS[cell]) for _ in range(num_directions)]
+        names = [list(cs.default_activations) for _ in range(num_directions)]
     else:
         if isinstance(activations, str):
             activations = [activations]
@@ -174,7 +175,7 @@ def _resolve_activations(cell, num_directions, activations, alpha, beta):
         else:
             names = None
         if names is None or len(names) != num_directions or any(len(a) != n for a in names):
-            funcs = {"rnn": "[f]", "gru": "[f, g]", "lstm": "[f, g, h]"}[cell]
+            funcs = "[" + ", ".join(cs.functions) + "]"
             raise ValueError(
                 f"activations={activations!r} does not fit cell={cell!r} with {num_directions} direction(s); "
                 f"expected {funcs} (used for every direction) or one such list per direction")
@@ -243,6 +244,12 @@ class CellWeights:
 
     def items(self):
         return [(n, getattr(self, n)) for n in WEIGHT_NAMES if getattr(self, n) is not None]
+
+    def __repr__(self):  # shapes, dtype and place, not values
+        a = self.w_ih
+        return ("CellWeights(" + ", ".join(f"{n}={tuple(w.shape)}" for n, w in self.items())
+                + f", dtype={_xp.dtype_name(a.dtype)!r}, namespace={_xp.namespace_name(_xp.array_namespace(a))!r}, "
+                f"device={_xp.device(a)!s})")
 
 
 @dataclass(frozen=True, eq=False)
@@ -337,6 +344,10 @@ class RNNParams:
         arrays = {n: fn(a) for n, a in self.named_arrays()}
         config_changes.setdefault("dtype", _xp.dtype_name(next(iter(arrays.values())).dtype))
         return RNNParams.from_named_arrays(replace(self.config, **config_changes), arrays)
+
+    def __sizeof__(self):
+        """Bytes held, weights included: what sys.getsizeof (and so dask's scheduler) counts."""
+        return object.__sizeof__(self) + sum(int(getattr(a, "nbytes", 0)) for _, a in self.named_arrays())
 
     def __repr__(self):
         c = self.config

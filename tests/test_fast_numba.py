@@ -234,29 +234,6 @@ def test_tracing_is_declined_with_a_reason():
                                                              steps=3, batch=2))
 
 
-def test_without_numba_the_seam_says_how_to_install_it(rng, monkeypatch):
-    mod = impl_module(IMPL)
-    monkeypatch.setitem(mod._state, "kernels", None)
-    monkeypatch.setitem(mod._state, "reason", None)
-    monkeypatch.setitem(__import__("sys").modules, "numba", None)  # import numba raises ImportError
-    params = rnn_xp.init("lstm", 3, 4, seed=18, xp=np)
-    x = rng.standard_normal((2, 3, 3)).astype("float32")
-    choice = rnn_xp.explain(x, params)
-    assert choice.implementation == "numpy-fused"
-    assert "pip install 'rnn_xp[numba]'" in dict(choice.skipped)[IMPL]
-    with pytest.raises(ValueError, match=r"rnn_xp\[numba\]"):
-        rnn_xp.forward(x, params, impl=IMPL)
-
-
-def test_import_rnn_xp_does_not_import_numba():
-    import subprocess
-    import sys
-
-    code = "import sys, rnn_xp; print('numba' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
 @pytest.mark.parametrize("B", [1, 64])
 def test_concurrent_calls_are_bit_identical_to_serial(rng, B, monkeypatch):
     """4 threads at once (each then runs single-threaded kernels) give exactly the serial results."""

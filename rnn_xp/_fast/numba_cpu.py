@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
 
-__all__ = ["NAMESPACES", "unsupported", "run_direction"]
+__all__ = ["NAMESPACES", "unsupported", "unsuited", "run_direction"]
 
 NAMESPACES = ("numpy",)
 
@@ -104,6 +104,17 @@ def unsupported(call):
         return "traced arrays (compiled code needs concrete NumPy arrays)"
     if _load() is None:
         return _state["reason"]
+    return None
+
+
+MIN_AUTO_STEPS = 4
+
+
+def unsuited(call):
+    """Why impl="auto" should prefer another implementation for this call (it can run it), or None."""
+    if call.steps < MIN_AUTO_STEPS:
+        return (f"{call.steps} step(s): arranging the weights costs more than it saves under {MIN_AUTO_STEPS} "
+                "steps (rnn_xp.Stream arranges them once for a stream)")
     return None
 
 

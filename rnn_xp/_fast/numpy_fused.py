@@ -10,9 +10,9 @@ Same equations as rnn_xp.cells, arranged for NumPy on the CPU:
   sigmoid gates sit side by side (LSTM i, f, o, g): one ufunc call covers all of them;
 * sigmoid(z) = 1 / (1 + exp(-z)), with the sign of z folded into the weights and biases of
   the sigmoid gates (negation is exact): three ufunc calls (exp, add, reciprocal) activate all
-  of a cell's sigmoid gates at once, within ~2 ULP of the exact value (exp overflowing to inf
-  for z < -88 in float32 gives the correct limit 0, so overflow warnings are silenced). The
-  shorter (1 + tanh(z/2)) / 2 is not accurate: for z << 0 the sum cancels (~700 ULP in float32);
+  of a cell's sigmoid gates at once (exp overflowing to inf for z << 0 gives the correct limit 0,
+  so overflow warnings are silenced). The shorter (1 + tanh(z/2)) / 2 is not accurate: for
+  z << 0 the sum cancels (~700 ULP in float32), and the biased error accumulates in an LSTM's state;
 * in float32, tanh and the sigmoid are computed in float64 and rounded once (ufuncs with
   ``dtype=np.float64``, and a float64 scratch buffer for the sigmoid's three steps), as
   rnn_xp.activations does on NumPy: NumPy's float32 tanh and exp are 1-3 ULP off, which over
@@ -29,7 +29,7 @@ Same equations as rnn_xp.cells, arranged for NumPy on the CPU:
 float32 and float64 run here; other dtypes go to the reference loop.
 
 Measured on a 2-core Xeon with OpenBLAS (bench/results): about 2x the reference loop where the
-step count dominates (keras-seed, gru-latency), 1.4x on lstm-med. At batch 1 the matvec with
+step count dominates (keras-text, gru-latency), 1.4x on lstm-med. At batch 1 the matvec with
 W_hh (L2-bandwidth bound on one core: OpenBLAS does not thread it) plus ~11 ufunc calls of
 ~0.25 us each set the floor of a step; at batch 64 OpenBLAS's sgemm of (B, H) x (H, 4H) runs at
 ~270 GFLOP/s and the gate math (single-threaded ufuncs) adds a third.
@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
 
-__all__ = ["NAMESPACES", "unsupported", "run_direction"]
+__all__ = ["NAMESPACES", "unsupported", "unsuited", "run_direction", "prepared_unsupported", "arrange", "Direction"]
 
 NAMESPACES = ("numpy",)
 
@@ -55,6 +55,28 @@ def unsupported(call):
         return f"dtype {call.dtype} (this path runs float32 and float64)"
     if call.trace:
         return "per-step tracing is done by the reference loop"
+    return None
+
+
+# Fewer steps than this: impl="auto" leaves the call to the reference loop. Arranging the weights (a
+# transposed copy of W_ih and W_hh, made per call) costs about as much as 10 steps of the reference at
+# H=128 and batch 1 (more at larger H), and saves a few microseconds a step; explicit impl= still runs here.
+MIN_AUTO_STEPS = 4
+
+
+def unsuited(call):
+    """Why impl="auto" should prefer another implementation for this call (it can run it), or None."""
+    if call.steps < MIN_AUTO_STEPS:
+        return (f"{call.steps} step(s): arranging the weights costs more than it saves under {MIN_AUTO_STEPS} "
+                "steps (rnn_xp.Stream arranges them once for a stream)")
+    return None
+
+
+def prepared_unsupported(cfg, acts, dtype):
+    """Why a :class:`Direction` cannot run this layer (for rnn_xp.Stream), or None."""
+    name = np.dtype(dtype).name if isinstance(dtype, np.dtype) else str(dtype)
+    if name not in ("float32", "float64"):
+        return f"dtype {name} (this path runs float32 and float64)"
     return None
 
 
@@ -82,7 +104,7 @@ def _neg_sigmoid_fn(dtype):
             np.reciprocal(a, a)
         return f
     one64 = np.asarray(1, dtype=np.float64)
-    scratch = {}  # shape -> float64 buffer, allocated on first use (the closure lives for one call)
+    scratch = {}  # shape -> float64 buffer, allocated on first use (the closure lives with its Direction)
 
     def f32(a):
         w = scratch.get(a.shape)
@@ -133,8 +155,8 @@ def _activation_to(act, xp, dtype):
     return g
 
 
-# --- the weights, arranged once per call -------------------------------------------------------
-def _arrange(w, cfg, acts, dtype):
+# --- the weights, arranged once per call (once per stream) ----------------------------------------
+def arrange(w, cfg, acts, dtype):
     """(w_ih_t, w_hh_t, extra, negated): transposed, gate-reordered, sigmoid-negated weights, folded biases.
 
     w_ih_t (in + 1, G*H), its last row the folded biases (the input gets a constant-1 feature),
@@ -176,9 +198,9 @@ def _arrange(w, cfg, acts, dtype):
     # the biases ride in the input GEMM as the weights of a constant-1 input feature: no pass of
     # their own over the projection
     w_ih_t[-1] = 0.0 if b_in is None else b_in
-    if w.p is not None:  # ONNX peepholes i, f, o, negated with their gates
+    if w.p is not None:  # ONNX peepholes i, f, o, halved with their gates
         p = np.asarray(w.p, dtype=dtype)
-        sign = -1.0 if negate else 1.0
+        sign = -1.0 if negate else 1.0  # negated with their gates
         extra["p_if"] = (p[:2 * H] * sign).reshape(2, H)  # (2, H)
         extra["p_o"] = p[2 * H:] * sign  # (H,)
     if w.w_hr is not None:
@@ -370,85 +392,146 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
 
 
 # --- the loop ---------------------------------------------------------------------------------
+class Direction:
+    """One layer and direction made ready for batch B: everything that does not depend on the input.
+
+    ``arranged`` is :func:`arrange`'s result (the weights transposed, reordered and with the biases
+    folded), made once per call by :func:`run_direction` and once per stream by :class:`rnn_xp.Stream`;
+    the step closures and their buffers are made here, the buffers of the input projection on the
+    first :meth:`run` that needs them. Not thread-safe: one Direction serves one caller at a time.
+    """
+
+    def __init__(self, arranged, cfg, acts, dtype, B, xp):
+        w_ih_t, w_hh_t, extra, negated = arranged
+        self.cell, self.B, self.dtype = cfg.cell, B, dtype
+        self.H, self.GH, self.F = cfg.hidden_size, w_ih_t.shape[1], w_ih_t.shape[0] - 1
+        self.w_ih_t = w_ih_t
+        if cfg.cell == "rnn":
+            self.step = _rnn_step(w_hh_t, acts, cfg, xp, B, dtype)
+        elif cfg.cell == "lstm":
+            self.step = _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated)
+        else:
+            self.step = _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated)
+        # the written-out loop of the default cells, made on the first unmasked run
+        self._make_inline = lambda: _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype)
+        self.inline = None
+        H_out = w_hh_t.shape[0]
+        self.h_new = _empty((B, H_out), dtype)  # masked steps: the step's result, before the mask picks
+        self.c_new = _empty((B, cfg.hidden_size), dtype) if cfg.cell == "lstm" else None
+        self.rows = -1  # rows of the projection buffers (grown on demand, then reused)
+        self.x_buf = self.gi_buf = None
+        self.step1 = self._one_step()
+
+    def _one_step(self):
+        """step1(x, h, c, y): one unmasked step, x (B, F), the state h (B, H_out) and c updated in place,
+        y (B, H_out) receives h. Every view bound here: a call is the ufuncs of one step and nothing else."""
+        B, F, H = self.B, self.F, self.H
+        x_buf, gi = self._buffers(B)
+        x_in, w_ih_t, step, copyto, matmul = x_buf[:B, :F], self.w_ih_t, self.step, np.copyto, np.matmul
+        x_row, gi = x_buf[:B], gi[:B]  # (B, F+1), (B, G*H)
+        g0, g1 = (gi[:, :2 * H], gi[:, 2 * H:]) if self.cell == "gru" else (gi, gi)
+
+        errstate = np.errstate
+
+        def step1(x, h, c, y):
+            copyto(x_in, x)
+            matmul(x_row, w_ih_t, gi)  # x W_ih^T + b
+            with errstate(over="ignore"):  # see run
+                step(h, c, h, c, g0, g1)  # the closures read h and c before they write them
+            copyto(y, h)
+        return step1
+
+    def _buffers(self, rows):
+        if rows > self.rows:
+            self.gi_buf = _empty((rows, self.GH), self.dtype)  # (t*B, G*H)
+            self.x_buf = _empty((rows, self.F + 1), self.dtype)  # (t*B, F+1): a chunk, contiguous, and ones
+            self.x_buf[:, self.F] = 1.0
+            self.rows = rows
+        return self.x_buf, self.gi_buf
+
+    def run(self, x, h, c, y, *, reverse=False, run=None, emit=None, last=None):
+        """Run over x (T, B, F), carrying the state h (B, H_out) and c (B, H) in place; y (T, B, H_out)
+        receives the outputs.
+
+        Unmasked (``run`` None) every element of y is written. With ``run``/``emit`` (T, B, 1), y
+        must hold zeros (a step outputs ``last`` where emit, and y keeps its zero elsewhere) and
+        ``last`` (B, H_out), the last output, is carried in place (zeros for a fresh sequence).
+        """
+        # the sigmoid's exp(-z) overflows to inf for z << 0, and 1 / (1 + inf) = 0 is the correct limit
+        with np.errstate(over="ignore"):
+            self._run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
+
+    def _run(self, x, h, c, y, *, reverse, run, emit, last):
+        T, B = x.shape[0], self.B
+        H, GH, F = self.H, self.GH, self.F
+        masked = run is not None
+        # at most 1 Mi elements a chunk (4 MB in float32): the projection buffer then stays in cache
+        # between the GEMM that writes it and the steps that read it, and costs few page faults
+        chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
+        if not chunks:
+            return
+        x_buf, gi_buf = self._buffers(max(t1 - t0 for t0, t1 in chunks) * B)
+        if not masked and self._make_inline is not None:
+            self.inline, self._make_inline = self._make_inline(), None
+        step, inline, state = self.step, self.inline, h
+        for t0, t1 in chunks:
+            n = t1 - t0
+            x_buf[:n * B, :F].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
+            gi2 = gi_buf[:n * B]
+            np.matmul(x_buf[:n * B], self.w_ih_t, gi2)  # (n*B, G*H) = x W_ih^T + b: one GEMM for the chunk
+            gi = gi2.reshape(n, B, GH)  # (n, B, G*H)
+            # the per-step views come from zip over whole arrays (made in C, cheaper than indexing)
+            if self.cell == "gru":
+                parts = (gi[:, :, :2 * H], gi[:, :, 2 * H:])  # (n, B, 2H), (n, B, H)
+            else:
+                parts = (gi, gi)  # the second is unused
+            ys = y[t0:t1]  # (n, B, H_out)
+            if reverse:
+                parts, ys = tuple(a[::-1] for a in parts), ys[::-1]
+            if not masked and inline is not None:
+                h = inline(h, c, ys, parts)  # the state is the output just written: h is a view of y
+                continue
+            if not masked:
+                for h_out, g0, g1 in zip(ys, *parts, strict=True):
+                    step(h, c, h_out, c, g0, g1)
+                    h = h_out
+                continue
+            runs, emits = run[t0:t1], emit[t0:t1]  # (n, B, 1)
+            if reverse:
+                runs, emits = runs[::-1], emits[::-1]
+            h_new, c_new = self.h_new, self.c_new
+            for y_t, g0, g1, r, e in zip(ys, *parts, runs, emits, strict=True):
+                step(h, c, h_new, c_new, g0, g1)
+                np.copyto(h, h_new, where=r)
+                if c is not None:
+                    np.copyto(c, c_new, where=r)
+                np.copyto(last, h_new, where=r)
+                np.copyto(y_t, last, where=e)
+        if h is not state:
+            np.copyto(state, h)  # the unmasked loops leave the state in y's last step
+
+
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     """rnn_xp.loop.run_direction's contract (x (T, B, F), returns y (T, B, H_out), h_T, c_T), fast."""
-    # the sigmoid's exp(-z) overflows to inf for z << 0, and 1 / (1 + inf) = 0 is the correct limit
-    with np.errstate(over="ignore"):
-        return _run_direction(x, h0, c0, w, cfg, acts, reverse=reverse, run=run, emit=emit, xp=xp, out=out)
-
-
-def _run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out):
-    T, B, F = x.shape
+    T, B, _ = x.shape
     dtype = x.dtype
-    H, H_out = cfg.hidden_size, h0.shape[-1]
-    w_ih_t, w_hh_t, extra, negated = _arrange(w, cfg, acts, dtype)
-    GH = w_ih_t.shape[1]
-    if cfg.cell == "rnn":
-        step = _rnn_step(w_hh_t, acts, cfg, xp, B, dtype)
-    elif cfg.cell == "lstm":
-        step = _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated)
-    else:
-        step = _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated)
-
-    inline = _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype) if run is None else None
-
+    H_out = h0.shape[-1]
+    direction = Direction(arrange(w, cfg, acts, dtype), cfg, acts, dtype, B, xp)
     h = _empty((B, H_out), dtype)
     h[...] = h0
     c = None
     if c0 is not None:
         c = _empty(c0.shape, dtype)
         c[...] = c0
-    masked = run is not None
-    if masked:
+    if run is not None:
         if out is None:
             y = np.zeros((T, B, H_out), dtype=dtype)  # masked outputs stay zero where emit is off
         else:
             y = out
             y[...] = 0
-        h_new = _empty((B, H_out), dtype)
-        c_new = None if c is None else _empty(c.shape, dtype)
         last = np.zeros((B, H_out), dtype=dtype)  # the last output, repeated on masked steps (Keras)
     else:
         y = _empty((T, B, H_out), dtype) if out is None else out
-
-    # at most 1 Mi elements a chunk (4 MB in float32): the projection buffer then stays in cache
-    # between the GEMM that writes it and the steps that read it, and costs few page faults
-    chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
-    longest = max((t1 - t0 for t0, t1 in chunks), default=0)
-    gi_buf = _empty((longest * B, GH), dtype)  # (t*B, G*H), reused by every chunk
-    x_buf = _empty((longest * B, F + 1), dtype)  # (t*B, F+1): the chunk, contiguous, and a column of ones
-    x_buf[:, F] = 1.0
-    for t0, t1 in chunks:
-        n = t1 - t0
-        x_buf[:n * B, :F].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
-        gi2 = gi_buf[:n * B]
-        np.matmul(x_buf[:n * B], w_ih_t, gi2)  # (n*B, G*H) = x W_ih^T + b: one GEMM for the chunk
-        gi = gi2.reshape(n, B, GH)  # (n, B, G*H)
-        # the per-step views come from zip over whole arrays (made in C, cheaper than indexing)
-        if cfg.cell == "gru":
-            parts = (gi[:, :, :2 * H], gi[:, :, 2 * H:])  # (n, B, 2H), (n, B, H)
-        else:
-            parts = (gi, gi)  # the second is unused
-        ys = y[t0:t1]  # (n, B, H_out)
-        if reverse:
-            parts, ys = tuple(a[::-1] for a in parts), ys[::-1]
-        if not masked and inline is not None:
-            h = inline(h, c, ys, parts)
-            continue
-        if not masked:
-            for h_out, g0, g1 in zip(ys, *parts, strict=True):
-                step(h, c, h_out, c, g0, g1)
-                h = h_out  # the state is the output just written
-            continue
-        runs, emits = run[t0:t1], emit[t0:t1]  # (n, B, 1)
-        if reverse:
-            runs, emits = runs[::-1], emits[::-1]
-        for y_t, g0, g1, r, e in zip(ys, *parts, runs, emits, strict=True):
-            step(h, c, h_new, c_new, g0, g1)
-            np.copyto(h, h_new, where=r)
-            if c is not None:
-                np.copyto(c, c_new, where=r)
-            np.copyto(last, h_new, where=r)
-            np.copyto(y_t, last, where=e)
-    h_T = h.copy() if not masked else h  # never a view into y
-    return y, h_T, c
+        last = None
+    direction.run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
+    return y, h, c

@@ -8,7 +8,8 @@ from .. import _xp
 from .._validate import check_bool, check_mask, check_x
 from ..engine import forward
 from ..params import RNNParams
-from .base import _check_weight, from_config, params_from_config, register, sub_arrays
+from ..registry import MERGE_MODES
+from .base import _check_weight, from_config, params_from_config, register, sub_arrays, where_repr
 
 
 @register
@@ -51,6 +52,16 @@ class Recurrent:
             return y, mask
         return self._last_output(y, state, run), None
 
+    def __repr__(self):  # the configuration, not the weights
+        c = self.params.config
+        settings = (("num_layers", c.num_layers, 1), ("direction", c.direction, "forward"),
+                    ("proj_size", c.proj_size, 0))
+        extra = [f"{k}={v!r}" for k, v, default in settings if v != default]
+        extra += [f"{f}=True" for f in ("return_sequences", "zero_output_for_mask", "go_backwards") if getattr(self, f)]
+        where = where_repr(self.params.layers[0][0].w_ih)
+        return (f"Recurrent({self.type_name}, input_size={c.input_size}, units={c.hidden_size}, bias={c.bias!r}, "
+                + "".join(e + ", " for e in extra) + f"name={self.name!r}, {where})")
+
     def _last_output(self, y, state, run):
         xp = _xp.array_namespace(y)
         cfg = self.params.config
@@ -90,10 +101,9 @@ class Recurrent:
 
     @property
     def type_name(self):
-        return {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}[self.params.config.cell]
+        return self.params.config.spec.type_name
 
 
-MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 @register
@@ -133,6 +143,10 @@ class Bidirectional:
     @property
     def return_sequences(self):
         return self.forward_layer.return_sequences
+
+    def __repr__(self):
+        return (f"Bidirectional(merge_mode={self.merge_mode!r}, name={self.name!r},\n"
+                f"  forward={self.forward_layer!r},\n  backward={self.backward_layer!r})")
 
     def __call__(self, x, mask=None):
         y, _ = self.forward_layer(x, mask)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
+from .. import _xp
 from ..backend import resolve_target
 from ..params import init as _init_params
 from .base import REGISTRY, from_config, register, sub_arrays
@@ -15,6 +17,9 @@ from .recurrent import Bidirectional, Recurrent
 @dataclass(frozen=True, eq=False)
 class Sequential:
     """A chain of layers; ``model(x, mask=None)`` returns the last layer's output.
+
+    On a dask array the model runs lazily, one task per batch chunk (the batch is axis 0), and
+    returns dask arrays chunked like x along the batch.
 
     ``input_shape`` (without the batch axis) is only used by :func:`rnn_xp.summary`.
     """
@@ -45,11 +50,20 @@ class Sequential:
                 raise ValueError(f"{layer.name}: a Bidirectional with merge_mode=None outputs a pair; it can only "
                                  "be the last layer")
 
+    def __repr__(self):  # one layer a line, shapes and settings, never the weights' values
+        lines = [f"Sequential(name={self.name!r}, input_shape={self.input_shape}, layers=["]
+        for layer in self.layers:
+            lines += ["  " + line for line in f"{layer!r},".splitlines()]
+        return "\n".join(lines + ["])"])
+
     @staticmethod
     def layer_types():
         return sorted(n for n, c in REGISTRY.items() if getattr(c, "kind", None) == "layer")
 
     def __call__(self, x, mask=None):
+        if _xp.is_dask_array(x):  # lazy, one task per batch chunk (axis 0): see rnn_xp._dask
+            from .._dask import model_call
+            return model_call(self, x, mask)
         for layer in self.layers:
             x, mask = layer(x, mask)
         return x
@@ -66,6 +80,10 @@ class Sequential:
             shape = None if shape is None else layer.output_shape(shape)
             out.append(shape)
         return out
+
+    def __sizeof__(self):
+        """Bytes held, weights included: what sys.getsizeof (and so dask's scheduler) counts."""
+        return object.__sizeof__(self) + sum(int(getattr(a, "nbytes", 0)) for _, a in self.named_arrays())
 
     def named_arrays(self):
         return [(f"layer{i}.{n}", a) for i, layer in enumerate(self.layers) for n, a in layer.named_arrays()]
@@ -87,9 +105,30 @@ class Sequential:
         return replace(self, layers=tuple(layer.map_arrays(fn) for layer in self.layers))
 
 
-# the seeds' model, for the demo and the tests
-def seed_model(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, embed=32, units=100, steps=250):
-    """Embedding(5000, 32) -> SimpleRNN(100) -> Dense(1, sigmoid), Keras conventions (173,401 params)."""
+def text_classifier(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, embed=32, units=100, steps=250):
+    """A Keras-style text classifier with random weights: the model of ``rnn-xp demo``.
+
+    ``Embedding(vocab, embed) -> SimpleRNN(units) -> Dense(1, sigmoid)``, as the Keras tutorials
+    build a sentiment classifier; with the defaults, Embedding(5000, 32) -> SimpleRNN(100) ->
+    Dense(1, sigmoid), 160,000 + 13,300 + 101 = 173,401 parameters (Keras's count: one bias).
+
+    Parameters
+    ----------
+    seed : int
+        The Embedding's weights come from ``seed``, the SimpleRNN's from ``seed + 1``, the Dense
+        layer's from ``seed + 2``: the same seed gives the same model on every backend.
+    dtype, xp, device
+        Where the weights live (see :func:`rnn_xp.init`); ``xp=None`` reads ``RNN_XP_BACKEND``.
+    vocab, embed, units
+        The vocabulary size, the embedding width and the SimpleRNN's units.
+    steps
+        The sequence length shown by :func:`rnn_xp.summary` (the model takes any length).
+
+    Returns
+    -------
+    Sequential
+        ``model(token_ids)`` maps integer ids of shape (batch, time) to probabilities (batch, 1).
+    """
     xp, device = resolve_target(xp, device)
     return Sequential([
         Embedding.init(vocab, embed, seed=seed, dtype=dtype, xp=xp, device=device),
@@ -97,3 +136,10 @@ def seed_model(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, emb
                                device=device)),
         Dense.init(units, 1, activation="sigmoid", seed=seed + 2, dtype=dtype, xp=xp, device=device),
     ], input_shape=(steps,))
+
+
+def seed_model(**kwargs):
+    """Deprecated name of :func:`text_classifier` (same arguments, same model)."""
+    warnings.warn("rnn_xp.seed_model() is now rnn_xp.text_classifier(); seed_model will be removed",
+                  DeprecationWarning, stacklevel=2)
+    return text_classifier(**kwargs)
