@@ -70,7 +70,7 @@ def _widened(f):
     correctly rounded. Through float64 the result is correctly rounded but for rare near-ties.
     """
     def g(x, xp, a, b):
-        if x.dtype == np.float32 and isinstance(x, np.ndarray):
+        if isinstance(x, np.ndarray) and x.dtype == np.float32:
             return f(x.astype(np.float64), xp, a, b).astype(np.float32)
         return f(x, xp, a, b)
     return g

@@ -63,14 +63,15 @@ def test_a_tiny_run_writes_json_markdown_and_marks_wrong_results(tmp_path, monke
     loop = next(r for r in res["records"] if r["backend"] == "numpy-loop")
     assert loop["verified"] is False and loop["median_ms"] is None and loop["repeats"] == 0
     assert loop["max_abs_err_vs_ref"] >= 0.5
-    for impl in ("reference", "numpy-fused"):
+    fast = "numba" if importlib.util.find_spec("numba") else "numpy-fused"  # impl="auto"'s choice here
+    for impl in {"reference", "numpy-fused", fast}:
         r = by[("rnn_xp-numpy", impl)]
         assert r["verified"] and r["max_abs_err_vs_ref"] < 1e-5
         assert r["repeats"] >= 1 and r["min_ms"] <= r["median_ms"] <= r["max_ms"]
         assert r["per_step_us"] == pytest.approx(r["median_ms"] * 1e3 / TINY.steps, rel=1e-3)
         assert r["gflops"] == pytest.approx(TINY.flops / r["median_ms"] / 1e6, rel=1e-2)
         assert r["peak_mem_how"]
-    assert by[("rnn_xp-numpy", "numpy-fused")]["auto"] is True
+    assert by[("rnn_xp-numpy", fast)]["auto"] is True
     md = (tmp_path / "r.md").read_text()
     assert "tiny-gru" in md and "**no**" in md  # the spoiled row shows as not verified
 

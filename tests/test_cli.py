@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import rnn_xp
@@ -52,8 +53,9 @@ def test_demo_reports_backend_implementation_and_one_run(capsys, monkeypatch):
     monkeypatch.delenv("RNN_XP_BACKEND", raising=False)
     code, out, err = _run(capsys, ["demo", "--backend", "numpy", "--batch", "3", "--steps", "7", "--repeats", "1"])
     assert code == 0, err
+    fast = rnn_xp.implementations(np)[0] if importlib.util.find_spec("numba") else "numpy-fused"  # numba if installed
     for piece in ("backend: numpy", "Total params: 173,401", "(None, 7, 32)", "input: token ids (3, 7)",
-                  "SimpleRNN implementation: numpy-fused", "output: (3, 1) float32", "over 1 run (", "batch 3 x 7"):
+                  f"SimpleRNN implementation: {fast}", "output: (3, 1) float32", "over 1 run (", "batch 3 x 7"):
         assert piece in out, (piece, out)
     code, out, _ = _run(capsys, SMALL[:-1] + ["3", "--backend", "numpy"])
     assert "over 3 runs (" in out

@@ -216,7 +216,7 @@ def test_degenerate_sizes(rng, cell, B, T, H):
 def test_auto_picks_numba_and_half_precision_runs_in_float32(rng):
     assert rnn_xp.implementations(np).index(IMPL) < rnn_xp.implementations(np).index("numpy-fused")
     params = rnn_xp.init("gru", 3, 4, seed=18, xp=np)
-    x = rng.standard_normal((2, 3, 3)).astype("float32")
+    x = rng.standard_normal((2, 6, 3)).astype("float32")
     assert rnn_xp.explain(x, params).implementation == IMPL
     p16 = rnn_xp.to_device(params, np, dtype="float16")
     x16 = x.astype("float16")
