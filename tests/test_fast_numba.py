@@ -300,8 +300,9 @@ def test_threaded_kernels_only_where_they_pay(rng, monkeypatch):
 
     rnn_xp.forward(x, big, impl=IMPL)
     rnn_xp.forward(x, small, impl=IMPL)
+    rnn_xp.forward(np.repeat(x, 64, axis=0), big, impl=IMPL)  # batch 64: gate math on the calling thread
     assert chosen == (["vec_chunk_parallel"] if numba.get_num_threads() > 1 else ["vec_chunk_serial"]) + [
-        "vec_chunk_serial"]
+        "vec_chunk_serial"] + ["rows_serial"] * 5
     chosen.clear()
     monkeypatch.setattr(mod, "_cores_busy", lambda: True)
     rnn_xp.forward(x, big, impl=IMPL)

@@ -46,8 +46,11 @@ NAMESPACES = ("numpy",)
 INSTALL_HINT = "pip install 'rnn_xp[numba]'"
 MIN_NUMBA = (0, 60)
 _CHUNK_CAP = 1 << 20
-# Below these sizes a step's work is smaller than a parallel launch (a few us): run it on one thread.
-ROWS_PARALLEL_MIN = 1 << 14  # batch > 1: B * G * H gate elements a step
+# Below these sizes a step's work does not repay a parallel launch: run it on one thread. At batch > 1
+# the step's GEMM runs on BLAS's threads, which spin between calls: numba's threads then compete with
+# them for the cores (measured on 2 cores, load average 2: lstm-med 178 ms threaded vs 140 ms with the
+# gate math on the calling thread), so the gate math is threaded only for very large steps.
+ROWS_PARALLEL_MIN = 1 << 21  # batch > 1: B * G * H gate elements a step
 VEC_PARALLEL_MIN = 1 << 15  # compiled loop: B * G * H * H_out multiply-adds a step
 # Up to this many multiply-adds a step (and always at batch 1) the whole chunk runs compiled: a BLAS call
 # and a compiled call per step from Python cost more (~5-10 us a step) than the small product itself.
@@ -55,14 +58,15 @@ SMALL_STEP = 1 << 16
 
 
 def _cores_busy():
-    """Whether more threads are runnable than there are cores (1-minute load average), where it can be read.
+    """Whether the cores are taken (1-minute load average above cores - 1/2), where it can be read.
 
-    A step split over threads waits for the slowest: on an oversubscribed machine a descheduled
+    A step split over threads waits for the slowest: when other work holds the cores a descheduled
     thread stalls every step. Measured on a 2-core machine at load 5-12 (other processes): the
-    per-step launch made gru-latency 9x and lstm-med 4.8x slower than one thread, so then one it is.
+    per-step launch made gru-latency 9x and lstm-med 4.8x slower than one thread; at load 2, still
+    1.2x slower (gru-latency 17.7 ms vs 15.1 ms). Then one thread it is.
     """
     try:
-        return os.getloadavg()[0] > (os.cpu_count() or 1)
+        return os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
     except (AttributeError, OSError):  # no load average (Windows)
         return False
 
