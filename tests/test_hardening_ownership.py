@@ -137,7 +137,7 @@ def test_sequential_refuses_layers_that_do_not_chain():
     for layers, match in cases:
         with pytest.raises(ValueError, match=match):
             rnn_xp.Sequential(layers)
-    with pytest.raises(ValueError, match=r"input_shape \(7, 5\).*reads 3 features"):
+    with pytest.raises(ValueError, match=r"layer 0 \(gru\) reads 3 features, but the input_shape \(7, 5\) outputs 5"):
         rnn_xp.Sequential([_gru(3, 4)], input_shape=(7, 5))
     # what chains is fine: merge modes, stateless layers passing sizes on, the demo model
     rnn_xp.Sequential([emb, rnn_xp.Bidirectional(_gru(3, 4), _gru(3, 4), "sum"), rnn_xp.Identity(),
