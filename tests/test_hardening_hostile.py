@@ -471,3 +471,12 @@ def test_huge_numbers_raise_value_or_type_errors(npz_members, keras_bytes, tmp_p
         members["config.json"] = members["config.json"].replace(placeholder.encode(), value.encode())
         with pytest.raises(ValueError):
             rnn_xp.from_keras(_write(tmp_path / "huge.keras", _zip(members)))
+
+
+@pytest.mark.parametrize("flag", ["return_sequences", "use_bias", "go_backwards", "reset_after"])
+def test_keras_string_booleans_are_refused(flag, keras_bytes, tmp_path):
+    """A tampered "false" in a Keras config was read as True (bool("false")): the output changed shape."""
+    def edit(cfg):
+        next(e for e in cfg["layers"] if e["name"] == "gru")["config"][flag] = "false"
+    with pytest.raises(ValueError, match=f"{flag}='false'; expected true or false"):
+        rnn_xp.from_keras(_write(tmp_path / "flag.keras", _keras_with_config(keras_bytes, edit)))

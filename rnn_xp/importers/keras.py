@@ -187,6 +187,14 @@ def _activation(value, where, cell=False):
     return value if value in AXIS_ACTIVATIONS else resolve(value)
 
 
+def _flag(lc, key, default, where):
+    """A layer's boolean option in its config: true or false (a tampered "false" is not read as True)."""
+    value = lc.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: {key}={str(value)[:40]!r}; expected true or false")
+    return value
+
+
 def _size(lc, key, where):
     """A layer's size in its config: an int of at least 1 (not 1e999, 4.5 or "4")."""
     value = lc.get(key)
@@ -213,13 +221,13 @@ def _expect(weights, n, where, what):
 def _recurrent(kind, lc, weights, where):
     """A Keras SimpleRNN/LSTM/GRU (config and [kernel, recurrent_kernel, bias?]) as a Recurrent layer."""
     for option in ("return_state", "stateful"):
-        if lc.get(option):
+        if _flag(lc, option, False, where):
             raise ValueError(f"{where}: {option}=True is not supported; rnn_xp runs each call from a zero state "
                              "and returns the layer's output only")
     _check_dtype(lc, where)
     cell, U = CELLS[kind], _size(lc, "units", where)
-    G, use_bias = GATES[cell], bool(lc.get("use_bias", True))
-    reset_after = bool(lc.get("reset_after", True)) if cell == "gru" else True
+    G, use_bias = GATES[cell], _flag(lc, "use_bias", True, where)
+    reset_after = _flag(lc, "reset_after", True, where) if cell == "gru" else True
     act = _activation(lc.get("activation", "tanh"), where, cell=True)
     rec = _activation(lc.get("recurrent_activation", "sigmoid"), where, cell=True)
     acts = {"rnn": [act], "gru": [rec, act], "lstm": [rec, act, act]}[cell]
@@ -247,9 +255,9 @@ def _recurrent(kind, lc, weights, where):
             bias, arrays["l0.fwd.b_ih"] = "single", gates(b)
     cfg = make_config(cell, F, U, bias=bias, activations=acts, reset_after=reset_after, dtype=str(kernel.dtype))
     return Recurrent(RNNParams.from_named_arrays(cfg, {n: np.ascontiguousarray(a) for n, a in arrays.items()}),
-                     return_sequences=bool(lc.get("return_sequences", False)),
-                     zero_output_for_mask=bool(lc.get("zero_output_for_mask", False)),
-                     name=str(lc.get("name", "")), go_backwards=bool(lc.get("go_backwards", False)))
+                     return_sequences=_flag(lc, "return_sequences", False, where),
+                     zero_output_for_mask=_flag(lc, "zero_output_for_mask", False, where),
+                     name=str(lc.get("name", "")), go_backwards=_flag(lc, "go_backwards", False, where))
 
 
 def _rnn_layer(kind, lc, read, where):
@@ -279,12 +287,12 @@ def _embedding(kind, lc, read, where):
     (table,) = _expect(read(""), 1, where, "embeddings")
     if table.shape != (_size(lc, "input_dim", where), _size(lc, "output_dim", where)):
         raise ValueError(f"{where}: table {table.shape}; expected ({lc['input_dim']}, {lc['output_dim']})")
-    return Embedding(table, bool(lc.get("mask_zero", False)), str(lc.get("name", "embedding")))
+    return Embedding(table, _flag(lc, "mask_zero", False, where), str(lc.get("name", "embedding")))
 
 
 def _dense(kind, lc, read, where):
     _check_dtype(lc, where)
-    use_bias = bool(lc.get("use_bias", True))
+    use_bias = _flag(lc, "use_bias", True, where)
     weights = _expect(read(""), 2 if use_bias else 1, where, "kernel" + (", bias" if use_bias else ""))
     return Dense(weights[0], weights[1] if use_bias else None, _activation(lc.get("activation"), where),
                  str(lc.get("name", "dense")))
