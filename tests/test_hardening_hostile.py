@@ -86,10 +86,10 @@ def _make_pt(path):
 def _keras_functional():
     keras = pytest.importorskip("keras")
     L = keras.layers
-    i = keras.Input((5, 3))
-    x = L.GRU(4, return_sequences=True)(i)
-    x = L.LSTM(2)(x)
-    return keras.Model(i, L.Dense(1)(x))
+    i = keras.Input((5, 3), name="input_layer")  # fixed names: Keras numbers its defaults per process
+    x = L.GRU(4, return_sequences=True, name="gru")(i)
+    x = L.LSTM(2, name="lstm")(x)
+    return keras.Model(i, L.Dense(1, name="dense")(x))
 
 
 def _make_keras(path):
