@@ -480,3 +480,15 @@ def test_keras_string_booleans_are_refused(flag, keras_bytes, tmp_path):
         next(e for e in cfg["layers"] if e["name"] == "gru")["config"][flag] = "false"
     with pytest.raises(ValueError, match=f"{flag}='false'; expected true or false"):
         rnn_xp.from_keras(_write(tmp_path / "flag.keras", _keras_with_config(keras_bytes, edit)))
+
+
+def test_keras_hdf5_addresses_beyond_any_file_are_refused(keras_bytes, tmp_path):
+    """A superblock whose driver-information address is 2**64 - 128: h5py asks the in-memory weights for bytes at
+    an offset no ssize_t holds and raises OverflowError (found by tests/fuzz_harness.py)."""
+    members = _members(keras_bytes)
+    h5 = bytearray(members["model.weights.h5"])
+    assert h5[:8] == b"\x89HDF\r\n\x1a\n" and h5[8] == 0 and h5[48:56] == b"\xff" * 8  # superblock version 0
+    h5[48] = 0x80
+    members["model.weights.h5"] = bytes(h5)
+    with pytest.raises(ValueError, match="not an HDF5 file|malformed"):
+        rnn_xp.from_keras(_write(tmp_path / "address.keras", _zip(members)))

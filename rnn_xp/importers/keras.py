@@ -151,8 +151,9 @@ def _read_archive(path, where=None):
                 NotImplementedError) as e:
             raise ValueError(f"{where}: malformed .keras archive ({e})") from None
     h5py = _h5py()
-    # damaged HDF5 raises OSError or RuntimeError in h5py
-    damaged = (OSError, RuntimeError, EOFError, NotImplementedError)
+    # damaged HDF5 raises OSError or RuntimeError in h5py; an address beyond any file, OverflowError when h5py asks
+    # the in-memory file for bytes there (found by tests/fuzz_harness.py)
+    damaged = (OSError, RuntimeError, EOFError, NotImplementedError, OverflowError)
     try:
         h5 = h5py.File(io.BytesIO(weights_bytes), "r")
     except (ValueError, *damaged) as e:
@@ -161,7 +162,7 @@ def _read_archive(path, where=None):
         try:
             return _build(spec, _Weights(h5, len(weights_bytes)))
         # a malformed config fails in many ways; a number beyond any float (units 1e999) in OverflowError
-        except (KeyError, TypeError, AttributeError, IndexError, RecursionError, OverflowError, *damaged) as e:
+        except (KeyError, TypeError, AttributeError, IndexError, RecursionError, *damaged) as e:
             raise ValueError(f"{where}: malformed .keras archive ({type(e).__name__}: {e})") from None
 
 
