@@ -62,8 +62,8 @@ def _last_state(state):
 
 
 # --- CPU -------------------------------------------------------------------------------------
-def _seed_loop(cfg, params, x, opts):
-    from .seed_loop import FORWARD
+def _numpy_loop(cfg, params, x, opts):
+    from .numpy_loop import FORWARD
 
     w = params.layers[0][0]
     W = [np.asarray(a) for a in (w.w_ih, w.w_hh, w.b_ih, w.b_hh)]
@@ -251,7 +251,7 @@ def _jax(cfg, params, x, opts):
 
 
 SETUP = {
-    "seed-loop": _seed_loop,
+    "numpy-loop": _numpy_loop,
     "rnn_xp-numpy": _rnn_xp_numpy,
     "torch-cpu": _torch_cpu,
     "ort-cpu": _ort_cpu,

@@ -31,6 +31,8 @@ from .reference import forward64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = {False: 1e-4, True: 2e-2}  # max abs error allowed, relative to max(1, max |y|): fp32, TF32
 SETTLE_S = 0.1  # pause after each worker's turn: its thread pool stops spinning before the next one runs
+BACKENDS = {"numpy-loop", "rnn_xp-numpy", "torch-cpu", "ort-cpu", "rnn_xp-cupy", "torch-cuda", "jax"}
+RENAMED_BACKENDS = {"seed-loop": "numpy-loop"}  # names of earlier versions -> today's
 
 
 # --- what is on this machine -------------------------------------------------------------------
@@ -111,7 +113,7 @@ def _blas() -> str:
 
 def probe(backends_wanted=None) -> dict:
     """Which backends can run here; each GPU check runs in a fresh process."""
-    have = {"seed-loop": True, "rnn_xp-numpy": True}
+    have = {"numpy-loop": True, "rnn_xp-numpy": True}
     have["torch-cpu"] = _has("torch")
     have["ort-cpu"] = _has("onnxruntime") and _has("onnx") and _has("torch")
     have["rnn_xp-cupy"] = _has("cupy") and _py(
@@ -175,8 +177,8 @@ def _auto_impl(namespace, cfg):
 def plan(cfg, have, impls):
     """[(backend, impl, tf32)] for one config, CPU rows first, then GPU rows."""
     jobs = []
-    if have["seed-loop"] and cfg.seed_loop:
-        jobs.append(("seed-loop", None, False))
+    if have["numpy-loop"] and cfg.numpy_loop:
+        jobs.append(("numpy-loop", None, False))
     if have["rnn_xp-numpy"]:
         jobs += [("rnn_xp-numpy", impl, False) for impl in impls["numpy"]]
     if have["torch-cpu"]:
@@ -353,19 +355,24 @@ def _slug(s):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
+                                 epilog="bench/README.md explains the configs, the backends and how times are taken.")
     ap.add_argument("--configs", default="all",
-                    help="'reference' (the four of shared/REFERENCE.md), 'sweeps', 'all' (default) or names")
-    ap.add_argument("--quick", action="store_true", help="small configs, two short rounds: a smoke test (<1 min)")
+                    help="'reference' (keras-text, lstm-med, lstm-large, gru-latency), 'sweeps' (time steps, batch "
+                         "and hidden size), 'all' (default) or a comma list of config names")
+    ap.add_argument("--quick", action="store_true",
+                    help="three small configs, two short rounds: a smoke test (under a minute); its goal checks "
+                         "are indicative only")
     ap.add_argument("--backends", default=None,
-                    help="comma list among seed-loop, rnn_xp-numpy, torch-cpu, ort-cpu, rnn_xp-cupy, torch-cuda, jax")
+                    help="comma list among " + ", ".join(sorted(BACKENDS)) + " (default: every one installed)")
     ap.add_argument("--rounds", type=int, default=None, help="timing rounds per backend (default 5; quick 2)")
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds of calls per backend per round (default 0.5; quick 0.05)")
     ap.add_argument("--out", default=None,
-                    help="results JSON path (default bench/results/<machine>-<date>.json; quick: a temp dir)")
-    ap.add_argument("--no-plots", action="store_true")
-    ap.add_argument("--no-progress", action="store_true")
+                    help="results JSON path, or a folder (ending in /) to write it in under its default name "
+                         "(default: bench/results/<machine>-<date>.json; quick: <temp dir>/rnn_xp-bench/)")
+    ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ap.add_argument("--perturb", default="", help=argparse.SUPPRESS)  # tests: backend=delta spoils a result
     opts = ap.parse_args(argv)
     opts.rounds = opts.rounds or (2 if opts.quick else 5)
@@ -375,11 +382,13 @@ def main(argv=None):
     opts.warmup_s = 0.05 if opts.quick else 0.25
     opts.perturb = {k: float(v) for k, v in (p.split("=") for p in opts.perturb.split(",") if p)}
     wanted = None if opts.backends is None else {b.strip() for b in opts.backends.split(",") if b.strip()}
-    known = {"seed-loop", "rnn_xp-numpy", "torch-cpu", "ort-cpu", "rnn_xp-cupy", "torch-cuda", "jax"}
-    if wanted is not None and not wanted <= known:
-        ap.error(f"unknown backend(s) {sorted(wanted - known)}; expected some of {sorted(known)}")
+    for old in sorted((wanted or set()) & set(RENAMED_BACKENDS)):
+        _note(f"backend {old!r} is now called {RENAMED_BACKENDS[old]!r}")
+        wanted = (wanted - {old}) | {RENAMED_BACKENDS[old]}
+    if wanted is not None and not wanted <= BACKENDS:
+        ap.error(f"unknown backend(s) {sorted(wanted - BACKENDS)}; expected some of {sorted(BACKENDS)}")
     try:
-        cfgs = _configs.select(opts.configs, opts.quick)
+        cfgs = _configs.select(opts.configs, opts.quick, note=_note)
     except ValueError as e:
         ap.error(str(e))
 
@@ -391,12 +400,15 @@ def main(argv=None):
     machine = machine_info(have, opts.quick)
     date = _dt.datetime.now(_dt.timezone.utc)
     name = _slug(machine["gpu"] or f"{machine['cpu']}-{machine['cores']}c")
-    if opts.out:
+    default_name = f"{'quick-' if opts.quick else ''}{name}-{date:%Y-%m-%d}.json"
+    if opts.out and (opts.out.endswith(("/", os.sep)) or os.path.isdir(opts.out)):
+        out = os.path.join(opts.out, default_name)
+    elif opts.out:
         out = opts.out
     elif opts.quick:
-        out = os.path.join(tempfile.gettempdir(), "rnn_xp-bench", f"quick-{name}-{date:%Y-%m-%d}.json")
+        out = os.path.join(tempfile.gettempdir(), "rnn_xp-bench", default_name)
     else:
-        out = os.path.join(ROOT, "bench", "results", f"{name}-{date:%Y-%m-%d}.json")
+        out = os.path.join(ROOT, "bench", "results", default_name)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
     total = sum(len(plan(c, have, impls)) * (1 + opts.rounds) for c in cfgs)
@@ -408,7 +420,7 @@ def main(argv=None):
         for cfg in cfgs:
             records += run_config(cfg, have, impls, tmp, opts, progress, machine)
     progress.close()
-    result = {"date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    result = {"date": date.strftime("%Y-%m-%dT%H:%M:%SZ"), "quick": opts.quick,
               "command": "python -m bench" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
                   sys.argv[1:] if argv is None else argv)),
               "wall_s": round(time.time() - t0, 1), "machine": machine,
@@ -431,5 +443,11 @@ def main(argv=None):
         f.write(md)
     plots = [] if opts.no_plots else report.plots(result, os.path.splitext(out)[0])
     print(md)
-    print(f"wrote {out}, {os.path.splitext(out)[0]}.md" + "".join(f", {p}" for p in plots), file=sys.stderr)
+    print("results:")
+    for path in (out, os.path.splitext(out)[0] + ".md", *plots):
+        print(f"  {path}")
     return 0
+
+
+def _note(text):
+    print(f"note: {text}", file=sys.stderr)

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-CONFIGS = [("keras-seed", "rnn", 64, 250, 32, 100), ("gru-latency", "gru", 1, 1000, 64, 256),
+CONFIGS = [("keras-text", "rnn", 64, 250, 32, 100), ("gru-latency", "gru", 1, 1000, 64, 256),
            ("lstm-med", "lstm", 64, 100, 256, 512), ("lstm-large", "lstm", 256, 200, 1024, 1024)]
 
 

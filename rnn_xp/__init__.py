@@ -28,6 +28,7 @@ from .layers import (
     Sequential,
     Softmax,
     seed_model,
+    text_classifier,
 )
 from .params import CellWeights, RNNConfig, RNNParams, init
 from .seam import implementations
@@ -35,11 +36,12 @@ from .tools import count_params, summary, to_device
 
 __version__ = "0.2.0"
 
-rnn_forward = forward  # the design card's name
+rnn_forward = forward  # the name tutorials give the function: rnn_forward(x, params)
 
 __all__ = [
     "Activation", "ActivationLayer", "Backend", "Bidirectional", "CellWeights", "Dense", "Embedding", "Identity",
     "Masking", "OnnxGraph", "RNNConfig", "RNNParams", "Recurrent", "Sequential", "Softmax", "__version__",
     "count_params", "explain", "forward", "from_keras", "from_onnx", "from_torch", "implementations", "init", "load",
-    "rnn_forward", "save", "seed_model", "select_backend", "softmax", "summary", "to_device", "to_torch_state_dict",
+    "rnn_forward", "save", "seed_model", "select_backend", "softmax", "summary", "text_classifier", "to_device",
+    "to_torch_state_dict",
 ]

@@ -56,11 +56,14 @@ def namespace_name(xp) -> str:
     return getattr(xp, "__name__", type(xp).__name__)
 
 
-# namespaces by the names users type: module to import, pip extra or package that brings it
-_BY_NAME = {"numpy": ("numpy", "numpy"), "cupy": ("cupy", "rnn_xp[cuda13] (or rnn_xp[cuda12])"),
-            "torch": ("torch", "torch"), "array_api_strict": ("array_api_strict", "array-api-strict"),
-            "jax": ("jax.numpy", "jax"), "jax.numpy": ("jax.numpy", "jax"), "dask": ("dask.array", "dask[array]"),
-            "dask.array": ("dask.array", "dask[array]")}
+# namespaces by the names users type: module to import, the install that brings it
+_BY_NAME = {"numpy": ("numpy", "pip install numpy"),
+            "cupy": ("cupy", "pip install 'rnn_xp[cuda13]' ('rnn_xp[cuda12]' for a CUDA 12 driver)"),
+            "torch": ("torch", "pip install torch"),
+            "array_api_strict": ("array_api_strict", "pip install array-api-strict"),
+            "jax": ("jax.numpy", "pip install jax"), "jax.numpy": ("jax.numpy", "pip install jax"),
+            "dask": ("dask.array", "pip install 'dask[array]'"),
+            "dask.array": ("dask.array", "pip install 'dask[array]'")}
 
 
 def _import_by_name(name):
@@ -69,12 +72,12 @@ def _import_by_name(name):
     if name not in _BY_NAME:
         raise TypeError(f"xp={name!r} is not an array namespace rnn_xp knows by name; expected one of "
                          f"{', '.join(map(repr, _BY_NAME))}, or pass the module itself")
-    module, package = _BY_NAME[name]
+    module, install = _BY_NAME[name]
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ModuleNotFoundError(f"xp={name!r} needs {module}, which does not import here ({e}). "
-                                  f"Fix: pip install '{package}'") from None
+        raise ModuleNotFoundError(f"xp={name!r} needs {module}, which does not import here ({e}). Fix: {install}"
+                                  ) from None
 
 
 def as_namespace(xp):

@@ -49,7 +49,10 @@ def select_backend(name: str | None = None) -> Backend:
     if name is None:
         name, source = os.environ.get(ENV_VAR, "auto") or "auto", f"${ENV_VAR}"
     if not isinstance(name, str) or name.lower() not in _CHOICES:
-        raise ValueError(f"backend {name!r} (from the {source}) is unknown; expected one of {', '.join(_CHOICES)}")
+        fix = f"{ENV_VAR}=auto (or numpy, or cupy), or unset it" if source != "argument" else "select_backend('auto')"
+        raise ValueError(f"backend {name!r} (from the {source}) is unknown; expected one of {', '.join(_CHOICES)}. "
+                         f"Fix: {fix}. (Other namespaces, such as torch, need no backend: pass their arrays, and "
+                         "rnn_xp.to_device(params, 'torch') for the weights)")
     name = name.lower()
     if name == "numpy":
         import numpy

@@ -1,11 +1,45 @@
-"""Command line: ``rnn-xp demo`` (also ``python -m rnn_xp demo``)."""
+"""The command line, ``rnn-xp`` (also ``python -m rnn_xp``).
+
+``rnn-xp demo`` builds :func:`rnn_xp.text_classifier` (a Keras-style text classifier with random
+weights) on the backend :func:`rnn_xp.select_backend` picks, runs it on random token ids and
+times it. A mistake in the command or the environment (an unknown backend, CuPy requested on a
+machine without a GPU) is one line on stderr with the fix, exit status 2; ``--debug`` shows the
+traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
+
+DESCRIPTION = """\
+rnn_xp runs the forward pass of SimpleRNN, LSTM and GRU networks on NumPy, CuPy (GPU) or any
+Array-API namespace. This command line has one command, `demo`, a first check of an install."""
+
+DEMO_HELP = "build a small text classifier and time it on the backend rnn_xp picks"
+
+DEMO_DESCRIPTION = """\
+Builds a Keras-style text classifier with random weights, Embedding(5000, 32) -> SimpleRNN(100)
+-> Dense(1, sigmoid) (173,401 parameters, rnn_xp.text_classifier()), on the backend
+rnn_xp.select_backend() picks: CuPy when a CUDA GPU answers, NumPy otherwise. It prints the backend
+and why, the model's summary, the implementation that runs the SimpleRNN, and the time of a forward
+pass over a batch of random token ids."""
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, except the uninformative ones (None, False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class UsageError(Exception):
+    """A mistake in the command or the environment: reported in one line, exit status 2."""
 
 
 def _sync(xp_name):
@@ -14,20 +48,46 @@ def _sync(xp_name):
         cupy.cuda.Device().synchronize()
 
 
+def _gpu_hint() -> str:
+    """What the GPU path would need on this machine."""
+    if importlib.util.find_spec("cupy") is None:
+        return ("for the GPU path: an NVIDIA GPU and CuPy, pip install 'rnn_xp[cuda13]' "
+                "('rnn_xp[cuda12]' for a CUDA 12 driver)")
+    return ("for the GPU path: CuPy is installed but no CUDA device answers; check that nvidia-smi lists a GPU "
+            "(in Docker: docker run --gpus all) and that the CuPy package matches the driver's CUDA major")
+
+
+def _select(name):
+    """select_backend, its errors turned into a UsageError naming the fix."""
+    import rnn_xp
+    from rnn_xp.backend import ENV_VAR
+
+    try:
+        return rnn_xp.select_backend(name)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(str(e)) from e
+    except ImportError as e:
+        raise UsageError(f"{e}. Fix: pip install 'rnn_xp[cuda13]', or {ENV_VAR}=numpy") from e
+
+
 def demo(args) -> int:
-    """The seeds' Keras model, Embedding(5000, 32) -> SimpleRNN(100) -> Dense(1, sigmoid), timed."""
+    """Build the text classifier on the selected backend, run it and print what ran and how long it took."""
     import numpy as np
 
     import rnn_xp
     from rnn_xp import _xp
 
-    backend = rnn_xp.select_backend(args.backend)
+    backend = _select(args.backend)
     print(f"backend: {backend.name} on {backend.device} ({backend.reason})")
-    model = rnn_xp.seed_model(seed=0, xp=backend.xp, device=backend.device, steps=args.steps)
+    if backend.name == "numpy" and "fallback" in backend.reason:
+        print(f"  {_gpu_hint()}")
+    model = rnn_xp.text_classifier(seed=0, xp=backend.xp, device=backend.device, steps=args.steps)
     print(rnn_xp.summary(model))
     ids_host = np.random.default_rng(0).integers(0, 5000, size=(args.batch, args.steps))
     ids = _xp.from_host(ids_host, backend.xp, backend.device)
-    print(f"input: token ids {tuple(ids.shape)} ({_xp.namespace_name(backend.xp)}, {ids.dtype})")
+    print(f"input: token ids {tuple(ids.shape)} ({_xp.namespace_name(backend.xp)}, {_xp.dtype_name(ids.dtype)})")
+    embedding, recurrent = model.layers[0], model.layers[1]
+    print(f"SimpleRNN {rnn_xp.explain(embedding(ids)[0], recurrent.params)}")
     out = model(ids)  # warm-up (and kernel compilation on a GPU)
     _sync(backend.name)
     times = []
@@ -39,26 +99,53 @@ def demo(args) -> int:
     probs = _xp.to_host(out).astype("float64")
     print(f"output: {tuple(out.shape)} {_xp.dtype_name(out.dtype)}, probabilities in "
           f"[{probs.min():.4f}, {probs.max():.4f}], first {probs[:3, 0].round(4).tolist()}")
-    print(f"time: median {1e3 * statistics.median(times):.2f} ms over {args.repeats} runs "
+    runs = "1 run" if args.repeats == 1 else f"{args.repeats} runs"
+    print(f"time: median {1e3 * statistics.median(times):.2f} ms over {runs} "
           f"(min {1e3 * min(times):.2f} ms) for batch {args.batch} x {args.steps} steps")
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="rnn-xp", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="run the seeds' Keras model on the backend select_backend picks")
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``rnn-xp`` argument parser."""
+    import rnn_xp
+    from rnn_xp.backend import ENV_VAR
+
+    fmt = _Help
+    ap = argparse.ArgumentParser(prog="rnn-xp", description=DESCRIPTION, formatter_class=fmt)
+    ap.add_argument("--version", action="version", version=f"rnn_xp {rnn_xp.__version__}")
+    ap.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("demo", help=DEMO_HELP, description=DEMO_DESCRIPTION, formatter_class=fmt)
     p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None,
-                   help="default: $RNN_XP_BACKEND or auto")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=250)
-    p.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        if args.batch < 1 or args.steps < 1 or args.repeats < 1:
-            parser.error("--batch, --steps and --repeats must be positive")
+                   help=f"the array backend; when not given, ${ENV_VAR} or else auto (CuPy if a GPU answers)")
+    p.add_argument("--batch", type=_positive, default=64, metavar="N", help="sequences per forward pass")
+    p.add_argument("--steps", type=_positive, default=250, metavar="N", help="token ids per sequence")
+    p.add_argument("--repeats", type=_positive, default=5, metavar="N", help="timed forward passes (after one warm-up)")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    return ap
+
+
+def main(argv=None) -> int:
+    """Run ``rnn-xp``; returns the exit status (2 for a mistake in the command or the environment)."""
+    ap = parser()
+    args = ap.parse_args(argv)
+    try:
         return demo(args)
-    return 2  # pragma: no cover - argparse rejects other commands
+    except UsageError as e:
+        if args.debug:
+            raise
+        print(f"rnn-xp: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -266,6 +266,12 @@ class CellWeights:
     def items(self):
         return [(n, getattr(self, n)) for n in WEIGHT_NAMES if getattr(self, n) is not None]
 
+    def __repr__(self):  # shapes, dtype and place, not values
+        a = self.w_ih
+        return ("CellWeights(" + ", ".join(f"{n}={tuple(w.shape)}" for n, w in self.items())
+                + f", dtype={_xp.dtype_name(a.dtype)!r}, namespace={_xp.namespace_name(_xp.array_namespace(a))!r}, "
+                f"device={_xp.device(a)!s})")
+
 
 @dataclass(frozen=True, eq=False)
 class RNNParams:

@@ -26,8 +26,11 @@ def _check(obj, fn):
 def to_device(obj, xp, device=None, dtype=None):
     """A copy of params or a model with every array in namespace ``xp`` on ``device``, cast to ``dtype``.
 
-    ``xp`` is a namespace module (numpy, cupy, torch, array_api_strict, ...). This is the one
-    explicit way to move or cast: forward() never transfers or casts silently.
+    ``xp`` is a namespace, as a module (``numpy``, ``cupy``, ``torch``, ``array_api_strict``,
+    ``jax.numpy``, ...) or by name (``"numpy"``, ``"cupy"``, ``"torch"``, ``"array_api_strict"``,
+    ``"jax"``, ``"dask.array"``); a name whose package is missing raises ModuleNotFoundError naming
+    the install. This is the one explicit way to move or cast: forward() never transfers or casts
+    silently.
     """
     _check(obj, "to_device")
     xp = _xp.as_namespace(xp)

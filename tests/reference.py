@@ -1,4 +1,4 @@
-"""An independent float64 reference in the seeds' style: plain loops per sample and per step, np.dot.
+"""An independent float64 reference written as tutorials write an RNN: plain loops per sample and per step, np.dot.
 
 It shares nothing with rnn_xp's engine but the weight layout (documented in rnn_xp.params).
 """

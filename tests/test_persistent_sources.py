@@ -109,7 +109,7 @@ def test_source_is_self_contained():
 # ---- 2. the plan -----------------------------------------------------------------------------------
 
 H100 = (132, 232448)  # SMs, MaxSharedMemoryPerBlockOptin (227 KiB)
-REFERENCE = {"keras-seed": ("rnn", 64, 100), "gru-latency": ("gru", 1, 256), "lstm-med": ("lstm", 64, 512),
+REFERENCE = {"keras-text": ("rnn", 64, 100), "gru-latency": ("gru", 1, 256), "lstm-med": ("lstm", 64, 512),
              "lstm-large": ("lstm", 256, 1024)}
 
 

@@ -23,7 +23,7 @@ Same equations as rnn_xp.cells, arranged for NumPy on the CPU:
 float32 and float64 run here; other dtypes go to the reference loop.
 
 Measured on a 2-core Xeon with OpenBLAS (bench/results): about 2x the reference loop where the
-step count dominates (keras-seed, gru-latency), 1.4x on lstm-med. At batch 1 the matvec with
+step count dominates (keras-text, gru-latency), 1.4x on lstm-med. At batch 1 the matvec with
 W_hh (L2-bandwidth bound on one core: OpenBLAS does not thread it) plus ~11 ufunc calls of
 ~0.25 us each set the floor of a step; at batch 64 OpenBLAS's sgemm of (B, H) x (H, 4H) runs at
 ~270 GFLOP/s and the gate math (single-threaded ufuncs) adds a third.

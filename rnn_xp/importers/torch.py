@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zipfile
 from dataclasses import replace
 
@@ -66,7 +67,12 @@ def _read_file(path):
             return load_file(path)
         except Exception as e:  # noqa: BLE001 - safetensors reports a malformed file in several types
             raise ValueError(f"{where} is not a readable safetensors file ({type(e).__name__}: {e})") from None
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"{where} is not a safetensors file, so it is read as a torch.save file, which needs "
+                          "PyTorch: pip install torch (or save the weights with safetensors, which rnn_xp reads "
+                          "without torch)") from None
 
     try:  # torch.save writes a zip of uncompressed records: one that declares more bytes than the file is a bomb
         with zipfile.ZipFile(path) as zf:
@@ -161,6 +167,10 @@ def _from_state_dict(sd, cell, nonlinearity):
     check_choice("cell", cell, tuple(GATES))
     if nonlinearity is not None and cell != "rnn":
         raise ValueError(f"nonlinearity applies to cell='rnn' only; got cell={cell!r}")
+    if cell == "rnn" and nonlinearity is None:
+        warnings.warn("from_torch(): a state_dict does not record an nn.RNN's nonlinearity; assuming 'tanh' (the "
+                      "default). Pass nonlinearity='tanh' to say so, or nonlinearity='relu' for "
+                      "nn.RNN(nonlinearity='relu'), whose outputs would otherwise be wrong", UserWarning, stacklevel=3)
     num_layers = 1 + max(k for _, k, _, _ in keys.values())
     if num_layers > len(keys):  # the layers must be numbered 0, 1, ...: a huge index must not make us loop
         raise ValueError(f"state_dict keys name layer {num_layers - 1} but hold {len(keys)} tensors; expected layers "
@@ -179,8 +189,9 @@ def from_torch(obj, *, cell=None, nonlinearity=None):
     ``obj`` is the module, its state_dict, or the path of a file holding the state_dict: a
     ``torch.save`` file (read with ``torch.load(weights_only=True)``, which never runs pickled
     code) or a safetensors file (read without torch). A state_dict cannot tell an RNN's
-    nonlinearity (pass ``nonlinearity="relu"`` when it was one); the cell is inferred from the
-    shapes unless given. A module made with ``batch_first=False`` is run with
+    nonlinearity: for an RNN state_dict without ``nonlinearity=`` a UserWarning says that tanh
+    is assumed (pass ``nonlinearity="relu"`` when it was one, ``"tanh"`` to say so); the cell is
+    inferred from the shapes unless given. A module made with ``batch_first=False`` is run with
     ``forward(..., time_major=True)``. Move the result with :func:`rnn_xp.to_device`.
     """
     if isinstance(obj, (str, os.PathLike)):
@@ -212,7 +223,10 @@ def from_torch(obj, *, cell=None, nonlinearity=None):
 
 def to_torch_state_dict(params):
     """A state_dict (torch tensors on the CPU) that the matching torch module loads."""
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("to_torch_state_dict() makes torch tensors: pip install torch") from None
 
     if not isinstance(params, RNNParams):
         raise TypeError(f"to_torch_state_dict() takes RNNParams; got {type(params).__name__}")

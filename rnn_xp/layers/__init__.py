@@ -17,7 +17,8 @@ The protocol every layer and model speaks is described in :mod:`rnn_xp.layers.ba
 from .base import REGISTRY, from_config, register
 from .basic import ActivationLayer, Dense, Embedding, Identity, Masking, Softmax
 from .recurrent import MERGE_MODES, Bidirectional, Recurrent
-from .sequential import Sequential, seed_model
+from .sequential import Sequential, seed_model, text_classifier
 
 __all__ = ["ActivationLayer", "Bidirectional", "Dense", "Embedding", "Identity", "MERGE_MODES", "Masking",
-           "REGISTRY", "Recurrent", "Sequential", "Softmax", "from_config", "register", "seed_model"]
+           "REGISTRY", "Recurrent", "Sequential", "Softmax", "from_config", "register", "seed_model",
+           "text_classifier"]

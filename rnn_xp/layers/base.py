@@ -61,6 +61,19 @@ def _activation_from_json(value):
     return Activation.from_json(value)
 
 
+def _activation_repr(act):
+    """An activation as reprs show it: its name, with alpha and beta when it has them."""
+    if isinstance(act, str):
+        return repr(act)
+    extra = "".join(f", {k}={v}" for k, v in (("alpha", act.alpha), ("beta", act.beta)) if v is not None)
+    return repr(act.name) if not extra else f"{act.name}({extra[2:]})"
+
+
+def where_repr(a):
+    """``dtype on namespace device`` of a layer's weights, for its repr."""
+    return f"{_xp.dtype_name(a.dtype)} on {_xp.namespace_name(_xp.array_namespace(a))} {_xp.device(a)}"
+
+
 def _host_uniform(seed, shape, bound):
     return np.random.default_rng(seed).uniform(-bound, bound, size=shape)
 

@@ -16,11 +16,13 @@ from .base import (
     _activate,
     _activation_from_json,
     _activation_json,
+    _activation_repr,
     _check_weight,
     _host_uniform,
     _layer_activation,
     _Stateless,
     register,
+    where_repr,
 )
 
 
@@ -49,11 +51,19 @@ class Embedding:
         table = _xp.from_host(_host_uniform(seed, (input_dim, output_dim), 0.05), xp, device, dtype)
         return cls(table, mask_zero, name)
 
+    def __repr__(self):  # the table's shape, not its values
+        V, D = self.table.shape
+        return (f"Embedding(input_dim={V}, output_dim={D}, mask_zero={self.mask_zero}, name={self.name!r}, "
+                f"{where_repr(self.table)})")
+
     def __call__(self, ids, mask=None):
         xp = _xp.array_namespace(self.table)
-        if not _xp.is_array(ids) or not _xp.array_namespace(ids).isdtype(ids.dtype, "integral"):
-            raise TypeError(f"{self.name}: expects integer token ids; got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)}. Fix: xp.astype(ids, xp.int64)")
+        if not _xp.is_array(ids):
+            raise TypeError(f"{self.name}: expects an array of integer token ids; got {type(ids).__name__}. Fix: "
+                            f"{_xp.namespace_name(xp)}.asarray(ids), on the model's namespace")
+        if not _xp.array_namespace(ids).isdtype(ids.dtype, "integral"):
+            raise TypeError(f"{self.name}: expects integer token ids; got {_xp.dtype_name(ids.dtype)}. Fix: "
+                            "xp.astype(ids, xp.int64)")
         check_same_space(self.name, ids, self.table)
         V = self.table.shape[0]
         if math.prod(ids.shape) and (int(xp.min(ids)) < 0 or int(xp.max(ids)) >= V):  # torch's size is a method
@@ -147,6 +157,11 @@ class Dense:
         bias = _xp.from_host(rng.uniform(-bound, bound, (units,)), xp, device, dtype) if use_bias else None
         return cls(kernel, bias, activation, name)
 
+    def __repr__(self):  # the kernel's shape, not its values
+        F, U = self.kernel.shape
+        return (f"Dense(in_features={F}, units={U}, activation={_activation_repr(self.activation)}, "
+                f"use_bias={self.bias is not None}, name={self.name!r}, {where_repr(self.kernel)})")
+
     def __call__(self, x, mask=None):
         xp = check_layer_input(self.name, x, self.kernel, features=self.kernel.shape[0])
         y = xp.matmul(x, self.kernel)  # (..., units)
@@ -220,7 +235,7 @@ class Identity(_Stateless):
 @register
 @dataclass(frozen=True, eq=False)
 class Softmax(_Stateless):
-    """Softmax over the last axis (a layer, for the seeds' y_t = softmax(V h_t + c))."""
+    """Softmax over the last axis, as a layer: e.g. the output layer y_t = softmax(V h_t + c) of an Elman RNN."""
 
     name: str = "softmax"
     kind = "layer"

@@ -9,7 +9,7 @@ from .._validate import check_bool, check_mask, check_x
 from ..engine import forward
 from ..params import RNNParams
 from ..registry import MERGE_MODES
-from .base import _check_weight, from_config, params_from_config, register, sub_arrays
+from .base import _check_weight, from_config, params_from_config, register, sub_arrays, where_repr
 
 
 @register
@@ -51,6 +51,16 @@ class Recurrent:
         if self.return_sequences:
             return y, mask
         return self._last_output(y, state, run), None
+
+    def __repr__(self):  # the configuration, not the weights
+        c = self.params.config
+        settings = (("num_layers", c.num_layers, 1), ("direction", c.direction, "forward"),
+                    ("proj_size", c.proj_size, 0))
+        extra = [f"{k}={v!r}" for k, v, default in settings if v != default]
+        extra += [f"{f}=True" for f in ("return_sequences", "zero_output_for_mask", "go_backwards") if getattr(self, f)]
+        where = where_repr(self.params.layers[0][0].w_ih)
+        return (f"Recurrent({self.type_name}, input_size={c.input_size}, units={c.hidden_size}, bias={c.bias!r}, "
+                + "".join(e + ", " for e in extra) + f"name={self.name!r}, {where})")
 
     def _last_output(self, y, state, run):
         xp = _xp.array_namespace(y)
@@ -134,6 +144,10 @@ class Bidirectional:
     @property
     def return_sequences(self):
         return self.forward_layer.return_sequences
+
+    def __repr__(self):
+        return (f"Bidirectional(merge_mode={self.merge_mode!r}, name={self.name!r},\n"
+                f"  forward={self.forward_layer!r},\n  backward={self.backward_layer!r})")
 
     def __call__(self, x, mask=None):
         y, _ = self.forward_layer(x, mask)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 from ..backend import resolve_target
@@ -68,6 +69,12 @@ class Sequential:
             rank, features = _output(layer, rank, features)
             if not isinstance(layer, _PASS_THROUGH):
                 source = where
+
+    def __repr__(self):  # one layer a line, shapes and settings, never the weights' values
+        lines = [f"Sequential(name={self.name!r}, input_shape={self.input_shape}, layers=["]
+        for layer in self.layers:
+            lines += ["  " + line for line in f"{layer!r},".splitlines()]
+        return "\n".join(lines + ["])"])
 
     @staticmethod
     def layer_types():
@@ -139,9 +146,30 @@ def _output(layer, rank, features):
     return None, None  # a layer this check does not know: nothing is assumed after it
 
 
-# the seeds' model, for the demo and the tests
-def seed_model(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, embed=32, units=100, steps=250):
-    """Embedding(5000, 32) -> SimpleRNN(100) -> Dense(1, sigmoid), Keras conventions (173,401 params)."""
+def text_classifier(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, embed=32, units=100, steps=250):
+    """A Keras-style text classifier with random weights: the model of ``rnn-xp demo``.
+
+    ``Embedding(vocab, embed) -> SimpleRNN(units) -> Dense(1, sigmoid)``, as the Keras tutorials
+    build a sentiment classifier; with the defaults, Embedding(5000, 32) -> SimpleRNN(100) ->
+    Dense(1, sigmoid), 160,000 + 13,300 + 101 = 173,401 parameters (Keras's count: one bias).
+
+    Parameters
+    ----------
+    seed : int
+        The Embedding's weights come from ``seed``, the SimpleRNN's from ``seed + 1``, the Dense
+        layer's from ``seed + 2``: the same seed gives the same model on every backend.
+    dtype, xp, device
+        Where the weights live (see :func:`rnn_xp.init`); ``xp=None`` reads ``RNN_XP_BACKEND``.
+    vocab, embed, units
+        The vocabulary size, the embedding width and the SimpleRNN's units.
+    steps
+        The sequence length shown by :func:`rnn_xp.summary` (the model takes any length).
+
+    Returns
+    -------
+    Sequential
+        ``model(token_ids)`` maps integer ids of shape (batch, time) to probabilities (batch, 1).
+    """
     xp, device = resolve_target(xp, device)
     return Sequential([
         Embedding.init(vocab, embed, seed=seed, dtype=dtype, xp=xp, device=device),
@@ -149,3 +177,10 @@ def seed_model(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, emb
                                device=device)),
         Dense.init(units, 1, activation="sigmoid", seed=seed + 2, dtype=dtype, xp=xp, device=device),
     ], input_shape=(steps,))
+
+
+def seed_model(**kwargs):
+    """Deprecated name of :func:`text_classifier` (same arguments, same model)."""
+    warnings.warn("rnn_xp.seed_model() is now rnn_xp.text_classifier(); seed_model will be removed",
+                  DeprecationWarning, stacklevel=2)
+    return text_classifier(**kwargs)

@@ -375,7 +375,9 @@ class OnnxGraph:
         a = arrays[0]
         return Space(_xp.array_namespace(a), _xp.device(a), _xp.dtype_name(a.dtype))
 
-    def __call__(self, **feeds):
+    def __call__(self, *args, **feeds):
+        if args:  # graph(x): say how inputs are passed, rather than Python's "takes 1 positional argument"
+            raise TypeError(f"the graph takes its inputs by name: graph({', '.join(f'{n}=...' for n in self.inputs)})")
         missing, unknown = set(self.inputs) - set(feeds), set(feeds) - set(self.inputs)
         if missing or unknown:
             raise TypeError(f"the graph takes the inputs {list(self.inputs)} by name; missing {sorted(missing)}, "

@@ -1,6 +1,7 @@
-"""The seeds' loop: per sample, per step, np.dot, as the NumPy tutorials write a SimpleRNN/LSTM/GRU.
+"""A per-sample NumPy loop as tutorials write it: per sample, per step, np.dot, for SimpleRNN/LSTM/GRU.
 
-This is the baseline users start from; it is timed as written, not tuned.
+This is the code users start from before reaching for a library (the benchmark's ``numpy-loop``
+backend); it is timed as written, not tuned.
 """
 
 from __future__ import annotations
