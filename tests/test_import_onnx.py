@@ -320,15 +320,15 @@ def test_path_and_bytes(tmp_path):
 
 
 # --- what it does not import: clear errors ----------------------------------------------------------------
-def _lstm_graph(extra_nodes=(), *, w_as_input=False, opset=14, activations=None):
+def _lstm_graph(extra_nodes=(), *, w_as_input=False, opset=14, activations=None, **extra):
     rng = np.random.default_rng(0)
     W = numpy_helper.from_array(rng.uniform(-1, 1, (1, 8, 2)).astype(np.float32), "W")
     R = numpy_helper.from_array(rng.uniform(-1, 1, (1, 8, 2)).astype(np.float32), "R")
-    attrs = {"hidden_size": 2} if activations is None else {"hidden_size": 2, "activations": activations}
+    attrs = {"hidden_size": 2, **extra} if activations is None else {"hidden_size": 2, "activations": activations}
     nodes = [helper.make_node("LSTM", ["X", "W", "R"], ["Y"], name="lstm", **attrs), *extra_nodes]
     inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 1, 2])]
     if w_as_input:
-        inputs.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, [1, 8, 2]))
+        inputs.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, None))
     out = nodes[-1].output[0]
     graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
                               initializer=[R] if w_as_input else [W, R])
@@ -336,10 +336,8 @@ def _lstm_graph(extra_nodes=(), *, w_as_input=False, opset=14, activations=None)
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match=r"node 'relu' \(Relu\): the operator is not supported; .*LSTM"):
-        rnn_xp.from_onnx(_lstm_graph([helper.make_node("Relu", ["Y"], ["Z"], name="relu")]))
-    with pytest.raises(ValueError, match="W .* must be a constant"):
-        rnn_xp.from_onnx(_lstm_graph(w_as_input=True))
+    with pytest.raises(ValueError, match=r"node 'hardmax' \(Hardmax\): the operator is not supported; .*LSTM"):
+        rnn_xp.from_onnx(_lstm_graph([helper.make_node("Hardmax", ["Y"], ["Z"], name="hardmax")]))
     with pytest.raises(ValueError, match="opset 6"):
         rnn_xp.from_onnx(_lstm_graph(opset=6))
     with pytest.raises(ValueError, match="'tanh_shrink' is not an ONNX activation"):
@@ -353,20 +351,42 @@ def test_clear_errors():
     model = _lstm_graph()
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.zeros((1, 8, 3), np.float32), "W"))
     model.graph.initializer[1].CopyFrom(numpy_helper.from_array(np.zeros((1, 8, 5), np.float32), "R"))
-    with pytest.raises(ValueError, match=r"R has shape \(1, 8, 5\); expected \(1, 8, 2\)"):
+    with pytest.raises(ValueError, match=r"node 'lstm' \(LSTM\): R has shape \(1, 8, 5\); expected \(1, 8, 2\)"):
         rnn_xp.from_onnx(model)
     graph = rnn_xp.from_onnx(_lstm_graph())
     with pytest.raises(TypeError, match=r"takes the inputs \['X'\] by name; missing \['X'\], unexpected \['x'\]"):
         graph(x=np.zeros((3, 1, 2), np.float32))
-    unnamed = _lstm_graph([helper.make_node("Relu", ["Y"], ["Z"])])
-    with pytest.raises(ValueError, match=r"node 'relu_1' \(Relu\)"):
+    unnamed = _lstm_graph([helper.make_node("Hardmax", ["Y"], ["Z"])])
+    with pytest.raises(ValueError, match=r"node 'hardmax_1' \(Hardmax\)"):
         rnn_xp.from_onnx(unnamed)
     assert unnamed.graph.node[1].name == ""  # named on a copy: the caller's model is left as it was
+    with pytest.raises(ValueError, match=r"node 'lstm' \(LSTM\): attribute 'colour' is not supported"):
+        rnn_xp.from_onnx(_lstm_graph([helper.make_node("Identity", ["Y"], ["Z"])], colour=1))
     no_rnn = helper.make_model(helper.make_graph(
         [helper.make_node("Identity", ["X"], ["Y"])], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])]))
-    with pytest.raises(ValueError, match="no RNN, GRU or LSTM node"):
-        rnn_xp.from_onnx(no_rnn)
+    np.testing.assert_array_equal(rnn_xp.from_onnx(no_rnn)(X=np.ones(1, np.float32))["Y"], [1.0])  # any graph of OPS
+
+
+def test_weights_as_graph_inputs_are_checked_per_call(xp):
+    graph = rnn_xp.to_device(rnn_xp.from_onnx(_lstm_graph(w_as_input=True)), xp)
+    assert graph.inputs == ("X", "W")
+    x = on(xp, np.random.default_rng(0).standard_normal((3, 1, 2)).astype(np.float32))
+    w = np.random.default_rng(1).uniform(-1, 1, (1, 8, 2)).astype(np.float32)
+    fixed = rnn_xp.from_onnx(_lstm_graph())  # the same weights as initializers
+    expected = fixed(X=_xp.to_host(x))["Y"]
+    model = _lstm_graph()
+    got = graph(X=x, W=on(xp, numpy_helper.to_array(model.graph.initializer[0])))["Y"]
+    np.testing.assert_allclose(_xp.to_host(got), expected, atol=1e-6)
+    cases = [
+        (on(xp, w[:, :4]), ValueError, r"node 'lstm' \(LSTM\): W has shape \(1, 4, 2\); expected \(1, 8, 2\)"),
+        (on(xp, w[None]), ValueError, r"node 'lstm' \(LSTM\): W and R must be 3-D"),
+        (on(xp, w.astype(np.float64)), TypeError, r"node 'lstm' \(LSTM\): R has dtype float32; expected W's float64"),
+        (_xp.from_host(np.zeros((1, 8, 2), np.int64), xp), TypeError, "W has dtype int64; expected a floating dtype"),
+    ]
+    for bad, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            graph(X=x, W=bad)
 
 
 def test_mutated_models_raise_value_errors():

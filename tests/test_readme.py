@@ -29,10 +29,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*"),
               pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")]
 
 # heading of a block -> why it is expected to fail for now (strict: the test says when it passes again)
-XFAIL: dict[str, str] = {
-    # until the ONNX importer runs what torch.onnx.export makes of a 2-layer LSTM (issue of the ONNX work)
-    "Export to ONNX, run on CuPy": "torch.onnx.export emits an Expand node, which the ONNX importer does not run yet",
-}
+XFAIL: dict[str, str] = {}
 
 
 def _blocks():

@@ -1,6 +1,7 @@
-"""ONNX: the importer (onnx.ModelProto -> OnnxGraph) and the graph runtime it builds, in one package."""
+"""ONNX: the importer (onnx.ModelProto -> OnnxGraph), the graph runtime it builds and its operators."""
 
 from .graph import OnnxGraph
-from .importer import from_onnx
+from .importer import SUPPORTED, from_onnx
+from .ops import OPS
 
-__all__ = ["OnnxGraph", "from_onnx"]
+__all__ = ["OnnxGraph", "from_onnx", "OPS", "SUPPORTED"]

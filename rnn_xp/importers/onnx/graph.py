@@ -1,19 +1,21 @@
-"""The graph that :func:`rnn_xp.from_onnx` returns: recurrent nodes and the shape operators around them.
+"""The graph that :func:`rnn_xp.from_onnx` returns: recurrent nodes and the operators around them.
 
 Running it needs neither onnx nor onnxruntime, and works on any Array-API namespace. The importer
 has already folded every constant, turned each RNN/GRU/LSTM node into a :class:`RecurrentNode`
-holding :class:`~rnn_xp.RNNParams`, and kept the rest as :class:`Op` nodes of the few shape
-operators below, or :class:`Constant` nodes.
+holding :class:`~rnn_xp.RNNParams` (or, when its weights are computed at run time, a
+:class:`RuntimeRecurrentNode` that converts them on each call), and kept the rest as :class:`Op`
+nodes of the operators in :data:`OPS` (see :mod:`rnn_xp.importers.onnx.ops`), or :class:`Constant` nodes.
 
-Values are of two kinds: data (floating arrays in the model's namespace, on its device) and shape
-metadata (small integer arrays on the host, as ``Shape`` makes them). Every operator is written once
-against the Array API and serves both, since NumPy is an Array-API namespace too.
+Values are of two kinds: data (arrays in the model's namespace, on its device) and shape metadata
+(small integer arrays on the host, as ``Shape`` makes them). Every operator is written once against
+the Array API and serves both; where one operator meets both kinds, the host values move to the data's
+namespace and device (they are a few integers).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 import numpy as np
 
@@ -21,146 +23,65 @@ from ... import _xp
 from ..._validate import check_state_array, check_x
 from ...engine import forward
 from ...layers.base import from_config, params_from_config, register, sub_arrays
-from ...params import RNNParams
+from ...params import RNNParams, make_config
+from ...registry import CELLS as _SPECS
+from ...registry import ONNX_PEEPHOLE_ORDER
+from .ops import OPS, Env, Space
 
-__all__ = ["OnnxGraph", "RecurrentNode", "Op", "Constant", "OPS"]
+__all__ = ["OnnxGraph", "RecurrentNode", "RuntimeRecurrentNode", "Op", "Constant", "OPS", "Space"]
+
+# ONNX's recurrent operators -> rnn_xp's cells (the gate orders are the registry's)
+CELLS = {s.onnx_op: name for name, s in _SPECS.items()}
+# what a call may make beyond its inputs (see OnnxGraph.element_limit)
+CALL_ELEMENTS = 1 << 24
 
 
-class Space(NamedTuple):
-    """Where data made inside the graph lives (ConstantOfShape): the model's namespace, device, dtype.
+def _numel(a):
+    return math.prod(int(n) for n in a.shape if n is not None)
 
-    ``dtype`` None keeps the dtype the graph asks for (constant folding at import).
+
+def _unify(args, host):
+    """Host (NumPy) data inputs moved to the namespace and device of the other data inputs, if any.
+
+    Shape metadata lives on the host; an operator that meets it together with data (a Where whose
+    condition came from Shape, a Gather of a host index table by device ids) computes on the device.
+    Floating host data is a NumPy input given to a graph elsewhere: refused, not moved.
     """
-
-    xp: object
-    device: object
-    dtype: str | None
-
-
-def _ints(a) -> list[int]:
-    return [int(v) for v in np.asarray(_xp.to_host(a)).reshape(-1)]
-
-
-def _axes_arg(args, attrs, position):
-    """Axes from the attribute (older opsets) or from the input at ``position`` (opset 13 on)."""
-    if "axes" in attrs:
-        return list(attrs["axes"])
-    if len(args) > position and args[position] is not None:
-        return _ints(args[position])
-    return None
+    data = [a for i, a in enumerate(args) if a is not None and i not in host]
+    ref = next((a for a in data if not isinstance(a, np.ndarray)), None)
+    if ref is None or all(not isinstance(a, np.ndarray) for a in data):
+        return args
+    xp, dev = _xp.array_namespace(ref), _xp.device(ref)
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray) and i not in host and a.dtype.kind in "fc":
+            # floating data made inside the graph is made in the model's namespace: a NumPy one is an input
+            raise TypeError(f"input {i} is a numpy array but the other inputs are {_xp.namespace_name(xp)} arrays "
+                            f"on {dev} (no silent transfers). Fix: feed the graph arrays of its namespace "
+                            "(rnn_xp.to_device moves the graph)")
+    return [_xp.from_host(a, xp, dev) if isinstance(a, np.ndarray) and i not in host else a
+            for i, a in enumerate(args)]
 
 
-def _transpose(args, attrs, space):
-    (x,) = args[:1]
-    perm = attrs.get("perm") or list(range(x.ndim))[::-1]
-    return [_xp.array_namespace(x).permute_dims(x, tuple(perm))]
+class _TooLarge(Exception):
+    """An operator would make more elements than the call allows (args[0]: how many)."""
 
 
-def _squeeze(args, attrs, space):
-    x = args[0]
-    axes = _axes_arg(args, attrs, 1)
-    axes = [i for i, n in enumerate(x.shape) if n == 1] if axes is None else [a % x.ndim for a in axes]
-    return [_xp.array_namespace(x).squeeze(x, axis=tuple(axes))]
-
-
-def _unsqueeze(args, attrs, space):
-    x = args[0]
-    axes = _axes_arg(args, attrs, 1)
-    rank = x.ndim + len(axes)
-    xp = _xp.array_namespace(x)
-    for a in sorted(a % rank for a in axes):  # ascending, so each axis lands where the output has it
-        x = xp.expand_dims(x, axis=a)
-    return [x]
-
-
-def _reshape(args, attrs, space):
-    x, shape = args[0], _ints(args[1])
-    if not attrs.get("allowzero", 0):  # 0 copies the input's size on that axis
-        shape = [x.shape[i] if n == 0 else n for i, n in enumerate(shape)]
-    return [_xp.array_namespace(x).reshape(x, tuple(shape))]
-
-
-def _concat(args, attrs, space):
-    parts = [a for a in args if a is not None]
-    return [_xp.array_namespace(parts[0]).concat(parts, axis=attrs["axis"])]
-
-
-def _slice(args, attrs, space):
-    x = args[0]
-    if "starts" in attrs:  # opset < 10: attributes
-        starts, ends, axes, steps = attrs["starts"], attrs["ends"], attrs.get("axes"), None
-    else:
-        starts, ends = _ints(args[1]), _ints(args[2])
-        axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else None
-        steps = _ints(args[4]) if len(args) > 4 and args[4] is not None else None
-    axes = list(range(len(starts))) if axes is None else axes
-    steps = [1] * len(starts) if steps is None else steps
-    index = [slice(None)] * x.ndim
-    for s, e, a, k in zip(starts, ends, axes, steps, strict=True):
-        n = x.shape[a % x.ndim]
-        s, e = s + n if s < 0 else s, e + n if e < 0 else e
-        # ONNX clamps to the axis; with a negative step the end may fall just before 0 (-1 here, None in Python)
-        if k > 0:
-            index[a % x.ndim] = slice(min(max(s, 0), n), min(max(e, 0), n), k)
-        else:
-            s, e = min(max(s, 0), n - 1), min(max(e, -1), n - 1)
-            index[a % x.ndim] = slice(s, None if e < 0 else e, k)
-    return [x[tuple(index)]]
-
-
-def _gather(args, attrs, space):
-    x, idx = args[0], np.asarray(_xp.to_host(args[1])).astype(np.int64)
-    axis = attrs.get("axis", 0) % x.ndim
-    idx = np.where(idx < 0, idx + x.shape[axis], idx)
-    xp = _xp.array_namespace(x)
-    flat = xp.asarray(idx.reshape(-1), device=_xp.device(x))
-    y = xp.take(x, flat, axis=axis)
-    return [xp.reshape(y, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]))]
-
-
-def _shape(args, attrs, space):
-    x = args[0]
-    return [np.asarray(x.shape[attrs.get("start", 0):attrs.get("end", x.ndim)], dtype=np.int64)]
-
-
-def _constant_of_shape(args, attrs, space):
-    shape = tuple(_ints(args[0]))
-    value = attrs.get("value", {"value": 0.0, "dtype": "float32"})
-    if np.dtype(value["dtype"]).kind == "f":  # data: the model's namespace, device and dtype
-        dtype = _xp.resolve_dtype(space.xp, space.dtype or value["dtype"])
-        return [space.xp.full(shape, value["value"], dtype=dtype, device=space.device)]
-    return [np.full(shape, value["value"], dtype=value["dtype"])]
-
-
-def _identity(args, attrs, space):
-    return [args[0]]
-
-
-# op type -> (run(args, attrs, space) -> outputs, (fewest, most) inputs, attributes it takes)
-OPS = {
-    "Transpose": (_transpose, (1, 1), {"perm"}),
-    "Squeeze": (_squeeze, (1, 2), {"axes"}),
-    "Unsqueeze": (_unsqueeze, (1, 2), {"axes"}),
-    "Reshape": (_reshape, (2, 2), {"allowzero"}),
-    "Concat": (_concat, (1, None), {"axis"}),
-    "Slice": (_slice, (1, 5), {"starts", "ends", "axes"}),
-    "Gather": (_gather, (2, 2), {"axis"}),
-    "Shape": (_shape, (1, 1), {"start", "end"}),
-    "ConstantOfShape": (_constant_of_shape, (1, 1), {"value"}),
-    "Identity": (_identity, (1, 1), set()),
-}
+def _host_scalars(out):
+    # NumPy reductions hand back NumPy scalars; the graph passes arrays
+    return [np.asarray(o) if isinstance(o, np.generic) else o for o in out]
 
 
 @register
 @dataclass(frozen=True, eq=False)
 class Op:
-    """One shape operator of the graph, with JSON attributes."""
+    """One operator of the graph (see :data:`OPS`), with JSON attributes and the model's opset."""
 
     op_type: str
     inputs: tuple
     outputs: tuple
     attrs: dict
     name: str = ""
+    opset: int = 13
     kind = "node"
 
     def __post_init__(self):
@@ -173,8 +94,29 @@ class Op:
     def type_name(self):
         return self.op_type
 
-    def run(self, args, space):
-        return OPS[self.op_type][0](args, self.attrs, space)
+    def _where(self):
+        return f"node {self.name!r} ({self.op_type})"
+
+    def run(self, args, space, limit=None):
+        """The outputs for these inputs; ``limit`` bounds what an operator that claims its size may make."""
+        spec = OPS[self.op_type]
+        try:
+            args = _unify(list(args), spec.host)
+            if limit is not None and spec.claims:
+                n = spec.size(args, self.attrs)
+                if n > limit:
+                    raise _TooLarge(n)
+            env = Env(space, self.opset)
+            out = spec.run(args, self.attrs, env, len(self.outputs)) if spec.multi else spec.run(args, self.attrs, env)
+        except _TooLarge as e:
+            raise ValueError(f"{self._where()}: would make {e.args[0]:,} elements, more than the {limit:,} this "
+                             "call allows (a bound from the sizes of the inputs and the weights); the model is "
+                             "malformed or hostile") from None
+        except TypeError as e:
+            raise TypeError(f"{self._where()}: {e}") from None
+        except (ValueError, IndexError, ArithmeticError) as e:
+            raise ValueError(f"{self._where()}: {e}") from None
+        return _host_scalars(out)
 
     def named_arrays(self):
         return []
@@ -184,11 +126,12 @@ class Op:
 
     def config(self):
         return {"type": "Op", "name": self.name, "op_type": self.op_type, "inputs": list(self.inputs),
-                "outputs": list(self.outputs), "attrs": self.attrs}
+                "outputs": list(self.outputs), "attrs": self.attrs, "opset": self.opset}
 
     @classmethod
     def from_config(cls, config, arrays):
-        return cls(config["op_type"], config["inputs"], config["outputs"], dict(config["attrs"]), config["name"])
+        return cls(config["op_type"], config["inputs"], config["outputs"], dict(config["attrs"]), config["name"],
+                   int(config.get("opset", 13)))
 
 
 @register
@@ -214,7 +157,7 @@ class Constant:
     def floating(self):
         return not isinstance(self.value, np.ndarray) or self.value.dtype.kind == "f"
 
-    def run(self, args, space):
+    def run(self, args, space, limit=None):
         return [self.value]
 
     def named_arrays(self):
@@ -242,10 +185,119 @@ class Constant:
         return cls(config["output"], value, config["name"])
 
 
+# --- recurrent nodes ----------------------------------------------------------------------------------------
+def recurrent_weights(cell, direction, hidden_size, w, r, b=None, p=None):
+    """(input_size, hidden_size, rnn_xp's named arrays) from ONNX's W, R, B, P, checked; any namespace.
+
+    Per direction d: ``W[d]`` (G*H, F) and ``R[d]`` (G*H, H) keep their shapes, their gate blocks
+    reordered from ONNX's order to rnn_xp's; ``B[d]`` (2*G*H,) = [Wb, Rb] splits into ``b_ih`` and
+    ``b_hh``; ``P[d]`` (3H,) peepholes i, o, f become ``p`` in the order i, f, o. Shapes raise
+    ValueError, types TypeError, each naming the input.
+    """
+    for label, a in (("W", w), ("R", r), ("B", b), ("P", p)):
+        if a is not None and not _xp.is_array(a):
+            raise TypeError(f"{label} must be an array; got {type(a).__name__}")
+    if w.ndim != 3 or r.ndim != 3:
+        raise ValueError(f"W and R must be 3-D (num_directions, gates*hidden_size, ...); got shapes "
+                         f"{tuple(w.shape)} and {tuple(r.shape)}")
+    D, G = (2 if direction == "bidirectional" else 1), _SPECS[cell].num_gates
+    H = int(hidden_size or r.shape[-1])
+    F = int(w.shape[-1])
+    expected = {"W": (w, (D, G * H, F)), "R": (r, (D, G * H, H)), "B": (b, (D, 2 * G * H)), "P": (p, (D, 3 * H))}
+    xp = _xp.array_namespace(w)
+    if not xp.isdtype(w.dtype, "real floating"):
+        raise TypeError(f"W has dtype {_xp.dtype_name(w.dtype)}; expected a floating dtype")
+    for label, (a, shape) in expected.items():
+        if a is None:
+            continue
+        if tuple(a.shape) != shape:
+            raise ValueError(f"{label} has shape {tuple(a.shape)}; expected {shape} for direction={direction}, "
+                             f"hidden_size={H}, {F} input features")
+        if not _xp.same_namespace(_xp.array_namespace(a), xp) or not _xp.same_device(_xp.device(a), _xp.device(w)):
+            raise TypeError(f"{label} is a {_xp.namespace_name(_xp.array_namespace(a))} array on "
+                            f"{_xp.device(a)}; expected W's namespace {_xp.namespace_name(xp)} on {_xp.device(w)}")
+        if a.dtype != w.dtype:
+            raise TypeError(f"{label} has dtype {_xp.dtype_name(a.dtype)}; expected W's {_xp.dtype_name(w.dtype)}")
+
+    def gates(a):  # (G*H, ...) in ONNX's gate order -> rnn_xp's
+        return xp.concat([a[k * H:(k + 1) * H, ...] for k in _SPECS[cell].onnx_order], axis=0)
+
+    arrays = {}
+    for d in range(D):
+        key = f"l0.{'rev' if d else 'fwd'}."
+        arrays[key + "w_ih"] = gates(w[d, ...])
+        arrays[key + "w_hh"] = gates(r[d, ...])
+        if b is not None:
+            arrays[key + "b_ih"] = gates(b[d, :G * H])
+            arrays[key + "b_hh"] = gates(b[d, G * H:])
+        if p is not None:
+            arrays[key + "p"] = xp.concat([p[d, k * H:(k + 1) * H] for k in ONNX_PEEPHOLE_ORDER], axis=0)
+    return F, H, arrays
+
+
+def recurrent_config(spec, F, H, dtype, bias, peepholes):
+    """The RNNConfig of an ONNX recurrent node from its JSON ``spec`` (see :class:`RuntimeRecurrentNode`)."""
+    return make_config(spec["cell"], F, H, direction=spec["direction"], bias=bias,
+                       activations=list(spec["activations"]), activation_alpha=list(spec["activation_alpha"]),
+                       activation_beta=list(spec["activation_beta"]),
+                       reset_after=bool(spec["linear_before_reset"]), clip=spec["clip"], peepholes=peepholes,
+                       input_forget=bool(spec["input_forget"]), dtype=dtype)
+
+
+def _run_recurrent(params, layout, x, lengths, h0, c0):
+    """Y, Y_h, Y_c of one ONNX recurrent node (layout 0 or 1) with these params."""
+    cfg = params.config
+    xp, x = check_x(x, params, time_major=layout == 0)
+    batch_axis = 1 if layout == 0 else 0
+    # the states in ONNX's layout, checked before they are transposed
+    D, B, H = cfg.num_directions, x.shape[batch_axis], cfg.hidden_size
+    shape, axes = ((D, B, H), "(num_directions, batch, hidden_size)") if layout == 0 else \
+        ((B, D, H), "(batch, num_directions, hidden_size)")
+    h0, c0 = (None if s is None else check_state_array(f"initial_{n}", s, shape, x, xp, axes)
+              for n, s in (("h", h0), ("c", c0)))
+    if layout == 1:  # states come (B, D, H); rnn_xp takes (D, B, H)
+        h0, c0 = (None if s is None else xp.permute_dims(s, (1, 0, 2)) for s in (h0, c0))
+    state = h0
+    if cfg.cell == "lstm" and (h0 is not None or c0 is not None):
+        dev = _xp.device(x)
+        state = (xp.zeros((D, B, H), dtype=x.dtype, device=dev) if h0 is None else h0,
+                 xp.zeros((D, B, H), dtype=x.dtype, device=dev) if c0 is None else c0)
+    y, state = forward(x, params, state, lengths=lengths, time_major=layout == 0)
+    h_n, c_n = state if cfg.cell == "lstm" else (state, None)  # (D, B, H)
+    if lengths is not None:
+        # onnxruntime gives a length-0 sequence Y_h = 0 (and Y_c = 0), even with an initial state
+        ran = _xp.from_host(_xp.to_host(lengths) > 0, xp, _xp.device(x))[None, :, None]  # (1, B, 1)
+        h_n = xp.where(ran, h_n, xp.zeros_like(h_n))
+        c_n = None if c_n is None else xp.where(ran, c_n, xp.zeros_like(c_n))
+    D, H = cfg.num_directions, cfg.output_size
+    if layout == 0:
+        T, B = y.shape[0], y.shape[1]
+        y = xp.permute_dims(xp.reshape(y, (T, B, D, H)), (0, 2, 1, 3))  # (T, D, B, H)
+    else:
+        B, T = y.shape[0], y.shape[1]
+        y = xp.reshape(y, (B, T, D, H))  # (B, T, D, H)
+        h_n, c_n = (None if s is None else xp.permute_dims(s, (1, 0, 2)) for s in (h_n, c_n))  # (B, D, H)
+    return [y, h_n, c_n]
+
+
+def _named(where, fn, *args):
+    """fn(*args) with the node named in its ValueError or TypeError."""
+    try:
+        return fn(*args)
+    except TypeError as e:
+        raise TypeError(f"{where}: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _type_name(cell):
+    return {v: k for k, v in CELLS.items()}[cell]
+
+
 @register
 @dataclass(frozen=True, eq=False)
 class RecurrentNode:
-    """An ONNX RNN, GRU or LSTM node as rnn_xp params.
+    """An ONNX RNN, GRU or LSTM node whose weights are constants, as rnn_xp params (converted at import).
 
     ``inputs`` are the names of X, sequence_lens, initial_h, initial_c and ``outputs`` those of Y,
     Y_h, Y_c ("" when absent). ``layout`` 0: X (T, B, in), Y (T, D, B, H), Y_h (D, B, H);
@@ -268,43 +320,12 @@ class RecurrentNode:
 
     @property
     def type_name(self):
-        return {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[self.params.config.cell]
+        return _type_name(self.params.config.cell)
 
-    def run(self, args, space):
+    def run(self, args, space, limit=None):
         x, lengths, h0, c0 = args
-        cfg = self.params.config
-        xp, x = check_x(x, self.params, time_major=self.layout == 0)
-        batch_axis = 1 if self.layout == 0 else 0
-        # the states in ONNX's layout, checked before they are transposed
-        D, B, H = cfg.num_directions, x.shape[batch_axis], cfg.hidden_size
-        shape, axes = ((D, B, H), "(num_directions, batch, hidden_size)") if self.layout == 0 else \
-            ((B, D, H), "(batch, num_directions, hidden_size)")
-        h0, c0 = (None if s is None else check_state_array(f"{self.name}: initial_{n}", s, shape, x, xp, axes)
-                  for n, s in (("h", h0), ("c", c0)))
-        if self.layout == 1:  # states come (B, D, H); rnn_xp takes (D, B, H)
-            h0, c0 = (None if s is None else xp.permute_dims(s, (1, 0, 2)) for s in (h0, c0))
-        state = h0
-        if cfg.cell == "lstm" and (h0 is not None or c0 is not None):
-            B, dev = x.shape[batch_axis], _xp.device(x)
-            D, H = cfg.num_directions, cfg.hidden_size
-            state = (xp.zeros((D, B, H), dtype=x.dtype, device=dev) if h0 is None else h0,
-                     xp.zeros((D, B, H), dtype=x.dtype, device=dev) if c0 is None else c0)
-        y, state = forward(x, self.params, state, lengths=lengths, time_major=self.layout == 0)
-        h_n, c_n = state if cfg.cell == "lstm" else (state, None)  # (D, B, H)
-        if lengths is not None:
-            # onnxruntime gives a length-0 sequence Y_h = 0 (and Y_c = 0), even with an initial state
-            ran = _xp.from_host(_xp.to_host(lengths) > 0, xp, _xp.device(x))[None, :, None]  # (1, B, 1)
-            h_n = xp.where(ran, h_n, xp.zeros_like(h_n))
-            c_n = None if c_n is None else xp.where(ran, c_n, xp.zeros_like(c_n))
-        D, H = cfg.num_directions, cfg.output_size
-        if self.layout == 0:
-            T, B = y.shape[0], y.shape[1]
-            y = xp.permute_dims(xp.reshape(y, (T, B, D, H)), (0, 2, 1, 3))  # (T, D, B, H)
-        else:
-            B, T = y.shape[0], y.shape[1]
-            y = xp.reshape(y, (B, T, D, H))  # (B, T, D, H)
-            h_n, c_n = (None if s is None else xp.permute_dims(s, (1, 0, 2)) for s in (h_n, c_n))  # (B, D, H)
-        return [y, h_n, c_n]
+        return _named(f"node {self.name!r} ({self.type_name})", _run_recurrent, self.params, self.layout, x, lengths,
+                      h0, c0)
 
     def named_arrays(self):
         return self.params.named_arrays()
@@ -322,6 +343,73 @@ class RecurrentNode:
                    int(config["layout"]), config["name"])
 
 
+SPEC_KEYS = ("cell", "direction", "hidden_size", "layout", "activations", "activation_alpha", "activation_beta",
+             "clip", "linear_before_reset", "input_forget")
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class RuntimeRecurrentNode:
+    """An ONNX RNN, GRU or LSTM node whose W, R, B or P are computed when the graph runs.
+
+    They are graph inputs (as in ONNX's own node tests) or outputs of other nodes: each call checks
+    them (shapes, dtypes, namespace, naming the node) and converts them as :func:`recurrent_weights`
+    says. ``spec`` holds the node's attributes as JSON (keys :data:`SPEC_KEYS`; ``hidden_size`` 0
+    reads it off R, activations and their alpha/beta already in rnn_xp's reading). ``inputs`` are
+    the names of X, W, R, B, sequence_lens, initial_h, initial_c, P and ``outputs`` those of Y, Y_h,
+    Y_c ("" when absent); shapes as in :class:`RecurrentNode`.
+    """
+
+    spec: dict
+    inputs: tuple
+    outputs: tuple
+    name: str = ""
+    kind = "node"
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        if set(self.spec) != set(SPEC_KEYS) or self.spec["cell"] not in _SPECS:
+            raise ValueError(f"a RuntimeRecurrentNode's spec has the keys {list(SPEC_KEYS)}; got {sorted(self.spec)}")
+        if len(self.inputs) != 8 or len(self.outputs) != 3 or self.spec["layout"] not in (0, 1):
+            raise ValueError(f"a RuntimeRecurrentNode takes 8 input names, 3 output names and layout 0 or 1; got "
+                             f"{self.inputs}, {self.outputs}, {self.spec['layout']}")
+
+    @property
+    def type_name(self):
+        return _type_name(self.spec["cell"])
+
+    def params(self, w, r, b=None, p=None):
+        """rnn_xp params from this call's W, R, B, P (checked)."""
+        spec = self.spec
+        if w is None or r is None:
+            raise ValueError("W and R are required")
+        F, H, arrays = recurrent_weights(spec["cell"], spec["direction"], spec["hidden_size"], w, r, b, p)
+        cfg = recurrent_config(spec, F, H, _xp.dtype_name(w.dtype), b is not None, p is not None)
+        return RNNParams.from_named_arrays(cfg, arrays)
+
+    def run(self, args, space, limit=None):
+        x, w, r, b, lengths, h0, c0, p = args
+        where = f"node {self.name!r} ({self.type_name})"
+        params = _named(where, self.params, w, r, b, p)
+        return _named(where, _run_recurrent, params, self.spec["layout"], x, lengths, h0, c0)
+
+    def named_arrays(self):
+        return []
+
+    def map_arrays(self, fn):
+        return self
+
+    def config(self):
+        return {"type": "RuntimeRecurrentNode", "name": self.name, "inputs": list(self.inputs),
+                "outputs": list(self.outputs), "spec": dict(self.spec)}
+
+    @classmethod
+    def from_config(cls, config, arrays):
+        return cls(dict(config["spec"]), config["inputs"], config["outputs"], config["name"])
+
+
+# --- the graph ----------------------------------------------------------------------------------------------
 @register
 @dataclass(frozen=True, eq=False)
 class OnnxGraph:
@@ -370,10 +458,28 @@ class OnnxGraph:
         if not arrays:  # a graph without weights makes its data where its floating inputs live
             arrays = [a for a in feeds.values() if _xp.is_array(a) and
                       _xp.array_namespace(a).isdtype(a.dtype, "real floating")]
-        if not arrays:
-            return Space(_xp.as_namespace(np), None, "float32")
+        if not arrays:  # nor floating inputs: where its inputs live, in the dtypes the graph names
+            given = [a for a in feeds.values() if _xp.is_array(a)]
+            if not given:
+                return Space(_xp.as_namespace(np), None, None)
+            return Space(_xp.array_namespace(given[0]), _xp.device(given[0]), None)
         a = arrays[0]
         return Space(_xp.array_namespace(a), _xp.device(a), _xp.dtype_name(a.dtype))
+
+    def element_limit(self, feeds):
+        """The most elements one operator that claims its output's size (ConstantOfShape, Expand, Range,
+        Tile) may make in a call with these inputs.
+
+        What such an operator legitimately makes in a recurrent model is a state (layers*directions,
+        batch, hidden) or a mask (batch, time, ...): a few of the inputs' elements times a size of the
+        weights. The bound is ``2**24 + 4 * weights + 4 * inputs * max(16, the weights' longest axis)``
+        elements; a graph that asks for more is refused before anything is allocated.
+        """
+        weights = [a for node in self.nodes for a in (
+            [node.value] if isinstance(node, Constant) else [a for _, a in node.named_arrays()])]
+        longest = max((int(n) for a in weights for n in a.shape), default=0)
+        fed = sum(_numel(a) for a in feeds.values())
+        return CALL_ELEMENTS + 4 * sum(_numel(a) for a in weights) + 4 * fed * max(16, longest)
 
     def __call__(self, *args, **feeds):
         if args:  # graph(x): say how inputs are passed, rather than Python's "takes 1 positional argument"
@@ -392,10 +498,14 @@ class OnnxGraph:
                                  f"({', '.join(str(d) if isinstance(d, int) else str(d or '?') for d in declared)})"
                                  " (a name or ? is any size), as onnxruntime checks it")
         space = self._space(feeds)
+        limit = self.element_limit(feeds)
         values = dict(feeds)
         for node in self.nodes:
-            out = node.run([values[n] if n else None for n in node.inputs], space)
-            values.update((n, v) for n, v in zip(node.outputs, out, strict=True) if n)
+            out = node.run([values[n] if n else None for n in node.inputs], space, limit)
+            if len(out) < len([n for n in node.outputs if n]):
+                raise ValueError(f"node {node.name!r} ({node.type_name}) gave {len(out)} outputs; the graph "
+                                 f"reads {list(node.outputs)}")
+            values.update((n, v) for n, v in zip(node.outputs, out, strict=False) if n)
         return {n: values[n] for n in self.outputs}
 
     def named_arrays(self):
