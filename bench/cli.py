@@ -169,7 +169,9 @@ def _auto_impl(namespace, cfg):
     """What impl='auto' runs for this config on this namespace, as rnn_xp.explain says (in a child process)."""
     code = (f"import rnn_xp, numpy, {namespace}\n"
             f"p = rnn_xp.init({cfg.cell!r}, {cfg.input_size}, {cfg.hidden_size}, seed=0, xp={namespace})\n"
-            f"x = {namespace}.zeros(({cfg.batch}, 1, {cfg.input_size}), dtype={namespace}.float32)\n"
+            # the config's shape (the step count matters to the choice), as a broadcast view: no memory
+            f"x = {namespace}.broadcast_to({namespace}.zeros(({cfg.batch}, 1, {cfg.input_size}), "
+            f"dtype={namespace}.float32), ({cfg.batch}, {cfg.steps}, {cfg.input_size}))\n"
             "print(rnn_xp.explain(x, p).implementation)")
     return _py(code)
 
@@ -416,24 +418,31 @@ def main(argv=None):
     records = []
     t0 = time.time()
     load_start = os.getloadavg()
+
+    def snapshot(done):
+        return {"date": date.strftime("%Y-%m-%dT%H:%M:%SZ"), "quick": opts.quick,
+                "command": "python -m bench" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
+                    sys.argv[1:] if argv is None else argv)),
+                "wall_s": round(time.time() - t0, 1), "machine": machine,
+                "load_average": {"start": [round(v, 2) for v in load_start],
+                                 "end": [round(v, 2) for v in os.getloadavg()],
+                                 "note": "1/5/15-minute load of the machine: other work on it shows here"},
+                "method": {"rounds": opts.rounds, "budget_s_per_round": opts.budget_s, "settle_s": opts.settle_s,
+                           "tolerance": {"fp32": TOL[False], "tf32": TOL[True]},
+                           "inputs": "rnn_xp.init(seed=0) weights, x ~ N(0, 1) (seed 1), float32, batch-first",
+                           "timing": "each backend in its own process; rounds alternate between processes "
+                                     "(order rotated each round, a pause after each turn); wall time of one "
+                                     "forward call including device synchronisation; after a warm-up"},
+                **({} if done else {"incomplete": f"written after {len(records)} records; the run went on"}),
+                "records": records}
+
     with tempfile.TemporaryDirectory(prefix="rnn_xp-bench-") as tmp:
         for cfg in cfgs:
             records += run_config(cfg, have, impls, tmp, opts, progress, machine)
+            with open(out, "w") as f:  # after every config: a run cut short keeps what it measured
+                json.dump(snapshot(False), f, indent=1)
     progress.close()
-    result = {"date": date.strftime("%Y-%m-%dT%H:%M:%SZ"), "quick": opts.quick,
-              "command": "python -m bench" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
-                  sys.argv[1:] if argv is None else argv)),
-              "wall_s": round(time.time() - t0, 1), "machine": machine,
-              "load_average": {"start": [round(v, 2) for v in load_start],
-                               "end": [round(v, 2) for v in os.getloadavg()],
-                               "note": "1/5/15-minute load of the machine: other work on it shows here"},
-              "method": {"rounds": opts.rounds, "budget_s_per_round": opts.budget_s, "settle_s": opts.settle_s,
-                         "tolerance": {"fp32": TOL[False], "tf32": TOL[True]},
-                         "inputs": "rnn_xp.init(seed=0) weights, x ~ N(0, 1) (seed 1), float32, batch-first",
-                         "timing": "each backend in its own process; rounds alternate between processes "
-                                   "(order rotated each round, a pause after each turn); wall time of one "
-                                   "forward call including device synchronisation; after a warm-up"},
-              "records": records}
+    result = snapshot(True)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     from . import report

@@ -69,6 +69,13 @@ QUICK = [
     Config("quick-gru", "gru", 1, 60, 8, 16, "quick", numpy_loop=True),
 ]
 
+# python -m bench.dask_scaling: the keras-text and lstm-med cells at a batch large enough to split over
+# processes (NumPy in one process vs a Dask LocalCluster); not part of the main benchmark's selections
+DASK = [
+    Config("dask-keras-text", "rnn", 4096, 250, 32, 100, "dask"),
+    Config("dask-lstm-med", "lstm", 4096, 100, 256, 512, "dask"),
+]
+
 # the reference config each sweep point continues, for the plots (same cell and sizes but one)
 SWEEP_ANCHORS = {"steps": "keras-text", "hidden": "lstm-med"}
 

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import zlib
 
 import numpy as np
 
@@ -57,10 +58,23 @@ def main(argv=None):
         have_torch = False
     sms, smem = P._device_limits_cached(cp, cp.cuda.Device().id)
     dev = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    head = f"device {dev}: {sms} SMs, {smem} B shared memory per block (opt-in)"
+    print(head, flush=True)
+    # each row goes to --out as it is measured (a stage cut short by its time limit keeps what it did)
+    log = open(args.out, "w") if args.out else None  # noqa: SIM115 - closed at the end of main
+    if log:
+        log.write(head + "\n")
     rows = []
-    print(f"device {dev}: {sms} SMs, {smem} B shared memory per block (opt-in)")
+
+    def add(row):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if log:
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+
     for name, cell, B, T, F, H in CONFIGS:
-        rng = np.random.default_rng(hash(name) % (1 << 32))
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
         params = rnn_xp.init(cell, F, H, seed=int(rng.integers(1 << 30)), xp=cp)
         x = cp.asarray(rng.standard_normal((B, T, F), dtype=np.float32))
         ref = cp.asnumpy(rnn_xp.forward(x, params, impl="reference")[0]).astype(np.float64)
@@ -68,8 +82,10 @@ def main(argv=None):
         G = P.CELLS[cell]
         base = P.plan(B, H, G, 4, sms, smem)
         variants = [("cupy-fused", None)]
-        if P.unsupported(x.transpose(1, 0, 2), params.config, params.config.activations[0], params.layers[0][0],
-                         (sms, smem)) is None and base is not None:
+        why = P.declines(T, B, "float32", params.config, params.config.activations[0], False, (sms, smem))
+        if why is not None:
+            add({"config": name, "impl": "cupy-persistent", "declined": why})
+        elif base is not None:
             variants.append(("cupy-persistent", {}))
             for U in sorted({max(1, base.U // 2), base.U * 2, base.U * 4} - {base.U}):
                 if P.plan(B, H, G, 4, sms, smem, override={"U": U}) is not None:
@@ -90,7 +106,7 @@ def main(argv=None):
                         cp, lambda x=x, p=params, i=impl: rnn_xp.forward(x, p, impl=i), args.budget)
             except Exception as e:  # noqa: BLE001 - a failing variant is a row, not the end of the run
                 row["error"] = f"{type(e).__name__}: {e}"[:300]
-            rows.append(row)
+            add(row)
         P.PLAN_OVERRIDE.clear()
         if have_torch:
             mod = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](F, H, batch_first=True)
@@ -101,9 +117,11 @@ def main(argv=None):
                 yt = mod(xt)[0].cpu().numpy().astype(np.float64)
                 err = float(np.abs(yt - ref).max())
                 ms, calls = _median_ms(cp, lambda m=mod, a=xt: m(a), args.budget)
-            rows.append({"config": name, "impl": "torch-cuda (cudnn)", "max_err": err, "verified": err <= 1e-4 * scale,
-                         "median_ms": ms, "calls": calls})
+            add({"config": name, "impl": "torch-cuda (cudnn)", "max_err": err, "verified": err <= 1e-4 * scale,
+                 "median_ms": ms, "calls": calls})
     torch_ms = {r["config"]: r.get("median_ms") for r in rows if r["impl"].startswith("torch")}
+    declined = [r for r in rows if "declined" in r]
+    rows = [r for r in rows if "declined" not in r]
     lines = [f"{'config':12} {'impl':26} {'median ms':>10} {'us/step':>8} {'/torch':>7} {'max err':>9}  plan"]
     steps = {c[0]: c[3] for c in CONFIGS}
     for r in rows:
@@ -116,14 +134,13 @@ def main(argv=None):
                      + (r.get("error") or ("" if not p else f"U={p['U']} NB={p['NB']} S={p['S']} BT={p['BT']} "
                                                             f"threads={p['threads']} smem={p['smem']}"))
                      + ("" if r.get("verified", True) else "  NOT VERIFIED"))
+    lines += [f"{r['config']:12} {r['impl']:26} declined: {r['declined']}" for r in declined]
     table = "\n".join(lines)
     print(table)
     print("launch modes:", P.launch_modes)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(f"device {dev}: {sms} SMs, {smem} B smem/block\n{table}\nlaunch modes: {P.launch_modes}\n")
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+    if log:
+        log.write(f"{table}\nlaunch modes: {P.launch_modes}\n")
+        log.close()
     return 0 if all(r.get("verified", False) for r in rows) else 1
 
 

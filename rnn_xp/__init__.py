@@ -32,6 +32,7 @@ from .layers import (
 )
 from .params import CellWeights, RNNConfig, RNNParams, init
 from .seam import implementations
+from .stream import Stream
 from .tools import count_params, summary, to_device
 
 __version__ = "0.2.0"
@@ -40,7 +41,7 @@ rnn_forward = forward  # the name tutorials give the function: rnn_forward(x, pa
 
 __all__ = [
     "Activation", "ActivationLayer", "Backend", "Bidirectional", "CellWeights", "Dense", "Embedding", "Identity",
-    "Masking", "OnnxGraph", "RNNConfig", "RNNParams", "Recurrent", "Sequential", "Softmax", "__version__",
+    "Masking", "OnnxGraph", "RNNConfig", "RNNParams", "Recurrent", "Sequential", "Softmax", "Stream", "__version__",
     "count_params", "explain", "forward", "from_keras", "from_onnx", "from_torch", "implementations", "init", "load",
     "rnn_forward", "save", "seed_model", "select_backend", "softmax", "summary", "text_classifier", "to_device",
     "to_torch_state_dict",

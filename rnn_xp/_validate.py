@@ -14,6 +14,17 @@ from . import _xp
 _FIX_MOVE = "Fix: rnn_xp.to_device(params, xp, device=..., dtype=...) or move x to where params live"
 
 
+def _dask_hint(given, weights):
+    """What to do instead when a dask array meets a single layer, or the weights were moved to dask."""
+    if _xp.namespace_name(weights) == "dask.array":
+        return (" Weights in dask.array are not supported: keep them in the chunks' namespace (NumPy params for "
+                "NumPy-backed chunks) and pass the dask array to rnn_xp.forward or a model")
+    if _xp.namespace_name(given) == "dask.array":
+        return (" A dask array runs through rnn_xp.forward or a model (e.g. rnn_xp.Sequential([layer])), one task "
+                "per batch chunk, with the weights in the namespace of its chunks")
+    return ""
+
+
 def _describe(a):
     if _xp.is_array(a):
         return (f"{_xp.namespace_name(_xp.array_namespace(a))} array of shape {tuple(a.shape)}, "
@@ -131,7 +142,7 @@ def check_same_space(layer, a, ref):
     if not _xp.same_namespace(axp, rxp) or not _xp.same_device(_xp.device(a), _xp.device(ref)):
         raise TypeError(f"{layer}: input is a {_xp.namespace_name(axp)} array on {_xp.device(a)}, weights live in "
                         f"{_xp.namespace_name(rxp)} on {_xp.device(ref)} (no silent transfers). "
-                        "Fix: rnn_xp.to_device(model, xp, device=...) or move the input")
+                        "Fix: rnn_xp.to_device(model, xp, device=...) or move the input." + _dask_hint(axp, rxp))
 
 
 def check_layer_input(layer, x, ref=None, *, ndim=1, features=None):
@@ -168,7 +179,7 @@ def check_x(x, params, time_major):
     xp = _xp.array_namespace(x)
     if not _xp.same_namespace(xp, pxp):
         raise TypeError(f"x is a {_xp.namespace_name(xp)} array but params live in {pname} "
-                        f"(no silent transfers). {_FIX_MOVE}")
+                        f"(no silent transfers). {_FIX_MOVE}." + _dask_hint(xp, pxp))
     if not _xp.same_device(_xp.device(x), params.device):
         raise ValueError(f"x is on device {_xp.device(x)} but params are on {params.device} "
                          f"(no silent transfers). {_FIX_MOVE}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 from . import _xp
@@ -68,18 +69,25 @@ def explain(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
         implementation: numpy-fused
           skipped numba: numba is not installed (pip install 'rnn_xp[numba]')
     """
+    if _xp.is_dask_array(x):  # each chunk's forward: see rnn_xp._dask
+        from . import _dask  # given this module: it runs engine.forward per chunk, never imports it
+        return _dask.explain(sys.modules[__name__], x, params, initial_state, lengths=lengths, mask=mask,
+                             time_major=time_major, impl=impl, trace=trace)
     p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major, trace=trace)
     return select_runner(p.call, impl)
 
 
 def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_major=False,
-            zero_output_for_mask=False, impl="auto"):
+            zero_output_for_mask=False, impl="auto", trace=False):
     """Run a (stacked, possibly bidirectional) RNN, LSTM or GRU over a batch of sequences.
 
     Parameters
     ----------
     x : array (batch, time, features), or (time, batch, features) with ``time_major=True``
-        Same namespace, device and dtype as ``params`` (see :func:`rnn_xp.to_device`).
+        Same namespace, device and dtype as ``params`` (see :func:`rnn_xp.to_device`). A dask
+        array runs lazily, one task per batch chunk, with params in the namespace of its chunks;
+        y and the state come back as dask arrays chunked like x along the batch (see
+        :mod:`rnn_xp._dask`).
     params : RNNParams
     initial_state : array or (h0, c0) for LSTM, optional
         h0 (num_layers*num_directions, batch, H_out), c0 (num_layers*num_directions, batch, H),
@@ -96,16 +104,35 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
         "auto" (the first implementation able to run the call, see :func:`rnn_xp.explain`),
         "reference", or a name from :func:`rnn_xp.implementations` (ValueError if it cannot run
         this call, with the reason).
+    trace : bool
+        Also return every step's state and gate activations (see Returns). The implementations
+        that cannot record them decline (:func:`rnn_xp.explain` with ``trace=True`` says which
+        runs); the trace holds every step, so its memory grows with T.
 
     Returns
     -------
     y : array (batch, time, num_directions*H_out) (time-major with ``time_major=True``), both
         directions in input time order.
     state : h_n, or (h_n, c_n) for LSTM, shaped like initial_state.
-    """
+    trace : list of dict, only with ``trace=True``
+        One dict per layer and direction, ordered like the state ([layer 0 fwd, layer 0 bwd,
+        layer 1 fwd, ...]), of arrays in x's layout ((batch, time, size), time-major with
+        ``time_major=True``) and in input time order for both directions: "h" (B, T, H_out) the
+        state after each step, "c" (B, T, H) for LSTM, and the gate activations as they enter the
+        cell update, each (B, T, H): LSTM "i", "f", "g", "o"; GRU "r", "z", "n"; none for
+        SimpleRNN. At steps that do not run (``lengths``, ``mask``) "h" and "c" hold the carried
+        state and the gates are zero.
 
+        >>> y, (h_n, c_n), trace = rnn_xp.forward(x, params, trace=True)
+        >>> trace[0]["f"].shape  # layer 0's forget gate at every step
+        (8, 100, 64)
+    """
+    if _xp.is_dask_array(x):  # lazy, one task per batch chunk: see rnn_xp._dask
+        from . import _dask  # given this module: it runs engine.forward per chunk, never imports it
+        return _dask.forward(sys.modules[__name__], x, params, initial_state, lengths=lengths, mask=mask,
+                             time_major=time_major, zero_output_for_mask=zero_output_for_mask, impl=impl)
     p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major,
-                zero_output_for_mask=zero_output_for_mask)
+                zero_output_for_mask=zero_output_for_mask, trace=trace)
     return _run_layers(p, params, select_runner(p.call, impl).runner, time_major)
 
 
@@ -120,7 +147,8 @@ def _run_layers(p, params, runner, time_major):
     layer_in, h0, c0 = up(p.x), up(p.h0), up(p.c0)
     T, B, _ = layer_in.shape
     D, H_out = cfg.num_directions, cfg.output_size
-    h_n, c_n = [], []
+    h_n, c_n, traces = [], [], []
+    trace = {"trace": True} if p.call.trace else {}  # only runners that record accept the keyword
     for k in range(cfg.num_layers):
         # both directions write into one (T, B, D*H_out) buffer where arrays are writeable
         out = (xp.empty((T, B, D * H_out), dtype=layer_in.dtype, device=_xp.device(layer_in))
@@ -132,9 +160,10 @@ def _run_layers(p, params, runner, time_major):
             if half:
                 w = CellWeights(**{n: up(a) for n, a in w.items()})
             dst = None if out is None else out[:, :, d * H_out:(d + 1) * H_out]  # (T, B, H_out) view
-            y, h, c = runner(layer_in, h0[idx, ...], None if c0 is None else c0[idx, ...], w, cfg,
-                             cfg.activations[d], reverse=(d == 1) != (cfg.direction == "reverse"),
-                             run=p.run, emit=p.emit, xp=xp, out=dst)
+            y, h, c, *tr = runner(layer_in, h0[idx, ...], None if c0 is None else c0[idx, ...], w, cfg,
+                                  cfg.activations[d], reverse=(d == 1) != (cfg.direction == "reverse"),
+                                  run=p.run, emit=p.emit, xp=xp, out=dst, **trace)
+            traces.extend(tr)
             if dst is not None and y is not dst:  # a runner that could not write in place
                 dst[...] = y
             if out is None:
@@ -147,6 +176,8 @@ def _run_layers(p, params, runner, time_major):
     down = (lambda a: xp.astype(a, out_dtype)) if half else (lambda a: a)
     y = down(layer_in if time_major else xp.permute_dims(layer_in, (1, 0, 2)))
     h_n = down(xp.stack(h_n, axis=0))  # (L*D, B, H_out)
-    if cfg.cell == "lstm":
-        return y, (h_n, down(xp.stack(c_n, axis=0)))
-    return y, h_n
+    state = (h_n, down(xp.stack(c_n, axis=0))) if cfg.cell == "lstm" else h_n
+    if not p.call.trace:
+        return y, state
+    layout = (lambda a: a) if time_major else (lambda a: xp.permute_dims(a, (1, 0, 2)))  # (T, B, .) -> (B, T, .)
+    return y, state, [{name: down(layout(a)) for name, a in tr.items()} for tr in traces]

@@ -41,7 +41,7 @@ def unsupported(call):
     return None
 
 
-def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
+def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None, trace=False):
     """The reference loop of one layer and direction.
 
     x (T, B, F) time-major; h0 (B, H_out); c0 (B, H) or None; run and emit (T, B, 1) booleans
@@ -50,10 +50,16 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     (T, B, H_out) array (a view is fine), receives y where the namespace's arrays are writeable
     and is returned as y; on namespaces with immutable arrays (JAX) y is stacked chunk by chunk.
     Extra memory beyond y: one projection chunk.
+
+    ``trace=True`` returns a fourth item, the dict of :func:`rnn_xp.forward`'s trace for this layer
+    and direction, time-major (T, B, .) and in input time order: "h" and (LSTM) "c" the state after
+    each step (the carried one where a step does not run), and the gate activations of the cell
+    (zero where a step does not run). It holds every step: it is not bounded by a chunk.
     """
     T, B, _ = x.shape
     H_out = h0.shape[-1]
     step = CELLS[cfg.cell].step
+    record = _Recorder(T) if trace else None
     h, c = h0, c0
     zero = xp.zeros_like(h0)  # (B, H_out)
     last = zero  # the last output, repeated on masked steps (Keras)
@@ -65,7 +71,10 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
         gi = input_projection(x[t0:t1, ...], w, xp)  # (t1-t0, B, G*H)
         ys = [None] * (t1 - t0)
         for t in (range(t1 - 1, t0 - 1, -1) if reverse else range(t0, t1)):
-            h_new, c_new = step(gi[t - t0, ...], h, c, w, cfg, acts, xp)
+            if record is None:
+                h_new, c_new = step(gi[t - t0, ...], h, c, w, cfg, acts, xp)
+            else:
+                h_new, c_new, gates = step(gi[t - t0, ...], h, c, w, cfg, acts, xp, gates=True)
             if run is None:
                 h, c = h_new, c_new
                 y_t = h
@@ -75,16 +84,44 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
                 c = None if c is None else xp.where(r, c_new, c)
                 last = xp.where(r, h_new, last)
                 y_t = xp.where(emit[t, ...], last, zero)
+                if record is not None:  # a step that does not run has no gates
+                    gates = {k: xp.where(r, g, xp.zeros_like(g)) for k, g in gates.items()}
+            if record is not None:
+                record.add(t, h, c, gates)
             if writeable:
                 y[t, ...] = y_t
             else:
                 ys[t - t0] = y_t
         if not writeable:
             pieces.append(xp.stack(ys, axis=0))
-    if writeable:
+    if not writeable:
+        if reverse:
+            pieces = pieces[::-1]
+        if not pieces:
+            y = xp.zeros((0, B, H_out), dtype=h0.dtype, device=_xp.device(h0))
+        else:
+            y = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
+    if record is None:
         return y, h, c
-    if reverse:
-        pieces = pieces[::-1]
-    if not pieces:
-        return xp.zeros((0, B, H_out), dtype=h0.dtype, device=_xp.device(h0)), h, c
-    return (pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)), h, c
+    # with no step to record, one on an empty batch tells the gates' names and sizes
+    return y, h, c, record.arrays(xp, h0, c0, lambda: step(
+        xp.zeros((0, w.w_ih.shape[0]), dtype=h0.dtype, device=_xp.device(h0)), h0[:0, ...],
+        None if c0 is None else c0[:0, ...], w, cfg, acts, xp, gates=True)[2])
+
+
+class _Recorder:
+    """The per-step states and gates of one layer and direction, stacked in input time order at the end."""
+
+    def __init__(self, T):
+        self.steps = [None] * T  # per input time step: {"h": (B, H_out), "c": (B, H), gate: (B, H)}
+
+    def add(self, t, h, c, gates):
+        self.steps[t] = {"h": h, **({} if c is None else {"c": c}), **gates}
+
+    def arrays(self, xp, h0, c0, empty_step):
+        """{name: (T, B, size)}; ``empty_step()`` gives the gates' names and sizes when there is no step."""
+        if self.steps:
+            return {k: xp.stack([s[k] for s in self.steps], axis=0) for k in self.steps[0]}
+        B, dev = h0.shape[0], _xp.device(h0)
+        like = {"h": h0, **({} if c0 is None else {"c": c0}), **empty_step()}
+        return {k: xp.zeros((0, B, a.shape[-1]), dtype=h0.dtype, device=dev) for k, a in like.items()}

@@ -366,6 +366,10 @@ class RNNParams:
         config_changes.setdefault("dtype", _xp.dtype_name(next(iter(arrays.values())).dtype))
         return RNNParams.from_named_arrays(replace(self.config, **config_changes), arrays)
 
+    def __sizeof__(self):
+        """Bytes held, weights included: what sys.getsizeof (and so dask's scheduler) counts."""
+        return object.__sizeof__(self) + sum(int(getattr(a, "nbytes", 0)) for _, a in self.named_arrays())
+
     def __repr__(self):
         c = self.config
         return (f"RNNParams(cell={c.cell!r}, input_size={c.input_size}, hidden_size={c.hidden_size}, "

@@ -5,8 +5,12 @@ An implementation is a module of :mod:`rnn_xp._fast` (the reference loop lives i
 
 - ``NAMESPACES``: the namespace names it runs on ('numpy', 'cupy', ...), or None for all;
 - ``unsupported(call) -> str | None``: why it cannot run this :class:`Call`, or None when it can;
+- optionally ``unsuited(call) -> str | None``: why ``impl="auto"`` should leave a call it can run to a
+  later implementation (it would be slower, e.g. a weight arrangement that a single step does not
+  repay); an explicit ``impl=`` still runs it;
 - ``run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None)``: the contract of
-  :func:`rnn_xp.loop.run_direction`.
+  :func:`rnn_xp.loop.run_direction`. An implementation that accepts ``call.trace`` also takes
+  ``trace=True`` and then returns the trace dict as a fourth item; the others decline such calls.
 
 :func:`select_runner` asks the candidates in order and takes the first that can run the call;
 ``impl="auto"`` falls back along the list and records every reason, an explicit ``impl=`` that
@@ -74,10 +78,15 @@ class Choice:
         return "\n".join(lines)
 
 
+_MODULES: dict = {}  # implementation name -> its module, imported on first use
+
+
 def _module(impl):
-    if impl.module == "loop":
-        return importlib.import_module("rnn_xp.loop")
-    return importlib.import_module(f"rnn_xp._fast.{impl.module}")
+    mod = _MODULES.get(impl.name)
+    if mod is None:
+        name = "rnn_xp.loop" if impl.module == "loop" else f"rnn_xp._fast.{impl.module}"
+        mod = _MODULES[impl.name] = importlib.import_module(name)
+    return mod
 
 
 def _reason(impl, call):
@@ -105,6 +114,8 @@ def select_runner(call: Call, impl: str = "auto") -> Choice:
         if spaces is not None and call.namespace not in spaces:
             continue  # not for this namespace: not worth listing
         reason = _reason(candidate, call) if candidate.auto else f"opt-in only (impl={candidate.name!r})"
+        if reason is None and getattr(_module(candidate), "unsuited", None) is not None:
+            reason = _module(candidate).unsuited(call)
         if reason is None:
             return Choice(candidate.name, tuple(skipped), _module(candidate).run_direction)
         skipped.append((candidate.name, reason))

@@ -141,3 +141,15 @@ def test_quick_mode_writes_the_configs_plot(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install matplotlib)")
     written = report.plots(_result(True), str(tmp_path / "r"))
     assert written == [str(tmp_path / "r-configs.png")] and (tmp_path / "r-configs.png").stat().st_size > 1000
+
+
+def test_the_stream_benchmark_checks_its_workers_and_tabulates():
+    """python -m bench.stream on a tiny size: every worker verified against the float64 loop, then timed."""
+    from bench import stream as bench_stream
+
+    records = bench_stream.run(batches=(2,), hidden=(8,), backends=("rnn_xp-stream", "rnn_xp-forward"), rounds=2,
+                               calls=3, progress=False)
+    assert [r["backend"] for r in records] == ["rnn_xp-stream", "rnn_xp-forward"]
+    assert all(r["verified"] and r["max_abs_err"] < 1e-5 and len(r["round_medians_us"]) == 2 for r in records)
+    table = bench_stream.table(records)
+    assert table.splitlines()[2].startswith("| 2 | 8 | ") and table.splitlines()[2].endswith("| - |")

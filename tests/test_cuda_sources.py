@@ -21,11 +21,13 @@ import functools
 import importlib
 import importlib.util
 import math
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import types
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +36,11 @@ from conftest import assert_close
 from reference import reference_forward
 
 import rnn_xp
-from rnn_xp import _fast, _xp
+from rnn_xp import _xp, seam
 from rnn_xp import activations as activations_module
 from rnn_xp._fast import cupy_fused
 from rnn_xp._fast.cupy_kernels import ACT_KINDS, KERNELS, PREAMBLE, parse_params
+from rnn_xp.seam import Call
 
 fw = importlib.import_module("rnn_xp.loop")  # the module (rnn_xp.forward is the function)
 NVCC = shutil.which("nvcc")
@@ -195,7 +198,8 @@ def _host_function(name, in_params, out_params, operation, preamble, ctype):
            f'extern "C" void {name}({", ".join(decls)}) {{\n'
            "  for (ptrdiff_t i = 0; i < _n; ++i) {\n    " + "\n    ".join(binds) + f"\n{operation}  ;\n  }}\n}}\n")
     d = _host_build_dir()
-    stem = f"{name}_{ctype}"
+    # one file per source text: the loader keeps a library loaded by path, so a changed text needs a new one
+    stem = f"{name}_{ctype}_{zlib.crc32(src.encode()):08x}"
     (d / f"{stem}.cpp").write_text(src)
     proc = subprocess.run([GXX, "-std=c++14", "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-Wno-unused",
                            "-o", str(d / f"{stem}.so"), str(d / f"{stem}.cpp")], capture_output=True, text=True)
@@ -331,7 +335,6 @@ def test_host_runner_matches_reference_direction(host_cupy, rng, cell, opts, rev
 def test_host_every_activation(host_cupy, rng, name):
     """Each activation kind as f of an rnn and as g and h of an lstm, alpha/beta off their defaults."""
     fused = name not in ROW_FUNCTIONS
-    assert (cupy_fused.unsupported(np.zeros((1, 1, 1)), None, [activations_module.resolve(name)]) is None) == fused
     for cell, acts in (("rnn", [name]), ("lstm", ["Sigmoid", "Tanh" if name == "Exponential" else name, name])):
         params = rnn_xp.init(cell, 3, 4, activations=acts, activation_alpha=[0.3, 0.3], activation_beta=[0.6, 0.6],
                              clip=3.0 if name == "Exponential" else None, seed=4, dtype="float64", xp=np)
@@ -339,18 +342,27 @@ def test_host_every_activation(host_cupy, rng, name):
         w, x, h0, c0 = _direction_inputs(rng, cfg, params, 3, 5, "float64", cell == "lstm")
         x = x * 2.0  # reach both sides of every kink
         kw = dict(reverse=False, run=None, emit=None, xp=NP)
+        why = cupy_fused.declines(5, 3, "float64", cfg, cfg.activations[0])
+        if not fused:  # a function of a whole row: declined with the reason, and the runner refuses it too
+            assert why is not None and name in why and "no fused kernel" in why
+            with pytest.raises(ValueError, match="no fused kernel"):
+                cupy_fused.run_direction(x, h0, c0, w, cfg, cfg.activations[0], **kw)
+            continue
+        assert why is None
         got = cupy_fused.run_direction(x, h0, c0, w, cfg, cfg.activations[0], **kw)
         ref = fw.run_direction(x, h0, c0, w, cfg, cfg.activations[0], **kw)
         for g, r in zip(got, ref, strict=True):
             if r is not None:
                 np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12, err_msg=f"{cell} {name}")
-    assert bool(host_cupy) == fused, "fused kernels ran for a row function, or fell back for an elementwise one"
+    assert bool(host_cupy) == fused, "fused kernels ran for a row function, or ran nothing for an elementwise one"
 
 
 @pytest.fixture
 def fused_on_numpy(host_cupy, monkeypatch):
-    """forward(..., impl="cupy-fused") accepted for NumPy arrays, so the whole stack runs through the runner."""
-    monkeypatch.setitem(_fast._IMPLS, "cupy-fused", (("numpy",), _fast._IMPLS["cupy-fused"][1]))
+    """The seam offers cupy-fused for NumPy arrays (kernels on the host), so the whole stack runs through it."""
+    monkeypatch.setattr(cupy_fused, "NAMESPACES", ("numpy",))
+    monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
+    return host_cupy
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -377,48 +389,81 @@ def test_host_forward_end_to_end(fused_on_numpy, rng, cell, monkeypatch):
             assert_close(state[1], rc, xp=NP, dtype="float64", shape=(4, B, 4), atol=1e-10)
 
 
-def test_host_unsupported_configs_fall_back(host_cupy, rng, monkeypatch):
-    """An activation without a kernel, and an empty batch, run on the reference loop (nothing allocated)."""
+def _call(namespace="cupy", cell="rnn", dtype="float32", steps=3, batch=2, **kw):
+    cfg = rnn_xp.init(cell, 2, 3, xp=np, **kw).config
+    return Call(namespace=namespace, cfg=cfg, dtype=dtype, steps=steps, batch=batch)
+
+
+def test_host_unsupported_configs_are_declined(fused_on_numpy, rng, monkeypatch):
+    """An activation without a kernel: cupy-fused declines with the reason, auto takes the next implementation
+    and records why, impl='cupy-fused' raises it, and the runner itself refuses (it never falls back)."""
     params = rnn_xp.init("gru", 3, 4, seed=2, dtype="float64", xp=np)
     cfg = params.config
     w, x, h0, _ = _direction_inputs(rng, cfg, params, 2, 3, "float64", False)
-    kw = dict(reverse=False, run=None, emit=None, xp=NP)
+    xb = np.transpose(x, (1, 0, 2))  # (B, T, F) for forward
+    assert cupy_fused.declines(3, 2, "float64", cfg, cfg.activations[0]) is None
+    assert rnn_xp.explain(xb, params, impl="auto").implementation == "cupy-fused"
     monkeypatch.setattr(cupy_fused, "ACT_KINDS", {k: v for k, v in ACT_KINDS.items() if k != "Tanh"})
-    assert "Tanh" in cupy_fused.unsupported(x, cfg, cfg.activations[0])
-    y, h, _ = cupy_fused.run_direction(x, h0, None, w, cfg, cfg.activations[0], **kw)
-    ry, rh, _ = fw.run_direction(x, h0, None, w, cfg, cfg.activations[0], **kw)
-    np.testing.assert_array_equal(y, ry)
-    assert host_cupy == []
+    assert "Tanh" in cupy_fused.declines(3, 2, "float64", cfg, cfg.activations[0])
+    choice = rnn_xp.explain(xb, params)
+    assert choice.implementation != "cupy-fused"
+    assert "Tanh" in dict(choice.skipped)["cupy-fused"]
+    with pytest.raises(ValueError, match="impl='cupy-fused' cannot run this call: .*Tanh"):
+        rnn_xp.forward(xb, params, impl="cupy-fused")
+    with pytest.raises(ValueError, match="Tanh"):
+        cupy_fused.run_direction(x, h0, None, w, cfg, cfg.activations[0], reverse=False, run=None, emit=None, xp=NP)
+    assert fused_on_numpy == [], "the runner allocated buffers for a direction it declines"
+    y, _ = rnn_xp.forward(xb, params)  # auto runs it elsewhere, with the reference's results
+    np.testing.assert_allclose(y, rnn_xp.forward(xb, params, impl="reference")[0], rtol=1e-12, atol=1e-12)
     monkeypatch.setattr(cupy_fused, "ACT_KINDS", ACT_KINDS)
-    assert cupy_fused.unsupported(x, cfg, cfg.activations[0]) is None
-    assert "empty" in cupy_fused.unsupported(x[:, :0], cfg, cfg.activations[0])
-    assert "empty" in cupy_fused.unsupported(x[:0], cfg, cfg.activations[0])
+    for steps, batch in ((0, 2), (3, 0)):
+        assert "empty" in cupy_fused.declines(steps, batch, "float64", cfg, cfg.activations[0])
+    assert "dtype int32" in cupy_fused.declines(3, 2, "int32", cfg, cfg.activations[0])
+    assert "tracing" in cupy_fused.unsupported(Call("numpy", cfg, "float64", 3, 2, trace=True))
 
 
-def test_seam_prefers_the_fused_runner_for_cupy(host_cupy):
-    """impl='auto' on a namespace named cupy picks cupy-fused when it loads, the reference when it does not."""
-    fake_cupy = types.SimpleNamespace(__name__="cupy")
-    cfg = rnn_xp.init("rnn", 2, 3, xp=np).config
-    assert _fast._AUTO["cupy"][0] == "cupy-fused"
-    assert "cupy-fused" in rnn_xp.implementations(fake_cupy)
-    assert "cupy-fused" not in rnn_xp.implementations(np)
-    assert _fast.select_runner(fake_cupy, cfg) is cupy_fused.run_direction
-    assert _fast.select_runner(fake_cupy, cfg, "cupy-fused") is cupy_fused.run_direction
-    with pytest.raises(ValueError, match="runs on"):
-        _fast.select_runner(NP, cfg, "cupy-fused")
+def test_seam_chooses_the_fused_runner_for_cupy(monkeypatch):
+    """impl='auto' on a call in the cupy namespace picks cupy-fused where CuPy is usable (cupy-persistent is
+    opt-in, and says so); impl='cupy-fused' gives the same runner."""
+    monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
+    call = _call()
+    choice = seam.select_runner(call)
+    assert choice == seam.Choice("cupy-fused", (("cupy-persistent", "opt-in only (impl='cupy-persistent')"),))
+    assert choice.runner is cupy_fused.run_direction
+    explicit = seam.select_runner(call, "cupy-fused")
+    assert explicit == seam.Choice("cupy-fused") and explicit.runner is cupy_fused.run_direction
+    assert "cupy-fused" in seam.implementations() and "cupy-fused" not in seam.implementations(np)
+    assert "opt-in" in str(choice) and "implementation: cupy-fused" in str(choice)
 
 
-def test_seam_without_cupy_falls_back(monkeypatch):
-    cfg = rnn_xp.init("rnn", 2, 3, xp=np).config
+def test_seam_explicit_impl_that_cannot_run_raises_the_reason(monkeypatch):
+    monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
+    with pytest.raises(ValueError, match=r"impl='cupy-fused' cannot run this call: runs on cupy, not on numpy"):
+        seam.select_runner(_call("numpy"), "cupy-fused")
+    with pytest.raises(ValueError, match=r"cannot run this call: dtype int64 .*Fix: impl='auto'"):
+        seam.select_runner(_call(dtype="int64"), "cupy-fused")
+    with pytest.raises(ValueError, match="no steps or an empty batch"):
+        seam.select_runner(_call(batch=0), "cupy-fused")
+    with pytest.raises(ValueError, match="tracing"):
+        seam.select_runner(Call("cupy", _call().cfg, "float32", 3, 2, trace=True), "cupy-fused")
 
+
+def test_seam_without_cupy_skips_with_the_reason(monkeypatch):
+    """CuPy that does not import: auto skips cupy-fused and records why; impl='cupy-fused' raises it."""
     def no_cupy():
         raise ImportError("No module named 'cupy'")
 
     monkeypatch.setattr(cupy_fused, "_cupy", no_cupy)
-    fake_cupy = types.SimpleNamespace(__name__="cupy")
-    assert _fast.select_runner(fake_cupy, cfg) is fw.run_direction
-    with pytest.raises(ValueError, match="not usable"):
-        _fast.select_runner(fake_cupy, cfg, "cupy-fused")
+    assert cupy_fused.cupy_problem() == "CuPy does not import (ImportError: No module named 'cupy')"
+    choice = seam.select_runner(_call())
+    assert choice.implementation == "reference" and choice.runner is fw.run_direction
+    assert dict(choice.skipped)["cupy-fused"] == "CuPy does not import (ImportError: No module named 'cupy')"
+    assert "opt-in" in dict(choice.skipped)["cupy-persistent"]
+    with pytest.raises(ValueError, match="CuPy does not import"):
+        seam.select_runner(_call(), "cupy-fused")
+    # a configuration the kernels do not cover is reported before CuPy is even tried
+    monkeypatch.setattr(cupy_fused, "ACT_KINDS", {k: v for k, v in ACT_KINDS.items() if k != "Tanh"})
+    assert "no fused kernel" in dict(seam.select_runner(_call()).skipped)["cupy-fused"]
 
 
 def test_import_does_not_import_cupy():
@@ -446,3 +491,116 @@ def test_host_stand_in_catches_a_wrong_kernel(host_cupy, rng, monkeypatch):
     y, _, _ = cupy_fused.run_direction(x, h0, None, w, cfg, cfg.activations[0], **kw)
     ry, _, _ = fw.run_direction(x, h0, None, w, cfg, cfg.activations[0], **kw)
     assert np.abs(y - ry).max() > 1e-3
+
+
+# ---- float32 accuracy of the kernels' sigmoid ------------------------------------------------------
+
+OLD_SIGMOID = "return F(0.5) * tanh(F(0.5) * x) + F(0.5);"
+
+
+def _old_sigmoid_preamble():
+    """The preamble with the sigmoid this project used before (0.5*tanh(x/2)+0.5): the tests below must fail it."""
+    start = PREAMBLE.index("__device__ __forceinline__ F rnnxp_sigmoid(F x) {")
+    end = PREAMBLE.index("}", start)
+    return PREAMBLE[:start] + "__device__ __forceinline__ F rnnxp_sigmoid(F x) {\n  " + OLD_SIGMOID + "\n" \
+        + PREAMBLE[end:]
+
+
+def ulp_errors(got, x):
+    """Signed errors of a float32 sigmoid in units in the last place of the exact result (float64 reference)."""
+    with np.errstate(over="ignore"):
+        exact = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
+    return (got.astype(np.float64) - exact) / ulp
+
+
+def sigmoid_inputs(rng):
+    """Random float32 over the range that matters, every gate's usual range densely, and the edges."""
+    edges = [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 15.0, -15.0, 17.0, -17.0, 30.0, -30.0, 80.0, -80.0, 87.0, -87.0,
+             88.7, -88.7, 100.0, -100.0, 103.0, -103.0, 110.0, -110.0, 3e38, -3e38]
+    return np.concatenate([rng.uniform(-30, 30, 400_000), rng.uniform(-6, 6, 400_000),
+                           rng.uniform(-104, -30, 50_000), edges]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def host_sigmoid():
+    if GXX is None:
+        pytest.skip("g++ is not on PATH: the kernels cannot be compiled for the host")
+
+    def run(x, preamble=PREAMBLE):
+        y = np.empty_like(x)
+        HostElementwiseKernel("T x", "T y", "y = rnnxp_sigmoid(x);", "rnnxp_sigmoid_check", preamble=preamble)(x, y)
+        return y
+    return run
+
+
+def test_host_sigmoid_float32_within_a_few_ulp_and_unbiased(host_sigmoid, rng):
+    """The kernels' sigmoid in float (float32 storage, and the arithmetic of float16 storage): a few ULP at most,
+    errors of both signs (mean near 0); the old 0.5*tanh(x/2)+0.5 fails both (hundreds of ULP, one-sided)."""
+    x = sigmoid_inputs(rng)
+    err = ulp_errors(host_sigmoid(x), x)
+    print(f"float32 sigmoid on the host: max {np.abs(err).max():.2f} ULP, mean {err.mean():+.4f} ULP, "
+          f"mean |err| {np.abs(err).mean():.3f} ULP")
+    # bound: exp (glibc: under 1 ULP), the add 1 + e and the division round once each; an error relative to
+    # one operand counts up to twice in ULP of a result whose significand is near 2: (1 + 0.5 + 0.5) * 1.5 = 3
+    assert np.abs(err).max() <= 3.0, f"max error {np.abs(err).max():.2f} ULP"
+    assert abs(err.mean()) <= 0.02 and abs(err[x < 0].mean()) <= 0.03, f"biased: mean {err.mean():+.4f} ULP"
+    old = ulp_errors(host_sigmoid(x, _old_sigmoid_preamble()), x)
+    assert np.abs(old).max() > 100 and abs(old[(x < -2) & (x > -15)].mean()) > 1, "the check cannot tell the old form"
+    # the special values: exact limits, NaN kept
+    special = np.array([np.inf, -np.inf, np.nan, 0.0, 200.0, -200.0], dtype=np.float32)
+    got = host_sigmoid(special)
+    assert got[0] == 1.0 and got[1] == 0.0 and np.isnan(got[2]) and got[3] == 0.5 and got[4] == 1.0 and got[5] == 0.0
+
+
+def test_host_sigmoid_float64(host_sigmoid, rng):
+    """The same function in double: within a few ULP of a long-double computation."""
+    x = sigmoid_inputs(rng).astype(np.float64) + rng.uniform(-1e-3, 1e-3, 850_026)
+    got = host_sigmoid(x)
+    xl = x.astype(np.longdouble)
+    with np.errstate(over="ignore"):
+        exact = np.longdouble(1) / (np.longdouble(1) + np.exp(-xl))
+    err = (got.astype(np.longdouble) - exact) / np.spacing(exact.astype(np.float64)).astype(np.longdouble)
+    err = err.astype(np.float64)
+    assert np.finfo(np.longdouble).nmant > 52, "no extended precision here to check float64 against"
+    assert np.abs(err).max() <= 3.0 and abs(err.mean()) <= 0.02, (np.abs(err).max(), err.mean())
+
+
+def test_host_lstm_500_steps_float32_accuracy(fused_on_numpy, monkeypatch):
+    """The fused kernels (on the host) on bench/accuracy.py's 500-step float32 LSTM (forget gates near 1): their
+    error against float64 is at most RATIO times PyTorch's (CPU) on the same inputs; the old sigmoid is not."""
+    torch = pytest.importorskip("torch")
+    from bench import accuracy
+
+    params, x, ref = accuracy.problem(seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CPU is shared; the result does not depend on it
+    try:
+        peer = accuracy.errors(accuracy.torch_outputs(params, x, "cpu"), ref)
+    finally:
+        torch.set_num_threads(threads)
+    mine = accuracy.errors(accuracy.rnn_xp_outputs(params, x, np, "cupy-fused"), ref)
+    ratio = accuracy.worst_ratio(mine, peer)
+    print(f"torch-cpu {peer}\ncupy-fused on the host {mine}: {ratio:.2f}x torch's")
+    assert fused_on_numpy, "the fused kernels did not run"
+    assert ratio <= accuracy.RATIO, f"float32 error {ratio:.2f}x torch's (limit {accuracy.RATIO})"
+    monkeypatch.setattr(cupy_fused, "PREAMBLE", _old_sigmoid_preamble())
+    cupy_fused._kernel.cache_clear()
+    try:
+        old = accuracy.worst_ratio(accuracy.errors(accuracy.rnn_xp_outputs(params, x, np, "cupy-fused"), ref), peer)
+    finally:
+        monkeypatch.undo()
+        cupy_fused._kernel.cache_clear()
+    assert old > accuracy.RATIO, f"the old sigmoid passes too ({old:.2f}x): the check cannot fail"
+
+
+def test_sources_use_no_inaccurate_sigmoid():
+    """No 0.5*tanh(x/2)+0.5 and no fast-math intrinsics in any CUDA text (the fused and persistent kernels)."""
+    from rnn_xp._fast import cupy_persistent
+
+    for name, text in (("cupy_gates.cu", PREAMBLE), ("cupy_persistent.cu", cupy_persistent.KERNEL_SOURCE),
+                       *((f"kernel {k}", spec.operation) for k, spec in KERNELS.items())):
+        code = re.sub(r"//[^\n]*", "", text)
+        assert not re.search(r"tanh\(\s*F\(0\.5\)", code), f"{name}: sigmoid through tanh"
+        assert not re.search(r"__(expf|tanhf|fdividef|logf|powf|sinf|cosf)\b", code), f"{name}: fast-math intrinsic"
+    assert "--use_fast_math" not in Path(cupy_fused.__file__).read_text()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rnn_xp
-from rnn_xp import _fast, _xp
+from rnn_xp import _xp, seam
 from rnn_xp._fast import cupy_fused
 
 pytestmark = pytest.mark.gpu
@@ -85,10 +85,17 @@ CASES = [
 ]
 
 
-def test_auto_selects_the_fused_runner(xp):
-    cfg = rnn_xp.init("lstm", 2, 3, xp=np).config
-    assert _fast.select_runner(xp, cfg) is cupy_fused.run_direction
+def test_auto_selects_the_fused_runner(cp, xp):
+    """On CuPy arrays impl='auto' runs cupy-fused (cupy-persistent is opt-in and says so)."""
+    params = rnn_xp.init("lstm", 2, 3, seed=0, xp=cp)
+    x = _on(cp, np.ones((2, 4, 2)), "float32")
+    choice = rnn_xp.explain(x, params)
+    assert choice.implementation == "cupy-fused" and choice.runner is cupy_fused.run_direction
+    assert dict(choice.skipped) == {"cupy-persistent": "opt-in only (impl='cupy-persistent')"}
     assert "cupy-fused" in rnn_xp.implementations(xp)
+    assert cupy_fused.cupy_problem() is None
+    call = seam.Call("cupy", params.config, "float32", 4, 2, device=x.device)
+    assert seam.select_runner(call, "cupy-fused").runner is cupy_fused.run_direction
 
 
 @pytest.mark.parametrize("masking", ["none", "lengths", "mask", "both"])

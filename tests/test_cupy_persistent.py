@@ -40,9 +40,10 @@ def poisoned(cp, monkeypatch):
 
 @pytest.fixture
 def no_fallback(monkeypatch):
-    """Fail if the persistent runner hands the call to the fused path."""
+    """Fail if anything but the persistent kernels runs a direction with impl='cupy-persistent' (the seam raises
+    for a call it declines; this also catches a runner that would hand work to the fused path)."""
     def refuse(*a, **k):
-        raise AssertionError("the persistent runner fell back to cupy-fused")
+        raise AssertionError("cupy-fused ran a direction of an impl='cupy-persistent' call")
 
     monkeypatch.setattr(cupy_fused, "run_direction", refuse)
 
@@ -93,9 +94,16 @@ PLANS = [{"U": 2, "S": 1}, {"U": 3, "S": 2, "BT": 2}, {"U": 7, "S": 4, "BT": 3, 
 def test_selectable_not_automatic(cp):
     xp = _xp.as_namespace(cp)
     assert "cupy-persistent" in rnn_xp.implementations(xp)
-    cfg = rnn_xp.init("gru", 2, 3, xp=np).config
-    from rnn_xp import _fast
-    assert _fast.select_runner(xp, cfg, "cupy-persistent") is cupy_persistent.run_direction
+    params = rnn_xp.init("gru", 2, 3, seed=0, xp=cp)
+    x = _on(cp, np.ones((2, 4, 2)), "float32")
+    choice = rnn_xp.explain(x, params, impl="cupy-persistent")
+    assert choice.implementation == "cupy-persistent" and choice.runner is cupy_persistent.run_direction
+    auto = rnn_xp.explain(x, params)
+    assert auto.implementation == "cupy-fused"
+    assert dict(auto.skipped)["cupy-persistent"] == "opt-in only (impl='cupy-persistent')"
+    sms, smem = cupy_persistent._limits(x.device)
+    print(f"device limits: {sms} SMs, {smem} B of shared memory per block (opt-in)")
+    assert sms >= 1 and smem >= 48 * 1024
 
 
 @pytest.mark.parametrize("plan", PLANS, ids=[f"plan{i}" for i in range(len(PLANS))])
@@ -173,18 +181,28 @@ def test_repeated_calls_are_identical(cp, no_fallback):
         np.testing.assert_array_equal(cp.asnumpy(rnn_xp.forward(x, params, impl="cupy-persistent")[0]), first)
 
 
-@pytest.mark.parametrize("cell,opts", [("gru", {"reset_after": False}), ("lstm", {"proj_size": 3})])
-def test_unsupported_configs_fall_back(cp, cell, opts, monkeypatch):
-    """Configurations without a persistent kernel run on cupy-fused, with its results."""
-    called = []
-    real = cupy_fused.run_direction
-    monkeypatch.setattr(cupy_fused, "run_direction", lambda *a, **k: called.append(1) or real(*a, **k))
+@pytest.mark.parametrize("cell,opts,reason", [("gru", {"reset_after": False}, "reset before"),
+                                              ("lstm", {"proj_size": 3}, "projection")])
+def test_unsupported_configs_are_declined(cp, cell, opts, reason):
+    """Configurations without a persistent kernel: impl='cupy-persistent' raises the reason, impl='auto' runs
+    cupy-fused (the seam's choice, recorded), with the reference's results."""
     params = rnn_xp.init(cell, 3, 5, seed=2, xp=cp, **opts)
     x = _on(cp, np.random.default_rng(2).standard_normal((4, 6, 3)), "float32")
-    got, ref = _both(params, x)
-    assert called
+    with pytest.raises(ValueError, match=f"impl='cupy-persistent' cannot run this call: .*{reason}"):
+        rnn_xp.forward(x, params, impl="cupy-persistent")
+    assert rnn_xp.explain(x, params).implementation == "cupy-fused"
+    got = rnn_xp.forward(x, params)
+    ref = rnn_xp.forward(x, params, impl="reference")
     for g, r in zip(_flat(got), _flat(ref), strict=True):
         _check(cp, g, r, "float32", 2e-5)
+
+
+def test_large_step_is_declined(cp):
+    """lstm-large's step (B 256, H 1024) is compute bound: declined with the reason, so auto stays on cuBLAS."""
+    params = rnn_xp.init("lstm", 8, 1024, seed=0, xp=cp)
+    x = cp.zeros((256, 2, 8), dtype=cp.float32)
+    with pytest.raises(ValueError, match="compute bound"):
+        rnn_xp.explain(x, params, impl="cupy-persistent")
 
 
 def test_float16_inputs(cp, no_fallback):

@@ -67,8 +67,11 @@ def test_auto_picks_the_fast_path_and_half_types_agree(rng, monkeypatch):
     real = fused.run_direction
     monkeypatch.setattr(fused, "run_direction", lambda *a, **k: seen.append(1) or real(*a, **k))
     params = rnn_xp.init("gru", 3, 4, seed=18, xp=np)
-    rnn_xp.forward(rng.standard_normal((2, 3, 3)).astype("float32"), params)
+    rnn_xp.forward(rng.standard_normal((2, 6, 3)).astype("float32"), params)
     assert seen, "impl='auto' on numpy did not run the fast path"
+    # under MIN_AUTO_STEPS steps the per-call weight arrangement does not pay: auto runs the reference
+    one_step = rnn_xp.explain(rng.standard_normal((2, 1, 3)).astype("float32"), params)
+    assert one_step.implementation == "reference" and "arranging the weights" in str(one_step)
     # float16 is computed in float32 by the engine, then rounded once: the same numbers as the reference
     p16 = rnn_xp.to_device(params, np, dtype="float16")
     x16 = rng.standard_normal((2, 3, 3)).astype("float16")

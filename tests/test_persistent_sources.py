@@ -36,9 +36,10 @@ import pytest
 from conftest import assert_close
 
 import rnn_xp
-from rnn_xp import _fast, _xp
+from rnn_xp import _xp, seam
 from rnn_xp._fast import cupy_fused, cupy_persistent
 from rnn_xp._fast.cupy_persistent import KERNEL_NAMES, PARAMS, SOURCE, plan
+from rnn_xp.seam import Call
 
 fw = importlib.import_module("rnn_xp.loop")
 NVCC = shutil.which("nvcc")
@@ -146,26 +147,55 @@ def test_plan_invariants_and_limits():
     assert plan(4, 8, 1, 4, 2, 64, override={"U": 1}) is None  # 8 blocks for 2 SMs: refused
 
 
-def test_unsupported_configs_name_the_reason(monkeypatch):
-    x = np.zeros((3, 2, 4), dtype=np.float32)
-
-    def why(cell, dtype="float32", **opts):
-        params = rnn_xp.init(cell, 4, 6, seed=0, xp=np, **opts)
-        cfg = params.config
-        return cupy_persistent.unsupported(x.astype(dtype), cfg, cfg.activations[0], params.layers[0][0])
+def test_declines_name_the_reason(monkeypatch):
+    """Per direction (declines) and per call (unsupported, the seam's question): each reason names its cause."""
+    def why(cell, dtype="float32", T=3, B=2, limits=H100, **opts):
+        cfg = rnn_xp.init(cell, 4, 6, seed=0, xp=np, **opts).config
+        return cupy_persistent.declines(T, B, dtype, cfg, cfg.activations[0], cfg.proj_size > 0, limits)
 
     assert why("rnn") is None and why("lstm", peepholes=True, clip=1.0) is None and why("gru") is None
+    assert why("rnn", limits=None) is None  # without the device's limits: everything but the plan
     assert "reset" in why("gru", reset_after=False)
     assert "projection" in why("lstm", proj_size=2)
     assert "float16" in why("rnn", dtype="float16")
+    assert "empty" in why("rnn", T=0) and "empty" in why("gru", B=0)
+    assert "shared memory" in why("rnn", limits=(1, 64))
     monkeypatch.setattr(cupy_persistent, "ACT_KINDS", {k: v for k, v in cupy_persistent.ACT_KINDS.items()
                                                        if k != "Tanh"})
     assert "Tanh" in why("rnn")
     monkeypatch.undo()
-    big = rnn_xp.init("lstm", 4, 1024, seed=0, xp=np)
-    xb = np.zeros((2, 256, 4), dtype=np.float32)
-    assert "compute bound" in cupy_persistent.unsupported(xb, big.config, big.config.activations[0],
-                                                          big.layers[0][0])
+    big = rnn_xp.init("lstm", 4, 1024, seed=0, xp=np).config
+    assert "compute bound" in cupy_persistent.declines(2, 256, "float32", big, big.activations[0], False, H100)
+
+    # the call: CuPy first, then the device's limits, then every direction
+    monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: "CuPy does not import (ImportError: no cupy)")
+    call = Call("cupy", rnn_xp.init("gru", 4, 6, bidirectional=True, xp=np).config, "float32", 3, 2)
+    assert cupy_persistent.unsupported(call) == "CuPy does not import (ImportError: no cupy)"
+    monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
+    monkeypatch.setattr(cupy_persistent, "_limits", lambda device: H100)
+    assert cupy_persistent.unsupported(call) is None
+    assert "tracing" in cupy_persistent.unsupported(Call("cupy", call.cfg, "float32", 3, 2, trace=True))
+    proj = Call("cupy", rnn_xp.init("lstm", 4, 6, proj_size=2, xp=np).config, "float32", 3, 2)
+    assert "projection" in cupy_persistent.unsupported(proj)
+    monkeypatch.setattr(cupy_persistent, "_limits", lambda device: (1, 64))
+    assert "shared memory" in cupy_persistent.unsupported(call)
+
+
+def test_seam_opt_in_reasons(monkeypatch):
+    """impl='cupy-persistent' that cannot run raises its reason; auto records that it is opt-in and runs cupy-fused."""
+    monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
+    monkeypatch.setattr(cupy_persistent, "_limits", lambda device: H100)
+    gru = rnn_xp.init("gru", 4, 6, seed=0, xp=np).config
+    choice = seam.select_runner(Call("cupy", gru, "float32", 3, 2), "cupy-persistent")
+    assert choice == seam.Choice("cupy-persistent") and choice.runner is cupy_persistent.run_direction
+    auto = seam.select_runner(Call("cupy", gru, "float32", 3, 2))
+    assert auto.implementation == "cupy-fused"
+    assert auto.skipped == (("cupy-persistent", "opt-in only (impl='cupy-persistent')"),)
+    before = rnn_xp.init("gru", 4, 6, reset_after=False, seed=0, xp=np).config
+    with pytest.raises(ValueError, match=r"impl='cupy-persistent' cannot run this call: GRU with the reset before"):
+        seam.select_runner(Call("cupy", before, "float32", 3, 2), "cupy-persistent")
+    with pytest.raises(ValueError, match="runs on cupy, not on numpy"):
+        seam.select_runner(Call("numpy", gru, "float32", 3, 2), "cupy-persistent")
 
 
 # ---- 3. the host emulation -------------------------------------------------------------------------
@@ -310,7 +340,7 @@ def host_persistent(monkeypatch):
     monkeypatch.setattr(cupy_persistent, "_cupy", lambda: _host_cupy())
     monkeypatch.setattr(cupy_persistent, "_device", lambda x: contextlib.nullcontext())
     monkeypatch.setattr(cupy_persistent, "_device_id", lambda x: 0)
-    monkeypatch.setattr(cupy_persistent, "_device_limits", lambda cp, x: state.limits)
+    monkeypatch.setattr(cupy_persistent, "_limits", lambda device: state.limits)
     monkeypatch.setattr(cupy_persistent, "_empty", poisoned)
     monkeypatch.setattr(cupy_persistent, "_function", function)
     monkeypatch.setattr(cupy_persistent, "PLAN_OVERRIDE", {})
@@ -397,7 +427,8 @@ def test_host_emulation_matches_reference(host_persistent, rng, monkeypatch, cel
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_host_emulation_forward_end_to_end(host_persistent, rng, monkeypatch, cell):
     """forward(..., impl='cupy-persistent'): stacked, bidirectional, lengths + mask + initial state."""
-    monkeypatch.setitem(_fast._IMPLS, "cupy-persistent", (("numpy",), _fast._IMPLS["cupy-persistent"][1]))
+    monkeypatch.setattr(cupy_persistent, "NAMESPACES", ("numpy",))
+    monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
     from reference import reference_forward
 
     params = rnn_xp.init(cell, 3, 6, num_layers=2, bidirectional=True, seed=1, dtype="float64", xp=np)
@@ -419,29 +450,36 @@ def test_host_emulation_forward_end_to_end(host_persistent, rng, monkeypatch, ce
     assert host_persistent.kernels, "nothing ran on the persistent kernels"
 
 
-def test_host_unsupported_falls_back_to_fused(host_persistent, rng, monkeypatch):
-    """The GRU with the reset before the matmul runs on cupy-fused (its kernels on the host here)."""
+def test_host_declined_configs_raise_and_auto_runs_fused(host_persistent, rng, monkeypatch):
+    """The GRU with the reset before the matmul, and a W_hh that fits no SM: impl='cupy-persistent' raises the
+    reason, the runner itself refuses (no fallback of its own, nothing launched), and impl='auto' runs
+    cupy-fused (its kernels on the host here) with the reference's results."""
     import test_cuda_sources as fused_sources  # the fused path's host stand-in
 
+    for mod in (cupy_persistent, cupy_fused):
+        monkeypatch.setattr(mod, "NAMESPACES", ("numpy",))
+    monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
     monkeypatch.setattr(cupy_fused, "_cupy", lambda: fused_sources.HOST_CUPY)
     monkeypatch.setattr(cupy_fused, "_device", lambda x: contextlib.nullcontext())
-    called = []
-    real = cupy_fused.run_direction
-    monkeypatch.setattr(cupy_fused, "run_direction", lambda *a, **k: called.append(1) or real(*a, **k))
-    params = rnn_xp.init("gru", 3, 4, reset_after=False, seed=2, dtype="float64", xp=np)
-    cfg = params.config
-    w, x, h0, _ = _inputs(rng, cfg, params, 2, 3, "float64", False)
     kw = dict(reverse=False, run=None, emit=None, xp=NP)
-    y, h, _ = cupy_persistent.run_direction(x, h0, None, w, cfg, cfg.activations[0], **kw)
-    ry, rh, _ = fw.run_direction(x, h0, None, w, cfg, cfg.activations[0], **kw)
-    np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
-    assert called and not host_persistent.kernels
-    # a W_hh that fits no SM: also the fused path
-    host_persistent.limits = (1, 64)
-    params = rnn_xp.init("rnn", 3, 9, seed=2, dtype="float64", xp=np)
-    w, x, h0, _ = _inputs(rng, params.config, params, 2, 3, "float64", False)
-    cupy_persistent.run_direction(x, h0, None, w, params.config, params.config.activations[0], **kw)
-    assert len(called) == 2 and not host_persistent.kernels
+    for opts, limits, reason in (({"reset_after": False}, (5, 48 * 1024), "reset before"),
+                                 ({}, (1, 64), "shared memory")):
+        host_persistent.limits = limits
+        params = rnn_xp.init("gru", 3, 9, seed=2, dtype="float64", xp=np, **opts)
+        cfg = params.config
+        xb = rng.standard_normal((2, 3, 3))
+        with pytest.raises(ValueError, match=f"impl='cupy-persistent' cannot run this call: .*{reason}"):
+            rnn_xp.forward(xb, params, impl="cupy-persistent")
+        w, x, h0, _ = _inputs(rng, cfg, params, 2, 3, "float64", False)
+        with pytest.raises(ValueError, match=reason):
+            cupy_persistent.run_direction(x, h0, None, w, cfg, cfg.activations[0], **kw)
+        choice = rnn_xp.explain(xb, params)
+        assert choice.implementation == "cupy-fused" and "opt-in" in dict(choice.skipped)["cupy-persistent"]
+        y, h = rnn_xp.forward(xb, params)
+        ry, rh = rnn_xp.forward(xb, params, impl="reference")
+        np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(h, rh, rtol=1e-12, atol=1e-12)
+    assert not host_persistent.kernels and not host_persistent.allocated
 
 
 def test_host_emulation_catches_a_wrong_kernel(host_persistent, rng, monkeypatch):
@@ -472,7 +510,8 @@ def test_import_does_not_import_cupy():
 
 
 def test_registered_but_not_automatic():
-    fake_cupy = types.SimpleNamespace(__name__="cupy")
-    assert "cupy-persistent" in rnn_xp.implementations(fake_cupy)
-    assert "cupy-persistent" not in rnn_xp.implementations(np)
-    assert "cupy-persistent" not in _fast._AUTO["cupy"]  # until a GPU round verifies it
+    """Registered for CuPy, opt-in until a GPU round verifies it (bench/GPU.md says when to change this)."""
+    (entry,) = [i for i in seam.IMPLEMENTATIONS if i.name == "cupy-persistent"]
+    assert entry.module == "cupy_persistent" and entry.auto is False
+    assert cupy_persistent.NAMESPACES == ("cupy",)
+    assert "cupy-persistent" in seam.implementations() and "cupy-persistent" not in seam.implementations(np)

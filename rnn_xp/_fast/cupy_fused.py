@@ -111,7 +111,14 @@ def _constant_args(cfg, acts, w):
 
 
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
-    """:func:`rnn_xp.loop.run_direction` with fused gate kernels (CuPy arrays only; ``out`` is copied into)."""
+    """:func:`rnn_xp.loop.run_direction` with fused gate kernels (CuPy arrays only; ``out`` is copied into).
+
+    The seam asks :func:`unsupported` first; called directly on a direction the kernels do not cover,
+    this raises ValueError with the reason (it never falls back on its own)."""
+    why = declines(x.shape[0], x.shape[1], str(x.dtype), cfg, acts)
+    if why is not None:
+        raise ValueError(f"cupy-fused cannot run this direction: {why}. Fix: rnn_xp.forward(..., impl='auto') "
+                         "chooses an implementation that can")
     cp = _cupy()
     with _device(x):
         return _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp)

@@ -5,7 +5,8 @@
 // Keep it plain C++11 that NVRTC, nvcc and g++ all accept: no CUDA intrinsics, no std::.
 //
 // The formulas follow rnn_xp/activations.py one for one, in the same order of operations,
-// so that float64 results agree with the reference to rounding. Comparisons are written so
+// so that float64 results agree with the reference to rounding; the sigmoid is the exception (its
+// form here is accurate in float32 as well, see rnnxp_sigmoid). Comparisons are written so
 // that NaN propagates wherever the reference's xp.maximum / xp.clip / xp.where propagate it.
 
 // The arithmetic type of a storage type T: half precision is stored in T but computed in
@@ -54,8 +55,15 @@ __device__ __forceinline__ F rnnxp_clamp(F x, F lo, F hi) {
 
 template <typename F>
 __device__ __forceinline__ F rnnxp_sigmoid(F x) {
-  // 1/(1+exp(-x)) overflows exp for x << 0; this form is exact and never overflows
-  return F(0.5) * tanh(F(0.5) * x) + F(0.5);
+  // e = exp(-|x|) lies in (0, 1]: it never overflows. sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) for
+  // x < 0: one exp, one add, one correctly rounded division, each on a value of the result's own size,
+  // so the float result stays within ~3 ULP of the exact sigmoid with errors of either sign
+  // (tests/test_cuda_sources.py measures it). NOT 0.5*tanh(x/2)+0.5: for x << 0 that subtracts two
+  // numbers near 0.5 and its float32 error reaches hundreds of ULP, mostly of one sign, which a long
+  // sequence accumulates in the LSTM's cell state. exp, not the fast-math __expf (several ULP more).
+  // NaN propagates (exp(NaN) is NaN).
+  const F e = exp(-fabs(x));
+  return (x >= F(0) ? F(1) : e) / (F(1) + e);
 }
 
 template <typename F>

@@ -171,8 +171,6 @@ def _cupy():
     return cupy
 
 
-
-
 def _empty(cp, shape, dtype):
     """A buffer every element of which the kernel writes before it is read (tests poison it)."""
     return cp.empty(shape, dtype=dtype)
@@ -192,9 +190,9 @@ def _device_limits_cached(cp, device_id):
     return int(attrs["MultiProcessorCount"]), int(attrs["MaxSharedMemoryPerBlockOptin"])
 
 
-def _device_limits(cp, x):
-    """(SM count, opt-in shared memory per block in bytes) of x's device."""
-    return _device_limits_cached(cp, _device_id(x))
+def _limits(device):
+    """(SM count, opt-in shared memory per block in bytes) of a CuPy device (the tests replace this)."""
+    return _device_limits_cached(_cupy(), device.id)
 
 
 # The launch mode each (device, kernel) ended with, for the tests and the benchmark logs.
@@ -233,7 +231,7 @@ def unsupported(call):
     why = cupy_fused.cupy_problem()
     if why is not None:
         return why
-    limits = _device_limits_cached(_cupy(), call.device.id)
+    limits = _limits(call.device)
     has_w_hr = call.cfg.proj_size > 0
     for acts in call.cfg.activations:
         why = declines(call.steps, call.batch, call.dtype, call.cfg, acts, has_w_hr, limits)
@@ -282,10 +280,17 @@ def _scalars(cfg, acts, w, ftype):
 
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     """:func:`rnn_xp.loop.run_direction` with one persistent kernel launch per chunk (CuPy arrays; ``out`` is
-    copied into). The seam asked :func:`unsupported` first, so the plan exists."""
+    copied into).
+
+    The seam asks :func:`unsupported` first; called directly on a direction the kernels do not cover,
+    this raises ValueError with the reason (it never falls back on its own)."""
     cp = _cupy()
+    limits = _limits(x.device)
+    why = declines(x.shape[0], x.shape[1], _xp.dtype_name(x.dtype), cfg, acts, w.w_hr is not None, limits)
+    if why is not None:
+        raise ValueError(f"cupy-persistent cannot run this direction: {why}. Fix: rnn_xp.forward(..., "
+                         "impl='auto') chooses an implementation that can")
     with _device(x):
-        limits = _device_limits(cp, x)
         pl = plan(x.shape[1], cfg.hidden_size, CELLS[cfg.cell], x.dtype.itemsize, *limits)
         return _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp, pl, limits)
 

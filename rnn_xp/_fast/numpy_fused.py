@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
 
-__all__ = ["NAMESPACES", "unsupported", "run_direction"]
+__all__ = ["NAMESPACES", "unsupported", "unsuited", "run_direction", "prepared_unsupported", "arrange", "Direction"]
 
 NAMESPACES = ("numpy",)
 
@@ -49,6 +49,28 @@ def unsupported(call):
         return f"dtype {call.dtype} (this path runs float32 and float64)"
     if call.trace:
         return "per-step tracing is done by the reference loop"
+    return None
+
+
+# Fewer steps than this: impl="auto" leaves the call to the reference loop. Arranging the weights (a
+# transposed copy of W_ih and W_hh, made per call) costs about as much as 10 steps of the reference at
+# H=128 and batch 1 (more at larger H), and saves a few microseconds a step; explicit impl= still runs here.
+MIN_AUTO_STEPS = 4
+
+
+def unsuited(call):
+    """Why impl="auto" should prefer another implementation for this call (it can run it), or None."""
+    if call.steps < MIN_AUTO_STEPS:
+        return (f"{call.steps} step(s): arranging the weights costs more than it saves under {MIN_AUTO_STEPS} "
+                "steps (rnn_xp.Stream arranges them once for a stream)")
+    return None
+
+
+def prepared_unsupported(cfg, acts, dtype):
+    """Why a :class:`Direction` cannot run this layer (for rnn_xp.Stream), or None."""
+    name = np.dtype(dtype).name if isinstance(dtype, np.dtype) else str(dtype)
+    if name not in ("float32", "float64"):
+        return f"dtype {name} (this path runs float32 and float64)"
     return None
 
 
@@ -99,8 +121,8 @@ def _activation_to(act, xp):
     return g
 
 
-# --- the weights, arranged once per call -------------------------------------------------------
-def _arrange(w, cfg, acts, dtype):
+# --- the weights, arranged once per call (once per stream) ----------------------------------------
+def arrange(w, cfg, acts, dtype):
     """(w_ih_t, w_hh_t, extra, prescaled): transposed, gate-reordered, sigmoid-halved weights, folded biases.
 
     w_ih_t (in + 1, G*H), its last row the folded biases (the input gets a constant-1 feature),
@@ -344,79 +366,138 @@ def _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype):
 
 
 # --- the loop ---------------------------------------------------------------------------------
+class Direction:
+    """One layer and direction made ready for batch B: everything that does not depend on the input.
+
+    ``arranged`` is :func:`arrange`'s result (the weights transposed, reordered and with the biases
+    folded), made once per call by :func:`run_direction` and once per stream by :class:`rnn_xp.Stream`;
+    the step closures and their buffers are made here, the buffers of the input projection on the
+    first :meth:`run` that needs them. Not thread-safe: one Direction serves one caller at a time.
+    """
+
+    def __init__(self, arranged, cfg, acts, dtype, B, xp):
+        w_ih_t, w_hh_t, extra, prescaled = arranged
+        self.cell, self.B, self.dtype = cfg.cell, B, dtype
+        self.H, self.GH, self.F = cfg.hidden_size, w_ih_t.shape[1], w_ih_t.shape[0] - 1
+        self.w_ih_t = w_ih_t
+        if cfg.cell == "rnn":
+            self.step = _rnn_step(w_hh_t, acts, cfg, xp, B, dtype)
+        elif cfg.cell == "lstm":
+            self.step = _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled)
+        else:
+            self.step = _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled)
+        # the written-out loop of the default cells, made on the first unmasked run
+        self._make_inline = lambda: _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype)
+        self.inline = None
+        H_out = w_hh_t.shape[0]
+        self.h_new = _empty((B, H_out), dtype)  # masked steps: the step's result, before the mask picks
+        self.c_new = _empty((B, cfg.hidden_size), dtype) if cfg.cell == "lstm" else None
+        self.rows = -1  # rows of the projection buffers (grown on demand, then reused)
+        self.x_buf = self.gi_buf = None
+        self.step1 = self._one_step()
+
+    def _one_step(self):
+        """step1(x, h, c, y): one unmasked step, x (B, F), the state h (B, H_out) and c updated in place,
+        y (B, H_out) receives h. Every view bound here: a call is the ufuncs of one step and nothing else."""
+        B, F, H = self.B, self.F, self.H
+        x_buf, gi = self._buffers(B)
+        x_in, w_ih_t, step, copyto, matmul = x_buf[:B, :F], self.w_ih_t, self.step, np.copyto, np.matmul
+        x_row, gi = x_buf[:B], gi[:B]  # (B, F+1), (B, G*H)
+        g0, g1 = (gi[:, :2 * H], gi[:, 2 * H:]) if self.cell == "gru" else (gi, gi)
+
+        def step1(x, h, c, y):
+            copyto(x_in, x)
+            matmul(x_row, w_ih_t, gi)  # x W_ih^T + b
+            step(h, c, h, c, g0, g1)  # the closures read h and c before they write them
+            copyto(y, h)
+        return step1
+
+    def _buffers(self, rows):
+        if rows > self.rows:
+            self.gi_buf = _empty((rows, self.GH), self.dtype)  # (t*B, G*H)
+            self.x_buf = _empty((rows, self.F + 1), self.dtype)  # (t*B, F+1): a chunk, contiguous, and ones
+            self.x_buf[:, self.F] = 1.0
+            self.rows = rows
+        return self.x_buf, self.gi_buf
+
+    def run(self, x, h, c, y, *, reverse=False, run=None, emit=None, last=None):
+        """Run over x (T, B, F), carrying the state h (B, H_out) and c (B, H) in place; y (T, B, H_out)
+        receives the outputs.
+
+        Unmasked (``run`` None) every element of y is written. With ``run``/``emit`` (T, B, 1), y
+        must hold zeros (a step outputs ``last`` where emit, and y keeps its zero elsewhere) and
+        ``last`` (B, H_out), the last output, is carried in place (zeros for a fresh sequence).
+        """
+        T, B = x.shape[0], self.B
+        H, GH, F = self.H, self.GH, self.F
+        masked = run is not None
+        # at most 1 Mi elements a chunk (4 MB in float32): the projection buffer then stays in cache
+        # between the GEMM that writes it and the steps that read it, and costs few page faults
+        chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
+        if not chunks:
+            return
+        x_buf, gi_buf = self._buffers(max(t1 - t0 for t0, t1 in chunks) * B)
+        if not masked and self._make_inline is not None:
+            self.inline, self._make_inline = self._make_inline(), None
+        step, inline, state = self.step, self.inline, h
+        for t0, t1 in chunks:
+            n = t1 - t0
+            x_buf[:n * B, :F].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
+            gi2 = gi_buf[:n * B]
+            np.matmul(x_buf[:n * B], self.w_ih_t, gi2)  # (n*B, G*H) = x W_ih^T + b: one GEMM for the chunk
+            gi = gi2.reshape(n, B, GH)  # (n, B, G*H)
+            # the per-step views come from zip over whole arrays (made in C, cheaper than indexing)
+            if self.cell == "gru":
+                parts = (gi[:, :, :2 * H], gi[:, :, 2 * H:])  # (n, B, 2H), (n, B, H)
+            else:
+                parts = (gi, gi)  # the second is unused
+            ys = y[t0:t1]  # (n, B, H_out)
+            if reverse:
+                parts, ys = tuple(a[::-1] for a in parts), ys[::-1]
+            if not masked and inline is not None:
+                h = inline(h, c, ys, parts)  # the state is the output just written: h is a view of y
+                continue
+            if not masked:
+                for h_out, g0, g1 in zip(ys, *parts, strict=True):
+                    step(h, c, h_out, c, g0, g1)
+                    h = h_out
+                continue
+            runs, emits = run[t0:t1], emit[t0:t1]  # (n, B, 1)
+            if reverse:
+                runs, emits = runs[::-1], emits[::-1]
+            h_new, c_new = self.h_new, self.c_new
+            for y_t, g0, g1, r, e in zip(ys, *parts, runs, emits, strict=True):
+                step(h, c, h_new, c_new, g0, g1)
+                np.copyto(h, h_new, where=r)
+                if c is not None:
+                    np.copyto(c, c_new, where=r)
+                np.copyto(last, h_new, where=r)
+                np.copyto(y_t, last, where=e)
+        if h is not state:
+            np.copyto(state, h)  # the unmasked loops leave the state in y's last step
+
+
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     """rnn_xp.loop.run_direction's contract (x (T, B, F), returns y (T, B, H_out), h_T, c_T), fast."""
-    T, B, F = x.shape
+    T, B, _ = x.shape
     dtype = x.dtype
-    H, H_out = cfg.hidden_size, h0.shape[-1]
-    w_ih_t, w_hh_t, extra, prescaled = _arrange(w, cfg, acts, dtype)
-    GH = w_ih_t.shape[1]
-    if cfg.cell == "rnn":
-        step = _rnn_step(w_hh_t, acts, cfg, xp, B, dtype)
-    elif cfg.cell == "lstm":
-        step = _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled)
-    else:
-        step = _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, prescaled)
-
-    inline = _inline_loop(cfg, acts, prescaled, extra, w_hh_t, B, dtype) if run is None else None
-
+    H_out = h0.shape[-1]
+    direction = Direction(arrange(w, cfg, acts, dtype), cfg, acts, dtype, B, xp)
     h = _empty((B, H_out), dtype)
     h[...] = h0
     c = None
     if c0 is not None:
         c = _empty(c0.shape, dtype)
         c[...] = c0
-    masked = run is not None
-    if masked:
+    if run is not None:
         if out is None:
             y = np.zeros((T, B, H_out), dtype=dtype)  # masked outputs stay zero where emit is off
         else:
             y = out
             y[...] = 0
-        h_new = _empty((B, H_out), dtype)
-        c_new = None if c is None else _empty(c.shape, dtype)
         last = np.zeros((B, H_out), dtype=dtype)  # the last output, repeated on masked steps (Keras)
     else:
         y = _empty((T, B, H_out), dtype) if out is None else out
-
-    # at most 1 Mi elements a chunk (4 MB in float32): the projection buffer then stays in cache
-    # between the GEMM that writes it and the steps that read it, and costs few page faults
-    chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
-    longest = max((t1 - t0 for t0, t1 in chunks), default=0)
-    gi_buf = _empty((longest * B, GH), dtype)  # (t*B, G*H), reused by every chunk
-    x_buf = _empty((longest * B, F + 1), dtype)  # (t*B, F+1): the chunk, contiguous, and a column of ones
-    x_buf[:, F] = 1.0
-    for t0, t1 in chunks:
-        n = t1 - t0
-        x_buf[:n * B, :F].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
-        gi2 = gi_buf[:n * B]
-        np.matmul(x_buf[:n * B], w_ih_t, gi2)  # (n*B, G*H) = x W_ih^T + b: one GEMM for the chunk
-        gi = gi2.reshape(n, B, GH)  # (n, B, G*H)
-        # the per-step views come from zip over whole arrays (made in C, cheaper than indexing)
-        if cfg.cell == "gru":
-            parts = (gi[:, :, :2 * H], gi[:, :, 2 * H:])  # (n, B, 2H), (n, B, H)
-        else:
-            parts = (gi, gi)  # the second is unused
-        ys = y[t0:t1]  # (n, B, H_out)
-        if reverse:
-            parts, ys = tuple(a[::-1] for a in parts), ys[::-1]
-        if not masked and inline is not None:
-            h = inline(h, c, ys, parts)
-            continue
-        if not masked:
-            for h_out, g0, g1 in zip(ys, *parts, strict=True):
-                step(h, c, h_out, c, g0, g1)
-                h = h_out  # the state is the output just written
-            continue
-        runs, emits = run[t0:t1], emit[t0:t1]  # (n, B, 1)
-        if reverse:
-            runs, emits = runs[::-1], emits[::-1]
-        for y_t, g0, g1, r, e in zip(ys, *parts, runs, emits, strict=True):
-            step(h, c, h_new, c_new, g0, g1)
-            np.copyto(h, h_new, where=r)
-            if c is not None:
-                np.copyto(c, c_new, where=r)
-            np.copyto(last, h_new, where=r)
-            np.copyto(y_t, last, where=e)
-    h_T = h.copy() if not masked else h  # never a view into y
-    return y, h_T, c
+        last = None
+    direction.run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
+    return y, h, c

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 
+from .. import _xp
 from ..backend import resolve_target
 from ..params import init as _init_params
 from .base import REGISTRY, from_config, register, sub_arrays
@@ -16,6 +17,9 @@ from .recurrent import Bidirectional, Recurrent
 @dataclass(frozen=True, eq=False)
 class Sequential:
     """A chain of layers; ``model(x, mask=None)`` returns the last layer's output.
+
+    On a dask array the model runs lazily, one task per batch chunk (the batch is axis 0), and
+    returns dask arrays chunked like x along the batch.
 
     ``input_shape`` (without the batch axis) is only used by :func:`rnn_xp.summary`.
     """
@@ -81,6 +85,9 @@ class Sequential:
         return sorted(n for n, c in REGISTRY.items() if getattr(c, "kind", None) == "layer")
 
     def __call__(self, x, mask=None):
+        if _xp.is_dask_array(x):  # lazy, one task per batch chunk (axis 0): see rnn_xp._dask
+            from .._dask import model_call
+            return model_call(self, x, mask)
         for layer in self.layers:
             x, mask = layer(x, mask)
         return x
@@ -97,6 +104,10 @@ class Sequential:
             shape = None if shape is None else layer.output_shape(shape)
             out.append(shape)
         return out
+
+    def __sizeof__(self):
+        """Bytes held, weights included: what sys.getsizeof (and so dask's scheduler) counts."""
+        return object.__sizeof__(self) + sum(int(getattr(a, "nbytes", 0)) for _, a in self.named_arrays())
 
     def named_arrays(self):
         return [(f"layer{i}.{n}", a) for i, layer in enumerate(self.layers) for n, a in layer.named_arrays()]

@@ -484,6 +484,9 @@ class OnnxGraph:
     def __call__(self, *args, **feeds):
         if args:  # graph(x): say how inputs are passed, rather than Python's "takes 1 positional argument"
             raise TypeError(f"the graph takes its inputs by name: graph({', '.join(f'{n}=...' for n in self.inputs)})")
+        if any(_xp.is_dask_array(a) for a in feeds.values()):  # refused with the reason and the fix
+            from ..._dask import refuse_onnx
+            refuse_onnx(feeds)
         missing, unknown = set(self.inputs) - set(feeds), set(feeds) - set(self.inputs)
         if missing or unknown:
             raise TypeError(f"the graph takes the inputs {list(self.inputs)} by name; missing {sorted(missing)}, "
