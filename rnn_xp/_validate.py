@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 import os
+import stat
+import zipfile
 
 import numpy as np
 
@@ -53,8 +55,8 @@ def check_choice(name, value, choices):
     return value
 
 
-def check_file(path, fn):
-    """A loader's path: a str or os.PathLike naming a file; a missing one raises FileNotFoundError when opened."""
+def check_path(path, fn):
+    """A path to write or read: a str or os.PathLike that is not a directory."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{fn}() takes the path of a file (str or os.PathLike); got {type(path).__name__}")
     if os.path.isdir(path):
@@ -62,12 +64,68 @@ def check_file(path, fn):
     return path
 
 
+_FILE_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def check_file(path, fn):
+    """A loader's path: a str or os.PathLike naming a regular file once links are followed.
+
+    A missing file raises FileNotFoundError; a directory, a device (``/dev/zero`` never ends), a FIFO (which
+    blocks until someone writes) or a socket raises ValueError before anything is opened.
+    """
+    check_path(path, fn)
+    mode = os.stat(path).st_mode  # follows symbolic links; FileNotFoundError for a missing file or a broken link
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a plain file")
+        raise ValueError(f"{os.fspath(path)!r} is not a regular file ({kind}, after following links); {fn}() reads "
+                         "regular files only. Fix: copy the data into a file and pass its path")
+    return path
+
+
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+               zipfile.ZIP_LZMA: "lzma"}
+
+
 def check_zip_member(info, limit=None, ratio=1000):
-    """Refuse, before it is read, a zip member larger than ``limit`` or inflating ``ratio`` times (a zip bomb)."""
+    """Refuse, before it is read, a zip member larger than ``limit``, inflating ``ratio`` times (a zip bomb), or
+    compressed by any method but stored and deflate.
+
+    zipfile bounds what it inflates from a deflate member by the declared size, but decompresses each chunk of a
+    bzip2 or lzma member in full whatever the member declares (a kilobyte can become gigabytes), so neither the
+    declared size nor the ratio bounds those: they are refused (np.savez, torch.save and Keras write stored or
+    deflate members).
+    """
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        method = ZIP_METHODS.get(info.compress_type, f"number {info.compress_type}")
+        raise ValueError(f"{info.filename} is compressed with the compression method {method}; members stored or "
+                         "deflated are read (other methods inflate without a bound). Fix: rewrite the archive with "
+                         "zipfile.ZIP_STORED or ZIP_DEFLATED")
     if limit is not None and info.file_size > limit:
         raise ValueError(f"{info.filename} declares {info.file_size} bytes; at most {limit} are read")
-    if info.compress_type != 0 and info.file_size > ratio * max(info.compress_size, 1):  # 0: ZIP_STORED
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > ratio * max(info.compress_size, 1):
         raise ValueError(f"{info.filename} declares {info.file_size} bytes compressed into {info.compress_size}")
+
+
+def read_zip_member(zf, info, limit=None, ratio=1000):
+    """The bytes of a zip member, checked by :func:`check_zip_member` first and never more than it declares.
+
+    zipfile stops a stored or deflated member at its declared size and checks its CRC at the end, so what is
+    read here is bounded by ``limit`` and by ``ratio`` times the compressed size, whatever the stream holds; the
+    compressed size itself by the archive (members lie before its central directory, at ``start_dir``).
+    """
+    check_zip_member(info, limit, ratio)
+    held = getattr(zf, "start_dir", None)
+    if held is not None and info.compress_size > held:
+        raise ValueError(f"{info.filename} declares {info.compress_size} compressed bytes; the archive holds {held}")
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+        raise ValueError(f"{info.filename} is stored (not compressed) but declares {info.file_size} bytes in "
+                         f"{info.compress_size}")
+    with zf.open(info) as f:
+        data = f.read(info.file_size + 1)
+    if len(data) != info.file_size:
+        raise ValueError(f"{info.filename} holds {len(data)} bytes; its header declares {info.file_size}")
+    return data
 
 
 def as_host(name, values, shape_hint):

@@ -1,11 +1,13 @@
 """save/load: one .npz file of plain arrays with the JSON config stored inside it.
 
-Loading never unpickles (``allow_pickle=False``), never writes, checks each member's declared
-size before reading it, and validates the result as a whole (shapes, dtypes, config).
+Loading never unpickles (the .npy members are parsed here, never by ``np.load``), never writes, reads regular
+files only, checks each member's compression method, declared size and ratio before reading it and each
+array's header before using its data, and validates the result as a whole (shapes, dtypes, config).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -15,7 +17,7 @@ import zipfile
 import numpy as np
 
 from . import _xp
-from ._validate import check_file
+from ._validate import check_file, check_path, read_zip_member
 from .backend import resolve_target
 from .layers.base import REGISTRY, from_config, params_from_config
 from .params import RNNConfig, RNNParams
@@ -50,7 +52,7 @@ def _describe_obj(obj):
 def save(obj, path) -> None:
     """Write params, a layer or a model to ``path`` (a .npz file), atomically: a crash never leaves half a file."""
     header, arrays = _describe_obj(obj)
-    path = os.fspath(check_file(path, "save"))
+    path = os.fspath(check_path(path, "save"))
     payload = {n: _host_for_file(a) for n, a in arrays.items()}
     # the header lists every array's shape so that load() can bound each read before it happens
     header = {"format": FORMAT, "version": VERSION, **header, "arrays": {n: list(a.shape) for n, a in payload.items()}}
@@ -91,6 +93,44 @@ def _expected_arrays(header):
     return out
 
 
+_NPY_FLOATS = ("float16", "float32", "float64")
+
+
+def _read_npy(zf, info, limit, *, shape=None, header=False):
+    """The array in an .npy member, its header parsed and checked before any of its data is used.
+
+    The member is read whole but bounded (:func:`read_zip_member`); its header's dtype must be a float16/32/64
+    (any byte order, converted to native) or, for ``header``, bytes; its shape must be ``shape`` and its data
+    exactly what that shape needs. The result is a read-only view of the bytes read, which no one else holds.
+    """
+    data = read_zip_member(zf, info, limit)
+    f = io.BytesIO(data)
+    try:  # numpy parses the header with ast and tokenize, which fail in many types on hostile bytes
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"format version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        got_shape, fortran, dtype = read_header(f, max_header_size=10_000)
+    except Exception as e:  # noqa: BLE001 - ValueError, SyntaxError, tokenize.TokenError, TypeError, ...
+        raise ValueError(f"{info.filename} is not an .npy array ({type(e).__name__}: {e})") from None
+    if header:
+        if dtype != np.uint8 or len(got_shape) != 1:
+            raise ValueError(f"{info.filename}: the rnn_xp header is not a byte string (dtype {dtype}, shape "
+                             f"{got_shape})")
+    elif dtype.kind != "f" or dtype.newbyteorder("=").name not in _NPY_FLOATS:
+        raise ValueError(f"{info.filename} has dtype {dtype}; expected floating point: {', '.join(_NPY_FLOATS)} "
+                         "(either byte order)")
+    if shape is not None and tuple(got_shape) != shape:
+        raise ValueError(f"{info.filename} has shape {tuple(got_shape)}; the header expects {shape}")
+    count = math.prod(got_shape)
+    if count * dtype.itemsize != len(data) - f.tell():  # before any allocation: the shape may claim terabytes
+        raise ValueError(f"{info.filename} holds {len(data) - f.tell()} bytes of data; its shape {tuple(got_shape)} "
+                         f"of {dtype} needs {count * dtype.itemsize}")
+    a = np.frombuffer(data, dtype=dtype, count=count, offset=f.tell()).reshape(got_shape, order="F" if fortran
+                                                                                else "C")
+    return a if dtype.isnative else a.astype(dtype.newbyteorder("="))
+
+
 def _read(path):
     """(header, {name: np.ndarray}) from an rnn_xp .npz file, checked before anything big is read."""
     check_file(path, "load")
@@ -101,44 +141,35 @@ def _read(path):
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:  # NotImplementedError:
         raise _bad(path, f"not a readable .npz archive ({e})") from None  # a zip version or method zipfile lacks
     with zf:
-        infos = {i.filename: i for i in zf.infolist()}
-        cfg_member = _CONFIG_KEY + ".npy"
-        if cfg_member not in infos:
-            raise _bad(path, "no rnn_xp header inside the archive")
-        if infos[cfg_member].file_size > _MAX_CONFIG_BYTES:
-            raise _bad(path, f"header of {infos[cfg_member].file_size} bytes is too large")
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                raw = npz[_CONFIG_KEY]
-                if raw.dtype != np.uint8 or raw.ndim != 1:
-                    raise ValueError("header is not a byte string")
-                header = json.loads(raw.tobytes().decode("utf-8"))
-                if not isinstance(header, dict) or header.get("format") != FORMAT:
-                    raise ValueError("the header does not name the rnn_xp format")
-                if header.get("version") != VERSION:
-                    raise ValueError(f"format version {header.get('version')!r}; this rnn_xp reads {VERSION}")
-                expected = _expected_arrays(header)
-                members = set(infos) - {cfg_member}
-                wanted = {n + ".npy" for n in expected}
-                if members != wanted:
-                    raise ValueError(f"the archive's arrays do not match the header's table (missing "
-                                     f"{sorted(n[:-4] for n in wanted - members)}, "
-                                     f"unexpected {sorted(members - wanted)})")
-                arrays = {}
-                for name, shape in sorted(expected.items()):
-                    limit = 8 * math.prod(shape) + 4096  # float64 data plus the .npy header
-                    if infos[name + ".npy"].file_size > limit:
-                        raise ValueError(f"{name} declares {infos[name + '.npy'].file_size} bytes, more than "
-                                         f"its shape {shape} can hold")
-                    a = npz[name]
-                    if a.dtype.kind != "f":
-                        raise ValueError(f"{name} has dtype {a.dtype}; expected floating point")
-                    if a.shape != shape:
-                        raise ValueError(f"{name} has shape {a.shape}; the header expects {shape}")
-                    arrays[name] = a
+            infos = {}
+            for info in zf.infolist():
+                if info.filename in infos:
+                    raise ValueError(f"the archive holds {info.filename} twice")
+                infos[info.filename] = info
+            cfg_member = _CONFIG_KEY + ".npy"
+            if cfg_member not in infos:
+                raise ValueError("no rnn_xp header inside the archive")
+            raw = _read_npy(zf, infos[cfg_member], _MAX_CONFIG_BYTES, header=True)
+            header = json.loads(raw.tobytes().decode("utf-8"))
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise ValueError("the header does not name the rnn_xp format")
+            if header.get("version") != VERSION:
+                raise ValueError(f"format version {header.get('version')!r}; this rnn_xp reads {VERSION}")
+            expected = _expected_arrays(header)
+            members = set(infos) - {cfg_member}
+            wanted = {n + ".npy" for n in expected}
+            if members != wanted:
+                raise ValueError(f"the archive's arrays do not match the header's table (missing "
+                                 f"{sorted(n[:-4] for n in wanted - members)}, "
+                                 f"unexpected {sorted(members - wanted)})")
+            arrays = {}
+            for name, shape in sorted(expected.items()):
+                limit = 8 * math.prod(shape) + 4096  # float64 data plus the .npy header
+                arrays[name] = _read_npy(zf, infos[name + ".npy"], limit, shape=shape)
+        # RuntimeError: zipfile's word for an encrypted member; NotImplementedError: a method or an encryption
         except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, RecursionError,
-                NotImplementedError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError) as e:  # RuntimeError:
-            # zipfile's word for an encrypted member
+                NotImplementedError, RuntimeError, UnicodeDecodeError, OverflowError) as e:
             raise _bad(path, str(e)) from None
     return header, arrays
 
@@ -160,7 +191,7 @@ def load(path, xp=None, device=None):
         if target not in _xp.FLOAT_DTYPES:
             raise ValueError(f"dtype {target!r}; expected one of {_xp.FLOAT_DTYPES}")
     # a hostile config may nest or type anything: every way it fails is a ValueError to the caller
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as e:
         raise _bad(path, str(e)) from None
     xp, device = resolve_target(xp, device)
     return to_device(obj, xp, device, target)

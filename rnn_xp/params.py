@@ -79,7 +79,11 @@ class RNNConfig:
             if isinstance(self.clip, (bool, np.bool_)) or not isinstance(self.clip, (int, float, np.integer,
                                                                                      np.floating)):
                 raise TypeError(f"clip must be a number or None; got {type(self.clip).__name__} {self.clip!r}")
-            if not (math.isfinite(self.clip) and self.clip > 0):
+            try:
+                finite = math.isfinite(self.clip)
+            except OverflowError:  # an int beyond any float, e.g. 10**400
+                finite = False
+            if not (finite and self.clip > 0):
                 raise ValueError(f"clip={self.clip!r} must be a positive finite number or None")
             object.__setattr__(self, "clip", float(self.clip))
         if not isinstance(self.dtype, str) or self.dtype not in _xp.FLOAT_DTYPES:
@@ -143,7 +147,7 @@ class RNNConfig:
         try:
             d["activations"] = tuple(tuple(Activation.from_json(a) for a in per_dir)
                                      for per_dir in d.get("activations", ()))
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise ValueError(f"malformed activations in RNN config: {e}") from None
         return cls(**d)
 
@@ -220,11 +224,28 @@ def make_config(cell, input_size, hidden_size, *, num_layers=1, direction="forwa
                      reset_after=reset_after, clip=clip, peepholes=peepholes, input_forget=input_forget, dtype=dtype)
 
 
+def _frozen(a):
+    """True for a NumPy array that no one can write: read-only, as is every array its base chain reaches, down
+    to an immutable ``bytes`` object (so ``flags.writeable = True`` is refused on each of them)."""
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return False
+        a = a.base
+    return isinstance(a, bytes)
+
+
 def _readonly(a):
-    if isinstance(a, np.ndarray) and a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
+    """A NumPy array as a read-only copy that no one else holds and no one can re-open; other arrays as given.
+
+    A read-only view of the caller's array would change when the caller writes to it, and an array that owns
+    writeable memory can be made writeable again, so the data is copied into an immutable ``bytes`` object and
+    viewed from there; an array already so held is kept as it is (rebuilding params from params copies nothing).
+    Other namespaces have no read-only arrays: torch, CuPy and array_api_strict arrays are held as given.
+    """
+    if not isinstance(a, np.ndarray) or _frozen(a):
+        return a
+    # (shape,) contiguous bytes -> the caller's shape; tobytes() copies (in C order) whatever the strides
+    return np.frombuffer(a.tobytes(), dtype=a.dtype).reshape(a.shape)
 
 
 @dataclass(frozen=True, eq=False)

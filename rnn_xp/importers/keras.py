@@ -18,17 +18,18 @@ Embedding tables and Dense kernels (in, out) are used as stored.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
+import math
 import os
 import re
+import sys
 import warnings
 import zipfile
 
 import numpy as np
 
-from .._validate import check_file, check_zip_member
+from .._validate import check_file, read_zip_member
 from ..activations import AXIS_ACTIVATIONS, resolve
 from ..activations import names as activation_names
 from ..layers import (
@@ -53,6 +54,7 @@ IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "
 CELL_ACTIVATIONS = sorted(n for n in activation_names() if n == n.lower())  # Keras 3's names and meanings
 LAYER_ACTIVATIONS = sorted([*CELL_ACTIVATIONS, *AXIS_ACTIVATIONS])
 _MAX_CONFIG_BYTES = 64 << 20
+_FLOATS = ("float16", "float32", "float64")
 
 
 def _h5py():
@@ -110,9 +112,13 @@ class _Weights:
             if ds.dtype.kind != "f":
                 raise ValueError(f"{path}/vars/{k} has dtype {ds.dtype}; expected floating point weights "
                                  "(quantized layers are not supported)")
-            if ds.dtype.itemsize * int(np.prod(ds.shape)) > self.limit:  # compressed beyond its own file
+            if ds.dtype.newbyteorder("=").name not in _FLOATS:  # float128 and other extended types
+                raise ValueError(f"{path}/vars/{k} has dtype {ds.dtype} ({ds.dtype.itemsize} bytes); expected "
+                                 f"{', '.join(_FLOATS[:-1])} or {_FLOATS[-1]}, which every namespace knows")
+            if ds.dtype.itemsize * math.prod(ds.shape) > self.limit:  # compressed beyond its own file
                 raise ValueError(f"{path}/vars/{k} declares {ds.shape} values, more than the archive holds")
-            out.append(np.array(ds[()]))
+            a = np.array(ds[()])
+            out.append(a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("=")))  # >f4 -> float32
         return out
 
 
@@ -135,28 +141,29 @@ def _read_archive(path, where=None):
             if member not in infos:
                 raise ValueError(f"{where} is not a Keras 3 .keras archive: it lacks {member}")
         try:
-            check_zip_member(infos["config.json"], _MAX_CONFIG_BYTES)
-            check_zip_member(infos["model.weights.h5"])
-            spec = json.loads(zf.read("config.json").decode("utf-8"))
-        # zipfile: RuntimeError for an encrypted member, NotImplementedError for an unknown method or encryption
+            spec = json.loads(read_zip_member(zf, infos["config.json"], _MAX_CONFIG_BYTES).decode("utf-8"))
+            # read once, into memory: h5py seeks back and forth, and zipfile's member stream re-reads (re-inflates)
+            # from the member's start on every backward seek; the read is bounded (ratio and the archive's size)
+            weights_bytes = read_zip_member(zf, infos["model.weights.h5"])
+        # zipfile: RuntimeError for an encrypted member, NotImplementedError for an unknown method or encryption,
+        # BadZipFile for a bad CRC
         except (ValueError, UnicodeDecodeError, RecursionError, zipfile.BadZipFile, OSError, EOFError, RuntimeError,
                 NotImplementedError) as e:
             raise ValueError(f"{where}: malformed .keras archive ({e})") from None
-        h5py = _h5py()
-        # damaged HDF5 raises OSError or RuntimeError in h5py; a damaged member fails inside zipfile while h5py
-        # reads it (BadZipFile for a bad CRC, EOFError, ...)
-        damaged = (OSError, RuntimeError, EOFError, NotImplementedError, zipfile.BadZipFile)
-        with contextlib.ExitStack() as stack:
-            try:
-                raw = stack.enter_context(zf.open("model.weights.h5"))
-                h5 = stack.enter_context(h5py.File(raw, "r"))
-            except (ValueError, *damaged) as e:
-                raise ValueError(f"{where}: model.weights.h5 is not an HDF5 file ({e})") from None
-            try:
-                return _build(spec, _Weights(h5, infos["model.weights.h5"].file_size))
-            # a malformed config fails in many ways
-            except (KeyError, TypeError, AttributeError, IndexError, RecursionError, *damaged) as e:
-                raise ValueError(f"{where}: malformed .keras archive ({type(e).__name__}: {e})") from None
+    h5py = _h5py()
+    # damaged HDF5 raises OSError or RuntimeError in h5py; an address beyond any file, OverflowError when h5py asks
+    # the in-memory file for bytes there (found by tests/fuzz_harness.py)
+    damaged = (OSError, RuntimeError, EOFError, NotImplementedError, OverflowError)
+    try:
+        h5 = h5py.File(io.BytesIO(weights_bytes), "r")
+    except (ValueError, *damaged) as e:
+        raise ValueError(f"{where}: model.weights.h5 is not an HDF5 file ({e})") from None
+    with h5:
+        try:
+            return _build(spec, _Weights(h5, len(weights_bytes)))
+        # a malformed config fails in many ways; a number beyond any float (units 1e999) in OverflowError
+        except (KeyError, TypeError, AttributeError, IndexError, RecursionError, *damaged) as e:
+            raise ValueError(f"{where}: malformed .keras archive ({type(e).__name__}: {e})") from None
 
 
 # --- layers ------------------------------------------------------------------------------------------
@@ -181,6 +188,22 @@ def _activation(value, where, cell=False):
     return value if value in AXIS_ACTIVATIONS else resolve(value)
 
 
+def _flag(lc, key, default, where):
+    """A layer's boolean option in its config: true or false (a tampered "false" is not read as True)."""
+    value = lc.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: {key}={str(value)[:40]!r}; expected true or false")
+    return value
+
+
+def _size(lc, key, where):
+    """A layer's size in its config: an int of at least 1 (not 1e999, 4.5 or "4")."""
+    value = lc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: {key}={value!r}; expected a whole number of at least 1")
+    return value
+
+
 def _check_dtype(lc, where):
     policy = lc.get("dtype")
     name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
@@ -199,13 +222,13 @@ def _expect(weights, n, where, what):
 def _recurrent(kind, lc, weights, where):
     """A Keras SimpleRNN/LSTM/GRU (config and [kernel, recurrent_kernel, bias?]) as a Recurrent layer."""
     for option in ("return_state", "stateful"):
-        if lc.get(option):
+        if _flag(lc, option, False, where):
             raise ValueError(f"{where}: {option}=True is not supported; rnn_xp runs each call from a zero state "
                              "and returns the layer's output only")
     _check_dtype(lc, where)
-    cell, U = CELLS[kind], int(lc["units"])
-    G, use_bias = GATES[cell], bool(lc.get("use_bias", True))
-    reset_after = bool(lc.get("reset_after", True)) if cell == "gru" else True
+    cell, U = CELLS[kind], _size(lc, "units", where)
+    G, use_bias = GATES[cell], _flag(lc, "use_bias", True, where)
+    reset_after = _flag(lc, "reset_after", True, where) if cell == "gru" else True
     act = _activation(lc.get("activation", "tanh"), where, cell=True)
     rec = _activation(lc.get("recurrent_activation", "sigmoid"), where, cell=True)
     acts = {"rnn": [act], "gru": [rec, act], "lstm": [rec, act, act]}[cell]
@@ -233,9 +256,9 @@ def _recurrent(kind, lc, weights, where):
             bias, arrays["l0.fwd.b_ih"] = "single", gates(b)
     cfg = make_config(cell, F, U, bias=bias, activations=acts, reset_after=reset_after, dtype=str(kernel.dtype))
     return Recurrent(RNNParams.from_named_arrays(cfg, {n: np.ascontiguousarray(a) for n, a in arrays.items()}),
-                     return_sequences=bool(lc.get("return_sequences", False)),
-                     zero_output_for_mask=bool(lc.get("zero_output_for_mask", False)),
-                     name=str(lc.get("name", "")), go_backwards=bool(lc.get("go_backwards", False)))
+                     return_sequences=_flag(lc, "return_sequences", False, where),
+                     zero_output_for_mask=_flag(lc, "zero_output_for_mask", False, where),
+                     name=str(lc.get("name", "")), go_backwards=_flag(lc, "go_backwards", False, where))
 
 
 def _rnn_layer(kind, lc, read, where):
@@ -263,21 +286,26 @@ def _bidirectional(kind, lc, read, where):
 
 def _embedding(kind, lc, read, where):
     (table,) = _expect(read(""), 1, where, "embeddings")
-    if table.shape != (int(lc["input_dim"]), int(lc["output_dim"])):
+    if table.shape != (_size(lc, "input_dim", where), _size(lc, "output_dim", where)):
         raise ValueError(f"{where}: table {table.shape}; expected ({lc['input_dim']}, {lc['output_dim']})")
-    return Embedding(table, bool(lc.get("mask_zero", False)), str(lc.get("name", "embedding")))
+    return Embedding(table, _flag(lc, "mask_zero", False, where), str(lc.get("name", "embedding")))
 
 
 def _dense(kind, lc, read, where):
     _check_dtype(lc, where)
-    use_bias = bool(lc.get("use_bias", True))
+    use_bias = _flag(lc, "use_bias", True, where)
     weights = _expect(read(""), 2 if use_bias else 1, where, "kernel" + (", bias" if use_bias else ""))
     return Dense(weights[0], weights[1] if use_bias else None, _activation(lc.get("activation"), where),
                  str(lc.get("name", "dense")))
 
 
 def _masking(kind, lc, read, where):
-    return Masking(float(lc.get("mask_value", 0.0)), str(lc.get("name", "masking")))
+    value = lc.get("mask_value", 0.0)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= sys.float_info.max:
+        value = float(value)
+    if not isinstance(value, float):  # a string, a bool, or an int beyond any float (float() would overflow)
+        raise ValueError(f"{where}: mask_value={str(value)[:40]}; expected a number a float can hold")
+    return Masking(value, str(lc.get("name", "masking")))
 
 
 def _activation_layer(kind, lc, read, where):
@@ -320,7 +348,11 @@ def _refs(value):
 def _linear_chain(cfg):
     """The layer entries of a functional model from its input to its output, checked to form one chain."""
     entries = cfg["layers"]
-    by_name = {_name(e): e for e in entries}
+    by_name = {}
+    for e in entries:  # a name used twice would make the references below ambiguous (or loop)
+        if _name(e) in by_name:
+            raise ValueError(f"the config names more than one layer {_name(e)!r}; layer names must be unique")
+        by_name[_name(e)] = e
     inputs, outputs = _refs(cfg["input_layers"]), set(_refs(cfg["output_layers"]))
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(f"the functional model has inputs {inputs} and outputs {sorted(outputs)}; rnn_xp imports "
@@ -343,11 +375,15 @@ def _linear_chain(cfg):
         if _is_op(by_name.get(source[_name(e)], {})):
             raise ValueError(f"layer {_name(e)!r} reads the output of the operation {source[_name(e)]!r}; rnn_xp "
                              "imports models built of layers")
-    chain, current = [], inputs[0]
+    chain, current, seen = [], inputs[0], {inputs[0]}
     while True:
         readers = [n for n, s in source.items() if s == current]
         if not readers:
             break
+        if readers[0] in seen:  # unique names leave no cycle from the input, but a malformed config is refused
+            raise ValueError(f"the layers' references form a cycle through {readers[0]!r}; rnn_xp imports linear "
+                             "models")
+        seen.add(readers[0])
         if len(readers) > 1:
             raise ValueError(f"the model branches after {current!r} (into {readers}); rnn_xp imports linear models")
         current = readers[0]

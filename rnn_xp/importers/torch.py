@@ -94,7 +94,36 @@ def _read_file(path):
     if not isinstance(obj, dict):
         raise ValueError(f"{where} holds a {type(obj).__name__}; expected a state_dict (a dict of tensors). Fix: "
                          "torch.save(module.state_dict(), path)")
+    _check_storages(obj, where)
     return obj
+
+
+def _check_storages(sd, where):
+    """Refuse, before anything is copied, tensors that view more bytes than their file stores.
+
+    torch.save stores each storage once and each tensor as (storage, offset, shape, strides): a tensor made by
+    ``expand()`` (stride 0) or ``as_strided`` can view one stored float as gigabytes, which copying to the host
+    would materialise. Each tensor's bytes must fit in its storage, and all tensors together in the storages
+    they view (tensors of a state_dict do not overlap).
+    """
+    import torch
+
+    viewed, stored = 0, {}
+    for key, t in sd.items():
+        if not isinstance(t, torch.Tensor):
+            continue  # refused by name or type later
+        nbytes = t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        if nbytes > storage.nbytes():
+            raise ValueError(f"{where}: state_dict[{key!r}] of shape {tuple(t.shape)} views {nbytes} bytes of a "
+                             f"storage of {storage.nbytes()} (strides {t.stride()}: expand() or as_strided). Fix: "
+                             "save plain tensors, e.g. {k: v.contiguous().clone() for k, v in sd.items()}")
+        viewed += nbytes
+        stored[storage.data_ptr()] = storage.nbytes()
+    if viewed > sum(stored.values()):
+        raise ValueError(f"{where}: the tensors view {viewed} bytes, more than the {sum(stored.values())} bytes of "
+                         "the storages the file holds (they overlap). Fix: save plain tensors, e.g. "
+                         "{k: v.contiguous().clone() for k, v in sd.items()}")
 
 
 def _key_error(key, sd):

@@ -85,7 +85,7 @@ class Embedding:
 
     @classmethod
     def from_config(cls, config, arrays):
-        return cls(arrays["table"], bool(config.get("mask_zero", False)), str(config.get("name", "embedding")))
+        return cls(arrays["table"], config.get("mask_zero", False), str(config.get("name", "embedding")))
 
     def map_arrays(self, fn):
         return replace(self, table=fn(self.table))

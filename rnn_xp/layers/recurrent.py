@@ -92,9 +92,10 @@ class Recurrent:
 
     @classmethod
     def from_config(cls, config, arrays):
-        return cls(params_from_config(config["rnn"], arrays), bool(config.get("return_sequences", False)),
-                   bool(config.get("zero_output_for_mask", False)), str(config.get("name", "")),
-                   bool(config.get("go_backwards", False)))
+        # the flags go to the constructor as stored: "false" in a tampered file is a TypeError, not True
+        return cls(params_from_config(config["rnn"], arrays), config.get("return_sequences", False),
+                   config.get("zero_output_for_mask", False), str(config.get("name", "")),
+                   config.get("go_backwards", False))
 
     def map_arrays(self, fn):
         return replace(self, params=self.params.map_arrays(fn))

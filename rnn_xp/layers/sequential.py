@@ -9,7 +9,7 @@ from .. import _xp
 from ..backend import resolve_target
 from ..params import init as _init_params
 from .base import REGISTRY, from_config, register, sub_arrays
-from .basic import Dense, Embedding
+from .basic import ActivationLayer, Dense, Embedding, Identity, Masking, Softmax
 from .recurrent import Bidirectional, Recurrent
 
 
@@ -49,6 +49,30 @@ class Sequential:
             if isinstance(layer, Bidirectional) and layer.merge_mode is None:
                 raise ValueError(f"{layer.name}: a Bidirectional with merge_mode=None outputs a pair; it can only "
                                  "be the last layer")
+        self._check_chain()
+
+    def _check_chain(self):
+        """Each layer reads what the one before it outputs: rank and features, as far as they are known (the
+        model's input_shape, when given, is the first layer's input). Checked when built, so when loaded too."""
+        rank, features = (len(self.input_shape) + 1, self.input_shape[-1] or None) if self.input_shape else (None,
+                                                                                                          None)
+        source = f"the input_shape {self.input_shape}"
+        for i, layer in enumerate(self.layers):
+            where = f"layer {i} ({layer.name})"
+            if isinstance(layer, Embedding) and i > 0:
+                raise ValueError(f"{where}: an Embedding reads token ids, so it can only be the first layer; it "
+                                 f"follows {source}")
+            needs = _input_features(layer)
+            if isinstance(layer, (Recurrent, Bidirectional)) and rank is not None and rank != 3:
+                what = "one vector per sequence" if rank == 2 else f"arrays of {rank} dimensions"
+                raise ValueError(f"{where} reads sequences (batch, time, features), but {source} outputs {what}. "
+                                 "Fix: return_sequences=True on the recurrent layer before it")
+            if needs is not None and features is not None and needs != features:
+                raise ValueError(f"{where} reads {needs} features, but {source} outputs {features}. Fix: make each "
+                                 "layer's input size the previous layer's output size")
+            rank, features = _output(layer, rank, features)
+            if not isinstance(layer, _PASS_THROUGH):
+                source = where
 
     def __repr__(self):  # one layer a line, shapes and settings, never the weights' values
         lines = [f"Sequential(name={self.name!r}, input_shape={self.input_shape}, layers=["]
@@ -103,6 +127,34 @@ class Sequential:
 
     def map_arrays(self, fn):
         return replace(self, layers=tuple(layer.map_arrays(fn) for layer in self.layers))
+
+
+_PASS_THROUGH = (Masking, ActivationLayer, Identity, Softmax)  # output what they read
+
+
+def _input_features(layer):
+    """The size of the last axis ``layer`` reads, or None when it takes any (or token ids)."""
+    if isinstance(layer, Recurrent):
+        return layer.params.config.input_size
+    if isinstance(layer, Bidirectional):
+        return layer.forward_layer.params.config.input_size
+    if isinstance(layer, Dense):
+        return layer.kernel.shape[0]
+    return None
+
+
+def _output(layer, rank, features):
+    """(rank, features) of ``layer``'s output from those of its input; None where unknown."""
+    if isinstance(layer, _PASS_THROUGH):
+        return rank, features
+    if isinstance(layer, Embedding):
+        return (None if rank is None else rank + 1), layer.table.shape[1]
+    if isinstance(layer, Dense):
+        return rank, layer.kernel.shape[1]
+    if isinstance(layer, (Recurrent, Bidirectional)):
+        out = layer.output_shape((None, None, 0))  # (B, T, units) or (B, units); a pair for merge_mode=None
+        return (None, None) if isinstance(out, list) else (len(out), out[-1])
+    return None, None  # a layer this check does not know: nothing is assumed after it
 
 
 def text_classifier(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000, embed=32, units=100, steps=250):
