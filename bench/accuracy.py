@@ -42,12 +42,13 @@ def problem(seed=0, B=SIZES["B"], T=SIZES["T"], F=SIZES["F"], H=SIZES["H"]):
     b_ih = np.array(w.b_ih)
     for gate, offset in BIASES.items():
         k = "ifgo".index(gate)
-        b_ih[k * H:(k + 1) * H] += np.float32(offset)
+        b_ih[k * H : (k + 1) * H] += np.float32(offset)
     params = RNNParams(p.config, [[CellWeights(w_ih=w.w_ih, w_hh=w.w_hh, b_ih=b_ih, b_hh=w.b_hh)]])
     x = np.random.default_rng(seed + 1000).standard_normal((B, T, F)).astype(np.float32)
     w = params.layers[0][0]
-    y, h, c = forward64("lstm", x, {k: np.asarray(getattr(w, k), dtype=np.float64)
-                                    for k in ("w_ih", "w_hh", "b_ih", "b_hh")})
+    y, h, c = forward64(
+        "lstm", x, {k: np.asarray(getattr(w, k), dtype=np.float64) for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    )
     return params, x, (y, h, c)
 
 
@@ -109,9 +110,11 @@ def main(argv=None):
 
     xp = _xp.as_namespace(cp)
     impls = args.impls.split(",") if args.impls else rnn_xp.implementations(xp)
-    lines = [f"float32 LSTM B{SIZES['B']} T{SIZES['T']} in{SIZES['F']} H{SIZES['H']}, gate biases {BIASES}: "
-             "||out - float64|| / ||float64||; ratio = worst of y, c_n over torch-cuda's (cuDNN, TF32 off)",
-             f"{'seed':>4} {'implementation':16} {'y':>9} {'h_n':>9} {'c_n':>9} {'ratio':>6}"]
+    lines = [
+        f"float32 LSTM B{SIZES['B']} T{SIZES['T']} in{SIZES['F']} H{SIZES['H']}, gate biases {BIASES}: "
+        "||out - float64|| / ||float64||; ratio = worst of y, c_n over torch-cuda's (cuDNN, TF32 off)",
+        f"{'seed':>4} {'implementation':16} {'y':>9} {'h_n':>9} {'c_n':>9} {'ratio':>6}",
+    ]
     failed = []
     for seed in range(args.seeds):
         params, x, ref = problem(seed)
@@ -129,8 +132,10 @@ def main(argv=None):
             judged = impl != "reference"
             if judged and not r <= RATIO:
                 failed.append(impl)
-            lines.append(f"{seed:4d} {impl:16} {mine['y']:9.2e} {mine['h_n']:9.2e} {mine['c_n']:9.2e} {r:6.2f}"
-                         + ("" if not judged else "  ok" if r <= RATIO else f"  OVER {RATIO}"))
+            lines.append(
+                f"{seed:4d} {impl:16} {mine['y']:9.2e} {mine['h_n']:9.2e} {mine['c_n']:9.2e} {r:6.2f}"
+                + ("" if not judged else "  ok" if r <= RATIO else f"  OVER {RATIO}")
+            )
     lines.append("ACCURACY OK" if not failed else f"ACCURACY FAILED: {sorted(set(failed))}")
     text = "\n".join(lines)
     print(text)

@@ -43,8 +43,12 @@ def blas_threads() -> int | None:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for sym in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-                    "openblas_get_num_threads64_", "openblas_get_num_threads"):
+        for sym in (
+            "scipy_openblas_get_num_threads64_",
+            "scipy_openblas_get_num_threads",
+            "openblas_get_num_threads64_",
+            "openblas_get_num_threads",
+        ):
             fn = getattr(lib, sym, None)
             if fn is not None:
                 return int(fn())
@@ -72,6 +76,7 @@ def _numpy_loop(cfg, params, x, opts):
     def run():
         with np.errstate(over="ignore"):  # the tutorials' 1/(1+exp(-v)) overflows harmlessly
             return fwd(x, *W)
+
     return Backend(run, lambda y: _host_pair(y, y[:, -1]), blas_threads(), "per-sample np.dot loop")
 
 
@@ -84,6 +89,7 @@ def _rnn_xp_numpy(cfg, params, x, opts):
 
     def run():
         return rnn_xp.forward(x, params, impl=impl)
+
     return Backend(run, lambda r: _host_pair(r[0], _last_state(r[1])), blas_threads(), impl)
 
 
@@ -107,8 +113,14 @@ def _torch_cpu(cfg, params, x, opts):
     def run():
         with torch.inference_mode():
             return module(xt)
-    return Backend(run, lambda r: _host_pair(r[0].numpy(), _last_state(r[1]).numpy()), torch.get_num_threads(),
-                   "nn." + type(module).__name__, {"torch": torch.__version__})
+
+    return Backend(
+        run,
+        lambda r: _host_pair(r[0].numpy(), _last_state(r[1]).numpy()),
+        torch.get_num_threads(),
+        "nn." + type(module).__name__,
+        {"torch": torch.__version__},
+    )
 
 
 def _export_onnx(module, xt, path, cfg):
@@ -118,8 +130,7 @@ def _export_onnx(module, xt, path, cfg):
     outputs = ["y", "h", "c"] if cfg.cell == "lstm" else ["y", "h"]
     tmp = f"{path}.{os.getpid()}.tmp"
     with torch.inference_mode():
-        torch.onnx.export(module, (xt,), tmp, dynamo=False, input_names=["x"], output_names=outputs,
-                          opset_version=17)
+        torch.onnx.export(module, (xt,), tmp, dynamo=False, input_names=["x"], output_names=outputs, opset_version=17)
     os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
 
 
@@ -138,8 +149,14 @@ def _ort_cpu(cfg, params, x, opts):
 
     def run():
         return session.run(None, feeds)
-    return Backend(run, lambda r: _host_pair(r[0], r[1][0]), threads, "onnx " + cfg.cell.upper() + " op",
-                   {"onnxruntime": ort.__version__})
+
+    return Backend(
+        run,
+        lambda r: _host_pair(r[0], r[1][0]),
+        threads,
+        "onnx " + cfg.cell.upper() + " op",
+        {"onnxruntime": ort.__version__},
+    )
 
 
 # --- GPU -------------------------------------------------------------------------------------
@@ -178,9 +195,16 @@ def _rnn_xp_cupy(cfg, params, x, opts):
         cupy.cuda.Device().synchronize()
         pool.free_all_blocks()
 
-    return Backend(run, lambda r: _host_pair(cupy.asnumpy(r[0]), cupy.asnumpy(_last_state(r[1]))), None, impl,
-                   {"cupy": cupy.__version__}, reset, lambda: pool.total_bytes(),
-                   "CuPy memory pool's bytes after the first call from an empty pool (the pool's high-water mark)")
+    return Backend(
+        run,
+        lambda r: _host_pair(cupy.asnumpy(r[0]), cupy.asnumpy(_last_state(r[1]))),
+        None,
+        impl,
+        {"cupy": cupy.__version__},
+        reset,
+        lambda: pool.total_bytes(),
+        "CuPy memory pool's bytes after the first call from an empty pool (the pool's high-water mark)",
+    )
 
 
 def _torch_cuda(cfg, params, x, opts):
@@ -201,9 +225,16 @@ def _torch_cuda(cfg, params, x, opts):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
 
-    return Backend(run, lambda r: _host_pair(r[0].cpu().numpy(), _last_state(r[1]).cpu().numpy()), None, "cudnn",
-                   {"torch": torch.__version__, "cudnn": torch.backends.cudnn.version()}, reset,
-                   torch.cuda.max_memory_allocated, "torch.cuda.max_memory_allocated during the first call")
+    return Backend(
+        run,
+        lambda r: _host_pair(r[0].cpu().numpy(), _last_state(r[1]).cpu().numpy()),
+        None,
+        "cudnn",
+        {"torch": torch.__version__, "cudnn": torch.backends.cudnn.version()},
+        reset,
+        torch.cuda.max_memory_allocated,
+        "torch.cuda.max_memory_allocated during the first call",
+    )
 
 
 def _jax(cfg, params, x, opts):
@@ -224,14 +255,14 @@ def _jax(cfg, params, x, opts):
             h = jnp.tanh(a_x + a_h)
         elif cell == "lstm":
             a = a_x + a_h
-            i, f = jax.nn.sigmoid(a[:, :H]), jax.nn.sigmoid(a[:, H:2 * H])
-            g, o = jnp.tanh(a[:, 2 * H:3 * H]), jax.nn.sigmoid(a[:, 3 * H:])
+            i, f = jax.nn.sigmoid(a[:, :H]), jax.nn.sigmoid(a[:, H : 2 * H])
+            g, o = jnp.tanh(a[:, 2 * H : 3 * H]), jax.nn.sigmoid(a[:, 3 * H :])
             c = f * c + i * g
             h = o * jnp.tanh(c)
         else:
             r = jax.nn.sigmoid(a_x[:, :H] + a_h[:, :H])
-            z = jax.nn.sigmoid(a_x[:, H:2 * H] + a_h[:, H:2 * H])
-            n = jnp.tanh(a_x[:, 2 * H:] + r * a_h[:, 2 * H:])
+            z = jax.nn.sigmoid(a_x[:, H : 2 * H] + a_h[:, H : 2 * H])
+            n = jnp.tanh(a_x[:, 2 * H :] + r * a_h[:, 2 * H :])
             h = (1.0 - z) * n + z * h
         return (h, c), h
 
@@ -250,8 +281,13 @@ def _jax(cfg, params, x, opts):
         return r
 
     dev = jax.devices()[0]
-    return Backend(run, lambda r: _host_pair(np.asarray(r[0]), np.asarray(r[1])), None, f"lax.scan on {dev.platform}",
-                   {"jax": jax.__version__})
+    return Backend(
+        run,
+        lambda r: _host_pair(np.asarray(r[0]), np.asarray(r[1])),
+        None,
+        f"lax.scan on {dev.platform}",
+        {"jax": jax.__version__},
+    )
 
 
 SETUP = {

@@ -46,8 +46,9 @@ def _has(module: str) -> bool:
 def _py(code: str, timeout=120) -> str | None:
     """Run python code in a fresh process (so the parent never loads torch, cupy or jax); its stdout."""
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                             cwd=ROOT, env=_child_env())
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=_child_env()
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -90,13 +91,19 @@ def _memory_gb():
 def _gpu_info() -> dict:
     out = {"gpu": None, "gpu_driver": None, "cuda": None}
     try:
-        q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=30)
+        q = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if q.returncode == 0 and q.stdout.strip():
             name, driver = (s.strip() for s in q.stdout.strip().splitlines()[0].split(","))
             out.update(gpu=name, gpu_driver=driver)
-            m = re.search(r"CUDA Version:\s*([\d.]+)", subprocess.run(["nvidia-smi"], capture_output=True,
-                                                                       text=True, timeout=30).stdout)
+            m = re.search(
+                r"CUDA Version:\s*([\d.]+)",
+                subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout,
+            )
             out["cuda"] = m.group(1) if m else None
     except (OSError, subprocess.TimeoutExpired):
         pass
@@ -116,8 +123,10 @@ def probe(backends_wanted=None) -> dict:
     have = {"numpy-loop": True, "rnn_xp-numpy": True}
     have["torch-cpu"] = _has("torch")
     have["ort-cpu"] = _has("onnxruntime") and _has("onnx") and _has("torch")
-    have["rnn_xp-cupy"] = _has("cupy") and _py(
-        "import cupy; print(cupy.cuda.runtime.getDeviceCount())") not in (None, "0")
+    have["rnn_xp-cupy"] = _has("cupy") and _py("import cupy; print(cupy.cuda.runtime.getDeviceCount())") not in (
+        None,
+        "0",
+    )
     have["torch-cuda"] = _has("torch") and _py("import torch; print(torch.cuda.is_available())") == "True"
     have["jax"] = _has("jax")
     if backends_wanted:
@@ -126,11 +135,27 @@ def probe(backends_wanted=None) -> dict:
 
 
 def machine_info(have, quick=False) -> dict:
-    info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_gb": _memory_gb(), **_gpu_info(),
-            "platform": platform.platform(), "blas": _blas()}
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gb": _memory_gb(),
+        **_gpu_info(),
+        "platform": platform.platform(),
+        "blas": _blas(),
+    }
     versions = {"python": platform.python_version()}
-    for dist in ("numpy", "rnn_xp", "torch", "onnx", "onnxruntime", "cupy-cuda12x", "cupy-cuda13x", "jax",
-                 "matplotlib", "array-api-compat"):
+    for dist in (
+        "numpy",
+        "rnn_xp",
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "cupy-cuda12x",
+        "cupy-cuda13x",
+        "jax",
+        "matplotlib",
+        "array-api-compat",
+    ):
         v = _version(dist)
         if v is not None:
             versions[dist] = v
@@ -151,8 +176,11 @@ def machine_info(have, quick=False) -> dict:
     info["sgemm_gflops"] = max(rates.values()) if rates else None
     info["sgemm_how"] = f"float32 2048x2048 matmul, best of {repeats}, fresh process per library; the max is the floor"
     if have.get("rnn_xp-cupy") or have.get("torch-cuda"):
-        g = _py("from bench.sgemm import measure; print(measure('cupy'))", timeout=300) if have.get(
-            "rnn_xp-cupy") else None
+        g = (
+            _py("from bench.sgemm import measure; print(measure('cupy'))", timeout=300)
+            if have.get("rnn_xp-cupy")
+            else None
+        )
         info["gpu_sgemm_gflops"] = None if g is None else round(float(g), 1)
     return info
 
@@ -160,28 +188,32 @@ def machine_info(have, quick=False) -> dict:
 # --- the jobs ---------------------------------------------------------------------------------
 def _implementations(namespace):
     """The implementations that run on this namespace here (numba's needs numba installed), in auto order."""
-    code = (f"import rnn_xp, {namespace}\n"
-            f"p = rnn_xp.init('rnn', 2, 2, seed=0, xp={namespace})\n"
-            f"x = {namespace}.zeros((1, 1, 2), dtype={namespace}.float32)\n"
-            "def runs(name):\n"
-            "    try:\n"
-            "        rnn_xp.explain(x, p, impl=name)\n"
-            "    except ValueError:\n"
-            "        return False\n"
-            "    return True\n"
-            f"print(','.join(n for n in rnn_xp.implementations({namespace}) if runs(n)))")
+    code = (
+        f"import rnn_xp, {namespace}\n"
+        f"p = rnn_xp.init('rnn', 2, 2, seed=0, xp={namespace})\n"
+        f"x = {namespace}.zeros((1, 1, 2), dtype={namespace}.float32)\n"
+        "def runs(name):\n"
+        "    try:\n"
+        "        rnn_xp.explain(x, p, impl=name)\n"
+        "    except ValueError:\n"
+        "        return False\n"
+        "    return True\n"
+        f"print(','.join(n for n in rnn_xp.implementations({namespace}) if runs(n)))"
+    )
     out = _py(code)
     return [s for s in out.split(",") if s] if out else ["reference"]
 
 
 def _auto_impl(namespace, cfg):
     """What impl='auto' runs for this config on this namespace, as rnn_xp.explain says (in a child process)."""
-    code = (f"import rnn_xp, numpy, {namespace}\n"
-            f"p = rnn_xp.init({cfg.cell!r}, {cfg.input_size}, {cfg.hidden_size}, seed=0, xp={namespace})\n"
-            # the config's shape (the step count matters to the choice), as a broadcast view: no memory
-            f"x = {namespace}.broadcast_to({namespace}.zeros(({cfg.batch}, 1, {cfg.input_size}), "
-            f"dtype={namespace}.float32), ({cfg.batch}, {cfg.steps}, {cfg.input_size}))\n"
-            "print(rnn_xp.explain(x, p).implementation)")
+    code = (
+        f"import rnn_xp, numpy, {namespace}\n"
+        f"p = rnn_xp.init({cfg.cell!r}, {cfg.input_size}, {cfg.hidden_size}, seed=0, xp={namespace})\n"
+        # the config's shape (the step count matters to the choice), as a broadcast view: no memory
+        f"x = {namespace}.broadcast_to({namespace}.zeros(({cfg.batch}, 1, {cfg.input_size}), "
+        f"dtype={namespace}.float32), ({cfg.batch}, {cfg.steps}, {cfg.input_size}))\n"
+        "print(rnn_xp.explain(x, p).implementation)"
+    )
     return _py(code)
 
 
@@ -244,9 +276,15 @@ class Worker:
         self.log_path = os.path.join(tmp, f"job{idx}.log")
         self.log = open(self.log_path, "w")
         extra = {"CUPY_TF32": "1"} if job["tf32"] and job["backend"] == "rnn_xp-cupy" else {}
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.worker", path], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT,
-                                     env=_child_env(extra))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            cwd=ROOT,
+            env=_child_env(extra),
+        )
         self.times = []
         self.info = self._read()
 
@@ -287,14 +325,35 @@ class Worker:
 
 def _record(cfg, job, w, floor_gflops):
     info = w.info
-    rec = {"config": cfg.name, "group": cfg.group, "cell": cfg.cell, "batch": cfg.batch, "steps": cfg.steps,
-           "input_size": cfg.input_size, "hidden_size": cfg.hidden_size, "layers": 1, "directions": 1,
-           "dtype": "float32", "tf32": job["tf32"], "threads": info.get("threads"), "backend": job["backend"],
-           "impl": info.get("impl") or job.get("impl"), "repeats": len(w.times), "median_ms": None, "min_ms": None,
-           "max_ms": None, "per_step_us": None, "gflops": None, "floor_fraction": None, "flops": cfg.flops,
-           "peak_mem_mb": info.get("peak_mem_mb"), "peak_mem_how": info.get("peak_mem_how"),
-           "output_mb": round(cfg.batch * cfg.steps * cfg.hidden_size * 4 / 2**20, 3),
-           "verified": bool(info.get("verified")), "max_abs_err_vs_ref": info.get("max_abs_err_vs_ref")}
+    rec = {
+        "config": cfg.name,
+        "group": cfg.group,
+        "cell": cfg.cell,
+        "batch": cfg.batch,
+        "steps": cfg.steps,
+        "input_size": cfg.input_size,
+        "hidden_size": cfg.hidden_size,
+        "layers": 1,
+        "directions": 1,
+        "dtype": "float32",
+        "tf32": job["tf32"],
+        "threads": info.get("threads"),
+        "backend": job["backend"],
+        "impl": info.get("impl") or job.get("impl"),
+        "repeats": len(w.times),
+        "median_ms": None,
+        "min_ms": None,
+        "max_ms": None,
+        "per_step_us": None,
+        "gflops": None,
+        "floor_fraction": None,
+        "flops": cfg.flops,
+        "peak_mem_mb": info.get("peak_mem_mb"),
+        "peak_mem_how": info.get("peak_mem_how"),
+        "output_mb": round(cfg.batch * cfg.steps * cfg.hidden_size * 4 / 2**20, 3),
+        "verified": bool(info.get("verified")),
+        "max_abs_err_vs_ref": info.get("max_abs_err_vs_ref"),
+    }
     if job["backend"] == "rnn_xp-numpy" or job["backend"] == "rnn_xp-cupy":
         rec["auto"] = job.get("auto", False)
     if info.get("status") == "error":
@@ -302,8 +361,13 @@ def _record(cfg, job, w, floor_gflops):
     if w.times:
         t = np.asarray(w.times) * 1e3
         med = float(np.median(t))
-        rec.update(median_ms=_sig(med), min_ms=_sig(float(t.min())), max_ms=_sig(float(t.max())),
-                   per_step_us=_sig(med * 1e3 / cfg.steps), gflops=_sig(cfg.flops / med / 1e6))
+        rec.update(
+            median_ms=_sig(med),
+            min_ms=_sig(float(t.min())),
+            max_ms=_sig(float(t.max())),
+            per_step_us=_sig(med * 1e3 / cfg.steps),
+            gflops=_sig(cfg.flops / med / 1e6),
+        )
         if floor_gflops:
             rec["floor_fraction"] = _sig(cfg.flops / med / 1e6 / floor_gflops)
     for k in ("peak_mem_mb", "max_abs_err_vs_ref"):
@@ -332,28 +396,37 @@ def run_config(cfg, have, impls, tmp, opts, progress, machine):
     for k, (backend, impl, tf32) in enumerate(jobs):
         space = backend.split("-")[-1]
         auto = impl is not None and impl == (impls[space + "_auto"](cfg) if space + "_auto" in impls else None)
-        job = {"config": cfg.to_json(), "backend": backend, "impl": impl, "tf32": tf32, "ref": ref,
-               "tol": TOL[tf32], "onnx": onnx_path if have["ort-cpu"] else None, "auto": auto,
-               "perturb": opts.perturb.get(backend, 0.0), "warmup_s": opts.warmup_s}
+        job = {
+            "config": cfg.to_json(),
+            "backend": backend,
+            "impl": impl,
+            "tf32": tf32,
+            "ref": ref,
+            "tol": TOL[tf32],
+            "onnx": onnx_path if have["ort-cpu"] else None,
+            "auto": auto,
+            "perturb": opts.perturb.get(backend, 0.0),
+            "warmup_s": opts.warmup_s,
+        }
         progress.step(f"{cfg.name}: setting up {backend} {impl or ''}{' tf32' if tf32 else ''}", 0)
         workers.append(Worker(job, tmp, f"-{cfg.name}-{k}"))
         progress.step(f"{cfg.name}: {backend} ready")
     try:
         live = [wk for wk in workers if wk.timeable]
         for r in range(opts.rounds):
-            order = live[r % len(live):] + live[:r % len(live)] if live else []
+            order = live[r % len(live) :] + live[: r % len(live)] if live else []
             for wk in order:
                 if not wk.timeable:
                     continue
                 wk.time_round(opts.budget_s, opts.max_calls)
                 time.sleep(opts.settle_s)
-                progress.step(f"{cfg.name}: round {r + 1}/{opts.rounds} {wk.job['backend']} "
-                              f"{wk.job['impl'] or ''}")
+                progress.step(f"{cfg.name}: round {r + 1}/{opts.rounds} {wk.job['backend']} {wk.job['impl'] or ''}")
             progress.step("", len(workers) - len(order))
     finally:
         for wk in workers:
             wk.close()
     os.remove(ref)
+
     def floor(backend):  # GPU rows against the GPU's fp32 sgemm, CPU rows against the CPU's
         on_gpu = backend in ("rnn_xp-cupy", "torch-cuda") or (backend == "jax" and machine.get("gpu"))
         return machine.get("gpu_sgemm_gflops") if on_gpu else machine.get("sgemm_gflops")
@@ -366,22 +439,38 @@ def _slug(s):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0],
-                                 epilog="bench/README.md explains the configs, the backends and how times are taken.")
-    ap.add_argument("--configs", default="all",
-                    help="'reference' (keras-text, lstm-med, lstm-large, gru-latency), 'sweeps' (time steps, batch "
-                         "and hidden size), 'all' (default) or a comma list of config names")
-    ap.add_argument("--quick", action="store_true",
-                    help="three small configs, two short rounds: a smoke test (under a minute); its goal checks "
-                         "are indicative only")
-    ap.add_argument("--backends", default=None,
-                    help="comma list among " + ", ".join(sorted(BACKENDS)) + " (default: every one installed)")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.splitlines()[0],
+        epilog="bench/README.md explains the configs, the backends and how times are taken.",
+    )
+    ap.add_argument(
+        "--configs",
+        default="all",
+        help="'reference' (keras-text, lstm-med, lstm-large, gru-latency), 'sweeps' (time steps, batch "
+        "and hidden size), 'all' (default) or a comma list of config names",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="three small configs, two short rounds: a smoke test (under a minute); its goal checks "
+        "are indicative only",
+    )
+    ap.add_argument(
+        "--backends",
+        default=None,
+        help="comma list among " + ", ".join(sorted(BACKENDS)) + " (default: every one installed)",
+    )
     ap.add_argument("--rounds", type=int, default=None, help="timing rounds per backend (default 5; quick 2)")
-    ap.add_argument("--budget", type=float, default=None,
-                    help="seconds of calls per backend per round (default 0.5; quick 0.05)")
-    ap.add_argument("--out", default=None,
-                    help="results JSON path, or a folder (ending in /) to write it in under its default name "
-                         "(default: bench/results/<machine>-<date>.json; quick: <temp dir>/rnn_xp-bench/)")
+    ap.add_argument(
+        "--budget", type=float, default=None, help="seconds of calls per backend per round (default 0.5; quick 0.05)"
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="results JSON path, or a folder (ending in /) to write it in under its default name "
+        "(default: bench/results/<machine>-<date>.json; quick: <temp dir>/rnn_xp-bench/)",
+    )
     ap.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     ap.add_argument("--perturb", default="", help=argparse.SUPPRESS)  # tests: backend=delta spoils a result
@@ -429,21 +518,31 @@ def main(argv=None):
     load_start = os.getloadavg()
 
     def snapshot(done):
-        return {"date": date.strftime("%Y-%m-%dT%H:%M:%SZ"), "quick": opts.quick,
-                "command": "python -m bench" + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(
-                    sys.argv[1:] if argv is None else argv)),
-                "wall_s": round(time.time() - t0, 1), "machine": machine,
-                "load_average": {"start": [round(v, 2) for v in load_start],
-                                 "end": [round(v, 2) for v in os.getloadavg()],
-                                 "note": "1/5/15-minute load of the machine: other work on it shows here"},
-                "method": {"rounds": opts.rounds, "budget_s_per_round": opts.budget_s, "settle_s": opts.settle_s,
-                           "tolerance": {"fp32": TOL[False], "tf32": TOL[True]},
-                           "inputs": "rnn_xp.init(seed=0) weights, x ~ N(0, 1) (seed 1), float32, batch-first",
-                           "timing": "each backend in its own process; rounds alternate between processes "
-                                     "(order rotated each round, a pause after each turn); wall time of one "
-                                     "forward call including device synchronisation; after a warm-up"},
-                **({} if done else {"incomplete": f"written after {len(records)} records; the run went on"}),
-                "records": records}
+        return {
+            "date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quick": opts.quick,
+            "command": "python -m bench"
+            + ("" if argv is None and len(sys.argv) <= 1 else " " + " ".join(sys.argv[1:] if argv is None else argv)),
+            "wall_s": round(time.time() - t0, 1),
+            "machine": machine,
+            "load_average": {
+                "start": [round(v, 2) for v in load_start],
+                "end": [round(v, 2) for v in os.getloadavg()],
+                "note": "1/5/15-minute load of the machine: other work on it shows here",
+            },
+            "method": {
+                "rounds": opts.rounds,
+                "budget_s_per_round": opts.budget_s,
+                "settle_s": opts.settle_s,
+                "tolerance": {"fp32": TOL[False], "tf32": TOL[True]},
+                "inputs": "rnn_xp.init(seed=0) weights, x ~ N(0, 1) (seed 1), float32, batch-first",
+                "timing": "each backend in its own process; rounds alternate between processes "
+                "(order rotated each round, a pause after each turn); wall time of one "
+                "forward call including device synchronisation; after a warm-up",
+            },
+            **({} if done else {"incomplete": f"written after {len(records)} records; the run went on"}),
+            "records": records,
+        }
 
     with tempfile.TemporaryDirectory(prefix="rnn_xp-bench-") as tmp:
         for cfg in cfgs:

@@ -32,8 +32,14 @@ class Config:
     @property
     def flops(self) -> float:
         """2*B*T*G*H*(in+H): the multiply-adds of the input and recurrent matmuls."""
-        return 2.0 * self.batch * self.steps * CELLS[self.cell].num_gates * self.hidden_size * (
-            self.input_size + self.hidden_size)
+        return (
+            2.0
+            * self.batch
+            * self.steps
+            * CELLS[self.cell].num_gates
+            * self.hidden_size
+            * (self.input_size + self.hidden_size)
+        )
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -102,6 +108,7 @@ def select(names: str, quick: bool, note=None) -> list[Config]:
     wanted = [RENAMED.get(n, n) for n in wanted]
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise ValueError(f"unknown config(s) {unknown}; expected 'reference', 'sweeps', 'all' or names from "
-                         f"{sorted(known)}")
+        raise ValueError(
+            f"unknown config(s) {unknown}; expected 'reference', 'sweeps', 'all' or names from {sorted(known)}"
+        )
     return [known[n] for n in wanted]

@@ -93,14 +93,17 @@ def numpy_child(job_path):
 
 
 def run_numpy(cfg, threads, repeats, tmp):
-    job = {"config": cfg.to_json(), "repeats": repeats, "h_path": os.path.join(tmp, f"h-{threads}.npy"),
-           "out_path": os.path.join(tmp, f"numpy-{threads}.json")}
+    job = {
+        "config": cfg.to_json(),
+        "repeats": repeats,
+        "h_path": os.path.join(tmp, f"h-{threads}.npy"),
+        "out_path": os.path.join(tmp, f"numpy-{threads}.json"),
+    }
     path = os.path.join(tmp, f"job-{threads}.json")
     with open(path, "w") as f:
         json.dump(job, f)
     env = _child_env({v: str(threads) for v in THREAD_VARS[:3]})
-    subprocess.run([sys.executable, "-m", "bench.dask_scaling", "--numpy-child", path], check=True, cwd=ROOT,
-                   env=env)
+    subprocess.run([sys.executable, "-m", "bench.dask_scaling", "--numpy-child", path], check=True, cwd=ROOT, env=env)
     with open(job["out_path"]) as f:
         out = json.load(f)
     out["h"] = np.load(job["h_path"])
@@ -142,8 +145,10 @@ def run_dask(cfg, workers, rows, repeats, noop_tasks):
     import rnn_xp
 
     params, x = _inputs(cfg)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
         with warnings.catch_warnings():  # "Sending large graph": loading x onto the workers, once, untimed
             warnings.simplefilter("ignore", UserWarning)
             dx = da.from_array(x, chunks=(rows, cfg.steps, cfg.input_size)).persist()
@@ -188,14 +193,16 @@ def summarise(records):
         d1, d2 = med.get("dask-1"), med.get("dask-2")
         n2, n1 = med.get("numpy-all"), med.get("numpy-1t")
         tasks = rows.get("dask-1", {}).get("tasks")
-        out.append({
-            "config": name,
-            "speedup_2_over_1": None if not (d1 and d2) else d1 / d2,
-            "efficiency_2": None if not (d1 and d2) else d1 / d2 / 2,
-            "vs_numpy_2_threads": None if not (n2 and d2) else n2 / d2,
-            "overhead_per_task_s": None if not (d1 and n1 and tasks) else (d1 - n1) / tasks,
-            "noop_task_s": rows.get("dask-1", {}).get("noop_task_s"),
-        })
+        out.append(
+            {
+                "config": name,
+                "speedup_2_over_1": None if not (d1 and d2) else d1 / d2,
+                "efficiency_2": None if not (d1 and d2) else d1 / d2 / 2,
+                "vs_numpy_2_threads": None if not (n2 and d2) else n2 / d2,
+                "overhead_per_task_s": None if not (d1 and n1 and tasks) else (d1 - n1) / tasks,
+                "noop_task_s": rows.get("dask-1", {}).get("noop_task_s"),
+            }
+        )
     return out
 
 
@@ -208,41 +215,60 @@ def _ok(v, goal):
 
 
 def markdown(result):
-    lines = [f"# Dask scaling: {result['machine']['cpu']}, {result['machine']['cores']} cores",
-             "", f"`{result['command']}`, {result['date']}; load average at start/end "
-             f"{result['load_average']['start']} / {result['load_average']['end']}", "",
-             "| config | B | T | in | H | runner | tasks | median s | min s | max s | calls "
-             "| max abs diff h_n vs numpy |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Dask scaling: {result['machine']['cpu']}, {result['machine']['cores']} cores",
+        "",
+        f"`{result['command']}`, {result['date']}; load average at start/end "
+        f"{result['load_average']['start']} / {result['load_average']['end']}",
+        "",
+        "| config | B | T | in | H | runner | tasks | median s | min s | max s | calls | max abs diff h_n vs numpy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["records"]:
         c = r["cfg"]
-        lines.append(f"| {r['config']} | {c['batch']} | {c['steps']} | {c['input_size']} | {c['hidden_size']} | "
-                     f"{r['label']} | {r.get('tasks') or '-'} | {r['median_s']:.3f} | {min(r['times']):.3f} | "
-                     f"{max(r['times']):.3f} | {len(r['times'])} | {_f(r.get('h_diff'), '.1e')} |")
-    lines += ["", "| config | 2 workers / 1 worker (goal >= 1.6) | efficiency | 2 workers vs NumPy on both cores "
-              "(goal >= 0.85) | per-task overhead: no-op task | (dask 1 worker - numpy 1 thread) / tasks |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['config']} | {c['batch']} | {c['steps']} | {c['input_size']} | {c['hidden_size']} | "
+            f"{r['label']} | {r.get('tasks') or '-'} | {r['median_s']:.3f} | {min(r['times']):.3f} | "
+            f"{max(r['times']):.3f} | {len(r['times'])} | {_f(r.get('h_diff'), '.1e')} |"
+        )
+    lines += [
+        "",
+        "| config | 2 workers / 1 worker (goal >= 1.6) | efficiency | 2 workers vs NumPy on both cores "
+        "(goal >= 0.85) | per-task overhead: no-op task | (dask 1 worker - numpy 1 thread) / tasks |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in result["summary"]:
         sp, vs = s["speedup_2_over_1"], s["vs_numpy_2_threads"]
         noop, over = s["noop_task_s"], s["overhead_per_task_s"]
-        lines.append(f"| {s['config']} | {_f(sp, '.2f')}{_ok(sp, GOAL_SPEEDUP)} | {_f(s['efficiency_2'], '.2f')} | "
-                     f"{_f(vs, '.2f')}{_ok(vs, GOAL_VS_NUMPY)} | {_f(noop and noop * 1e3, '.2f')} ms | "
-                     f"{_f(over and over * 1e3, '.1f')} ms |")
+        lines.append(
+            f"| {s['config']} | {_f(sp, '.2f')}{_ok(sp, GOAL_SPEEDUP)} | {_f(s['efficiency_2'], '.2f')} | "
+            f"{_f(vs, '.2f')}{_ok(vs, GOAL_VS_NUMPY)} | {_f(noop and noop * 1e3, '.2f')} ms | "
+            f"{_f(over and over * 1e3, '.1f')} ms |"
+        )
     lines += ["", "Threads: " + result["threads_note"]]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.dask_scaling", description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default=",".join(c.name for c in _configs.DASK),
-                    help="comma list of names from bench/configs.py DASK")
+    ap.add_argument(
+        "--configs",
+        default=",".join(c.name for c in _configs.DASK),
+        help="comma list of names from bench/configs.py DASK",
+    )
     ap.add_argument("--batch", type=int, default=None, help="override every config's batch size")
     ap.add_argument("--rows", type=int, default=512, help="sequences per batch chunk (one task each)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per runner after one warm-up (default 5)")
-    ap.add_argument("--quick", action="store_true",
-                    help="batch 512, 128 rows per chunk, 2 calls: a smoke test (writes under the temp dir)")
-    ap.add_argument("--out", default=None,
-                    help="results JSON path (default bench/results/dask-<machine>-<date>.json; quick: a temp dir)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="batch 512, 128 rows per chunk, 2 calls: a smoke test (writes under the temp dir)",
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="results JSON path (default bench/results/dask-<machine>-<date>.json; quick: a temp dir)",
+    )
     ap.add_argument("--numpy-child", default=None, help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
     if opts.numpy_child:
@@ -280,34 +306,60 @@ def main(argv=None):
             for threads in sorted({cores, 1}, reverse=True):
                 r = run_numpy(cfg, threads, repeats, tmp)
                 ref_h = r["h"] if ref_h is None else ref_h
-                records.append({**base, "runner": "numpy-all" if threads == cores else "numpy-1t",
-                                "label": f"numpy 1 process, {threads} thread(s) [{r['impl']}]", "times": r["times"],
-                                "median_s": statistics.median(r["times"]), "threads": r["threadpools"],
-                                "env": r["env"], "h_diff": float(np.max(np.abs(r["h"] - ref_h), initial=0.0))})
+                records.append(
+                    {
+                        **base,
+                        "runner": "numpy-all" if threads == cores else "numpy-1t",
+                        "label": f"numpy 1 process, {threads} thread(s) [{r['impl']}]",
+                        "times": r["times"],
+                        "median_s": statistics.median(r["times"]),
+                        "threads": r["threadpools"],
+                        "env": r["env"],
+                        "h_diff": float(np.max(np.abs(r["h"] - ref_h), initial=0.0)),
+                    }
+                )
                 print(f"  {records[-1]['label']}: {records[-1]['median_s']:.3f} s", file=sys.stderr)
             for workers in (1, 2):
                 r = run_dask(cfg, workers, rows, repeats, noop_tasks=200 if workers == 1 else 0)
                 threads_seen[f"{cfg.name} dask-{workers}"] = r["threads"]
-                records.append({**base, "runner": f"dask-{workers}", "tasks": r["tasks"],
-                                "label": f"dask {workers} worker(s) x 1 thread, {rows} rows/task", "times": r["times"],
-                                "median_s": statistics.median(r["times"]), "noop_task_s": r["noop_task_s"],
-                                "h_diff": float(np.max(np.abs(r["h"] - ref_h), initial=0.0))})
+                records.append(
+                    {
+                        **base,
+                        "runner": f"dask-{workers}",
+                        "tasks": r["tasks"],
+                        "label": f"dask {workers} worker(s) x 1 thread, {rows} rows/task",
+                        "times": r["times"],
+                        "median_s": statistics.median(r["times"]),
+                        "noop_task_s": r["noop_task_s"],
+                        "h_diff": float(np.max(np.abs(r["h"] - ref_h), initial=0.0)),
+                    }
+                )
                 print(f"  {records[-1]['label']}: {records[-1]['median_s']:.3f} s", file=sys.stderr)
     some = next(iter(threads_seen.values()), {})
     first = next(iter(some.values()), {}) if some else {}
-    note = (f"numpy rows: {'/'.join(THREAD_VARS[:3])} = the thread count given; dask workers (read back from each): "
-            + ", ".join(f"{k}={first.get(k)}" for k in THREAD_VARS)
-            + f"; BLAS pools {first.get('threadpools')}; numba: not used by rnn_xp")
-    result = {"date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "command": "python -m bench.dask_scaling" + (" " + " ".join(sys.argv[1:] if argv is None else argv)
-                                                            if (argv or sys.argv[1:]) else ""),
-              "wall_s": round(time.time() - t0, 1),
-              "machine": {"cpu": _cpu_model(), "cores": cores,
-                          "versions": {d: _version(d) for d in ("numpy", "dask", "distributed")}},
-              "load_average": {"start": [round(v, 2) for v in load_start],
-                               "end": [round(v, 2) for v in os.getloadavg()]},
-              "rows_per_task": rows, "repeats": repeats, "threads_note": note, "worker_threads": threads_seen,
-              "records": records, "summary": summarise(records)}
+    note = (
+        f"numpy rows: {'/'.join(THREAD_VARS[:3])} = the thread count given; dask workers (read back from each): "
+        + ", ".join(f"{k}={first.get(k)}" for k in THREAD_VARS)
+        + f"; BLAS pools {first.get('threadpools')}; numba: not used by rnn_xp"
+    )
+    result = {
+        "date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": "python -m bench.dask_scaling"
+        + (" " + " ".join(sys.argv[1:] if argv is None else argv) if (argv or sys.argv[1:]) else ""),
+        "wall_s": round(time.time() - t0, 1),
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": cores,
+            "versions": {d: _version(d) for d in ("numpy", "dask", "distributed")},
+        },
+        "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]},
+        "rows_per_task": rows,
+        "repeats": repeats,
+        "threads_note": note,
+        "worker_threads": threads_seen,
+        "records": records,
+        "summary": summarise(records),
+    }
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
     md = markdown(result)

@@ -42,9 +42,18 @@ def _child(cfg_name, impl, steps):
     peak = rss_kb("VmHWM")
     out_mb = (y.nbytes + sum(s.nbytes for s in (state if isinstance(state, tuple) else (state,)))) / 2**20
     extra = (peak - before) / 1024 - out_mb if ok else None
-    print(json.dumps({"config": cfg_name, "impl": chosen, "steps": steps, "y_mb": round(y.nbytes / 2**20, 1),
-                      "extra_mb": None if extra is None else round(extra, 1),
-                      "extra_over_y": None if extra is None else round(extra * 2**20 / y.nbytes, 3)}))
+    print(
+        json.dumps(
+            {
+                "config": cfg_name,
+                "impl": chosen,
+                "steps": steps,
+                "y_mb": round(y.nbytes / 2**20, 1),
+                "extra_mb": None if extra is None else round(extra, 1),
+                "extra_over_y": None if extra is None else round(extra * 2**20 / y.nbytes, 3),
+            }
+        )
+    )
 
 
 def main(argv=None):
@@ -64,8 +73,12 @@ def main(argv=None):
     rows = []
     for cfg in CONFIGS:
         for impl in impls:
-            out = subprocess.run([sys.executable, "-m", "bench.memory", "--steps", str(args.steps), "--child", cfg,
-                                  impl], capture_output=True, text=True, env=os.environ.copy())
+            out = subprocess.run(
+                [sys.executable, "-m", "bench.memory", "--steps", str(args.steps), "--child", cfg, impl],
+                capture_output=True,
+                text=True,
+                env=os.environ.copy(),
+            )
             if out.returncode:
                 print(f"{cfg} {impl}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
                 continue

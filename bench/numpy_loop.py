@@ -35,9 +35,9 @@ def lstm_forward(x, W_ih, W_hh, b_ih, b_hh):
         for t in range(T):
             z = np.dot(W_ih, x[b, t]) + b_ih + np.dot(W_hh, h) + b_hh
             i = sigmoid(z[:H])
-            f = sigmoid(z[H:2 * H])
-            g = np.tanh(z[2 * H:3 * H])
-            o = sigmoid(z[3 * H:])
+            f = sigmoid(z[H : 2 * H])
+            g = np.tanh(z[2 * H : 3 * H])
+            o = sigmoid(z[3 * H :])
             c = f * c + i * g
             h = o * np.tanh(c)
             ys[b, t] = h
@@ -54,8 +54,8 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh):
             gx = np.dot(W_ih, x[b, t]) + b_ih
             gh = np.dot(W_hh, h) + b_hh
             r = sigmoid(gx[:H] + gh[:H])
-            z = sigmoid(gx[H:2 * H] + gh[H:2 * H])
-            n = np.tanh(gx[2 * H:] + r * gh[2 * H:])
+            z = sigmoid(gx[H : 2 * H] + gh[H : 2 * H])
+            n = np.tanh(gx[2 * H :] + r * gh[2 * H :])
             h = (1 - z) * n + z * h
             ys[b, t] = h
     return ys

@@ -19,8 +19,12 @@ import zlib
 
 import numpy as np
 
-CONFIGS = [("keras-text", "rnn", 64, 250, 32, 100), ("gru-latency", "gru", 1, 1000, 64, 256),
-           ("lstm-med", "lstm", 64, 100, 256, 512), ("lstm-large", "lstm", 256, 200, 1024, 1024)]
+CONFIGS = [
+    ("keras-text", "rnn", 64, 250, 32, 100),
+    ("gru-latency", "gru", 1, 1000, 64, 256),
+    ("lstm-med", "lstm", 64, 100, 256, 512),
+    ("lstm-large", "lstm", 256, 200, 1024, 1024),
+]
 
 
 def _median_ms(cp, fn, budget_s):
@@ -51,6 +55,7 @@ def main(argv=None):
 
     try:
         import torch
+
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         have_torch = torch.cuda.is_available()
@@ -103,7 +108,8 @@ def main(argv=None):
                 row["verified"] = bool(np.isfinite(err) and err <= 1e-4 * scale)
                 if row["verified"]:
                     row["median_ms"], row["calls"] = _median_ms(
-                        cp, lambda x=x, p=params, i=impl: rnn_xp.forward(x, p, impl=i), args.budget)
+                        cp, lambda x=x, p=params, i=impl: rnn_xp.forward(x, p, impl=i), args.budget
+                    )
             except Exception as e:  # noqa: BLE001 - a failing variant is a row, not the end of the run
                 row["error"] = f"{type(e).__name__}: {e}"[:300]
             add(row)
@@ -117,8 +123,16 @@ def main(argv=None):
                 yt = mod(xt)[0].cpu().numpy().astype(np.float64)
                 err = float(np.abs(yt - ref).max())
                 ms, calls = _median_ms(cp, lambda m=mod, a=xt: m(a), args.budget)
-            add({"config": name, "impl": "torch-cuda (cudnn)", "max_err": err, "verified": err <= 1e-4 * scale,
-                 "median_ms": ms, "calls": calls})
+            add(
+                {
+                    "config": name,
+                    "impl": "torch-cuda (cudnn)",
+                    "max_err": err,
+                    "verified": err <= 1e-4 * scale,
+                    "median_ms": ms,
+                    "calls": calls,
+                }
+            )
     torch_ms = {r["config"]: r.get("median_ms") for r in rows if r["impl"].startswith("torch")}
     declined = [r for r in rows if "declined" in r]
     rows = [r for r in rows if "declined" not in r]
@@ -128,12 +142,20 @@ def main(argv=None):
         ms = r.get("median_ms")
         ratio = ms / torch_ms[r["config"]] if ms and torch_ms.get(r["config"]) else None
         p = r.get("plan")
-        lines.append(f"{r['config']:12} {r['impl']:26} {ms if ms else float('nan'):10.3f} "
-                     f"{(ms or float('nan')) * 1e3 / steps[r['config']]:8.2f} "
-                     f"{ratio if ratio else float('nan'):7.3f} {r.get('max_err', float('nan')):9.2e}  "
-                     + (r.get("error") or ("" if not p else f"U={p['U']} NB={p['NB']} S={p['S']} BT={p['BT']} "
-                                                            f"threads={p['threads']} smem={p['smem']}"))
-                     + ("" if r.get("verified", True) else "  NOT VERIFIED"))
+        lines.append(
+            f"{r['config']:12} {r['impl']:26} {ms if ms else float('nan'):10.3f} "
+            f"{(ms or float('nan')) * 1e3 / steps[r['config']]:8.2f} "
+            f"{ratio if ratio else float('nan'):7.3f} {r.get('max_err', float('nan')):9.2e}  "
+            + (
+                r.get("error")
+                or (
+                    ""
+                    if not p
+                    else f"U={p['U']} NB={p['NB']} S={p['S']} BT={p['BT']} threads={p['threads']} smem={p['smem']}"
+                )
+            )
+            + ("" if r.get("verified", True) else "  NOT VERIFIED")
+        )
     lines += [f"{r['config']:12} {r['impl']:26} declined: {r['declined']}" for r in declined]
     table = "\n".join(lines)
     print(table)

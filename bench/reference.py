@@ -31,13 +31,18 @@ def forward64(cell, x, w):
             h = np.tanh(a_x + a_h)
         elif cell == "lstm":
             a = a_x + a_h
-            i, f, g, o = _sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), _sigmoid(a[:, 3 * H:])
+            i, f, g, o = (
+                _sigmoid(a[:, :H]),
+                _sigmoid(a[:, H : 2 * H]),
+                np.tanh(a[:, 2 * H : 3 * H]),
+                _sigmoid(a[:, 3 * H :]),
+            )
             c = f * c + i * g
             h = o * np.tanh(c)
         elif cell == "gru":
             r = _sigmoid(a_x[:, :H] + a_h[:, :H])
-            z = _sigmoid(a_x[:, H:2 * H] + a_h[:, H:2 * H])
-            n = np.tanh(a_x[:, 2 * H:] + r * a_h[:, 2 * H:])
+            z = _sigmoid(a_x[:, H : 2 * H] + a_h[:, H : 2 * H])
+            n = np.tanh(a_x[:, 2 * H :] + r * a_h[:, 2 * H :])
             h = (1.0 - z) * n + z * h
         else:
             raise ValueError(f"cell={cell!r}; expected 'rnn', 'lstm' or 'gru'")

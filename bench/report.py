@@ -17,9 +17,14 @@ OLD_NAMES = {"keras-seed": "keras-text", "seed-loop": "numpy-loop"}  # earlier v
 
 def _today(result):
     """The result with the names of earlier versions of the benchmark replaced by today's."""
+
     def rename(r):
-        return {**r, "config": OLD_NAMES.get(r["config"], r["config"]),
-                "backend": OLD_NAMES.get(r["backend"], r["backend"])}
+        return {
+            **r,
+            "config": OLD_NAMES.get(r["config"], r["config"]),
+            "backend": OLD_NAMES.get(r["backend"], r["backend"]),
+        }
+
     return {**result, "records": [rename(r) for r in result["records"]]}
 
 
@@ -53,7 +58,7 @@ def _fmt(v, nd=2):
     if v is None:
         return "-"
     if isinstance(v, float):
-        if v != 0 and (abs(v) < 10 ** -nd or abs(v) >= 1e5):
+        if v != 0 and (abs(v) < 10**-nd or abs(v) >= 1e5):
             return f"{v:.2e}"
         return f"{v:.{nd}f}"
     return str(v)
@@ -67,8 +72,11 @@ def _by_config(records):
 
 
 def _timed(rows, backend, **match):
-    return [r for r in rows if r["backend"] == backend and r.get("median_ms") is not None
-            and all(r.get(k) == v for k, v in match.items())]
+    return [
+        r
+        for r in rows
+        if r["backend"] == backend and r.get("median_ms") is not None and all(r.get(k) == v for k, v in match.items())
+    ]
 
 
 def _ours(rows):
@@ -97,38 +105,62 @@ def goals(result) -> list[dict]:
         if ours and peers:
             best = min(peers, key=lambda r: r["median_ms"])
             ratio = ours["median_ms"] / best["median_ms"]
-            add(f"{name}: rnn_xp-numpy / best CPU peer ({best['backend']})", round(ratio, 3), "<= 1.0", ratio <= 1.0,
-                f"{ours['median_ms']:.2f} ms vs {best['median_ms']:.2f} ms")
+            add(
+                f"{name}: rnn_xp-numpy / best CPU peer ({best['backend']})",
+                round(ratio, 3),
+                "<= 1.0",
+                ratio <= 1.0,
+                f"{ours['median_ms']:.2f} ms vs {best['median_ms']:.2f} ms",
+            )
     rows = by.get("keras-text", [])
     ours = _ours(rows)
     torch = _timed(rows, "torch-cpu")
     if ours and torch:
         ratio = ours["median_ms"] / torch[0]["median_ms"]
-        add("keras-text: rnn_xp-numpy / torch-cpu", round(ratio, 3), "<= 0.5", ratio <= 0.5,
-            f"{ours['median_ms']:.2f} ms vs {torch[0]['median_ms']:.2f} ms")
+        add(
+            "keras-text: rnn_xp-numpy / torch-cpu",
+            round(ratio, 3),
+            "<= 0.5",
+            ratio <= 0.5,
+            f"{ours['median_ms']:.2f} ms vs {torch[0]['median_ms']:.2f} ms",
+        )
     loop = _timed(rows, "numpy-loop")
     if ours and loop:
         speedup = loop[0]["median_ms"] / ours["median_ms"]
-        add("keras-text: speed-up over the per-sample NumPy loop", round(speedup, 1), ">= 3", speedup >= 3,
-            f"{loop[0]['median_ms']:.1f} ms vs {ours['median_ms']:.2f} ms")
+        add(
+            "keras-text: speed-up over the per-sample NumPy loop",
+            round(speedup, 1),
+            ">= 3",
+            speedup >= 3,
+            f"{loop[0]['median_ms']:.1f} ms vs {ours['median_ms']:.2f} ms",
+        )
     rows = by.get("lstm-large", [])
     ours = _ours(rows)
     sgemm = result["machine"].get("sgemm_gflops")
     if ours and sgemm:
         floor_ms = ours["flops"] / sgemm / 1e6
         ratio = ours["median_ms"] / floor_ms
-        add("lstm-large: rnn_xp-numpy / BLAS floor", round(ratio, 3), "<= 2.0", ratio <= 2.0,
+        add(
+            "lstm-large: rnn_xp-numpy / BLAS floor",
+            round(ratio, 3),
+            "<= 2.0",
+            ratio <= 2.0,
             f"{ours['median_ms']:.0f} ms vs floor {floor_ms:.0f} ms ({ours['flops'] / 1e9:.0f} GFLOP at "
-            f"{sgemm} GFLOP/s)")
+            f"{sgemm} GFLOP/s)",
+        )
     short, long_ = by.get("keras-text", []), by.get("steps-T10000", [])
     a, b = _ours(short), _ours(long_)
     if a and b and a.get("peak_mem_mb") is not None and b.get("peak_mem_mb") is not None:
         extra_a = a["peak_mem_mb"] - a["output_mb"]
         extra_b = b["peak_mem_mb"] - b["output_mb"]
-        add("memory beyond the output, T=10,000 vs T=250 (MB)", round(extra_b, 1), "bounded by a chunk",
+        add(
+            "memory beyond the output, T=10,000 vs T=250 (MB)",
+            round(extra_b, 1),
+            "bounded by a chunk",
             extra_b <= extra_a + 32.0,
             f"peak {b['peak_mem_mb']:.1f} MB (output {b['output_mb']:.1f} MB) vs peak {a['peak_mem_mb']:.1f} MB "
-            f"(output {a['output_mb']:.1f} MB); target: within 32 MB (a 16 MB projection chunk and its input) of T=250")
+            f"(output {a['output_mb']:.1f} MB); target: within 32 MB (a 16 MB projection chunk and its input) of T=250",
+        )
     return out
 
 
@@ -144,54 +176,76 @@ def _memory_how(result) -> str:
 def markdown(result) -> str:
     result = _today(result)
     m = result["machine"]
-    lines = [f"# rnn_xp benchmark, {result['date']}", "",
-             f"`{result['command']}` on {m['cpu']} ({m['cores']} cores, {m.get('memory_gb')} GB)"
-             + (f", {m['gpu']} (driver {m.get('gpu_driver')}, CUDA {m.get('cuda')})" if m.get("gpu") else ", no GPU")
-             + f"; BLAS {m.get('blas')}; sgemm {m.get('sgemm_gflops')} GFLOP/s "
-             f"({', '.join(f'{k} {v}' for k, v in m.get('sgemm_gflops_by_library', {}).items())}); "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
-             load_line(result), "",
-             "Median of the repeats (min-max), each backend in its own process, rounds alternating. "
-             "`numpy-loop`: a per-sample NumPy loop as tutorials write it (bench/numpy_loop.py). "
-             "`vs best peer`: time / the faster of torch-cpu and ort-cpu on the same config "
-             "(`-` when neither is installed: `pip install -e '.[bench]'`). "
-             "`floor`: the FLOPs at the sgemm rate / the time. Peak memory: " + _memory_how(result) + ".", ""]
+    lines = [
+        f"# rnn_xp benchmark, {result['date']}",
+        "",
+        f"`{result['command']}` on {m['cpu']} ({m['cores']} cores, {m.get('memory_gb')} GB)"
+        + (f", {m['gpu']} (driver {m.get('gpu_driver')}, CUDA {m.get('cuda')})" if m.get("gpu") else ", no GPU")
+        + f"; BLAS {m.get('blas')}; sgemm {m.get('sgemm_gflops')} GFLOP/s "
+        f"({', '.join(f'{k} {v}' for k, v in m.get('sgemm_gflops_by_library', {}).items())}); "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + ".",
+        "",
+        load_line(result),
+        "",
+        "Median of the repeats (min-max), each backend in its own process, rounds alternating. "
+        "`numpy-loop`: a per-sample NumPy loop as tutorials write it (bench/numpy_loop.py). "
+        "`vs best peer`: time / the faster of torch-cpu and ort-cpu on the same config "
+        "(`-` when neither is installed: `pip install -e '.[bench]'`). "
+        "`floor`: the FLOPs at the sgemm rate / the time. Peak memory: " + _memory_how(result) + ".",
+        "",
+    ]
     g = goals(result)
     quick = is_quick(result)
     if g:
         lines += ["## CPU goals" + (" (indicative only)" if quick else ""), ""]
         if quick:
-            lines += ["Quick mode: small configs, two short rounds of a few calls each; a goal that holds or fails "
-                      "here only hints at what `python -m bench` would measure.", ""]
+            lines += [
+                "Quick mode: small configs, two short rounds of a few calls each; a goal that holds or fails "
+                "here only hints at what `python -m bench` would measure.",
+                "",
+            ]
         lines += ["| goal | measured | target | holds | detail |", "|---|---|---|---|---|"]
         for x in g:
             holds = "yes" if x["holds"] else "**no**"
-            lines.append(f"| {x['goal']} | {x['value']} | {x['limit']} | {holds + ' (indicative)' if quick else holds} "
-                         f"| {x['note']} |")
+            lines.append(
+                f"| {x['goal']} | {x['value']} | {x['limit']} | {holds + ' (indicative)' if quick else holds} "
+                f"| {x['note']} |"
+            )
         lines.append("")
-    lines += ["## All records", "",
-              "| config | B | T | in | H | backend [impl] | threads | median ms (min-max) | n | per step µs | "
-              "GFLOP/s | floor | vs best peer | peak MB | verified | max abs err |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## All records",
+        "",
+        "| config | B | T | in | H | backend [impl] | threads | median ms (min-max) | n | per step µs | "
+        "GFLOP/s | floor | vs best peer | peak MB | verified | max abs err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, rows in _by_config(result["records"]).items():
         peers = [r["median_ms"] for p in PEERS_CPU for r in _timed(rows, p)]
         best = min(peers) if peers else None
         for r in rows:
             med = r.get("median_ms")
-            rng = f"{_fmt(med)} ({_fmt(r.get('min_ms'))}-{_fmt(r.get('max_ms'))})" if med is not None else (
-                "not timed" + (f": {r['error'][:80]}" if r.get("error") else ""))
+            rng = (
+                f"{_fmt(med)} ({_fmt(r.get('min_ms'))}-{_fmt(r.get('max_ms'))})"
+                if med is not None
+                else ("not timed" + (f": {r['error'][:80]}" if r.get("error") else ""))
+            )
             vs = _fmt(med / best, 3) if med is not None and best else "-"
             lines.append(
                 f"| {name} | {r['batch']} | {r['steps']} | {r['input_size']} | {r['hidden_size']} | {_label(r)} | "
                 f"{_fmt(r.get('threads'))} | {rng} | {r.get('repeats')} | {_fmt(r.get('per_step_us'), 1)} | "
                 f"{_fmt(r.get('gflops'), 1)} | {_fmt(r.get('floor_fraction'), 3)} | {vs} | "
                 f"{_fmt(r.get('peak_mem_mb'), 1)} | {'yes' if r['verified'] else '**no**'} | "
-                f"{_fmt(r.get('max_abs_err_vs_ref'), 2)} |")
+                f"{_fmt(r.get('max_abs_err_vs_ref'), 2)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-SWEEP_AXES = {"steps": ("steps", "sequence length T"), "hidden": ("hidden_size", "hidden size H"),
-              "batch": ("batch", "batch B")}
+SWEEP_AXES = {
+    "steps": ("steps", "sequence length T"),
+    "hidden": ("hidden_size", "hidden size H"),
+    "batch": ("batch", "batch B"),
+}
 
 
 def plots(result, stem) -> list[str]:
@@ -227,8 +281,10 @@ def plots(result, stem) -> list[str]:
         ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("median time per forward call (ms)")
-        ax.set_title(f"{fixed['cell']}: time against {label} ("
-                     + ", ".join(f"{k}={v}" for k, v in others.items()) + ")", fontsize=9)
+        ax.set_title(
+            f"{fixed['cell']}: time against {label} (" + ", ".join(f"{k}={v}" for k, v in others.items()) + ")",
+            fontsize=9,
+        )
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -32,8 +32,10 @@ def measure(lib: str, n: int = 2048, repeats: int = 7) -> float:
         import cupy
 
         n = 8192
-        a, b = cupy.random.standard_normal((n, n), dtype=cupy.float32), cupy.random.standard_normal(
-            (n, n), dtype=cupy.float32)
+        a, b = (
+            cupy.random.standard_normal((n, n), dtype=cupy.float32),
+            cupy.random.standard_normal((n, n), dtype=cupy.float32),
+        )
 
         def mm():
             cupy.matmul(a, b)

@@ -53,6 +53,7 @@ def _rnn_xp_stream(params, B, H, tmp):
 
     def step(frame):
         return stream(frame)
+
     return step, lambda: np.asarray(stream.state[0][0])
 
 
@@ -64,6 +65,7 @@ def _rnn_xp_forward(params, B, H, tmp):
     def step(frame):
         y, state[0] = rnn_xp.forward(frame, params, state[0])
         return y
+
     return step, lambda: np.asarray(state[0][0][0])
 
 
@@ -87,6 +89,7 @@ def _torch(params, B, H, tmp):
         with torch.inference_mode():
             y, state[0] = module(torch.from_numpy(frame), state[0])
         return y
+
     return step, lambda: state[0][0][0].numpy()
 
 
@@ -98,8 +101,15 @@ def _ort(params, B, H, tmp):
     path = os.path.join(tmp, f"lstm-{B}-{H}.onnx")
     zeros = torch.zeros(1, B, H)
     with torch.inference_mode():
-        torch.onnx.export(module, (torch.zeros(B, 1, F), (zeros, zeros)), path, dynamo=False, opset_version=17,
-                          input_names=["x", "h0", "c0"], output_names=["y", "h", "c"])
+        torch.onnx.export(
+            module,
+            (torch.zeros(B, 1, F), (zeros, zeros)),
+            path,
+            dynamo=False,
+            opset_version=17,
+            input_names=["x", "h0", "c0"],
+            output_names=["y", "h", "c"],
+        )
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     feeds = {"x": None, "h0": zeros.numpy(), "c0": zeros.numpy()}
 
@@ -107,6 +117,7 @@ def _ort(params, B, H, tmp):
         feeds["x"] = frame
         y, feeds["h0"], feeds["c0"] = session.run(None, feeds)
         return y
+
     return step, lambda: feeds["h0"][0]
 
 
@@ -116,9 +127,11 @@ SETUP = {"rnn_xp-stream": _rnn_xp_stream, "rnn_xp-forward": _rnn_xp_forward, "or
 def _versions(backend):
     if backend == "ort":
         import onnxruntime
+
         return {"onnxruntime": onnxruntime.__version__}
     if backend == "torch":
         import torch
+
         return {"torch": torch.__version__, "threads": torch.get_num_threads()}
     return {"numpy": np.__version__}
 
@@ -136,8 +149,11 @@ def worker(backend, B, H):
     for frame in frames:
         step(frame)
     w = params.layers[0][0]
-    _, h_ref, _ = forward64("lstm", np.concatenate(list(frames), axis=1),
-                            {k: np.asarray(getattr(w, k)) for k in ("w_ih", "w_hh", "b_ih", "b_hh")})
+    _, h_ref, _ = forward64(
+        "lstm",
+        np.concatenate(list(frames), axis=1),
+        {k: np.asarray(getattr(w, k)) for k in ("w_ih", "w_hh", "b_ih", "b_hh")},
+    )
     err = float(np.max(np.abs(state_h() - h_ref)))
     frame = frames[0]
     t_end = time.perf_counter() + 0.3
@@ -165,9 +181,15 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.backend = backend
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.stream", "--worker", backend, str(B), str(H)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, cwd=ROOT, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.stream", "--worker", backend, str(B), str(H)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+            env=env,
+        )
         line = self.proc.stdout.readline()
         self.info = json.loads(line) if line else {"verified": False, "error": "the worker exited"}
         self.medians = []
@@ -199,15 +221,23 @@ def run(batches=BATCHES, hidden=HIDDEN, backends=BACKENDS, rounds=5, calls=500, 
             workers = [_Worker(b, B, H) for b in backends]
             timed = [w for w in workers if w.info.get("verified")]
             for r in range(rounds):
-                for w in timed[r % len(timed):] + timed[:r % len(timed)]:
+                for w in timed[r % len(timed) :] + timed[: r % len(timed)]:
                     w.round(calls)
                     time.sleep(0.05)  # a library's spinning threads settle before the next one runs
             for w in workers:
                 w.close()
                 med = statistics.median(w.medians) if w.medians else None
-                records.append({"backend": w.backend, "batch": B, "hidden": H, "input": F,
-                                "us_per_call": None if med is None else round(med * 1e6, 2),
-                                "round_medians_us": [round(m * 1e6, 2) for m in w.medians], **w.info})
+                records.append(
+                    {
+                        "backend": w.backend,
+                        "batch": B,
+                        "hidden": H,
+                        "input": F,
+                        "us_per_call": None if med is None else round(med * 1e6, 2),
+                        "round_medians_us": [round(m * 1e6, 2) for m in w.medians],
+                        **w.info,
+                    }
+                )
                 if progress:
                     sys.stderr.write(f"B={B} H={H} {w.backend}: {records[-1]['us_per_call']} us\n")
     return records
@@ -218,8 +248,9 @@ def table(records):
     lines = ["| B | H | " + " | ".join(backends) + " | stream / ort |", "|---|---|" + "---|" * (len(backends) + 1)]
     for B, H in dict.fromkeys((r["batch"], r["hidden"]) for r in records):
         row = {r["backend"]: r for r in records if r["batch"] == B and r["hidden"] == H}
-        cells = [f"{row[b]['us_per_call']:.1f}" if b in row and row[b]["us_per_call"] is not None else "-"
-                 for b in backends]
+        cells = [
+            f"{row[b]['us_per_call']:.1f}" if b in row and row[b]["us_per_call"] is not None else "-" for b in backends
+        ]
         s, o = row.get("rnn_xp-stream", {}).get("us_per_call"), row.get("ort", {}).get("us_per_call")
         ratio = f"{s / o:.2f}" if s and o else "-"
         lines.append(f"| {B} | {H} | " + " | ".join(cells) + f" | {ratio} |")
@@ -244,15 +275,28 @@ def main(argv=None):
         ap.error(f"unknown backends {sorted(unknown)}; expected some of {', '.join(BACKENDS)}")
     t0 = time.time()
     load0 = os.getloadavg()
-    records = run([int(b) for b in args.batches.split(",")], [int(h) for h in args.hidden.split(",")],
-                  args.backends.split(","), args.rounds, args.calls)
+    records = run(
+        [int(b) for b in args.batches.split(",")],
+        [int(h) for h in args.hidden.split(",")],
+        args.backends.split(","),
+        args.rounds,
+        args.calls,
+    )
     from .cli import _cpu_model
 
-    meta = {"cpu": _cpu_model(), "cores": os.cpu_count(), "date": _dt.date.today().isoformat(),
-            "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
-            "wall_s": round(time.time() - t0, 1), "rounds": args.rounds, "calls_per_round": args.calls}
-    print(f"one LSTM step per call (in {F}, float32), us per call, median of {args.rounds} round medians; "
-          f"{meta['cpu']}, load average {meta['load_average_start_end']}\n")
+    meta = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "date": _dt.date.today().isoformat(),
+        "load_average_start_end": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
+        "wall_s": round(time.time() - t0, 1),
+        "rounds": args.rounds,
+        "calls_per_round": args.calls,
+    }
+    print(
+        f"one LSTM step per call (in {F}, float32), us per call, median of {args.rounds} round medians; "
+        f"{meta['cpu']}, load average {meta['load_average_start_end']}\n"
+    )
     print(table(records))
     if args.out:
         with open(args.out, "w") as f:

@@ -17,18 +17,24 @@ _FIX_MOVE = "Fix: rnn_xp.to_device(params, xp, device=..., dtype=...) or move x 
 def _dask_hint(given, weights):
     """What to do instead when a dask array meets a single layer, or the weights were moved to dask."""
     if _xp.namespace_name(weights) == "dask.array":
-        return (" Weights in dask.array are not supported: keep them in the chunks' namespace (NumPy params for "
-                "NumPy-backed chunks) and pass the dask array to rnn_xp.forward or a model")
+        return (
+            " Weights in dask.array are not supported: keep them in the chunks' namespace (NumPy params for "
+            "NumPy-backed chunks) and pass the dask array to rnn_xp.forward or a model"
+        )
     if _xp.namespace_name(given) == "dask.array":
-        return (" A dask array runs through rnn_xp.forward or a model (e.g. rnn_xp.Sequential([layer])), one task "
-                "per batch chunk, with the weights in the namespace of its chunks")
+        return (
+            " A dask array runs through rnn_xp.forward or a model (e.g. rnn_xp.Sequential([layer])), one task "
+            "per batch chunk, with the weights in the namespace of its chunks"
+        )
     return ""
 
 
 def _describe(a):
     if _xp.is_array(a):
-        return (f"{_xp.namespace_name(_xp.array_namespace(a))} array of shape {tuple(a.shape)}, "
-                f"dtype {_xp.dtype_name(a.dtype)}, device {_xp.device(a)}")
+        return (
+            f"{_xp.namespace_name(_xp.array_namespace(a))} array of shape {tuple(a.shape)}, "
+            f"dtype {_xp.dtype_name(a.dtype)}, device {_xp.device(a)}"
+        )
     return f"{type(a).__name__}"
 
 
@@ -64,8 +70,12 @@ def check_path(path, fn):
     return path
 
 
-_FILE_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
-               (stat.S_ISSOCK, "a socket"))
+_FILE_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def check_file(path, fn):
@@ -78,13 +88,19 @@ def check_file(path, fn):
     mode = os.stat(path).st_mode  # follows symbolic links; FileNotFoundError for a missing file or a broken link
     if not stat.S_ISREG(mode):
         kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a plain file")
-        raise ValueError(f"{os.fspath(path)!r} is not a regular file ({kind}, after following links); {fn}() reads "
-                         "regular files only. Fix: copy the data into a file and pass its path")
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a regular file ({kind}, after following links); {fn}() reads "
+            "regular files only. Fix: copy the data into a file and pass its path"
+        )
     return path
 
 
-ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
-               zipfile.ZIP_LZMA: "lzma"}
+ZIP_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 
 
 def check_zip_member(info, limit=None, ratio=1000):
@@ -98,9 +114,11 @@ def check_zip_member(info, limit=None, ratio=1000):
     """
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         method = ZIP_METHODS.get(info.compress_type, f"number {info.compress_type}")
-        raise ValueError(f"{info.filename} is compressed with the compression method {method}; members stored or "
-                         "deflated are read (other methods inflate without a bound). Fix: rewrite the archive with "
-                         "zipfile.ZIP_STORED or ZIP_DEFLATED")
+        raise ValueError(
+            f"{info.filename} is compressed with the compression method {method}; members stored or "
+            "deflated are read (other methods inflate without a bound). Fix: rewrite the archive with "
+            "zipfile.ZIP_STORED or ZIP_DEFLATED"
+        )
     if limit is not None and info.file_size > limit:
         raise ValueError(f"{info.filename} declares {info.file_size} bytes; at most {limit} are read")
     if info.compress_type != zipfile.ZIP_STORED and info.file_size > ratio * max(info.compress_size, 1):
@@ -119,8 +137,9 @@ def read_zip_member(zf, info, limit=None, ratio=1000):
     if held is not None and info.compress_size > held:
         raise ValueError(f"{info.filename} declares {info.compress_size} compressed bytes; the archive holds {held}")
     if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
-        raise ValueError(f"{info.filename} is stored (not compressed) but declares {info.file_size} bytes in "
-                         f"{info.compress_size}")
+        raise ValueError(
+            f"{info.filename} is stored (not compressed) but declares {info.file_size} bytes in {info.compress_size}"
+        )
     with zf.open(info) as f:
         data = f.read(info.file_size + 1)
     if len(data) != info.file_size:
@@ -140,9 +159,11 @@ def check_same_space(layer, a, ref):
     """``a`` (an input) in the namespace and on the device of ``ref`` (a weight)."""
     axp, rxp = _xp.array_namespace(a), _xp.array_namespace(ref)
     if not _xp.same_namespace(axp, rxp) or not _xp.same_device(_xp.device(a), _xp.device(ref)):
-        raise TypeError(f"{layer}: input is a {_xp.namespace_name(axp)} array on {_xp.device(a)}, weights live in "
-                        f"{_xp.namespace_name(rxp)} on {_xp.device(ref)} (no silent transfers). "
-                        "Fix: rnn_xp.to_device(model, xp, device=...) or move the input." + _dask_hint(axp, rxp))
+        raise TypeError(
+            f"{layer}: input is a {_xp.namespace_name(axp)} array on {_xp.device(a)}, weights live in "
+            f"{_xp.namespace_name(rxp)} on {_xp.device(ref)} (no silent transfers). "
+            "Fix: rnn_xp.to_device(model, xp, device=...) or move the input." + _dask_hint(axp, rxp)
+        )
 
 
 def check_layer_input(layer, x, ref=None, *, ndim=1, features=None):
@@ -154,17 +175,23 @@ def check_layer_input(layer, x, ref=None, *, ndim=1, features=None):
     if ref is not None:
         check_same_space(layer, x, ref)
     if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"{layer}: the input has dtype {_xp.dtype_name(x.dtype)}; expected floating point. "
-                        f"Fix: xp.astype(x, xp.{_xp.dtype_name(ref.dtype) if ref is not None else 'float32'})")
+        raise TypeError(
+            f"{layer}: the input has dtype {_xp.dtype_name(x.dtype)}; expected floating point. "
+            f"Fix: xp.astype(x, xp.{_xp.dtype_name(ref.dtype) if ref is not None else 'float32'})"
+        )
     if ref is not None and x.dtype != ref.dtype:
         given, wanted = _xp.dtype_name(x.dtype), _xp.dtype_name(ref.dtype)
-        raise TypeError(f"{layer}: the input has dtype {given} but the weights are {wanted} (no silent casts). "
-                        f"Fix: xp.astype(x, xp.{wanted}) or rnn_xp.to_device(model, xp, dtype='{given}')")
+        raise TypeError(
+            f"{layer}: the input has dtype {given} but the weights are {wanted} (no silent casts). "
+            f"Fix: xp.astype(x, xp.{wanted}) or rnn_xp.to_device(model, xp, dtype='{given}')"
+        )
     if x.ndim < ndim:
         raise ValueError(f"{layer}: the input has shape {tuple(x.shape)}; expected at least {ndim} dimension(s)")
     if features is not None and x.shape[-1] != features:
-        raise ValueError(f"{layer}: the input has {x.shape[-1]} features (shape {tuple(x.shape)}); expected "
-                         f"{features} on the last axis")
+        raise ValueError(
+            f"{layer}: the input has {x.shape[-1]} features (shape {tuple(x.shape)}); expected "
+            f"{features} on the last axis"
+        )
     return xp
 
 
@@ -175,31 +202,41 @@ def check_x(x, params, time_major):
     if not _xp.is_array(x):
         raise TypeError(
             f"x must be an array of the params' namespace ({pname}); got {_describe(x)}. "
-            f"Fix: convert it first, e.g. xp.asarray(x, dtype=xp.{params.config.dtype})")
+            f"Fix: convert it first, e.g. xp.asarray(x, dtype=xp.{params.config.dtype})"
+        )
     xp = _xp.array_namespace(x)
     if not _xp.same_namespace(xp, pxp):
-        raise TypeError(f"x is a {_xp.namespace_name(xp)} array but params live in {pname} "
-                        f"(no silent transfers). {_FIX_MOVE}." + _dask_hint(xp, pxp))
+        raise TypeError(
+            f"x is a {_xp.namespace_name(xp)} array but params live in {pname} "
+            f"(no silent transfers). {_FIX_MOVE}." + _dask_hint(xp, pxp)
+        )
     if not _xp.same_device(_xp.device(x), params.device):
-        raise ValueError(f"x is on device {_xp.device(x)} but params are on {params.device} "
-                         f"(no silent transfers). {_FIX_MOVE}")
+        raise ValueError(
+            f"x is on device {_xp.device(x)} but params are on {params.device} (no silent transfers). {_FIX_MOVE}"
+        )
     if not xp.isdtype(x.dtype, "real floating"):
-        hint = (" Token ids go through an embedding first (rnn_xp.Embedding)."
-                if xp.isdtype(x.dtype, "integral") else "")
-        raise TypeError(f"x has dtype {_xp.dtype_name(x.dtype)}; expected a floating dtype, the params' "
-                        f"{params.config.dtype}.{hint} Fix: xp.astype(x, xp.{params.config.dtype})")
+        hint = " Token ids go through an embedding first (rnn_xp.Embedding)." if xp.isdtype(x.dtype, "integral") else ""
+        raise TypeError(
+            f"x has dtype {_xp.dtype_name(x.dtype)}; expected a floating dtype, the params' "
+            f"{params.config.dtype}.{hint} Fix: xp.astype(x, xp.{params.config.dtype})"
+        )
     if x.dtype != params.dtype:
-        raise TypeError(f"x has dtype {_xp.dtype_name(x.dtype)} but params are {params.config.dtype} "
-                        f"(no silent casts). Fix: xp.astype(x, xp.{params.config.dtype}) or "
-                        f"rnn_xp.to_device(params, xp, dtype='{_xp.dtype_name(x.dtype)}')")
+        raise TypeError(
+            f"x has dtype {_xp.dtype_name(x.dtype)} but params are {params.config.dtype} "
+            f"(no silent casts). Fix: xp.astype(x, xp.{params.config.dtype}) or "
+            f"rnn_xp.to_device(params, xp, dtype='{_xp.dtype_name(x.dtype)}')"
+        )
     layout = "(time, batch, features)" if time_major else "(batch, time, features)"
     if x.ndim != 3:
-        raise ValueError(f"x has shape {tuple(x.shape)}; expected 3 dimensions {layout}. Fix: add the missing "
-                         f"axis, e.g. x[None, ...] for a single sequence")
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}; expected 3 dimensions {layout}. Fix: add the missing "
+            f"axis, e.g. x[None, ...] for a single sequence"
+        )
     F = params.config.input_size
     if x.shape[2] != F:
-        raise ValueError(f"x has {x.shape[2]} features (shape {tuple(x.shape)}, {layout}); params expect "
-                         f"input_size={F}")
+        raise ValueError(
+            f"x has {x.shape[2]} features (shape {tuple(x.shape)}, {layout}); params expect input_size={F}"
+        )
     return xp, x
 
 
@@ -207,8 +244,9 @@ def check_state_array(name, s, shape, x, xp, layout="(num_layers*num_directions,
     if not _xp.is_array(s):
         raise TypeError(f"{name} must be an array of shape {shape} in x's namespace; got {_describe(s)}")
     if not _xp.same_namespace(_xp.array_namespace(s), xp) or not _xp.same_device(_xp.device(s), _xp.device(x)):
-        raise TypeError(f"{name} is a {_describe(s)}; expected x's namespace "
-                        f"{_xp.namespace_name(xp)} on device {_xp.device(x)}")
+        raise TypeError(
+            f"{name} is a {_describe(s)}; expected x's namespace {_xp.namespace_name(xp)} on device {_xp.device(x)}"
+        )
     if s.dtype != x.dtype:
         raise TypeError(f"{name} has dtype {_xp.dtype_name(s.dtype)}; expected x's {_xp.dtype_name(x.dtype)}")
     if tuple(s.shape) != shape:
@@ -226,14 +264,20 @@ def check_state(initial_state, cfg, x, xp, B):
         return h0, c0
     if cfg.cell == "lstm":
         if not isinstance(initial_state, (tuple, list)) or len(initial_state) != 2:
-            raise TypeError(f"an LSTM's initial_state must be the pair (h0, c0) with h0 {h_shape} and c0 "
-                            f"{c_shape}; got {_describe(initial_state)}"
-                            + (" (c0 is missing)" if _xp.is_array(initial_state) else ""))
-        return (check_state_array("initial_state h0", initial_state[0], h_shape, x, xp),
-                check_state_array("initial_state c0", initial_state[1], c_shape, x, xp))
+            raise TypeError(
+                f"an LSTM's initial_state must be the pair (h0, c0) with h0 {h_shape} and c0 "
+                f"{c_shape}; got {_describe(initial_state)}"
+                + (" (c0 is missing)" if _xp.is_array(initial_state) else "")
+            )
+        return (
+            check_state_array("initial_state h0", initial_state[0], h_shape, x, xp),
+            check_state_array("initial_state c0", initial_state[1], c_shape, x, xp),
+        )
     if isinstance(initial_state, (tuple, list)):
-        raise TypeError(f"a {cfg.cell.upper()}'s initial_state is one array h0 of shape {h_shape}; got a "
-                        f"{type(initial_state).__name__} (only LSTM takes (h0, c0))")
+        raise TypeError(
+            f"a {cfg.cell.upper()}'s initial_state is one array h0 of shape {h_shape}; got a "
+            f"{type(initial_state).__name__} (only LSTM takes (h0, c0))"
+        )
     return check_state_array("initial_state", initial_state, h_shape, x, xp), None
 
 
@@ -252,11 +296,14 @@ def check_lengths(lengths, x, xp, B, T):
         raise TypeError(f"lengths must be an integer array or a list of ints (batch,); got {_describe(lengths)}")
     lxp = _xp.array_namespace(lengths)
     if not lxp.isdtype(lengths.dtype, "integral"):
-        raise TypeError(f"lengths has dtype {_xp.dtype_name(lengths.dtype)}; expected integers "
-                        "(a length counts steps). Fix: xp.astype(lengths, xp.int32)")
+        raise TypeError(
+            f"lengths has dtype {_xp.dtype_name(lengths.dtype)}; expected integers "
+            "(a length counts steps). Fix: xp.astype(lengths, xp.int32)"
+        )
     if tuple(lengths.shape) != (B,):
-        raise ValueError(f"lengths has shape {tuple(lengths.shape)}; expected ({B},), one length per sequence of "
-                         "the batch")
+        raise ValueError(
+            f"lengths has shape {tuple(lengths.shape)}; expected ({B},), one length per sequence of the batch"
+        )
     if _xp.same_namespace(lxp, xp) and _xp.same_device(_xp.device(lengths), _xp.device(x)):
         if not _xp.is_traced(lengths) and B:
             lo, hi = int(xp.min(lengths)), int(xp.max(lengths))
@@ -264,8 +311,10 @@ def check_lengths(lengths, x, xp, B, T):
                 _check_range(_xp.to_host(lengths), T)
         return lengths
     if not isinstance(lengths, np.ndarray):
-        raise TypeError(f"lengths is a {_describe(lengths)}; expected a host (NumPy) array or list, or an array in "
-                        f"x's namespace {_xp.namespace_name(xp)} on device {_xp.device(x)} (no silent transfers)")
+        raise TypeError(
+            f"lengths is a {_describe(lengths)}; expected a host (NumPy) array or list, or an array in "
+            f"x's namespace {_xp.namespace_name(xp)} on device {_xp.device(x)} (no silent transfers)"
+        )
     _check_range(lengths, T)
     return _xp.from_host(lengths, xp, _xp.device(x))
 
@@ -284,16 +333,19 @@ def check_mask(mask, x, xp, B, T, time_major):
         raise TypeError(f"mask must be a boolean array of shape {shape}; got {_describe(mask)}")
     mxp = _xp.array_namespace(mask)
     if not mxp.isdtype(mask.dtype, "bool"):
-        raise TypeError(f"mask has dtype {_xp.dtype_name(mask.dtype)}; expected bool (True = the step runs). "
-                        "Fix: mask != 0")
+        raise TypeError(
+            f"mask has dtype {_xp.dtype_name(mask.dtype)}; expected bool (True = the step runs). Fix: mask != 0"
+        )
     if tuple(mask.shape) != shape:
         layout = "(time, batch)" if time_major else "(batch, time)"
         raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {shape} {layout}")
     if _xp.same_namespace(mxp, xp) and _xp.same_device(_xp.device(mask), _xp.device(x)):
         return mask
     if not isinstance(mask, np.ndarray):
-        raise TypeError(f"mask is a {_describe(mask)}; expected a host (NumPy) array or one in x's namespace "
-                        f"{_xp.namespace_name(xp)} on device {_xp.device(x)}")
+        raise TypeError(
+            f"mask is a {_describe(mask)}; expected a host (NumPy) array or one in x's namespace "
+            f"{_xp.namespace_name(xp)} on device {_xp.device(x)}"
+        )
     return _xp.from_host(mask, xp, _xp.device(x))
 
 

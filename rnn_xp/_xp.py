@@ -84,27 +84,33 @@ def namespace_name(xp) -> str:
 
 
 # namespaces by the names users type: module to import, the install that brings it
-_BY_NAME = {"numpy": ("numpy", "pip install numpy"),
-            "cupy": ("cupy", "pip install 'rnn_xp[cuda13]' ('rnn_xp[cuda12]' for a CUDA 12 driver)"),
-            "torch": ("torch", "pip install torch"),
-            "array_api_strict": ("array_api_strict", "pip install array-api-strict"),
-            "jax": ("jax.numpy", "pip install jax"), "jax.numpy": ("jax.numpy", "pip install jax"),
-            "dask": ("dask.array", "pip install 'dask[array]'"),
-            "dask.array": ("dask.array", "pip install 'dask[array]'")}
+_BY_NAME = {
+    "numpy": ("numpy", "pip install numpy"),
+    "cupy": ("cupy", "pip install 'rnn_xp[cuda13]' ('rnn_xp[cuda12]' for a CUDA 12 driver)"),
+    "torch": ("torch", "pip install torch"),
+    "array_api_strict": ("array_api_strict", "pip install array-api-strict"),
+    "jax": ("jax.numpy", "pip install jax"),
+    "jax.numpy": ("jax.numpy", "pip install jax"),
+    "dask": ("dask.array", "pip install 'dask[array]'"),
+    "dask.array": ("dask.array", "pip install 'dask[array]'"),
+}
 
 
 def _import_by_name(name):
     import importlib
 
     if name not in _BY_NAME:
-        raise TypeError(f"xp={name!r} is not an array namespace rnn_xp knows by name; expected one of "
-                         f"{', '.join(map(repr, _BY_NAME))}, or pass the module itself")
+        raise TypeError(
+            f"xp={name!r} is not an array namespace rnn_xp knows by name; expected one of "
+            f"{', '.join(map(repr, _BY_NAME))}, or pass the module itself"
+        )
     module, install = _BY_NAME[name]
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ModuleNotFoundError(f"xp={name!r} needs {module}, which does not import here ({e}). Fix: {install}"
-                                  ) from None
+        raise ModuleNotFoundError(
+            f"xp={name!r} needs {module}, which does not import here ({e}). Fix: {install}"
+        ) from None
 
 
 def as_namespace(xp):
@@ -118,11 +124,13 @@ def as_namespace(xp):
         return array_api_compat.array_namespace(np.empty(0))
     if name in ("cupy", "torch", "dask.array"):
         import importlib
+
         return importlib.import_module("array_api_compat." + name)
     if not hasattr(xp, "asarray") or not hasattr(xp, "matmul"):
         raise TypeError(
             f"xp={xp!r} is not an array namespace; expected a module such as numpy, cupy, "
-            "torch or array_api_strict, or its name ('numpy', 'cupy', 'torch', 'array_api_strict', 'jax')")
+            "torch or array_api_strict, or its name ('numpy', 'cupy', 'torch', 'array_api_strict', 'jax')"
+        )
     return xp
 
 
@@ -154,8 +162,9 @@ def dtype_name(dtype, xp=None) -> str:
     with contextlib.suppress(KeyError, TypeError):
         return _DTYPE_NAMES[(type(dtype), dtype)]
     spaces = [xp] if xp is not None else []
-    spaces += [np] + [array_namespace(_probe(m)) for m in ("torch", "array_api_strict", "cupy", "jax.numpy")
-                      if _probe(m) is not None]
+    spaces += [np] + [
+        array_namespace(_probe(m)) for m in ("torch", "array_api_strict", "cupy", "jax.numpy") if _probe(m) is not None
+    ]
     for space in spaces:
         _learn_dtypes(as_namespace(space) if space is not np else array_namespace(np.empty(0)))
     with contextlib.suppress(KeyError, TypeError):
@@ -200,13 +209,13 @@ def same_device(a, b) -> bool:
 def resolve_dtype(xp, name: str):
     """The dtype object called `name` in namespace xp, or a TypeError if it has none."""
     if name not in FLOAT_DTYPES:
-        raise TypeError(
-            f"dtype={name!r} is not supported; expected one of {', '.join(FLOAT_DTYPES)}")
+        raise TypeError(f"dtype={name!r} is not supported; expected one of {', '.join(FLOAT_DTYPES)}")
     dt = getattr(xp, name, None)
     if dt is None:
         raise TypeError(
             f"the namespace {namespace_name(xp)!r} has no {name}; use float32 or float64 there, "
-            "or move to a namespace that has it (torch has float16 and bfloat16, numpy float16)")
+            "or move to a namespace that has it (torch has float16 and bfloat16, numpy float16)"
+        )
     return dt
 
 
@@ -239,8 +248,10 @@ def check_device(xp, dev):
         if name != "numpy":
             xp.asarray(np.zeros(0, dtype=bool), device=dev)  # each namespace refuses a device it lacks in its own way
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, array_api_strict ValueError, cupy its own
-        raise ValueError(f"device={dev!r} is not a device of {name} ({type(e).__name__}: {e}). Fix: pass "
-                         "device=None (the namespace's default device) or one of its devices") from None
+        raise ValueError(
+            f"device={dev!r} is not a device of {name} ({type(e).__name__}: {e}). Fix: pass "
+            "device=None (the namespace's default device) or one of its devices"
+        ) from None
 
 
 def from_host(host: np.ndarray, xp, dev=None, dtype_name_: str | None = None):
@@ -255,7 +266,11 @@ def from_host(host: np.ndarray, xp, dev=None, dtype_name_: str | None = None):
     if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
         out = xp.astype(out, resolve_dtype(xp, dtype_name_))
     if dtype_name_ is not None and dtype_name(out.dtype) != dtype_name_:
-        hint = (" JAX computes in 32 bits unless told otherwise. Fix: jax.config.update('jax_enable_x64', True) "
-                "before creating arrays, or use float32" if name == "jax" else " Fix: use a dtype it has")
+        hint = (
+            " JAX computes in 32 bits unless told otherwise. Fix: jax.config.update('jax_enable_x64', True) "
+            "before creating arrays, or use float32"
+            if name == "jax"
+            else " Fix: use a dtype it has"
+        )
         raise TypeError(f"{name} turned {dtype_name_} data into {dtype_name(out.dtype)}.{hint}")
     return out

@@ -24,8 +24,17 @@ import numpy as np
 
 from . import _xp
 
-__all__ = ["Activation", "resolve", "apply", "ONNX_NAMES", "names", "softmax", "log_softmax", "sparsemax",
-           "AXIS_ACTIVATIONS"]
+__all__ = [
+    "Activation",
+    "resolve",
+    "apply",
+    "ONNX_NAMES",
+    "names",
+    "softmax",
+    "log_softmax",
+    "sparsemax",
+    "AXIS_ACTIVATIONS",
+]
 
 
 @dataclass(frozen=True)
@@ -69,10 +78,12 @@ def _widened(f):
     an LSTM's state then drifts about 1.5x further from float64 than PyTorch's, whose tanh is
     correctly rounded. Through float64 the result is correctly rounded but for rare near-ties.
     """
+
     def g(x, xp, a, b):
         if isinstance(x, np.ndarray) and x.dtype == np.float32:
             return f(x.astype(np.float64), xp, a, b).astype(np.float32)
         return f(x, xp, a, b)
+
     return g
 
 
@@ -231,8 +242,19 @@ _SPEC = {
 }
 _FUNCS = {name: spec[0] for name, spec in _SPEC.items()}
 
-ONNX_NAMES = ("Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
-              "HardSigmoid", "Elu", "Softsign", "Softplus")
+ONNX_NAMES = (
+    "Relu",
+    "Tanh",
+    "Sigmoid",
+    "Affine",
+    "LeakyRelu",
+    "ThresholdedRelu",
+    "ScaledTanh",
+    "HardSigmoid",
+    "Elu",
+    "Softsign",
+    "Softplus",
+)
 
 # lower-case name -> (canonical, fixed alpha, fixed beta): Keras 3 / PyTorch meaning
 _ALIASES = {
@@ -298,8 +320,7 @@ def resolve(spec, alpha=None, beta=None) -> Activation:
     elif spec.lower() in _BY_LOWER and spec.lower() not in _ALIASES:
         canonical, fixed_a, fixed_b = _BY_LOWER[spec.lower()], None, None
     else:
-        raise ValueError(
-            f"unknown activation {spec!r}; expected one of: {', '.join(names())}")
+        raise ValueError(f"unknown activation {spec!r}; expected one of: {', '.join(names())}")
     _, takes_a, takes_b, default_a, default_b = _SPEC[canonical]
     a = (alpha if alpha is not None else fixed_a if fixed_a is not None else default_a) if takes_a else None
     b = (beta if beta is not None else fixed_b if fixed_b is not None else default_b) if takes_b else None
@@ -314,6 +335,7 @@ def apply(act: Activation, x, xp):
 
 
 # --- functions of the whole last axis (Dense and Activation layers; cells take only elementwise ones) ---
+
 
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along axis, shifted by the max so it never overflows."""

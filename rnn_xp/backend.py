@@ -50,12 +50,15 @@ def select_backend(name: str | None = None) -> Backend:
         name, source = os.environ.get(ENV_VAR, "auto") or "auto", f"${ENV_VAR}"
     if not isinstance(name, str) or name.lower() not in _CHOICES:
         fix = f"{ENV_VAR}=auto (or numpy, or cupy), or unset it" if source != "argument" else "select_backend('auto')"
-        raise ValueError(f"backend {name!r} (from the {source}) is unknown; expected one of {', '.join(_CHOICES)}. "
-                         f"Fix: {fix}. (Other namespaces, such as torch, need no backend: pass their arrays, and "
-                         "rnn_xp.to_device(params, 'torch') for the weights)")
+        raise ValueError(
+            f"backend {name!r} (from the {source}) is unknown; expected one of {', '.join(_CHOICES)}. "
+            f"Fix: {fix}. (Other namespaces, such as torch, need no backend: pass their arrays, and "
+            "rnn_xp.to_device(params, 'torch') for the weights)"
+        )
     name = name.lower()
     if name == "numpy":
         import numpy
+
         return Backend(_xp.as_namespace(numpy), "cpu", "numpy", f"numpy requested ({source})")
     cupy, info = _probe_cupy()
     if cupy is not None:
@@ -66,8 +69,10 @@ def select_backend(name: str | None = None) -> Backend:
         raise RuntimeError(
             f"backend 'cupy' was requested ({source}) but is not usable: {info}. Fix: on a machine with an "
             "NVIDIA GPU, install the extra matching its CUDA major version (pip install 'rnn_xp[cuda12]' or "
-            f"'rnn_xp[cuda13]'), or choose 'numpy' ({ENV_VAR}=numpy)")
+            f"'rnn_xp[cuda13]'), or choose 'numpy' ({ENV_VAR}=numpy)"
+        )
     import numpy
+
     return Backend(_xp.as_namespace(numpy), "cpu", "numpy", f"auto: NumPy fallback, {info}")
 
 

@@ -37,16 +37,16 @@ def lstm_step(gi, h, c, w, cfg, acts, xp, *, gates=False):
     f_act, g_act, h_act = acts
     H, clip = cfg.hidden_size, cfg.clip
     a = gi + _recurrent(h, w.w_hh, w.b_hh, xp)  # (B, 4H)
-    a_i, a_f, a_g, a_o = (a[:, k * H:(k + 1) * H] for k in range(4))  # each (B, H)
+    a_i, a_f, a_g, a_o = (a[:, k * H : (k + 1) * H] for k in range(4))  # each (B, H)
     if w.p is not None:
         a_i = a_i + w.p[:H] * c
-        a_f = a_f + w.p[H:2 * H] * c
+        a_f = a_f + w.p[H : 2 * H] * c
     i = _act(f_act, a_i, clip, xp)
     f = 1.0 - i if cfg.input_forget else _act(f_act, a_f, clip, xp)
     g = _act(g_act, a_g, clip, xp)
     c = f * c + i * g  # (B, H)
     if w.p is not None:
-        a_o = a_o + w.p[2 * H:] * c  # the output gate's peephole sees the new cell state
+        a_o = a_o + w.p[2 * H :] * c  # the output gate's peephole sees the new cell state
     o = _act(f_act, a_o, clip, xp)
     h = o * h_act(c, xp)  # (B, H); clip bounds the gates' inputs, never c (as onnxruntime does)
     if w.w_hr is not None:
@@ -58,20 +58,19 @@ def gru_step(gi, h, c, w, cfg, acts, xp, *, gates=False):
     """GRU; reset after the recurrent matmul (PyTorch, cuDNN, Keras default) or before it (ONNX default)."""
     f_act, g_act = acts
     H, clip = cfg.hidden_size, cfg.clip
-    gi_r, gi_z, gi_n = gi[:, :H], gi[:, H:2 * H], gi[:, 2 * H:]  # each (B, H)
+    gi_r, gi_z, gi_n = gi[:, :H], gi[:, H : 2 * H], gi[:, 2 * H :]  # each (B, H)
     if cfg.reset_after:
         gh = _recurrent(h, w.w_hh, w.b_hh, xp)  # (B, 3H)
-        gh_r, gh_z, gh_n = gh[:, :H], gh[:, H:2 * H], gh[:, 2 * H:]
+        gh_r, gh_z, gh_n = gh[:, :H], gh[:, H : 2 * H], gh[:, 2 * H :]
         r = _act(f_act, gi_r + gh_r, clip, xp)
         z = _act(f_act, gi_z + gh_z, clip, xp)
         n = _act(g_act, gi_n + r * gh_n, clip, xp)
     else:
         b_hh = w.b_hh
-        gh = _recurrent(h, w.w_hh[:2 * H, :], None if b_hh is None else b_hh[:2 * H], xp)  # (B, 2H)
+        gh = _recurrent(h, w.w_hh[: 2 * H, :], None if b_hh is None else b_hh[: 2 * H], xp)  # (B, 2H)
         r = _act(f_act, gi_r + gh[:, :H], clip, xp)
         z = _act(f_act, gi_z + gh[:, H:], clip, xp)
-        gh_n = _recurrent(r * h, w.w_hh[2 * H:, :], None if b_hh is None else b_hh[2 * H:], xp)  # (B, H)
+        gh_n = _recurrent(r * h, w.w_hh[2 * H :, :], None if b_hh is None else b_hh[2 * H :], xp)  # (B, H)
         n = _act(g_act, gi_n + gh_n, clip, xp)
     h = (1.0 - z) * n + z * h  # (B, H)
     return (h, None, {"r": r, "z": z, "n": n}) if gates else (h, None)
-

@@ -45,16 +45,21 @@ class UsageError(Exception):
 def _sync(xp_name):
     if xp_name == "cupy":
         import cupy
+
         cupy.cuda.Device().synchronize()
 
 
 def _gpu_hint() -> str:
     """What the GPU path would need on this machine."""
     if importlib.util.find_spec("cupy") is None:
-        return ("for the GPU path: an NVIDIA GPU and CuPy, pip install 'rnn_xp[cuda13]' "
-                "('rnn_xp[cuda12]' for a CUDA 12 driver)")
-    return ("for the GPU path: CuPy is installed but no CUDA device answers; check that nvidia-smi lists a GPU "
-            "(in Docker: docker run --gpus all) and that the CuPy package matches the driver's CUDA major")
+        return (
+            "for the GPU path: an NVIDIA GPU and CuPy, pip install 'rnn_xp[cuda13]' "
+            "('rnn_xp[cuda12]' for a CUDA 12 driver)"
+        )
+    return (
+        "for the GPU path: CuPy is installed but no CUDA device answers; check that nvidia-smi lists a GPU "
+        "(in Docker: docker run --gpus all) and that the CuPy package matches the driver's CUDA major"
+    )
 
 
 def _select(name):
@@ -97,11 +102,15 @@ def demo(args) -> int:
         _sync(backend.name)
         times.append(time.perf_counter() - t0)
     probs = _xp.to_host(out).astype("float64")
-    print(f"output: {tuple(out.shape)} {_xp.dtype_name(out.dtype)}, probabilities in "
-          f"[{probs.min():.4f}, {probs.max():.4f}], first {probs[:3, 0].round(4).tolist()}")
+    print(
+        f"output: {tuple(out.shape)} {_xp.dtype_name(out.dtype)}, probabilities in "
+        f"[{probs.min():.4f}, {probs.max():.4f}], first {probs[:3, 0].round(4).tolist()}"
+    )
     runs = "1 run" if args.repeats == 1 else f"{args.repeats} runs"
-    print(f"time: median {1e3 * statistics.median(times):.2f} ms over {runs} "
-          f"(min {1e3 * min(times):.2f} ms) for batch {args.batch} x {args.steps} steps")
+    print(
+        f"time: median {1e3 * statistics.median(times):.2f} ms over {runs} "
+        f"(min {1e3 * min(times):.2f} ms) for batch {args.batch} x {args.steps} steps"
+    )
     return 0
 
 
@@ -126,8 +135,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("demo", help=DEMO_HELP, description=DEMO_DESCRIPTION, formatter_class=fmt)
-    p.add_argument("--backend", choices=["auto", "numpy", "cupy"], default=None,
-                   help=f"the array backend; when not given, ${ENV_VAR} or else auto (CuPy if a GPU answers)")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "numpy", "cupy"],
+        default=None,
+        help=f"the array backend; when not given, ${ENV_VAR} or else auto (CuPy if a GPU answers)",
+    )
     p.add_argument("--batch", type=_positive, default=64, metavar="N", help="sequences per forward pass")
     p.add_argument("--steps", type=_positive, default=250, metavar="N", help="token ids per sequence")
     p.add_argument("--repeats", type=_positive, default=5, metavar="N", help="timed forward passes (after one warm-up)")

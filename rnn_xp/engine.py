@@ -25,12 +25,14 @@ class Prepared(NamedTuple):
     call: Call
 
 
-def prepare(x, params, initial_state=None, *, lengths=None, mask=None, time_major=False,
-            zero_output_for_mask=False, trace=False) -> Prepared:
+def prepare(
+    x, params, initial_state=None, *, lengths=None, mask=None, time_major=False, zero_output_for_mask=False, trace=False
+) -> Prepared:
     """Validate forward's arguments and put them in the loop's layout (time-major, run/emit masks)."""
     if not isinstance(params, RNNParams):
-        raise TypeError(f"params must be rnn_xp params (from rnn_xp.init, load or an importer); got "
-                        f"{type(params).__name__}")
+        raise TypeError(
+            f"params must be rnn_xp params (from rnn_xp.init, load or an importer); got {type(params).__name__}"
+        )
     cfg = params.config
     zero_output_for_mask = check_bool("zero_output_for_mask", zero_output_for_mask)
     trace = check_bool("trace", trace)
@@ -53,14 +55,25 @@ def prepare(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
     if run is not None:
         run, emit = run[:, :, None], emit[:, :, None]  # (T, B, 1)
     dtype = _xp.dtype_name(x.dtype)
-    call = Call(namespace=_xp.namespace_name(xp), cfg=cfg, dtype="float32" if dtype in _xp.HALF_DTYPES else dtype,
-                steps=T, batch=B, device=_xp.device(x), lengths=lengths is not None, mask=mask is not None,
-                trace=trace, traced=_xp.is_traced(x), writeable=_xp.is_writeable(x))
+    call = Call(
+        namespace=_xp.namespace_name(xp),
+        cfg=cfg,
+        dtype="float32" if dtype in _xp.HALF_DTYPES else dtype,
+        steps=T,
+        batch=B,
+        device=_xp.device(x),
+        lengths=lengths is not None,
+        mask=mask is not None,
+        trace=trace,
+        traced=_xp.is_traced(x),
+        writeable=_xp.is_writeable(x),
+    )
     return Prepared(xp, x, h0, c0, run, emit, call)
 
 
-def explain(x, params, initial_state=None, *, lengths=None, mask=None, time_major=False, impl="auto",
-            trace=False) -> Choice:
+def explain(
+    x, params, initial_state=None, *, lengths=None, mask=None, time_major=False, impl="auto", trace=False
+) -> Choice:
     """Which implementation :func:`forward` runs for these arguments, and why the others were skipped.
 
     Takes forward's arguments, validates them as forward does, and runs nothing. ``str()`` of the
@@ -71,14 +84,34 @@ def explain(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
     """
     if _xp.is_dask_array(x):  # each chunk's forward: see rnn_xp._dask
         from . import _dask  # given this module: it runs engine.forward per chunk, never imports it
-        return _dask.explain(sys.modules[__name__], x, params, initial_state, lengths=lengths, mask=mask,
-                             time_major=time_major, impl=impl, trace=trace)
+
+        return _dask.explain(
+            sys.modules[__name__],
+            x,
+            params,
+            initial_state,
+            lengths=lengths,
+            mask=mask,
+            time_major=time_major,
+            impl=impl,
+            trace=trace,
+        )
     p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major, trace=trace)
     return select_runner(p.call, impl)
 
 
-def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_major=False,
-            zero_output_for_mask=False, impl="auto", trace=False):
+def forward(
+    x,
+    params,
+    initial_state=None,
+    *,
+    lengths=None,
+    mask=None,
+    time_major=False,
+    zero_output_for_mask=False,
+    impl="auto",
+    trace=False,
+):
     """Run a (stacked, possibly bidirectional) RNN, LSTM or GRU over a batch of sequences.
 
     Parameters
@@ -129,10 +162,28 @@ def forward(x, params, initial_state=None, *, lengths=None, mask=None, time_majo
     """
     if _xp.is_dask_array(x):  # lazy, one task per batch chunk: see rnn_xp._dask
         from . import _dask  # given this module: it runs engine.forward per chunk, never imports it
-        return _dask.forward(sys.modules[__name__], x, params, initial_state, lengths=lengths, mask=mask,
-                             time_major=time_major, zero_output_for_mask=zero_output_for_mask, impl=impl)
-    p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major,
-                zero_output_for_mask=zero_output_for_mask, trace=trace)
+
+        return _dask.forward(
+            sys.modules[__name__],
+            x,
+            params,
+            initial_state,
+            lengths=lengths,
+            mask=mask,
+            time_major=time_major,
+            zero_output_for_mask=zero_output_for_mask,
+            impl=impl,
+        )
+    p = prepare(
+        x,
+        params,
+        initial_state,
+        lengths=lengths,
+        mask=mask,
+        time_major=time_major,
+        zero_output_for_mask=zero_output_for_mask,
+        trace=trace,
+    )
     return _run_layers(p, params, select_runner(p.call, impl).runner, time_major)
 
 
@@ -151,18 +202,32 @@ def _run_layers(p, params, runner, time_major):
     trace = {"trace": True} if p.call.trace else {}  # only runners that record accept the keyword
     for k in range(cfg.num_layers):
         # both directions write into one (T, B, D*H_out) buffer where arrays are writeable
-        out = (xp.empty((T, B, D * H_out), dtype=layer_in.dtype, device=_xp.device(layer_in))
-               if D > 1 and p.call.writeable else None)
+        out = (
+            xp.empty((T, B, D * H_out), dtype=layer_in.dtype, device=_xp.device(layer_in))
+            if D > 1 and p.call.writeable
+            else None
+        )
         ys = []
         for d in range(D):
             idx = k * D + d
             w = params.layers[k][d]
             if half:
                 w = CellWeights(**{n: up(a) for n, a in w.items()})
-            dst = None if out is None else out[:, :, d * H_out:(d + 1) * H_out]  # (T, B, H_out) view
-            y, h, c, *tr = runner(layer_in, h0[idx, ...], None if c0 is None else c0[idx, ...], w, cfg,
-                                  cfg.activations[d], reverse=(d == 1) != (cfg.direction == "reverse"),
-                                  run=p.run, emit=p.emit, xp=xp, out=dst, **trace)
+            dst = None if out is None else out[:, :, d * H_out : (d + 1) * H_out]  # (T, B, H_out) view
+            y, h, c, *tr = runner(
+                layer_in,
+                h0[idx, ...],
+                None if c0 is None else c0[idx, ...],
+                w,
+                cfg,
+                cfg.activations[d],
+                reverse=(d == 1) != (cfg.direction == "reverse"),
+                run=p.run,
+                emit=p.emit,
+                xp=xp,
+                out=dst,
+                **trace,
+            )
             traces.extend(tr)
             if dst is not None and y is not dst:  # a runner that could not write in place
                 dst[...] = y

@@ -84,8 +84,9 @@ def _expected_arrays(header):
         raise ValueError("the header has no table of arrays")
     out = {}
     for name, shape in table.items():
-        if not (isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                for s in shape)):
+        if not (
+            isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+        ):
             raise ValueError(f"array {name!r} has a malformed shape {shape!r} in the header")
         out[name] = tuple(shape)
     if header.get("kind") not in ("params", "model"):
@@ -115,19 +116,22 @@ def _read_npy(zf, info, limit, *, shape=None, header=False):
         raise ValueError(f"{info.filename} is not an .npy array ({type(e).__name__}: {e})") from None
     if header:
         if dtype != np.uint8 or len(got_shape) != 1:
-            raise ValueError(f"{info.filename}: the rnn_xp header is not a byte string (dtype {dtype}, shape "
-                             f"{got_shape})")
+            raise ValueError(
+                f"{info.filename}: the rnn_xp header is not a byte string (dtype {dtype}, shape {got_shape})"
+            )
     elif dtype.kind != "f" or dtype.newbyteorder("=").name not in _NPY_FLOATS:
-        raise ValueError(f"{info.filename} has dtype {dtype}; expected floating point: {', '.join(_NPY_FLOATS)} "
-                         "(either byte order)")
+        raise ValueError(
+            f"{info.filename} has dtype {dtype}; expected floating point: {', '.join(_NPY_FLOATS)} (either byte order)"
+        )
     if shape is not None and tuple(got_shape) != shape:
         raise ValueError(f"{info.filename} has shape {tuple(got_shape)}; the header expects {shape}")
     count = math.prod(got_shape)
     if count * dtype.itemsize != len(data) - f.tell():  # before any allocation: the shape may claim terabytes
-        raise ValueError(f"{info.filename} holds {len(data) - f.tell()} bytes of data; its shape {tuple(got_shape)} "
-                         f"of {dtype} needs {count * dtype.itemsize}")
-    a = np.frombuffer(data, dtype=dtype, count=count, offset=f.tell()).reshape(got_shape, order="F" if fortran
-                                                                                else "C")
+        raise ValueError(
+            f"{info.filename} holds {len(data) - f.tell()} bytes of data; its shape {tuple(got_shape)} "
+            f"of {dtype} needs {count * dtype.itemsize}"
+        )
+    a = np.frombuffer(data, dtype=dtype, count=count, offset=f.tell()).reshape(got_shape, order="F" if fortran else "C")
     return a if dtype.isnative else a.astype(dtype.newbyteorder("="))
 
 
@@ -160,16 +164,29 @@ def _read(path):
             members = set(infos) - {cfg_member}
             wanted = {n + ".npy" for n in expected}
             if members != wanted:
-                raise ValueError(f"the archive's arrays do not match the header's table (missing "
-                                 f"{sorted(n[:-4] for n in wanted - members)}, "
-                                 f"unexpected {sorted(members - wanted)})")
+                raise ValueError(
+                    f"the archive's arrays do not match the header's table (missing "
+                    f"{sorted(n[:-4] for n in wanted - members)}, "
+                    f"unexpected {sorted(members - wanted)})"
+                )
             arrays = {}
             for name, shape in sorted(expected.items()):
                 limit = 8 * math.prod(shape) + 4096  # float64 data plus the .npy header
                 arrays[name] = _read_npy(zf, infos[name + ".npy"], limit, shape=shape)
         # RuntimeError: zipfile's word for an encrypted member; NotImplementedError: a method or an encryption
-        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, RecursionError,
-                NotImplementedError, RuntimeError, UnicodeDecodeError, OverflowError) as e:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            OSError,
+            EOFError,
+            zipfile.BadZipFile,
+            RecursionError,
+            NotImplementedError,
+            RuntimeError,
+            UnicodeDecodeError,
+            OverflowError,
+        ) as e:
             raise _bad(path, str(e)) from None
     return header, arrays
 

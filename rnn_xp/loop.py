@@ -70,7 +70,7 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None, 
     for t0, t1 in time_chunks(T, B * w.w_ih.shape[0], reverse):
         gi = input_projection(x[t0:t1, ...], w, xp)  # (t1-t0, B, G*H)
         ys = [None] * (t1 - t0)
-        for t in (range(t1 - 1, t0 - 1, -1) if reverse else range(t0, t1)):
+        for t in range(t1 - 1, t0 - 1, -1) if reverse else range(t0, t1):
             if record is None:
                 h_new, c_new = step(gi[t - t0, ...], h, c, w, cfg, acts, xp)
             else:
@@ -104,9 +104,26 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None, 
     if record is None:
         return y, h, c
     # with no step to record, one on an empty batch tells the gates' names and sizes
-    return y, h, c, record.arrays(xp, h0, c0, lambda: step(
-        xp.zeros((0, w.w_ih.shape[0]), dtype=h0.dtype, device=_xp.device(h0)), h0[:0, ...],
-        None if c0 is None else c0[:0, ...], w, cfg, acts, xp, gates=True)[2])
+    return (
+        y,
+        h,
+        c,
+        record.arrays(
+            xp,
+            h0,
+            c0,
+            lambda: step(
+                xp.zeros((0, w.w_ih.shape[0]), dtype=h0.dtype, device=_xp.device(h0)),
+                h0[:0, ...],
+                None if c0 is None else c0[:0, ...],
+                w,
+                cfg,
+                acts,
+                xp,
+                gates=True,
+            )[2],
+        ),
+    )
 
 
 class _Recorder:

@@ -66,18 +66,23 @@ class RNNConfig:
         for name in ("reset_after", "peepholes", "input_forget"):  # 'no' must not read as True
             object.__setattr__(self, name, check_bool(name, getattr(self, name)))
         if self.bias not in (True, False, "single") or not isinstance(self.bias, (bool, str)):
-            raise ValueError(f"bias={self.bias!r}; expected True (two bias vectors, as PyTorch/ONNX), "
-                             "'single' (one, as Keras) or False")
+            raise ValueError(
+                f"bias={self.bias!r}; expected True (two bias vectors, as PyTorch/ONNX), "
+                "'single' (one, as Keras) or False"
+            )
         if self.proj_size and self.cell != "lstm":
             raise ValueError(f"proj_size={self.proj_size} is only defined for cell='lstm'; got cell={self.cell!r}")
         if self.proj_size >= self.hidden_size:
-            raise ValueError(f"proj_size={self.proj_size} must be smaller than hidden_size={self.hidden_size} "
-                             "(as in PyTorch); use proj_size=0 for no projection")
+            raise ValueError(
+                f"proj_size={self.proj_size} must be smaller than hidden_size={self.hidden_size} "
+                "(as in PyTorch); use proj_size=0 for no projection"
+            )
         if (self.peepholes or self.input_forget) and self.cell != "lstm":
             raise ValueError(f"peepholes and input_forget are LSTM options; got cell={self.cell!r}")
         if self.clip is not None:
-            if isinstance(self.clip, (bool, np.bool_)) or not isinstance(self.clip, (int, float, np.integer,
-                                                                                     np.floating)):
+            if isinstance(self.clip, (bool, np.bool_)) or not isinstance(
+                self.clip, (int, float, np.integer, np.floating)
+            ):
                 raise TypeError(f"clip must be a number or None; got {type(self.clip).__name__} {self.clip!r}")
             try:
                 finite = math.isfinite(self.clip)
@@ -91,9 +96,12 @@ class RNNConfig:
         acts = self.activations
         n = self.spec.num_functions
         if len(acts) != self.num_directions or any(
-                len(a) != n or not all(isinstance(f, Activation) for f in a) for a in acts):
-            raise ValueError(f"activations must hold {self.num_directions} tuple(s) of {n} "
-                             f"Activation(s) for cell={self.cell!r}; got {acts!r}")
+            len(a) != n or not all(isinstance(f, Activation) for f in a) for a in acts
+        ):
+            raise ValueError(
+                f"activations must hold {self.num_directions} tuple(s) of {n} "
+                f"Activation(s) for cell={self.cell!r}; got {acts!r}"
+            )
 
     @property
     def num_directions(self) -> int:
@@ -145,8 +153,9 @@ class RNNConfig:
             raise ValueError(f"unknown RNN config keys {sorted(unknown)}; expected a subset of {sorted(known)}")
         d = dict(d)
         try:
-            d["activations"] = tuple(tuple(Activation.from_json(a) for a in per_dir)
-                                     for per_dir in d.get("activations", ()))
+            d["activations"] = tuple(
+                tuple(Activation.from_json(a) for a in per_dir) for per_dir in d.get("activations", ())
+            )
         except (TypeError, ValueError, OverflowError) as e:
             raise ValueError(f"malformed activations in RNN config: {e}") from None
         return cls(**d)
@@ -167,26 +176,31 @@ def _resolve_activations(cell, num_directions, activations, alpha, beta):
         if isinstance(activations, str):
             activations = [activations]
         if not isinstance(activations, (list, tuple)):
-            raise TypeError(f"activations must be a name or a list of names (one per cell function); got "
-                            f"{type(activations).__name__} {activations!r}")
+            raise TypeError(
+                f"activations must be a name or a list of names (one per cell function); got "
+                f"{type(activations).__name__} {activations!r}"
+            )
         activations = list(activations)
         if activations and all(isinstance(a, (list, tuple)) for a in activations):
             names = [list(a) for a in activations]
         elif len(activations) == n:
             names = [list(activations) for _ in range(num_directions)]
         elif len(activations) == n * num_directions:
-            names = [activations[d * n:(d + 1) * n] for d in range(num_directions)]
+            names = [activations[d * n : (d + 1) * n] for d in range(num_directions)]
         else:
             names = None
         if names is None or len(names) != num_directions or any(len(a) != n for a in names):
             funcs = "[" + ", ".join(cs.functions) + "]"
             raise ValueError(
                 f"activations={activations!r} does not fit cell={cell!r} with {num_directions} direction(s); "
-                f"expected {funcs} (used for every direction) or one such list per direction")
+                f"expected {funcs} (used for every direction) or one such list per direction"
+            )
     for label, values in (("activation_alpha", alpha), ("activation_beta", beta)):
         if values is not None and not isinstance(values, (list, tuple)):
-            raise TypeError(f"{label} must be a list of numbers (consumed in order by the functions that take "
-                            f"one) or None; got {type(values).__name__} {values!r}")
+            raise TypeError(
+                f"{label} must be a list of numbers (consumed in order by the functions that take "
+                f"one) or None; got {type(values).__name__} {values!r}"
+            )
     alphas = list(alpha) if alpha is not None else []
     betas = list(beta) if beta is not None else []
     out = []
@@ -202,9 +216,25 @@ def _resolve_activations(cell, num_directions, activations, alpha, beta):
     return tuple(out)
 
 
-def make_config(cell, input_size, hidden_size, *, num_layers=1, direction="forward", bidirectional=None,
-                bias=True, proj_size=0, activations=None, activation_alpha=None, activation_beta=None,
-                reset_after=True, clip=None, peepholes=False, input_forget=False, dtype="float32") -> RNNConfig:
+def make_config(
+    cell,
+    input_size,
+    hidden_size,
+    *,
+    num_layers=1,
+    direction="forward",
+    bidirectional=None,
+    bias=True,
+    proj_size=0,
+    activations=None,
+    activation_alpha=None,
+    activation_beta=None,
+    reset_after=True,
+    clip=None,
+    peepholes=False,
+    input_forget=False,
+    dtype="float32",
+) -> RNNConfig:
     """An :class:`RNNConfig` from :func:`init`'s arguments (validated)."""
     if not isinstance(cell, str):
         raise TypeError(f"cell must be a str ('rnn', 'lstm' or 'gru'); got {type(cell).__name__}")
@@ -219,9 +249,21 @@ def make_config(cell, input_size, hidden_size, *, num_layers=1, direction="forwa
     check_choice("cell", cell, CELLS)
     dtype = _xp.dtype_name(dtype) if not isinstance(dtype, str) else dtype
     acts = _resolve_activations(cell, DIRECTIONS[direction], activations, activation_alpha, activation_beta)
-    return RNNConfig(cell=cell, input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
-                     direction=direction, bias=bias, proj_size=proj_size, activations=acts,
-                     reset_after=reset_after, clip=clip, peepholes=peepholes, input_forget=input_forget, dtype=dtype)
+    return RNNConfig(
+        cell=cell,
+        input_size=input_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        direction=direction,
+        bias=bias,
+        proj_size=proj_size,
+        activations=acts,
+        reset_after=reset_after,
+        clip=clip,
+        peepholes=peepholes,
+        input_forget=input_forget,
+        dtype=dtype,
+    )
 
 
 def _frozen(a):
@@ -268,9 +310,12 @@ class CellWeights:
 
     def __repr__(self):  # shapes, dtype and place, not values
         a = self.w_ih
-        return ("CellWeights(" + ", ".join(f"{n}={tuple(w.shape)}" for n, w in self.items())
-                + f", dtype={_xp.dtype_name(a.dtype)!r}, namespace={_xp.namespace_name(_xp.array_namespace(a))!r}, "
-                f"device={_xp.device(a)!s})")
+        return (
+            "CellWeights("
+            + ", ".join(f"{n}={tuple(w.shape)}" for n, w in self.items())
+            + f", dtype={_xp.dtype_name(a.dtype)!r}, namespace={_xp.namespace_name(_xp.array_namespace(a))!r}, "
+            f"device={_xp.device(a)!s})"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -290,8 +335,10 @@ class RNNParams:
         layers = tuple(tuple(d) for d in self.layers)
         object.__setattr__(self, "layers", layers)
         if len(layers) != cfg.num_layers or any(len(d) != cfg.num_directions for d in layers):
-            raise ValueError(f"params hold {[len(d) for d in layers]} directions per layer; the config asks for "
-                             f"{cfg.num_layers} layer(s) of {cfg.num_directions} direction(s)")
+            raise ValueError(
+                f"params hold {[len(d) for d in layers]} directions per layer; the config asks for "
+                f"{cfg.num_layers} layer(s) of {cfg.num_directions} direction(s)"
+            )
         ref = None
         for k, per_dir in enumerate(layers):
             expected = cfg.shapes(k)
@@ -301,9 +348,11 @@ class RNNParams:
                     raise TypeError(f"{where}: expected CellWeights; got {type(w).__name__}")
                 present = {n for n, _ in w.items()}
                 if present != set(expected):
-                    raise ValueError(f"{where}: weights {sorted(present)} stored, but the config "
-                                     f"({cfg.cell}, bias={cfg.bias!r}, proj_size={cfg.proj_size}, "
-                                     f"peepholes={cfg.peepholes}) needs {sorted(expected)}")
+                    raise ValueError(
+                        f"{where}: weights {sorted(present)} stored, but the config "
+                        f"({cfg.cell}, bias={cfg.bias!r}, proj_size={cfg.proj_size}, "
+                        f"peepholes={cfg.peepholes}) needs {sorted(expected)}"
+                    )
                 for n, a in w.items():
                     if not _xp.is_array(a):
                         raise TypeError(f"{where} {n}: expected an array; got {type(a).__name__}")
@@ -313,8 +362,10 @@ class RNNParams:
                     if ref is None:
                         ref = sig
                     elif sig != ref:
-                        raise ValueError(f"{where} {n}: (namespace, device, dtype) = {sig} differs from the "
-                                         f"other weights' {ref}; put all weights on one namespace/device/dtype")
+                        raise ValueError(
+                            f"{where} {n}: (namespace, device, dtype) = {sig} differs from the "
+                            f"other weights' {ref}; put all weights on one namespace/device/dtype"
+                        )
         if ref[2] != cfg.dtype:
             raise ValueError(f"weights are {ref[2]} but config.dtype is {cfg.dtype!r}")
 
@@ -338,25 +389,37 @@ class RNNParams:
 
     def named_arrays(self):
         """[(name, array)] with names like ``'l0.fwd.w_ih'``: the flat view used by save/load."""
-        return [(f"l{k}.{'rev' if d else 'fwd'}.{n}", a)
-                for k, per_dir in enumerate(self.layers) for d, w in enumerate(per_dir) for n, a in w.items()]
+        return [
+            (f"l{k}.{'rev' if d else 'fwd'}.{n}", a)
+            for k, per_dir in enumerate(self.layers)
+            for d, w in enumerate(per_dir)
+            for n, a in w.items()
+        ]
 
     @classmethod
     def from_named_arrays(cls, config: RNNConfig, arrays: dict) -> RNNParams:
         """Inverse of :meth:`named_arrays`; every expected name must be present, nothing else."""
         if config.num_layers * config.num_directions > len(arrays):  # a hostile config must not make us loop long
-            raise ValueError(f"the config declares {config.num_layers} layer(s) of {config.num_directions} "
-                             f"direction(s) but only {len(arrays)} arrays come with it")
-        expected = {f"l{k}.{'rev' if d else 'fwd'}.{n}"
-                    for k in range(config.num_layers) for d in range(config.num_directions)
-                    for n in config.shapes(k)}
+            raise ValueError(
+                f"the config declares {config.num_layers} layer(s) of {config.num_directions} "
+                f"direction(s) but only {len(arrays)} arrays come with it"
+            )
+        expected = {
+            f"l{k}.{'rev' if d else 'fwd'}.{n}"
+            for k in range(config.num_layers)
+            for d in range(config.num_directions)
+            for n in config.shapes(k)
+        }
         missing, extra = expected - set(arrays), set(arrays) - expected
         if missing or extra:
             raise ValueError(f"weights do not match the config: missing {sorted(missing)}, unexpected {sorted(extra)}")
         layers = tuple(
-            tuple(CellWeights(**{n: arrays[f"l{k}.{'rev' if d else 'fwd'}.{n}"] for n in config.shapes(k)})
-                  for d in range(config.num_directions))
-            for k in range(config.num_layers))
+            tuple(
+                CellWeights(**{n: arrays[f"l{k}.{'rev' if d else 'fwd'}.{n}"] for n in config.shapes(k)})
+                for d in range(config.num_directions)
+            )
+            for k in range(config.num_layers)
+        )
         return cls(config, layers)
 
     def map_arrays(self, fn, **config_changes) -> RNNParams:
@@ -372,16 +435,36 @@ class RNNParams:
 
     def __repr__(self):
         c = self.config
-        return (f"RNNParams(cell={c.cell!r}, input_size={c.input_size}, hidden_size={c.hidden_size}, "
-                f"num_layers={c.num_layers}, direction={c.direction!r}, bias={c.bias!r}, "
-                f"proj_size={c.proj_size}, dtype={c.dtype!r}, namespace={_xp.namespace_name(self.xp)!r}, "
-                f"device={self.device!s})")
+        return (
+            f"RNNParams(cell={c.cell!r}, input_size={c.input_size}, hidden_size={c.hidden_size}, "
+            f"num_layers={c.num_layers}, direction={c.direction!r}, bias={c.bias!r}, "
+            f"proj_size={c.proj_size}, dtype={c.dtype!r}, namespace={_xp.namespace_name(self.xp)!r}, "
+            f"device={self.device!s})"
+        )
 
 
-def init(cell, input_size, hidden_size, *, num_layers=1, direction="forward", bidirectional=None, bias=True,
-         proj_size=0, activations=None, activation_alpha=None, activation_beta=None, reset_after=True,
-         clip=None, peepholes=False, input_forget=False, seed=None, dtype="float32", xp=None,
-         device=None) -> RNNParams:
+def init(
+    cell,
+    input_size,
+    hidden_size,
+    *,
+    num_layers=1,
+    direction="forward",
+    bidirectional=None,
+    bias=True,
+    proj_size=0,
+    activations=None,
+    activation_alpha=None,
+    activation_beta=None,
+    reset_after=True,
+    clip=None,
+    peepholes=False,
+    input_forget=False,
+    seed=None,
+    dtype="float32",
+    xp=None,
+    device=None,
+) -> RNNParams:
     """Random parameters for a recurrent network.
 
     Parameters
@@ -420,11 +503,24 @@ def init(cell, input_size, hidden_size, *, num_layers=1, direction="forward", bi
         Target namespace (numpy, cupy, torch, array_api_strict, ...) and device. ``xp=None`` uses
         :func:`rnn_xp.select_backend`.
     """
-    cfg = make_config(cell, input_size, hidden_size, num_layers=num_layers, direction=direction,
-                      bidirectional=bidirectional, bias=bias, proj_size=proj_size, activations=activations,
-                      activation_alpha=activation_alpha, activation_beta=activation_beta,
-                      reset_after=reset_after, clip=clip, peepholes=peepholes, input_forget=input_forget,
-                      dtype=dtype)
+    cfg = make_config(
+        cell,
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        direction=direction,
+        bidirectional=bidirectional,
+        bias=bias,
+        proj_size=proj_size,
+        activations=activations,
+        activation_alpha=activation_alpha,
+        activation_beta=activation_beta,
+        reset_after=reset_after,
+        clip=clip,
+        peepholes=peepholes,
+        input_forget=input_forget,
+        dtype=dtype,
+    )
     if seed is not None:
         check_int("seed", seed, 0)
     xp, device = resolve_target(xp, device)

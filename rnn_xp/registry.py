@@ -44,13 +44,36 @@ class CellSpec:
         return len(self.functions)
 
 
-CELLS = {s.name: s for s in (
-    CellSpec("rnn", ("h",), ("f",), ("Tanh",), rnn_step, "SimpleRNN", (0,), "RNN", (0,), ("RNN_TANH", "RNN_RELU")),
-    CellSpec("lstm", ("i", "f", "g", "o"), ("f", "g", "h"), ("Sigmoid", "Tanh", "Tanh"), lstm_step, "LSTM",
-             (0, 1, 2, 3), "LSTM", (0, 2, 3, 1), ("LSTM",)),
-    CellSpec("gru", ("r", "z", "n"), ("f", "g"), ("Sigmoid", "Tanh"), gru_step, "GRU", (1, 0, 2), "GRU", (1, 0, 2),
-             ("GRU",)),
-)}
+CELLS = {
+    s.name: s
+    for s in (
+        CellSpec("rnn", ("h",), ("f",), ("Tanh",), rnn_step, "SimpleRNN", (0,), "RNN", (0,), ("RNN_TANH", "RNN_RELU")),
+        CellSpec(
+            "lstm",
+            ("i", "f", "g", "o"),
+            ("f", "g", "h"),
+            ("Sigmoid", "Tanh", "Tanh"),
+            lstm_step,
+            "LSTM",
+            (0, 1, 2, 3),
+            "LSTM",
+            (0, 2, 3, 1),
+            ("LSTM",),
+        ),
+        CellSpec(
+            "gru",
+            ("r", "z", "n"),
+            ("f", "g"),
+            ("Sigmoid", "Tanh"),
+            gru_step,
+            "GRU",
+            (1, 0, 2),
+            "GRU",
+            (1, 0, 2),
+            ("GRU",),
+        ),
+    )
+}
 
 # LSTM peepholes: rnn_xp stores p = (i, f, o); ONNX's P is (i, o, f)
 ONNX_PEEPHOLE_ORDER = (0, 2, 1)

@@ -106,8 +106,10 @@ def select_runner(call: Call, impl: str = "auto") -> Choice:
     if impl != "auto":
         reason = _reason(_BY_NAME[impl], call)
         if reason is not None:
-            raise ValueError(f"impl={impl!r} cannot run this call: {reason}. Fix: impl='auto' (chooses an "
-                             f"implementation that can; rnn_xp.explain(...) shows which and why)")
+            raise ValueError(
+                f"impl={impl!r} cannot run this call: {reason}. Fix: impl='auto' (chooses an "
+                f"implementation that can; rnn_xp.explain(...) shows which and why)"
+            )
         return Choice(impl, (), _module(_BY_NAME[impl]).run_direction)
     skipped = []
     for candidate in IMPLEMENTATIONS:

@@ -39,14 +39,19 @@ PREPARED = ("numpy_fused",)
 # layers that act on each time step alone: a chunk of their input gives the chunk of their output
 _PER_STEP = (Embedding, Masking, Dense, ActivationLayer, Identity, Softmax)
 
-_FUTURE = ("needs the end of the sequence before its first output, and a stream has not seen it yet. "
-           "Fix: rnn_xp.forward (or the model) over the whole sequence")
+_FUTURE = (
+    "needs the end of the sequence before its first output, and a stream has not seen it yet. "
+    "Fix: rnn_xp.forward (or the model) over the whole sequence"
+)
 
 
 def _refuse_direction(cfg, where):
     if cfg.direction != "forward":
-        what = ("a bidirectional network's reverse direction" if cfg.direction == "bidirectional"
-                else "a network with direction='reverse'")
+        what = (
+            "a bidirectional network's reverse direction"
+            if cfg.direction == "bidirectional"
+            else "a network with direction='reverse'"
+        )
         raise ValueError(f"Stream cannot run {where}: {what} reads the sequence from its end, so it {_FUTURE}")
 
 
@@ -75,13 +80,19 @@ class _Unit:
                 except ImportError:
                     continue
                 if mod.prepared_unsupported(cfg, cfg.activations[0], params.dtype) is None:
-                    self.prepared = (mod, [mod.arrange(params.layers[k][0], cfg, cfg.activations[0], params.dtype)
-                                           for k in range(cfg.num_layers)])
+                    self.prepared = (
+                        mod,
+                        [
+                            mod.arrange(params.layers[k][0], cfg, cfg.activations[0], params.dtype)
+                            for k in range(cfg.num_layers)
+                        ],
+                    )
                     break
         if self.prepared is None:
             up = (lambda a: self.xp.astype(a, self.xp.float32)) if self.half else (lambda a: a)
-            self.weights = [CellWeights(**{n: up(a) for n, a in params.layers[k][0].items()})
-                            for k in range(cfg.num_layers)]
+            self.weights = [
+                CellWeights(**{n: up(a) for n, a in params.layers[k][0].items()}) for k in range(cfg.num_layers)
+            ]
             self.runners = {}  # (t, masked) -> runner chosen by the seam
         self.B = None
 
@@ -90,9 +101,11 @@ class _Unit:
         """Fix the batch size: the state at its initial value, the NumPy path's steps and buffers made."""
         xp, cfg = self.xp, self.cfg
         if self.initial is not None and self.initial[0].shape[1] != B:
-            raise ValueError(f"the chunk has batch size {B} but the stream's initial_state is for batch size "
-                             f"{self.initial[0].shape[1]}. Fix: chunks of {self.initial[0].shape[1]} rows, or a new "
-                             "Stream with an initial_state of this batch size")
+            raise ValueError(
+                f"the chunk has batch size {B} but the stream's initial_state is for batch size "
+                f"{self.initial[0].shape[1]}. Fix: chunks of {self.initial[0].shape[1]} rows, or a new "
+                "Stream with an initial_state of this batch size"
+            )
         dt = xp.float32 if self.half else self.dtype
         if self.initial is None:
             h0 = xp.zeros((self.L, B, self.H_out), dtype=dt, device=device)
@@ -110,14 +123,19 @@ class _Unit:
             self.last = [np.zeros((B, self.H_out), dtype=self.dtype) for _ in range(self.L)]
             self.mids = {}  # t -> the outputs of the layers below the top one, reused
             # one step: each layer's step1 with its state, and where its output goes (None: the caller's y)
-            self.steps1 = [(d.step1, self.h[k], self.c[k], np.empty((B, self.H_out), self.dtype) if k < top
-                            else None) for k, d in enumerate(self.dirs)]
+            self.steps1 = [
+                (d.step1, self.h[k], self.c[k], np.empty((B, self.H_out), self.dtype) if k < top else None)
+                for k, d in enumerate(self.dirs)
+            ]
         else:
             self.h = [h0[k, ...] for k in range(self.L)]
             self.c = [None if c0 is None else c0[k, ...] for k in range(self.L)]
         # rows that have run a step: a masked step outputs the last output, zero before the first (forward)
-        self.started = np.zeros((B, 1), dtype=bool) if self.prepared is not None else xp.zeros(
-            (B, 1), dtype=xp.bool, device=device)
+        self.started = (
+            np.zeros((B, 1), dtype=bool)
+            if self.prepared is not None
+            else xp.zeros((B, 1), dtype=xp.bool, device=device)
+        )
 
     def release(self):
         self.B = None
@@ -232,9 +250,18 @@ class _Unit:
         key = (x.shape[0], masked)
         runner = self.runners.get(key)
         if runner is None:
-            call = Call(namespace=self.namespace, cfg=self.cfg, dtype="float32" if self.half else self.cfg.dtype,
-                        steps=x.shape[0], batch=self.B, device=_xp.device(x), lengths=masked, mask=masked,
-                        traced=_xp.is_traced(x), writeable=_xp.is_writeable(x))
+            call = Call(
+                namespace=self.namespace,
+                cfg=self.cfg,
+                dtype="float32" if self.half else self.cfg.dtype,
+                steps=x.shape[0],
+                batch=self.B,
+                device=_xp.device(x),
+                lengths=masked,
+                mask=masked,
+                traced=_xp.is_traced(x),
+                writeable=_xp.is_writeable(x),
+            )
             runner = self.runners[key] = select_runner(call).runner
         return runner
 
@@ -248,16 +275,27 @@ class _Unit:
             carry = xp.logical_and(emit, xp.logical_not(seen))  # emitted before this chunk's first step ran
         for k in range(self.L):
             h_prev = self.h[k]
-            y, h, c = runner(layer_in, h_prev, self.c[k], self.weights[k], cfg, cfg.activations[0], reverse=False,
-                             run=run, emit=emit, xp=xp)
+            y, h, c = runner(
+                layer_in,
+                h_prev,
+                self.c[k],
+                self.weights[k],
+                cfg,
+                cfg.activations[0],
+                reverse=False,
+                run=run,
+                emit=emit,
+                xp=xp,
+            )
             if run is not None:
                 last = xp.where(self.started, h_prev, xp.zeros_like(h_prev))  # (B, H_out)
                 y = xp.where(carry, last[None, ...], y)
             self.h[k], self.c[k] = h, c
             layer_in = y
         if x.shape[0]:
-            self.started = (xp.ones_like(self.started) if run is None
-                            else xp.logical_or(self.started, xp.any(run, axis=0)))
+            self.started = (
+                xp.ones_like(self.started) if run is None else xp.logical_or(self.started, xp.any(run, axis=0))
+            )
         return xp.astype(layer_in, self.dtype) if self.half else layer_in
 
 
@@ -310,11 +348,15 @@ class Stream:
             self._units = [self._unit]
             return
         if not isinstance(obj, Sequential):
-            raise TypeError(f"Stream takes RNNParams or a Sequential model (rnn_xp.Sequential, rnn_xp.from_keras); "
-                            f"got {type(obj).__name__}")
+            raise TypeError(
+                f"Stream takes RNNParams or a Sequential model (rnn_xp.Sequential, rnn_xp.from_keras); "
+                f"got {type(obj).__name__}"
+            )
         if initial_state is not None:
-            raise TypeError("a model's stream starts from zeros: initial_state is for params only. Fix: drop "
-                            "initial_state, or stream the params of the recurrent layer")
+            raise TypeError(
+                "a model's stream starts from zeros: initial_state is for params only. Fix: drop "
+                "initial_state, or stream the params of the recurrent layer"
+            )
         self._unit = None
         self._stages = []  # ("layer", layer) | ("rnn", Recurrent, _Unit)
         self._head = []  # the layers after a recurrent layer that returns only its last output
@@ -323,24 +365,31 @@ class Stream:
             where = f"layer {layer.name!r} ({type(layer).__name__})"
             if self._head or (self._stages and self._stages[-1][0] == "last"):
                 if isinstance(layer, (Recurrent, Bidirectional)):
-                    raise ValueError(f"Stream cannot run {where}: it follows a recurrent layer that returns only "
-                                     "its last output, so it has no sequence to read")
+                    raise ValueError(
+                        f"Stream cannot run {where}: it follows a recurrent layer that returns only "
+                        "its last output, so it has no sequence to read"
+                    )
             if isinstance(layer, Bidirectional):
-                raise ValueError(f"Stream cannot run {where}: its backward layer reads the sequence from its end, "
-                                 f"so it {_FUTURE}")
+                raise ValueError(
+                    f"Stream cannot run {where}: its backward layer reads the sequence from its end, so it {_FUTURE}"
+                )
             if isinstance(layer, Recurrent):
                 if layer.go_backwards:
-                    raise ValueError(f"Stream cannot run {where}: go_backwards=True reads the sequence from its "
-                                     f"end, so it {_FUTURE}")
+                    raise ValueError(
+                        f"Stream cannot run {where}: go_backwards=True reads the sequence from its end, so it {_FUTURE}"
+                    )
                 unit = _Unit(layer.params, None, where)
                 self._units.append(unit)
                 self._stages.append(("rnn" if layer.return_sequences else "last", layer, unit))
             elif isinstance(layer, _PER_STEP):
                 (self._head if self._stages and self._stages[-1][0] == "last" else self._stages).append(
-                    ("layer", layer, None))
+                    ("layer", layer, None)
+                )
             else:
-                raise TypeError(f"Stream cannot run {where}: it runs the layers that act on each step alone "
-                                f"({', '.join(c.__name__ for c in _PER_STEP)}) and forward recurrent layers")
+                raise TypeError(
+                    f"Stream cannot run {where}: it runs the layers that act on each step alone "
+                    f"({', '.join(c.__name__ for c in _PER_STEP)}) and forward recurrent layers"
+                )
 
     # --- the public surface ---------------------------------------------------------------------
     @property
@@ -379,8 +428,13 @@ class Stream:
         unit = self._unit
         if unit is not None and unit.prepared is not None and mask is None and lengths is None:
             # the real-time path: a NumPy chunk of the stream's batch size, no masks
-            if (x.__class__ is np.ndarray and x.dtype is unit.dtype and x.ndim == 3 and x.shape[2] == unit.F
-                    and x.shape[1 if self._time_major else 0] == self._B):
+            if (
+                x.__class__ is np.ndarray
+                and x.dtype is unit.dtype
+                and x.ndim == 3
+                and x.shape[2] == unit.F
+                and x.shape[1 if self._time_major else 0] == self._B
+            ):
                 if x.shape[0 if self._time_major else 1] == 1:  # one step: no chunk machinery at all
                     if self._time_major:
                         y = np.empty((1, self._B, unit.H_out), unit.dtype)
@@ -409,9 +463,11 @@ class Stream:
             if self._stages is not None:
                 self._last_ran = np.ones((B, 1), dtype=bool)
         elif B != self._B:
-            raise ValueError(f"the chunk has batch size {B} but this stream's batch size is {self._B} (fixed by the "
-                             "first call). Fix: stream.reset() to start over with another batch size, or pad the "
-                             "chunk to the stream's rows")
+            raise ValueError(
+                f"the chunk has batch size {B} but this stream's batch size is {self._B} (fixed by the "
+                "first call). Fix: stream.reset() to start over with another batch size, or pad the "
+                "chunk to the stream's rows"
+            )
 
     def _call_params(self, x, mask, lengths):
         unit, tm = self._unit, self._time_major
@@ -424,11 +480,15 @@ class Stream:
 
     def _call_model(self, x, mask, lengths):
         if lengths is not None:
-            raise TypeError("lengths= is for params; a model takes mask= (batch, t) booleans. Fix: mask = "
-                            "steps < lengths, or Masking/Embedding(mask_zero=True) in the model")
+            raise TypeError(
+                "lengths= is for params; a model takes mask= (batch, t) booleans. Fix: mask = "
+                "steps < lengths, or Masking/Embedding(mask_zero=True) in the model"
+            )
         if not _xp.is_array(x) or x.ndim < 2:
-            raise ValueError(f"a model's chunk must be an array (batch, t, ...) ((t, batch, ...) with time_major); "
-                             f"got {getattr(x, 'shape', type(x).__name__)}")
+            raise ValueError(
+                f"a model's chunk must be an array (batch, t, ...) ((t, batch, ...) with time_major); "
+                f"got {getattr(x, 'shape', type(x).__name__)}"
+            )
         xp, tm = _xp.array_namespace(x), self._time_major
         swap = (1, 0, *range(2, x.ndim))
         t, B = (x.shape[0], x.shape[1]) if tm else (x.shape[1], x.shape[0])
@@ -476,20 +536,25 @@ def _rows(rows, B):
     elif _xp.is_array(rows):
         host = np.asarray(_xp.to_host(rows))
     else:
-        raise TypeError(f"rows must be row indices (ints, a list or an integer array) or a boolean (batch,) array; "
-                        f"got {type(rows).__name__}")
+        raise TypeError(
+            f"rows must be row indices (ints, a list or an integer array) or a boolean (batch,) array; "
+            f"got {type(rows).__name__}"
+        )
     if host.dtype == bool:
         if B is not None and host.shape != (B,):
             raise ValueError(f"a boolean rows array has shape {host.shape}; expected ({B},), one flag per row")
         return host if B is not None else None
     if host.dtype.kind not in "iu" or host.ndim != 1:
-        raise TypeError(f"rows must be integer indices or booleans (batch,); got dtype {host.dtype}, shape "
-                        f"{host.shape}")
+        raise TypeError(
+            f"rows must be integer indices or booleans (batch,); got dtype {host.dtype}, shape {host.shape}"
+        )
     if B is None:
         return None
     if host.size and (host.min() < -B or host.max() >= B):
-        raise ValueError(f"rows must lie in [{-B}, {B}) for this stream's batch size {B}; got "
-                         f"{host[(host < -B) | (host >= B)][:8].tolist()}")
+        raise ValueError(
+            f"rows must lie in [{-B}, {B}) for this stream's batch size {B}; got "
+            f"{host[(host < -B) | (host >= B)][:8].tolist()}"
+        )
     sel = np.zeros(B, dtype=bool)
     sel[host] = True
     return sel

@@ -19,8 +19,9 @@ __all__ = ["to_device", "count_params", "summary"]
 def _check(obj, fn):
     if isinstance(obj, RNNParams) or REGISTRY.get(type(obj).__name__) is type(obj):
         return obj
-    raise TypeError(f"{fn}() takes rnn_xp params, a layer or a model (Sequential, or an imported one); got "
-                    f"{type(obj).__name__}")
+    raise TypeError(
+        f"{fn}() takes rnn_xp params, a layer or a model (Sequential, or an imported one); got {type(obj).__name__}"
+    )
 
 
 def to_device(obj, xp, device=None, dtype=None):
@@ -94,14 +95,22 @@ def summary(obj, input_shape=None) -> str:
         obj = Sequential([obj], input_shape, obj.name)
     elif input_shape is not None and isinstance(obj, Sequential):
         obj = Sequential(obj.layers, input_shape, obj.name)
-    rows = [(_describe(layer), _fmt_shape(shape), f"{count_params(layer):,}")
-            for layer, shape in zip(obj.layers, obj.output_shapes(), strict=True)]
-    w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-         for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
+    rows = [
+        (_describe(layer), _fmt_shape(shape), f"{count_params(layer):,}")
+        for layer, shape in zip(obj.layers, obj.output_shapes(), strict=True)
+    ]
+    w = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+        for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))
+    ]
     w = [max(w[0], 28), max(w[1], 22), max(w[2], 10)]
     line = "─" * (sum(w) + 6)
-    out = [f'Model: "{obj.name}"', line,
-           f"{'Layer (type)':<{w[0]}}   {'Output Shape':<{w[1]}}   {'Param #':>{w[2]}}", line]
+    out = [
+        f'Model: "{obj.name}"',
+        line,
+        f"{'Layer (type)':<{w[0]}}   {'Output Shape':<{w[1]}}   {'Param #':>{w[2]}}",
+        line,
+    ]
     out += [f"{a:<{w[0]}}   {b:<{w[1]}}   {c:>{w[2]}}" for a, b, c in rows]
     total = count_params(obj)
     out += [line, f"Total params: {total:,}", line]

@@ -69,6 +69,7 @@ def cp():
     if reason:
         pytest.skip(reason)
     import cupy
+
     return cupy
 
 

@@ -42,8 +42,21 @@ from pathlib import Path
 BATCH = 150  # mutants per child: a child's start (importing torch, onnx, h5py) costs about a second
 CHILD_TIMEOUT = 120  # seconds for one batch; one mutant that hangs kills its batch and is reported
 MEMORY_LIMIT = 4 << 30  # a child asking for more gets MemoryError (a finding), not the machine's OOM killer
-INTERESTING = [0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 1 << 40, (1 << 63) - 1,
-               (1 << 64) - 1]
+INTERESTING = [
+    0,
+    1,
+    0x7F,
+    0x80,
+    0xFF,
+    0x7FFF,
+    0xFFFF,
+    0x7FFFFFFF,
+    0x80000000,
+    0xFFFFFFFF,
+    1 << 40,
+    (1 << 63) - 1,
+    (1 << 64) - 1,
+]
 
 
 # --- the seed corpus ---------------------------------------------------------------------------------------
@@ -52,8 +65,15 @@ def _keras_file(path):
     import keras
 
     L = keras.layers
-    model = keras.Sequential([keras.Input((5, 3)), L.Masking(), L.Bidirectional(L.GRU(4, return_sequences=True)),
-                              L.LSTM(3), L.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((5, 3)),
+            L.Masking(),
+            L.Bidirectional(L.GRU(4, return_sequences=True)),
+            L.LSTM(3),
+            L.Dense(2, activation="softmax"),
+        ]
+    )
     model.save(path)
 
 
@@ -63,17 +83,34 @@ def _onnx_file(path):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.uniform(-1, 1, s).astype(np.float32), n)
-             for n, s in (("W", (2, 16, 3)), ("R", (2, 16, 4)), ("B", (2, 32)), ("P", (2, 12)))]
+    inits = [
+        numpy_helper.from_array(rng.uniform(-1, 1, s).astype(np.float32), n)
+        for n, s in (("W", (2, 16, 3)), ("R", (2, 16, 4)), ("B", (2, 32)), ("P", (2, 12)))
+    ]
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
-    nodes = [helper.make_node("Transpose", ["x"], ["X"], perm=[1, 0, 2]),
-             helper.make_node("LSTM", ["X", "W", "R", "B", "L", "", "", "P"], ["Y", "Yh", "Yc"], hidden_size=4,
-                              direction="bidirectional", activations=["Sigmoid", "Tanh", "Tanh"] * 2, clip=5.0),
-             helper.make_node("Squeeze", ["Yh", "axes"], ["h"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", 3]),
-                                           helper.make_tensor_value_info("L", TensorProto.INT32, ["B"])],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "h", "Yc")],
-                              initializer=inits)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["X"], perm=[1, 0, 2]),
+        helper.make_node(
+            "LSTM",
+            ["X", "W", "R", "B", "L", "", "", "P"],
+            ["Y", "Yh", "Yc"],
+            hidden_size=4,
+            direction="bidirectional",
+            activations=["Sigmoid", "Tanh", "Tanh"] * 2,
+            clip=5.0,
+        ),
+        helper.make_node("Squeeze", ["Yh", "axes"], ["h"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", 3]),
+            helper.make_tensor_value_info("L", TensorProto.INT32, ["B"]),
+        ],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "h", "Yc")],
+        initializer=inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), path)
 
 
@@ -95,11 +132,17 @@ def _npz_file(path):
 
     import rnn_xp
 
-    model = rnn_xp.Sequential([rnn_xp.Embedding.init(7, 3, mask_zero=True, seed=0, xp=np),
-                               rnn_xp.Bidirectional(*(rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, seed=s, xp=np),
-                                                                       return_sequences=True) for s in (1, 2))),
-                               rnn_xp.Recurrent(rnn_xp.init("lstm", 8, 2, proj_size=1, seed=3, xp=np)),
-                               rnn_xp.Dense.init(1, 2, activation="softmax", seed=4, xp=np)], input_shape=(6,))
+    model = rnn_xp.Sequential(
+        [
+            rnn_xp.Embedding.init(7, 3, mask_zero=True, seed=0, xp=np),
+            rnn_xp.Bidirectional(
+                *(rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, seed=s, xp=np), return_sequences=True) for s in (1, 2))
+            ),
+            rnn_xp.Recurrent(rnn_xp.init("lstm", 8, 2, proj_size=1, seed=3, xp=np)),
+            rnn_xp.Dense.init(1, 2, activation="softmax", seed=4, xp=np),
+        ],
+        input_shape=(6,),
+    )
     rnn_xp.save(model, path)
 
 
@@ -163,14 +206,14 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
             buf[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 32)))
         elif kind == "duplicate":
             j = rng.randrange(len(buf))
-            buf[i:i] = buf[j:j + rng.randint(1, 64)]
+            buf[i:i] = buf[j : j + rng.randint(1, 64)]
         elif kind == "delete":
-            del buf[i:i + rng.randint(1, 32)]
+            del buf[i : i + rng.randint(1, 32)]
         else:  # a length or offset field: an interesting integer, little- or big-endian
             fmt = rng.choice("<>") + ("I" if kind == "int32" else "Q")
             v = rng.choice(INTERESTING + [len(buf), len(buf) + 1, rng.randrange(1 << 16)])
             v &= 0xFFFFFFFF if kind == "int32" else (1 << 64) - 1
-            buf[i:i + struct.calcsize(fmt)] = struct.pack(fmt, v)
+            buf[i : i + struct.calcsize(fmt)] = struct.pack(fmt, v)
     return bytes(buf)
 
 
@@ -194,13 +237,73 @@ def mutant(target, seed_bytes, seed, index):
 
 # --- structure-aware mutations ---------------------------------------------------------------------------------
 HUGE = 10**400  # an int no float holds
-HOSTILE_VALUES = [0, 1, -1, 2, 3, 1 << 31, 1 << 63, 10**12, HUGE, -HUGE, 1e308, 1e-308, float("inf"), float("-inf"),
-                  float("nan"), 0.5, True, False, None, "", "false", "no", "0", "tanh", "relu", "softmax", "concat",
-                  "forward", "GRU", "Dense", "InputLayer", "__keras_tensor__", "../../etc/passwd", [], {}, [[]],
-                  [None, 0, 0], [1, 2, 3], {"class_name": "function", "config": "os.system"}]
+HOSTILE_VALUES = [
+    0,
+    1,
+    -1,
+    2,
+    3,
+    1 << 31,
+    1 << 63,
+    10**12,
+    HUGE,
+    -HUGE,
+    1e308,
+    1e-308,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    0.5,
+    True,
+    False,
+    None,
+    "",
+    "false",
+    "no",
+    "0",
+    "tanh",
+    "relu",
+    "softmax",
+    "concat",
+    "forward",
+    "GRU",
+    "Dense",
+    "InputLayer",
+    "__keras_tensor__",
+    "../../etc/passwd",
+    [],
+    {},
+    [[]],
+    [None, 0, 0],
+    [1, 2, 3],
+    {"class_name": "function", "config": "os.system"},
+]
 DIMS = [0, 1, -1, 2, 3, 4, 5, 7, 8, 16, 1 << 20, 1 << 31, 1 << 40, (1 << 63) - 1, -(1 << 63)]
-NPY_DESCRS = ["<f4", ">f4", "<f8", ">f8", "<f2", ">f2", "|u1", "<i4", "<i8", "|b1", "|O", "<c8", "<f16", ">f16",
-              "|V2", "<U4", "|S4", "<M8[s]", [("a", "<f4")], "f4", "float32", "<f4 ", ""]
+NPY_DESCRS = [
+    "<f4",
+    ">f4",
+    "<f8",
+    ">f8",
+    "<f2",
+    ">f2",
+    "|u1",
+    "<i4",
+    "<i8",
+    "|b1",
+    "|O",
+    "<c8",
+    "<f16",
+    ">f16",
+    "|V2",
+    "<U4",
+    "|S4",
+    "<M8[s]",
+    [("a", "<f4")],
+    "f4",
+    "float32",
+    "<f4 ",
+    "",
+]
 ZIP_METHODS = [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA]
 
 
@@ -225,9 +328,9 @@ def _declare_size(data, name, size):
     for signature, field, name_len_at, fixed in ((b"PK\x03\x04", 22, 26, 30), (b"PK\x01\x02", 24, 28, 46)):
         at = buf.find(signature)
         while at >= 0:
-            n = int.from_bytes(buf[at + name_len_at:at + name_len_at + 2], "little")
-            if bytes(buf[at + fixed:at + fixed + n]) == name.encode():
-                buf[at + field:at + field + 4] = (size & 0xFFFFFFFF).to_bytes(4, "little")
+            n = int.from_bytes(buf[at + name_len_at : at + name_len_at + 2], "little")
+            if bytes(buf[at + fixed : at + fixed + n]) == name.encode():
+                buf[at + field : at + field + 4] = (size & 0xFFFFFFFF).to_bytes(4, "little")
             at = buf.find(signature, at + 4)
     return bytes(buf)
 
@@ -314,8 +417,8 @@ def _parse_npy(member):
     import ast
 
     n = int.from_bytes(member[8:10], "little")
-    header = ast.literal_eval(member[10:10 + n].decode("latin1"))
-    return header["descr"], header["fortran_order"], header["shape"], member[10 + n:]
+    header = ast.literal_eval(member[10 : 10 + n].decode("latin1"))
+    return header["descr"], header["fortran_order"], header["shape"], member[10 + n :]
 
 
 def _mutate_npy(member, rng):
@@ -330,7 +433,7 @@ def _mutate_npy(member, rng):
     elif kind == "fortran":
         fortran = rng.choice([not fortran, "no", 1, None])
     elif kind == "data":
-        data = data[:rng.randrange(len(data) + 1)] if rng.random() < 0.5 else data + bytes(rng.randrange(1, 64))
+        data = data[: rng.randrange(len(data) + 1)] if rng.random() < 0.5 else data + bytes(rng.randrange(1, 64))
     elif kind == "version":
         version = rng.choice([2, 3, 0, 9])
         if version != 2:
@@ -344,7 +447,9 @@ def _mutate_npy(member, rng):
     else:
         text = bytearray(_npy_bytes(descr, fortran, shape, data))
         at = rng.randrange(10, min(len(text), 80))
-        text[at:at + rng.randint(1, 8)] = bytes(rng.choice(b"(){}[],:' \n0123456789") for _ in range(rng.randint(0, 8)))
+        text[at : at + rng.randint(1, 8)] = bytes(
+            rng.choice(b"(){}[],:' \n0123456789") for _ in range(rng.randint(0, 8))
+        )
         return bytes(text)
     return _npy_bytes(descr, fortran, shape, data)
 
@@ -359,18 +464,35 @@ def _npz_mutant(data, rng):
     for _ in range(rng.randint(1, 3)):
         kind = rng.choice(["json", "json", "npy", "npy", "table", "zip"])
         if kind == "json":
-            layer_names = [lc.get("name", "") for lc in header.get("config", {}).get("layers", [])
-                           if isinstance(lc, dict)]
-            header = mutate_json(header, rng, [*layer_names, "Recurrent", "Bidirectional", "Dense", "Embedding",
-                                               "Sequential", "Masking", "Softmax", "gru", "lstm", "rnn"])
+            layer_names = [
+                lc.get("name", "") for lc in header.get("config", {}).get("layers", []) if isinstance(lc, dict)
+            ]
+            header = mutate_json(
+                header,
+                rng,
+                [
+                    *layer_names,
+                    "Recurrent",
+                    "Bidirectional",
+                    "Dense",
+                    "Embedding",
+                    "Sequential",
+                    "Masking",
+                    "Softmax",
+                    "gru",
+                    "lstm",
+                    "rnn",
+                ],
+            )
         elif kind == "npy" and names:
             n = rng.choice(names) + ".npy"
             members[n] = _mutate_npy(members[n], rng)
         elif kind == "table" and names and isinstance(header.get("arrays"), dict):  # the header agrees with a lie
             n = rng.choice(names)
             stored = header["arrays"].get(n)
-            shape = [rng.choice(DIMS) if rng.random() < 0.5 else d
-                     for d in (stored if isinstance(stored, list) else [1])]
+            shape = [
+                rng.choice(DIMS) if rng.random() < 0.5 else d for d in (stored if isinstance(stored, list) else [1])
+            ]
             header["arrays"][n] = shape
             descr, fortran, _, body = _parse_npy(members[n + ".npy"])
             members[n + ".npy"] = _npy_bytes(descr, fortran, tuple(shape), body)
@@ -397,8 +519,12 @@ def _keras_mutant(data, rng):
             if rng.random() < 0.5 and isinstance(e.get("config"), dict):
                 e["config"]["name"] = new
         elif kind == "rewire":
-            refs = [t for p in _json_paths(cfg) for t in [_get(cfg, p)]
-                    if isinstance(t, dict) and isinstance(t.get("keras_history"), list) and t["keras_history"]]
+            refs = [
+                t
+                for p in _json_paths(cfg)
+                for t in [_get(cfg, p)]
+                if isinstance(t, dict) and isinstance(t.get("keras_history"), list) and t["keras_history"]
+            ]
             if refs:
                 rng.choice(refs)["keras_history"][0] = rng.choice([*names, "nowhere"])
         elif kind == "repeat" and entries:
@@ -439,15 +565,26 @@ def _retype_h5(h5_bytes, rng):
                     warnings.simplefilter("ignore")
                     a = np.asarray(a).astype(dtype)
                 if rng.random() < 0.3 and a.size:
-                    a = a.reshape(-1)[:rng.randrange(a.size + 1)]
+                    a = a.reshape(-1)[: rng.randrange(a.size + 1)]
                 f.create_dataset(name, data=a)
         return path.read_bytes()
 
 
 _PICKLE_INTS = ("BININT", "BININT1", "BININT2", "LONG1")
-_STORAGES = ["torch FloatStorage", "torch DoubleStorage", "torch HalfStorage", "torch BFloat16Storage",
-             "torch IntStorage", "torch ByteStorage", "torch BoolStorage", "torch ComplexFloatStorage",
-             "torch LongStorage", "collections OrderedDict", "torch._utils _rebuild_tensor_v2", "os system"]
+_STORAGES = [
+    "torch FloatStorage",
+    "torch DoubleStorage",
+    "torch HalfStorage",
+    "torch BFloat16Storage",
+    "torch IntStorage",
+    "torch ByteStorage",
+    "torch BoolStorage",
+    "torch ComplexFloatStorage",
+    "torch LongStorage",
+    "collections OrderedDict",
+    "torch._utils _rebuild_tensor_v2",
+    "os system",
+]
 
 
 def _pickle_int(v):
@@ -520,8 +657,9 @@ def _onnx_mutant(data, rng):
         return name
 
     for step in range(rng.randint(1, 3)):
-        kind = rng.choice(["reshape", "expand", "constant_of_shape", "range", "tile", "input_shape", "dims",
-                           "attribute", "dtype"])
+        kind = rng.choice(
+            ["reshape", "expand", "constant_of_shape", "range", "tile", "input_shape", "dims", "attribute", "dtype"]
+        )
         present = [t for t in g.initializer if t.name in weights]  # a weight computed already is no initializer
         if not present:
             break
@@ -537,31 +675,54 @@ def _onnx_mutant(data, rng):
             nodes = [helper.make_node("Reshape", [src, const(f"s{step}", target)], [name])]
         elif kind == "expand":
             small = [1] * len(shape) if rng.random() < 0.5 else target
-            nodes = [helper.make_node("Slice", [src, const(f"st{step}", [0] * len(shape)),
-                                                const(f"en{step}", [1] * len(shape))], [f"one{step}"]),
-                     helper.make_node("Expand", [f"one{step}", const(f"s{step}", small if rng.random() < 0.3
-                                                                     else target)], [name])]
+            nodes = [
+                helper.make_node(
+                    "Slice",
+                    [src, const(f"st{step}", [0] * len(shape)), const(f"en{step}", [1] * len(shape))],
+                    [f"one{step}"],
+                ),
+                helper.make_node(
+                    "Expand", [f"one{step}", const(f"s{step}", small if rng.random() < 0.3 else target)], [name]
+                ),
+            ]
         elif kind == "constant_of_shape":
-            nodes = [helper.make_node("ConstantOfShape", [const(f"s{step}", target)], [name],
-                                      value=numpy_helper.from_array(np.array([0.5], np.float32)))]
+            nodes = [
+                helper.make_node(
+                    "ConstantOfShape",
+                    [const(f"s{step}", target)],
+                    [name],
+                    value=numpy_helper.from_array(np.array([0.5], np.float32)),
+                )
+            ]
         elif kind == "range":
             limit = int(np.prod(shape)) if rng.random() < 0.5 else rng.choice(DIMS)
-            nodes = [helper.make_node("Range", [const(f"a{step}", 0.0, np.float32),
-                                                const(f"b{step}", float(limit), np.float32),
-                                                const(f"c{step}", rng.choice([1.0, 0.5, 1e-30, -1.0, 0.0]),
-                                                      np.float32)], [f"r{step}"]),
-                     helper.make_node("Reshape", [f"r{step}", const(f"s{step}", target)], [name])]
+            nodes = [
+                helper.make_node(
+                    "Range",
+                    [
+                        const(f"a{step}", 0.0, np.float32),
+                        const(f"b{step}", float(limit), np.float32),
+                        const(f"c{step}", rng.choice([1.0, 0.5, 1e-30, -1.0, 0.0]), np.float32),
+                    ],
+                    [f"r{step}"],
+                ),
+                helper.make_node("Reshape", [f"r{step}", const(f"s{step}", target)], [name]),
+            ]
         elif kind == "tile":
             reps = [rng.choice([1, 1, 2, 0, 1 << 20, -1]) for _ in shape]
-            nodes = [helper.make_node("Tile", [src, const(f"s{step}", reps)], [f"t{step}"]),
-                     helper.make_node("Reshape", [f"t{step}", const(f"z{step}", shape)], [name])]
+            nodes = [
+                helper.make_node("Tile", [src, const(f"s{step}", reps)], [f"t{step}"]),
+                helper.make_node("Reshape", [f"t{step}", const(f"z{step}", shape)], [name]),
+            ]
         elif kind == "input_shape":  # a weight whose shape depends on the input's: unknown when importing
             x = g.input[0].name
-            nodes = [helper.make_node("Shape", [x], [f"xs{step}"]),
-                     helper.make_node("Gather", [f"xs{step}", const(f"i{step}", 0)], [f"d{step}"]),
-                     helper.make_node("Unsqueeze", [f"d{step}", const(f"ax{step}", [0])], [f"u{step}"]),
-                     helper.make_node("Concat", [const(f"head{step}", shape[:-1]), f"u{step}"], [f"s{step}"], axis=0),
-                     helper.make_node("Expand", [src, f"s{step}"], [name])]
+            nodes = [
+                helper.make_node("Shape", [x], [f"xs{step}"]),
+                helper.make_node("Gather", [f"xs{step}", const(f"i{step}", 0)], [f"d{step}"]),
+                helper.make_node("Unsqueeze", [f"d{step}", const(f"ax{step}", [0])], [f"u{step}"]),
+                helper.make_node("Concat", [const(f"head{step}", shape[:-1]), f"u{step}"], [f"s{step}"], axis=0),
+                helper.make_node("Expand", [src, f"s{step}"], [name]),
+            ]
         elif kind == "dims":
             init.dims[rng.randrange(len(init.dims))] = rng.choice(DIMS[:-1])
         elif kind == "attribute":
@@ -574,10 +735,20 @@ def _onnx_mutant(data, rng):
             elif attr.type == onnx.AttributeProto.STRING:
                 attr.s = rng.choice([b"", b"reverse", b"nope", b"\xff"])
             elif attr.type == onnx.AttributeProto.STRINGS:
-                del attr.strings[rng.randrange(len(attr.strings)):]
+                del attr.strings[rng.randrange(len(attr.strings)) :]
         else:
-            init.data_type = rng.choice([TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
-                                         TensorProto.INT64, TensorProto.STRING, TensorProto.COMPLEX64, 0, 99])
+            init.data_type = rng.choice(
+                [
+                    TensorProto.DOUBLE,
+                    TensorProto.FLOAT16,
+                    TensorProto.BFLOAT16,
+                    TensorProto.INT64,
+                    TensorProto.STRING,
+                    TensorProto.COMPLEX64,
+                    0,
+                    99,
+                ]
+            )
         if nodes:  # before the nodes reading them (protobuf's repeated fields take no slice assignment)
             rest = list(g.node)
             del g.node[:]
@@ -586,8 +757,13 @@ def _onnx_mutant(data, rng):
 
 
 # target -> mutate(seed bytes, rng) -> bytes (byte-level ``mutate`` unless named here)
-MUTATORS = {"h5": _h5_mutant, "npz-s": _npz_mutant, "keras-s": _keras_mutant, "pt-s": _torch_mutant,
-            "onnx-s": _onnx_mutant}
+MUTATORS = {
+    "h5": _h5_mutant,
+    "npz-s": _npz_mutant,
+    "keras-s": _keras_mutant,
+    "pt-s": _torch_mutant,
+    "onnx-s": _onnx_mutant,
+}
 
 
 # --- the child -----------------------------------------------------------------------------------------------
@@ -658,8 +834,13 @@ def run_batch(loader_name, target, mutants, work, out_dir, timeout=CHILD_TIMEOUT
                 stats[rec["outcome"]] = stats.get(rec["outcome"], 0) + 1
             if "done" in rec and rec["outcome"] not in ("ok", "refused"):
                 data = mutants[start + rec["done"]]
-                findings.append(("exception", _save(out_dir, "exception", target, data, rec["outcome"]),
-                                 rec["outcome"].splitlines()[0]))
+                findings.append(
+                    (
+                        "exception",
+                        _save(out_dir, "exception", target, data, rec["outcome"]),
+                        rec["outcome"].splitlines()[0],
+                    )
+                )
         last = next((rec for rec in reversed(lines)), None)
         if rc == 0 and last is not None and last.get("done") == len(paths) - 1:
             return findings, len(mutants)
@@ -667,8 +848,13 @@ def run_batch(loader_name, target, mutants, work, out_dir, timeout=CHILD_TIMEOUT
         failed = start + (last["start"] if last and "start" in last else (last["done"] + 1 if last else 0))
         if failed >= len(mutants):
             return findings, len(mutants)
-        why = ("hang" if rc == "timeout" else f"signal {signal.Signals(-rc).name}" if isinstance(rc, int) and rc < 0
-               else f"exit status {rc}")
+        why = (
+            "hang"
+            if rc == "timeout"
+            else f"signal {signal.Signals(-rc).name}"
+            if isinstance(rc, int) and rc < 0
+            else f"exit status {rc}"
+        )
         findings.append(("crash", _save(out_dir, "crash", target, mutants[failed], f"{why}\n{err[-4000:]}"), why))
         start = failed + 1
     return findings, len(mutants)
@@ -691,8 +877,10 @@ def fuzz(seconds, seed, out_dir, targets=None, corpus_dir=None, batch=BATCH, log
                 mine += len(found)
                 index += ran
                 counts[target] = index
-            log(f"{target}: {index} mutants ({stats.get('ok', 0)} loaded, {stats.get('refused', 0)} refused with "
-                f"ValueError), {mine} findings")
+            log(
+                f"{target}: {index} mutants ({stats.get('ok', 0)} loaded, {stats.get('refused', 0)} refused with "
+                f"ValueError), {mine} findings"
+            )
     return findings, counts
 
 

@@ -51,6 +51,7 @@ def _vec(act, clip):
                 v = min(max(v, -clip), clip)
             out[j] = SCALAR[name](float(v), a, b)
         return out
+
     return f
 
 
@@ -66,24 +67,24 @@ def _cell(cfg, w, acts, x_t, h, c):
     if cfg.cell == "gru":
         Wi, Wh = w["w_ih"], w["w_hh"]
         r = fs[0](np.dot(Wi[:H], x_t) + bi[:H] + np.dot(Wh[:H], h) + bh[:H])
-        z = fs[0](np.dot(Wi[H:2 * H], x_t) + bi[H:2 * H] + np.dot(Wh[H:2 * H], h) + bh[H:2 * H])
+        z = fs[0](np.dot(Wi[H : 2 * H], x_t) + bi[H : 2 * H] + np.dot(Wh[H : 2 * H], h) + bh[H : 2 * H])
         if cfg.reset_after:
-            n = fs[1](np.dot(Wi[2 * H:], x_t) + bi[2 * H:] + r * (np.dot(Wh[2 * H:], h) + bh[2 * H:]))
+            n = fs[1](np.dot(Wi[2 * H :], x_t) + bi[2 * H :] + r * (np.dot(Wh[2 * H :], h) + bh[2 * H :]))
         else:
-            n = fs[1](np.dot(Wi[2 * H:], x_t) + bi[2 * H:] + np.dot(Wh[2 * H:], r * h) + bh[2 * H:])
+            n = fs[1](np.dot(Wi[2 * H :], x_t) + bi[2 * H :] + np.dot(Wh[2 * H :], r * h) + bh[2 * H :])
         return (1 - z) * n + z * h, None
     # lstm
     pre = np.dot(w["w_ih"], x_t) + bi + np.dot(w["w_hh"], h) + bh
-    ai, af, ag, ao = pre[:H], pre[H:2 * H], pre[2 * H:3 * H], pre[3 * H:]
+    ai, af, ag, ao = pre[:H], pre[H : 2 * H], pre[2 * H : 3 * H], pre[3 * H :]
     p = w.get("p")
     if p is not None:
         ai = ai + p[:H] * c
-        af = af + p[H:2 * H] * c
+        af = af + p[H : 2 * H] * c
     i = fs[0](ai)
     f = 1 - i if cfg.input_forget else fs[0](af)
     c_new = f * c + i * fs[1](ag)
     if p is not None:
-        ao = ao + p[2 * H:] * c_new
+        ao = ao + p[2 * H :] * c_new
     o = fs[0](ao)
     h_new = o * _vec(acts[2], None)(c_new)  # clip never bounds the cell state (onnxruntime)
     if "w_hr" in w:
@@ -125,9 +126,9 @@ def reference_forward(x, params, initial_state=None, lengths=None, mask=None, ze
                     if mask[b, t]:
                         h, c = _cell(cfg, W[k][d], cfg.activations[d], seq[t], h, c)
                         last = h
-                        out[t, d * Hout:(d + 1) * Hout] = h
+                        out[t, d * Hout : (d + 1) * Hout] = h
                     elif not zero_output_for_mask:
-                        out[t, d * Hout:(d + 1) * Hout] = last
+                        out[t, d * Hout : (d + 1) * Hout] = last
                 h_n[k * D + d, b] = h
                 if c is not None:
                     c_n[k * D + d, b] = c

@@ -39,8 +39,10 @@ def _numba_available():
 
 # (implementation, batch rows run one at a time): batch 1 takes other code paths (numba's matrix-vector loop)
 PATHS = [("reference", False), ("numpy-fused", False), ("numpy-fused", True)]
-PATHS += [pytest.param("numba", one, marks=pytest.mark.skipif(not _numba_available(), reason="numba is not installed"))
-          for one in (False, True)]
+PATHS += [
+    pytest.param("numba", one, marks=pytest.mark.skipif(not _numba_available(), reason="numba is not installed"))
+    for one in (False, True)
+]
 PATH_IDS = ["reference", "numpy-fused", "numpy-fused-B1", "numba", "numba-B1"]
 
 
@@ -64,7 +66,7 @@ def _rnn_xp_errors(params64, x, impl, one_at_a_time, y64, c64):
     p32 = rnn_xp.to_device(params64, np, dtype="float32")
     x32 = x.astype(np.float32)
     if one_at_a_time:
-        runs = [rnn_xp.forward(x32[b:b + 1], p32, impl=impl) for b in range(x.shape[0])]
+        runs = [rnn_xp.forward(x32[b : b + 1], p32, impl=impl) for b in range(x.shape[0])]
         y = np.concatenate([r[0] for r in runs], axis=0)
         c = np.concatenate([r[1][1] for r in runs], axis=1)
     else:
@@ -76,7 +78,7 @@ def _long_memory_lstm(seed, H=64, F=16):
     """float64 params: forget bias +3, input bias -4, W_hh scaled to 0.3 of init's."""
     p = rnn_xp.init("lstm", F, H, seed=seed, xp=np, dtype="float64")
     arrays = {n: a.copy() for n, a in p.named_arrays()}
-    arrays["l0.fwd.b_ih"][H:2 * H] += 3.0
+    arrays["l0.fwd.b_ih"][H : 2 * H] += 3.0
     arrays["l0.fwd.b_ih"][:H] -= 4.0
     arrays["l0.fwd.w_hh"] *= 0.3
     return rnn_xp.RNNParams.from_named_arrays(p.config, arrays)
@@ -98,7 +100,8 @@ def test_500_steps_forget_gates_near_one(long_memory, impl, one_at_a_time):
     for params, x, y64, c64, torch_err in long_memory:
         err = _rnn_xp_errors(params, x, impl, one_at_a_time, y64, c64)
         assert np.all(err <= RATIO * torch_err), (
-            f"{impl}: mean |error| (y, c_n) {err} vs torch float32's {torch_err}: ratio {err / torch_err}")
+            f"{impl}: mean |error| (y, c_n) {err} vs torch float32's {torch_err}: ratio {err / torch_err}"
+        )
 
 
 def test_the_500_step_test_catches_a_biased_sigmoid(long_memory, monkeypatch):
@@ -125,14 +128,16 @@ def test_trained_lstm_on_real_data(trained, impl, one_at_a_time):
     assert x.shape == (4, 512, 8) and params.config.hidden_size == 16
     err = _rnn_xp_errors(params, x, impl, one_at_a_time, y64, c64)
     assert np.all(err <= RATIO * torch_err), (
-        f"{impl}: mean |error| (y, c_n) {err} vs torch float32's {torch_err}: ratio {err / torch_err}")
+        f"{impl}: mean |error| (y, c_n) {err} vs torch float32's {torch_err}: ratio {err / torch_err}"
+    )
 
 
 # --- the activations themselves ------------------------------------------------------------------
 def _inputs():
     rng = np.random.default_rng(5)
-    return np.concatenate([np.linspace(-20, 20, 400_001), rng.standard_normal(200_000) * 6,
-                           rng.uniform(-87, 87, 200_000)]).astype(np.float32)
+    return np.concatenate(
+        [np.linspace(-20, 20, 400_001), rng.standard_normal(200_000) * 6, rng.uniform(-87, 87, 200_000)]
+    ).astype(np.float32)
 
 
 def _ulps(got, exact):
@@ -164,10 +169,16 @@ def _numpy_fused_sigmoid(x):
     return buf
 
 
-SIGMOIDS = [("reference", lambda x: activations.resolve("sigmoid")(x, np), 4.0),
-            ("numpy-fused", _numpy_fused_sigmoid, 4.0),
-            pytest.param("numba", lambda x: _numba_activate("Sigmoid", x), 0.55,
-                         marks=pytest.mark.skipif(not _numba_available(), reason="numba is not installed"))]
+SIGMOIDS = [
+    ("reference", lambda x: activations.resolve("sigmoid")(x, np), 4.0),
+    ("numpy-fused", _numpy_fused_sigmoid, 4.0),
+    pytest.param(
+        "numba",
+        lambda x: _numba_activate("Sigmoid", x),
+        0.55,
+        marks=pytest.mark.skipif(not _numba_available(), reason="numba is not installed"),
+    ),
+]
 
 
 @pytest.mark.parametrize("name,sigmoid,max_ulp", SIGMOIDS, ids=["reference", "numpy-fused", "numba"])

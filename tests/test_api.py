@@ -26,14 +26,17 @@ def test_same_seed_same_weights_on_every_backend(xp):
     assert not np.array_equal(a.layers[0][0].w_ih, c.layers[0][0].w_ih)
 
 
-@pytest.mark.parametrize("cell,bias,expected", [
-    ("rnn", "single", 100 * (32 + 100 + 1)),  # Keras SimpleRNN U(F+U+1)
-    ("lstm", "single", 4 * 10 * (3 + 10 + 1)),  # Keras LSTM 4U(F+U+1)
-    ("gru", True, 3 * 10 * (3 + 10 + 2)),  # Keras GRU reset_after 3U(F+U+2)
-    ("gru", "single", 3 * 10 * (3 + 10 + 1)),  # Keras GRU reset_after=False 3U(F+U+1)
-    ("lstm", True, 4 * 10 * (3 + 10 + 2)),  # PyTorch: two bias vectors
-    ("rnn", False, 10 * (3 + 10)),
-])
+@pytest.mark.parametrize(
+    "cell,bias,expected",
+    [
+        ("rnn", "single", 100 * (32 + 100 + 1)),  # Keras SimpleRNN U(F+U+1)
+        ("lstm", "single", 4 * 10 * (3 + 10 + 1)),  # Keras LSTM 4U(F+U+1)
+        ("gru", True, 3 * 10 * (3 + 10 + 2)),  # Keras GRU reset_after 3U(F+U+2)
+        ("gru", "single", 3 * 10 * (3 + 10 + 1)),  # Keras GRU reset_after=False 3U(F+U+1)
+        ("lstm", True, 4 * 10 * (3 + 10 + 2)),  # PyTorch: two bias vectors
+        ("rnn", False, 10 * (3 + 10)),
+    ],
+)
 def test_count_params(cell, bias, expected):
     F, U = (32, 100) if expected == 13300 else (3, 10)
     assert rnn_xp.count_params(rnn_xp.init(cell, F, U, bias=bias, xp=np)) == expected
@@ -55,24 +58,27 @@ def test_params_are_immutable():
         p.layers[0][0].w_ih[0, 0] = 1.0
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    ({"cell": "lstmx"}, ValueError, "unknown"),
-    ({"cell": 3}, TypeError, "cell must be a str"),
-    ({"hidden_size": 0}, ValueError, "hidden_size must be >= 1"),
-    ({"input_size": 2.5}, TypeError, "input_size must be an int"),
-    ({"num_layers": 0}, ValueError, "num_layers"),
-    ({"direction": "both"}, ValueError, "direction"),
-    ({"bias": "double"}, ValueError, "bias"),
-    ({"proj_size": 2}, ValueError, "only defined for cell='lstm'"),
-    ({"cell": "lstm", "proj_size": 9}, ValueError, "smaller than hidden_size"),
-    ({"activations": ["nope"]}, ValueError, "unknown activation"),
-    ({"activations": ["tanh", "tanh"]}, ValueError, "does not fit"),
-    ({"peepholes": True}, ValueError, "LSTM options"),
-    ({"clip": -1.0}, ValueError, "clip"),
-    ({"dtype": "int32"}, TypeError, "dtype"),
-    ({"seed": 1.5}, TypeError, "seed"),
-    ({"direction": "reverse", "bidirectional": True}, ValueError, "contradicts"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"cell": "lstmx"}, ValueError, "unknown"),
+        ({"cell": 3}, TypeError, "cell must be a str"),
+        ({"hidden_size": 0}, ValueError, "hidden_size must be >= 1"),
+        ({"input_size": 2.5}, TypeError, "input_size must be an int"),
+        ({"num_layers": 0}, ValueError, "num_layers"),
+        ({"direction": "both"}, ValueError, "direction"),
+        ({"bias": "double"}, ValueError, "bias"),
+        ({"proj_size": 2}, ValueError, "only defined for cell='lstm'"),
+        ({"cell": "lstm", "proj_size": 9}, ValueError, "smaller than hidden_size"),
+        ({"activations": ["nope"]}, ValueError, "unknown activation"),
+        ({"activations": ["tanh", "tanh"]}, ValueError, "does not fit"),
+        ({"peepholes": True}, ValueError, "LSTM options"),
+        ({"clip": -1.0}, ValueError, "clip"),
+        ({"dtype": "int32"}, TypeError, "dtype"),
+        ({"seed": 1.5}, TypeError, "seed"),
+        ({"direction": "reverse", "bidirectional": True}, ValueError, "contradicts"),
+    ],
+)
 def test_init_rejects(kwargs, exc, match):
     args = {"cell": "rnn", "input_size": 3, "hidden_size": 4, **kwargs}
     with pytest.raises(exc, match=match):
@@ -81,6 +87,7 @@ def test_init_rejects(kwargs, exc, match):
 
 def test_init_dtype_missing_in_namespace():
     import array_api_strict
+
     with pytest.raises(TypeError, match="has no bfloat16"):
         rnn_xp.init("rnn", 2, 3, dtype="bfloat16", xp=array_api_strict)
 
@@ -128,8 +135,11 @@ def test_forward_rejects_bad_input(p32):
         (lambda: rnn_xp.forward(x, "params"), TypeError, "params must be rnn_xp params"),
         (lambda: rnn_xp.forward(x, p32, np.zeros((2, 2, 4), np.float32)), TypeError, "c0 is missing"),
         (lambda: rnn_xp.forward(x, p32, (np.zeros((2, 2, 4), np.float32),) * 2 + (1,)), TypeError, "pair"),
-        (lambda: rnn_xp.forward(x, p32, (np.zeros((1, 2, 4), np.float32), np.zeros((2, 2, 4), np.float32))),
-         ValueError, "shape"),
+        (
+            lambda: rnn_xp.forward(x, p32, (np.zeros((1, 2, 4), np.float32), np.zeros((2, 2, 4), np.float32))),
+            ValueError,
+            "shape",
+        ),
         (lambda: rnn_xp.forward(x, p32, lengths=[5, 6]), ValueError, r"\[0, 5\]"),
         (lambda: rnn_xp.forward(x, p32, lengths=[5, -1]), ValueError, r"\[0, 5\]"),
         (lambda: rnn_xp.forward(x, p32, lengths=[5]), ValueError, r"expected \(2,\)"),
@@ -147,6 +157,7 @@ def test_forward_rejects_bad_input(p32):
 
 def test_forward_refuses_silent_transfers():
     import array_api_strict as xs
+
     p = rnn_xp.init("rnn", 3, 4, seed=0, xp=np)
     x = xs.zeros((1, 2, 3), dtype=xs.float32)
     with pytest.raises(TypeError, match="to_device"):
@@ -169,6 +180,7 @@ def test_to_device_round_trip_and_dtype(xp):
 def test_to_device_copies():
     host = rnn_xp.init("rnn", 2, 3, seed=1, xp=np)
     import torch
+
     t = rnn_xp.to_device(host, torch)
     t.layers[0][0].w_ih.add_(1.0)  # a torch tensor is writable; the numpy params must not change
     assert np.abs(host.layers[0][0].w_ih).max() <= 1 / np.sqrt(3)
@@ -176,9 +188,21 @@ def test_to_device_copies():
 
 # --- save / load ----------------------------------------------------------------------------------
 def test_save_load_round_trip(tmp_path, xp):
-    p = rnn_xp.init("lstm", 3, 5, num_layers=2, bidirectional=True, proj_size=2, peepholes=True, clip=3.0,
-                    activations=["HardSigmoid", "Tanh", "ScaledTanh"], activation_alpha=[0.3, 0.7],
-                    activation_beta=[0.4, 1.1], seed=3, xp=np)
+    p = rnn_xp.init(
+        "lstm",
+        3,
+        5,
+        num_layers=2,
+        bidirectional=True,
+        proj_size=2,
+        peepholes=True,
+        clip=3.0,
+        activations=["HardSigmoid", "Tanh", "ScaledTanh"],
+        activation_alpha=[0.3, 0.7],
+        activation_beta=[0.4, 1.1],
+        seed=3,
+        xp=np,
+    )
     path = tmp_path / "p.npz"
     rnn_xp.save(p, path)
     q = rnn_xp.load(path, xp=xp)
@@ -195,6 +219,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
     def boom(*a, **k):
         raise OSError("disk full")
+
     monkeypatch.setattr(np, "savez", boom)
     with pytest.raises(OSError, match="disk full"):
         rnn_xp.save(rnn_xp.init("rnn", 2, 3, seed=2, xp=np), path)
@@ -252,16 +277,22 @@ def test_text_classifier_summary_and_output(xp):
 
 def test_keras_summary_counts_of_a_small_model():
     # Keras's summary of SimpleRNN(10) on input (3, 1): 10*10 + 1*10 + 10 = 120 params; Dense(1): 11; total 131
-    model = rnn_xp.Sequential([rnn_xp.Recurrent(rnn_xp.init("rnn", 1, 10, bias="single", xp=np)),
-                               rnn_xp.Dense.init(10, 1, xp=np)], input_shape=(3, 1))
+    model = rnn_xp.Sequential(
+        [rnn_xp.Recurrent(rnn_xp.init("rnn", 1, 10, bias="single", xp=np)), rnn_xp.Dense.init(10, 1, xp=np)],
+        input_shape=(3, 1),
+    )
     assert rnn_xp.count_params(model) == 131
     assert "(None, 10)" in rnn_xp.summary(model) and "120" in rnn_xp.summary(model)
 
 
 def test_softmax_output_layer_and_return_sequences(rng):
     p = rnn_xp.init("rnn", 4, 6, seed=0, dtype="float64", xp=np)
-    model = rnn_xp.Sequential([rnn_xp.Recurrent(p, return_sequences=True),
-                               rnn_xp.Dense.init(6, 5, activation="softmax", seed=1, dtype="float64", xp=np)])
+    model = rnn_xp.Sequential(
+        [
+            rnn_xp.Recurrent(p, return_sequences=True),
+            rnn_xp.Dense.init(6, 5, activation="softmax", seed=1, dtype="float64", xp=np),
+        ]
+    )
     x = rng.standard_normal((2, 7, 4))
     y = model(x)
     assert y.shape == (2, 7, 5)
@@ -317,6 +348,7 @@ def test_forward_from_many_threads(rng):
                 results[i] = rnn_xp.forward(xs[i], p)[0]
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
+
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
@@ -329,8 +361,10 @@ def test_forward_from_many_threads(rng):
 
 def test_import_pulls_no_framework():
     # numba too: the compiled implementation imports it on the first forward that it runs
-    code = ("import sys, rnn_xp; bad = [m for m in ('cupy', 'torch', 'keras', 'onnx', 'h5py', 'tensorflow', 'numba') "
-            "if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, rnn_xp; bad = [m for m in ('cupy', 'torch', 'keras', 'onnx', 'h5py', 'tensorflow', 'numba') "
+        "if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -38,7 +38,7 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
@@ -54,15 +54,16 @@ def _imports(path: Path) -> set[str]:
 def test_no_import_cycle():
     graph = {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
     # the seam imports the implementations by name (importlib): those edges count too
-    graph["rnn_xp.seam"] |= {"rnn_xp.loop" if i.module == "loop" else f"rnn_xp._fast.{i.module}"
-                             for i in seam.IMPLEMENTATIONS}
+    graph["rnn_xp.seam"] |= {
+        "rnn_xp.loop" if i.module == "loop" else f"rnn_xp._fast.{i.module}" for i in seam.IMPLEMENTATIONS
+    }
     state, cycles = {}, []
 
     def visit(node, stack):
         state[node] = "open"
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = "done"

@@ -45,14 +45,39 @@ def test_flops_and_config_selection():
 
 def test_a_tiny_run_writes_json_markdown_and_marks_wrong_results(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(configs, "QUICK", [TINY])
-    monkeypatch.setattr(cli, "machine_info", lambda have, quick: {
-        "cpu": "test cpu", "cores": 2, "memory_gb": 1, "gpu": None, "versions": {"python": "3"},
-        "sgemm_gflops": 100.0, "sgemm_gflops_by_library": {"numpy": 100.0}})
+    monkeypatch.setattr(
+        cli,
+        "machine_info",
+        lambda have, quick: {
+            "cpu": "test cpu",
+            "cores": 2,
+            "memory_gb": 1,
+            "gpu": None,
+            "versions": {"python": "3"},
+            "sgemm_gflops": 100.0,
+            "sgemm_gflops_by_library": {"numpy": 100.0},
+        },
+    )
     out = tmp_path / "r.json"
     backends = "numpy-loop,rnn_xp-numpy" + (",torch-cpu" if importlib.util.find_spec("torch") else "")
     # the NumPy loop's output is spoiled: it must be recorded as not verified and never timed
-    rc = cli.main(["--quick", "--backends", backends, "--out", str(out), "--no-plots", "--no-progress",
-                   "--rounds", "1", "--budget", "0.01", "--perturb", "numpy-loop=0.5"])
+    rc = cli.main(
+        [
+            "--quick",
+            "--backends",
+            backends,
+            "--out",
+            str(out),
+            "--no-plots",
+            "--no-progress",
+            "--rounds",
+            "1",
+            "--budget",
+            "0.01",
+            "--perturb",
+            "numpy-loop=0.5",
+        ]
+    )
     assert rc == 0
     stdout = capsys.readouterr().out
     assert stdout.rstrip().endswith(f"results:\n  {out}\n  {tmp_path / 'r.md'}"), stdout[-300:]  # on stdout
@@ -79,15 +104,29 @@ def test_a_tiny_run_writes_json_markdown_and_marks_wrong_results(tmp_path, monke
 def test_goals_are_computed_from_records():
     def rec(config, backend, ms, **kw):
         c = next(c for c in configs.REFERENCE + configs.SWEEPS if c.name == config)
-        return {"config": config, "backend": backend, "median_ms": ms, "flops": c.flops, "impl": kw.pop("impl", None),
-                "auto": kw.pop("auto", False), **kw}
-    result = {"machine": {"sgemm_gflops": 400.0}, "records": [
-        rec("keras-text", "rnn_xp-numpy", 4.0, impl="numpy-fused", auto=True, peak_mem_mb=7.0, output_mb=6.1),
-        rec("keras-text", "torch-cpu", 10.0), rec("keras-text", "ort-cpu", 20.0),
-        rec("keras-text", "numpy-loop", 100.0),
-        rec("lstm-large", "rnn_xp-numpy", 5000.0, impl="numpy-fused", auto=True),
-        rec("steps-T10000", "rnn_xp-numpy", 200.0, impl="numpy-fused", auto=True, peak_mem_mb=270.0, output_mb=244.1),
-    ]}
+        return {
+            "config": config,
+            "backend": backend,
+            "median_ms": ms,
+            "flops": c.flops,
+            "impl": kw.pop("impl", None),
+            "auto": kw.pop("auto", False),
+            **kw,
+        }
+
+    result = {
+        "machine": {"sgemm_gflops": 400.0},
+        "records": [
+            rec("keras-text", "rnn_xp-numpy", 4.0, impl="numpy-fused", auto=True, peak_mem_mb=7.0, output_mb=6.1),
+            rec("keras-text", "torch-cpu", 10.0),
+            rec("keras-text", "ort-cpu", 20.0),
+            rec("keras-text", "numpy-loop", 100.0),
+            rec("lstm-large", "rnn_xp-numpy", 5000.0, impl="numpy-fused", auto=True),
+            rec(
+                "steps-T10000", "rnn_xp-numpy", 200.0, impl="numpy-fused", auto=True, peak_mem_mb=270.0, output_mb=244.1
+            ),
+        ],
+    }
     vals = [(x["value"], x["holds"]) for x in report.goals(result)]
     assert (0.4, True) in vals  # vs best peer (torch 10 ms)
     assert (25.0, True) in vals  # 100 / 4 over the NumPy loop
@@ -98,15 +137,37 @@ def test_goals_are_computed_from_records():
 
 def _result(quick, load=(0.1, 0.2), names=("keras-text", "numpy-loop")):
     def rec(config, backend, ms, **kw):
-        return {"config": config, "backend": backend, "impl": kw.pop("impl", None), "median_ms": ms, "min_ms": ms,
-                "max_ms": ms, "verified": True, "batch": 64, "steps": 250, "input_size": 32, "hidden_size": 100,
-                "group": "reference", "cell": "rnn", "flops": 4.2e8, "repeats": 3, **kw}
+        return {
+            "config": config,
+            "backend": backend,
+            "impl": kw.pop("impl", None),
+            "median_ms": ms,
+            "min_ms": ms,
+            "max_ms": ms,
+            "verified": True,
+            "batch": 64,
+            "steps": 250,
+            "input_size": 32,
+            "hidden_size": 100,
+            "group": "reference",
+            "cell": "rnn",
+            "flops": 4.2e8,
+            "repeats": 3,
+            **kw,
+        }
+
     config, loop = names
-    return {"date": "2026-01-01T00:00:00Z", "command": "python -m bench" + (" --quick" if quick else ""),
-            "machine": {"cpu": "test cpu", "cores": 2, "versions": {}},
-            "load_average": {"start": [load[0], 0, 0], "end": [load[1], 0, 0]},
-            "records": [rec(config, "rnn_xp-numpy", 4.0, impl="numpy-fused", auto=True),
-                        rec(config, "torch-cpu", 10.0), rec(config, loop, 100.0)]}
+    return {
+        "date": "2026-01-01T00:00:00Z",
+        "command": "python -m bench" + (" --quick" if quick else ""),
+        "machine": {"cpu": "test cpu", "cores": 2, "versions": {}},
+        "load_average": {"start": [load[0], 0, 0], "end": [load[1], 0, 0]},
+        "records": [
+            rec(config, "rnn_xp-numpy", 4.0, impl="numpy-fused", auto=True),
+            rec(config, "torch-cpu", 10.0),
+            rec(config, loop, 100.0),
+        ],
+    }
 
 
 def test_quick_goals_are_marked_indicative_and_the_load_is_shown():
@@ -123,14 +184,18 @@ def test_results_of_earlier_versions_read_with_todays_names():
     old = report.markdown(_result(False, names=("keras-seed", "seed-loop")))
     assert old == report.markdown(_result(False))
     assert "seed" not in old.lower()
-    assert any(g["goal"] == "keras-text: speed-up over the per-sample NumPy loop" and g["value"] == 25.0
-               for g in report.goals(_result(False, names=("keras-seed", "seed-loop"))))
+    assert any(
+        g["goal"] == "keras-text: speed-up over the per-sample NumPy loop" and g["value"] == 25.0
+        for g in report.goals(_result(False, names=("keras-seed", "seed-loop")))
+    )
 
 
 def test_old_names_are_accepted_on_the_command_line_with_a_note(capsys):
     notes = []
-    assert [c.name for c in configs.select("keras-seed,lstm-med", False, note=notes.append)] == ["keras-text",
-                                                                                              "lstm-med"]
+    assert [c.name for c in configs.select("keras-seed,lstm-med", False, note=notes.append)] == [
+        "keras-text",
+        "lstm-med",
+    ]
     assert notes == ["config 'keras-seed' is now called 'keras-text'"]
     with pytest.raises(SystemExit):  # stops at the unknown backend, after the note on the renamed one
         cli.main(["--backends", "seed-loop,no-such-backend"])
@@ -148,8 +213,9 @@ def test_the_stream_benchmark_checks_its_workers_and_tabulates():
     """python -m bench.stream on a tiny size: every worker verified against the float64 loop, then timed."""
     from bench import stream as bench_stream
 
-    records = bench_stream.run(batches=(2,), hidden=(8,), backends=("rnn_xp-stream", "rnn_xp-forward"), rounds=2,
-                               calls=3, progress=False)
+    records = bench_stream.run(
+        batches=(2,), hidden=(8,), backends=("rnn_xp-stream", "rnn_xp-forward"), rounds=2, calls=3, progress=False
+    )
     assert [r["backend"] for r in records] == ["rnn_xp-stream", "rnn_xp-forward"]
     assert all(r["verified"] and r["max_abs_err"] < 1e-5 and len(r["round_medians_us"]) == 2 for r in records)
     table = bench_stream.table(records)

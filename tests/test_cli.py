@@ -54,8 +54,16 @@ def test_demo_reports_backend_implementation_and_one_run(capsys, monkeypatch):
     code, out, err = _run(capsys, ["demo", "--backend", "numpy", "--batch", "3", "--steps", "7", "--repeats", "1"])
     assert code == 0, err
     fast = rnn_xp.implementations(np)[0] if importlib.util.find_spec("numba") else "numpy-fused"  # numba if installed
-    for piece in ("backend: numpy", "Total params: 173,401", "(None, 7, 32)", "input: token ids (3, 7)",
-                  f"SimpleRNN implementation: {fast}", "output: (3, 1) float32", "over 1 run (", "batch 3 x 7"):
+    for piece in (
+        "backend: numpy",
+        "Total params: 173,401",
+        "(None, 7, 32)",
+        "input: token ids (3, 7)",
+        f"SimpleRNN implementation: {fast}",
+        "output: (3, 1) float32",
+        "over 1 run (",
+        "batch 3 x 7",
+    ):
         assert piece in out, (piece, out)
     code, out, _ = _run(capsys, SMALL[:-1] + ["3", "--backend", "numpy"])
     assert "over 3 runs (" in out
@@ -71,12 +79,18 @@ def test_demo_fallback_says_what_the_gpu_path_needs(capsys, monkeypatch):
     assert "for the GPU path:" in second and ("rnn_xp[cuda13]" in second or "nvidia-smi" in second), second
 
 
-@pytest.mark.parametrize("env, words", [
-    pytest.param("cupy", ["'cupy' was requested", "Fix:", "RNN_XP_BACKEND=numpy"],
-                 marks=pytest.mark.skipif(_gpu_usable(), reason="a GPU is usable here: cupy works")),
-    ("gpu", ["'gpu'", "unknown", "Fix: RNN_XP_BACKEND=auto"]),
-    ("torch", ["'torch'", "unknown", "Fix: RNN_XP_BACKEND=auto", "to_device(params, 'torch')"]),
-])
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        pytest.param(
+            "cupy",
+            ["'cupy' was requested", "Fix:", "RNN_XP_BACKEND=numpy"],
+            marks=pytest.mark.skipif(_gpu_usable(), reason="a GPU is usable here: cupy works"),
+        ),
+        ("gpu", ["'gpu'", "unknown", "Fix: RNN_XP_BACKEND=auto"]),
+        ("torch", ["'torch'", "unknown", "Fix: RNN_XP_BACKEND=auto", "to_device(params, 'torch')"]),
+    ],
+)
 def test_a_bad_backend_is_one_line_with_the_fix_and_exit_2(capsys, monkeypatch, env, words):
     monkeypatch.setenv("RNN_XP_BACKEND", env)
     code, out, err = _run(capsys, SMALL)
@@ -102,10 +116,31 @@ def test_bad_sizes_are_argparse_errors(capsys, bad):
 
 
 def test_console_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "rnn_xp", "demo", "--backend", "numpy", "--batch", "4",
-                          "--steps", "20", "--repeats", "1"], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnn_xp",
+            "demo",
+            "--backend",
+            "numpy",
+            "--batch",
+            "4",
+            "--steps",
+            "20",
+            "--repeats",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     for piece in ("backend: numpy", "Total params: 173,401", "output: (4, 1)", "time: median"):
         assert piece in out, out
-    proc = subprocess.run([sys.executable, "-m", "rnn_xp", "demo"], capture_output=True, text=True,
-                          env={**os.environ, "RNN_XP_BACKEND": "tpu"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnn_xp", "demo"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RNN_XP_BACKEND": "tpu"},
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("rnn-xp: error: backend 'tpu'"), proc.stderr

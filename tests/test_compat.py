@@ -51,12 +51,15 @@ def test_onnx_graph_file(expected):
     np.testing.assert_allclose(g(X=expected["x2"])["Y"], expected["graph_lstm_Y"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("module, name, home", [
-    ("rnn_xp.model", "Sequential", rnn_xp.Sequential),
-    ("rnn_xp.model", "softmax", rnn_xp.softmax),
-    ("rnn_xp.device", "select_backend", rnn_xp.select_backend),
-    ("rnn_xp.graph", "OnnxGraph", rnn_xp.OnnxGraph),
-])
+@pytest.mark.parametrize(
+    "module, name, home",
+    [
+        ("rnn_xp.model", "Sequential", rnn_xp.Sequential),
+        ("rnn_xp.model", "softmax", rnn_xp.softmax),
+        ("rnn_xp.device", "select_backend", rnn_xp.select_backend),
+        ("rnn_xp.graph", "OnnxGraph", rnn_xp.OnnxGraph),
+    ],
+)
 def test_moved_names_keep_a_deprecated_alias(module, name, home):
     mod = importlib.import_module(module)
     with pytest.warns(DeprecationWarning, match="moved to"):

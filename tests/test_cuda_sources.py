@@ -79,8 +79,10 @@ struct CIndexer {
        i += static_cast<ptrdiff_t>(blockDim.x) * gridDim.x)
 """
 
-_CUPY_HEADERS = "#include <cupy/complex.cuh>\n#include <cupy/carray.cuh>\n#include <cupy/atomics.cuh>\n" \
-                "#include <cupy/float16.cuh>\n"
+_CUPY_HEADERS = (
+    "#include <cupy/complex.cuh>\n#include <cupy/carray.cuh>\n#include <cupy/atomics.cuh>\n"
+    "#include <cupy/float16.cuh>\n"
+)
 
 
 def cuda_unit(ctype: str, headers: str) -> str:
@@ -102,8 +104,12 @@ def cuda_unit(ctype: str, headers: str) -> str:
         params.append("CIndexer<1, true> _ind")
         parts.append(
             f'extern "C" __global__ void {spec.name}({", ".join(params)}) {{\n'
-            "  CUPY_FOR(i, _ind.size()) {\n    _ind.set(i);\n    " + "\n    ".join(binds)
-            + "\n" + spec.operation + "  ;\n  }\n}\n")
+            "  CUPY_FOR(i, _ind.size()) {\n    _ind.set(i);\n    "
+            + "\n    ".join(binds)
+            + "\n"
+            + spec.operation
+            + "  ;\n  }\n}\n"
+        )
     return "\n".join(parts)
 
 
@@ -126,8 +132,17 @@ def test_kernels_compile_with_nvcc_for_sm90(tmp_path, dtype, mode):
     src.write_text(cuda_unit(CTYPES[dtype], headers))
     # CuPy's headers include CCCL (thrust), which needs C++17 on CUDA 13; our own code keeps to C++11
     std = "c++17" if mode == "cupy" else "c++11"
-    cmd = [NVCC, "-arch=sm_90", f"-std={std}", "--resource-usage", "-c", str(src), "-o", str(tmp_path / "k.o"),
-           *include]
+    cmd = [
+        NVCC,
+        "-arch=sm_90",
+        f"-std={std}",
+        "--resource-usage",
+        "-c",
+        str(src),
+        "-o",
+        str(tmp_path / "k.o"),
+        *include,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"nvcc failed:\n{log[-6000:]}"
@@ -150,14 +165,37 @@ def test_every_elementwise_activation_has_a_kernel():
     assert set(ACT_KINDS) <= canonical, f"kernels for unknown activations {sorted(set(ACT_KINDS) - canonical)}"
     assert canonical - set(ACT_KINDS) == ROW_FUNCTIONS & canonical, (
         f"no kernel for {sorted(canonical - set(ACT_KINDS) - ROW_FUNCTIONS)}: add it to cupy_gates.cu, or to "
-        "ROW_FUNCTIONS if it is not elementwise")
+        "ROW_FUNCTIONS if it is not elementwise"
+    )
     assert sorted(ACT_KINDS.values()) == list(range(len(ACT_KINDS)))  # distinct kinds, no gaps
 
 
 def test_kernels_take_what_the_runner_passes():
     """The names every kernel declares are ones the runner fills (catches a renamed parameter on the CPU)."""
-    passed = {"gi", "gh", "h", "c", "h_out", "c_out", "run", "emit", "last", "last_out", "y_out", "rh_out",
-              "z_out", "z", "hp", "H", "clip", "b_hh", "has_bh", "p", "has_p", "input_forget"}
+    passed = {
+        "gi",
+        "gh",
+        "h",
+        "c",
+        "h_out",
+        "c_out",
+        "run",
+        "emit",
+        "last",
+        "last_out",
+        "y_out",
+        "rh_out",
+        "z_out",
+        "z",
+        "hp",
+        "H",
+        "clip",
+        "b_hh",
+        "has_bh",
+        "p",
+        "has_p",
+        "input_forget",
+    }
     passed |= {f"{p}_{k}" for p in ("af", "ag", "ah") for k in ("kind", "alpha", "beta")}
     for spec in KERNELS.values():
         assert set(spec.in_names + spec.out_names) <= passed, spec.name
@@ -194,20 +232,38 @@ def _host_function(name, in_params, out_params, operation, preamble, ctype):
         else:
             decls.append(f"{typ} *_raw_{pname}")
             binds.append(f"{'' if is_out else 'const '}{typ} &{pname} = _raw_{pname}[i];")
-    src = (f"{_HOST_PRELUDE}typedef {ctype} T;\n{preamble}\n"
-           f'extern "C" void {name}({", ".join(decls)}) {{\n'
-           "  for (ptrdiff_t i = 0; i < _n; ++i) {\n    " + "\n    ".join(binds) + f"\n{operation}  ;\n  }}\n}}\n")
+    src = (
+        f"{_HOST_PRELUDE}typedef {ctype} T;\n{preamble}\n"
+        f'extern "C" void {name}({", ".join(decls)}) {{\n'
+        "  for (ptrdiff_t i = 0; i < _n; ++i) {\n    " + "\n    ".join(binds) + f"\n{operation}  ;\n  }}\n}}\n"
+    )
     d = _host_build_dir()
     # one file per source text: the loader keeps a library loaded by path, so a changed text needs a new one
     stem = f"{name}_{ctype}_{zlib.crc32(src.encode()):08x}"
     (d / f"{stem}.cpp").write_text(src)
-    proc = subprocess.run([GXX, "-std=c++14", "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-Wno-unused",
-                           "-o", str(d / f"{stem}.so"), str(d / f"{stem}.cpp")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            GXX,
+            "-std=c++14",
+            "-O1",
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Werror",
+            "-Wno-unused",
+            "-o",
+            str(d / f"{stem}.so"),
+            str(d / f"{stem}.cpp"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, f"g++ failed on {name}:\n{proc.stderr[-4000:]}"
     fn = getattr(ctypes.CDLL(str(d / f"{stem}.so")), name)
     fn.argtypes = [ctypes.c_ssize_t] + [
         ctypes.c_int if t == "int32" else ctypes.c_double if t == "float64" else ctypes.c_void_p
-        for _, _, t, _ in params]
+        for _, _, t, _ in params
+    ]
     fn.restype = None
     return fn, params
 
@@ -336,8 +392,18 @@ def test_host_every_activation(host_cupy, rng, name):
     """Each activation kind as f of an rnn and as g and h of an lstm, alpha/beta off their defaults."""
     fused = name not in ROW_FUNCTIONS
     for cell, acts in (("rnn", [name]), ("lstm", ["Sigmoid", "Tanh" if name == "Exponential" else name, name])):
-        params = rnn_xp.init(cell, 3, 4, activations=acts, activation_alpha=[0.3, 0.3], activation_beta=[0.6, 0.6],
-                             clip=3.0 if name == "Exponential" else None, seed=4, dtype="float64", xp=np)
+        params = rnn_xp.init(
+            cell,
+            3,
+            4,
+            activations=acts,
+            activation_alpha=[0.3, 0.3],
+            activation_beta=[0.6, 0.6],
+            clip=3.0 if name == "Exponential" else None,
+            seed=4,
+            dtype="float64",
+            xp=np,
+        )
         cfg = params.config
         w, x, h0, c0 = _direction_inputs(rng, cfg, params, 3, 5, "float64", cell == "lstm")
         x = x * 2.0  # reach both sides of every kink
@@ -378,8 +444,12 @@ def test_host_forward_end_to_end(fused_on_numpy, rng, cell, monkeypatch):
     init = (h0, rng.standard_normal((4, B, 4))) if cell == "lstm" else h0
     lengths = np.array([6, 0, 3, 1, 5])
     mask = rng.random((B, T)) > 0.3
-    for kw in ({}, {"lengths": lengths}, {"mask": mask, "zero_output_for_mask": True},
-               {"lengths": lengths, "mask": mask}):
+    for kw in (
+        {},
+        {"lengths": lengths},
+        {"mask": mask, "zero_output_for_mask": True},
+        {"lengths": lengths, "mask": mask},
+    ):
         y, state = rnn_xp.forward(x, params, init, impl="cupy-fused", **kw)
         ry, rh, rc = reference_forward(x, params, init, **kw)
         assert_close(y, ry, xp=NP, dtype="float64", shape=(B, T, 2 * cfg.output_size), atol=1e-10)
@@ -450,6 +520,7 @@ def test_seam_explicit_impl_that_cannot_run_raises_the_reason(monkeypatch):
 
 def test_seam_without_cupy_skips_with_the_reason(monkeypatch):
     """CuPy that does not import: auto skips cupy-fused and records why; impl='cupy-fused' raises it."""
+
     def no_cupy():
         raise ImportError("No module named 'cupy'")
 
@@ -468,8 +539,10 @@ def test_seam_without_cupy_skips_with_the_reason(monkeypatch):
 
 def test_import_does_not_import_cupy():
     """rnn_xp and the fused runner's module import without touching cupy (it loads when selected)."""
-    code = ("import sys, rnn_xp, rnn_xp._fast.cupy_fused, rnn_xp._fast.cupy_kernels; "
-            "assert 'cupy' not in sys.modules, 'cupy imported'")
+    code = (
+        "import sys, rnn_xp, rnn_xp._fast.cupy_fused, rnn_xp._fast.cupy_kernels; "
+        "assert 'cupy' not in sys.modules, 'cupy imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -479,11 +552,17 @@ def test_host_stand_in_catches_a_wrong_kernel(host_cupy, rng, monkeypatch):
     from rnn_xp._fast import cupy_kernels
 
     spec = cupy_kernels.KERNELS["gru"]
-    broken = spec.operation.replace("gx(0) + gr(0)", "SWAP").replace("gx(1) + gr(1)", "gx(0) + gr(0)") \
+    broken = (
+        spec.operation.replace("gx(0) + gr(0)", "SWAP")
+        .replace("gx(1) + gr(1)", "gx(0) + gr(0)")
         .replace("SWAP", "gx(1) + gr(1)")
+    )
     assert broken != spec.operation
-    monkeypatch.setitem(cupy_kernels.KERNELS, "gru", cupy_kernels.KernelSpec(spec.name + "_broken", spec.in_params,
-                                                                              spec.out_params, broken))
+    monkeypatch.setitem(
+        cupy_kernels.KERNELS,
+        "gru",
+        cupy_kernels.KernelSpec(spec.name + "_broken", spec.in_params, spec.out_params, broken),
+    )
     params = rnn_xp.init("gru", 3, 4, seed=2, dtype="float64", xp=np)
     cfg = params.config
     w, x, h0, _ = _direction_inputs(rng, cfg, params, 2, 3, "float64", False)
@@ -502,8 +581,9 @@ def _old_sigmoid_preamble():
     """The preamble with the sigmoid this project used before (0.5*tanh(x/2)+0.5): the tests below must fail it."""
     start = PREAMBLE.index("__device__ __forceinline__ F rnnxp_sigmoid(F x) {")
     end = PREAMBLE.index("}", start)
-    return PREAMBLE[:start] + "__device__ __forceinline__ F rnnxp_sigmoid(F x) {\n  " + OLD_SIGMOID + "\n" \
-        + PREAMBLE[end:]
+    return (
+        PREAMBLE[:start] + "__device__ __forceinline__ F rnnxp_sigmoid(F x) {\n  " + OLD_SIGMOID + "\n" + PREAMBLE[end:]
+    )
 
 
 def ulp_errors(got, x):
@@ -516,10 +596,37 @@ def ulp_errors(got, x):
 
 def sigmoid_inputs(rng):
     """Random float32 over the range that matters, every gate's usual range densely, and the edges."""
-    edges = [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-8, 15.0, -15.0, 17.0, -17.0, 30.0, -30.0, 80.0, -80.0, 87.0, -87.0,
-             88.7, -88.7, 100.0, -100.0, 103.0, -103.0, 110.0, -110.0, 3e38, -3e38]
-    return np.concatenate([rng.uniform(-30, 30, 400_000), rng.uniform(-6, 6, 400_000),
-                           rng.uniform(-104, -30, 50_000), edges]).astype(np.float32)
+    edges = [
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        1e-8,
+        -1e-8,
+        15.0,
+        -15.0,
+        17.0,
+        -17.0,
+        30.0,
+        -30.0,
+        80.0,
+        -80.0,
+        87.0,
+        -87.0,
+        88.7,
+        -88.7,
+        100.0,
+        -100.0,
+        103.0,
+        -103.0,
+        110.0,
+        -110.0,
+        3e38,
+        -3e38,
+    ]
+    return np.concatenate(
+        [rng.uniform(-30, 30, 400_000), rng.uniform(-6, 6, 400_000), rng.uniform(-104, -30, 50_000), edges]
+    ).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -531,6 +638,7 @@ def host_sigmoid():
         y = np.empty_like(x)
         HostElementwiseKernel("T x", "T y", "y = rnnxp_sigmoid(x);", "rnnxp_sigmoid_check", preamble=preamble)(x, y)
         return y
+
     return run
 
 
@@ -539,8 +647,10 @@ def test_host_sigmoid_float32_within_a_few_ulp_and_unbiased(host_sigmoid, rng):
     errors of both signs (mean near 0); the old 0.5*tanh(x/2)+0.5 fails both (hundreds of ULP, one-sided)."""
     x = sigmoid_inputs(rng)
     err = ulp_errors(host_sigmoid(x), x)
-    print(f"float32 sigmoid on the host: max {np.abs(err).max():.2f} ULP, mean {err.mean():+.4f} ULP, "
-          f"mean |err| {np.abs(err).mean():.3f} ULP")
+    print(
+        f"float32 sigmoid on the host: max {np.abs(err).max():.2f} ULP, mean {err.mean():+.4f} ULP, "
+        f"mean |err| {np.abs(err).mean():.3f} ULP"
+    )
     # bound: exp (glibc: under 1 ULP), the add 1 + e and the division round once each; an error relative to
     # one operand counts up to twice in ULP of a result whose significand is near 2: (1 + 0.5 + 0.5) * 1.5 = 3
     assert np.abs(err).max() <= 3.0, f"max error {np.abs(err).max():.2f} ULP"
@@ -598,8 +708,11 @@ def test_sources_use_no_inaccurate_sigmoid():
     """No 0.5*tanh(x/2)+0.5 and no fast-math intrinsics in any CUDA text (the fused and persistent kernels)."""
     from rnn_xp._fast import cupy_persistent
 
-    for name, text in (("cupy_gates.cu", PREAMBLE), ("cupy_persistent.cu", cupy_persistent.KERNEL_SOURCE),
-                       *((f"kernel {k}", spec.operation) for k, spec in KERNELS.items())):
+    for name, text in (
+        ("cupy_gates.cu", PREAMBLE),
+        ("cupy_persistent.cu", cupy_persistent.KERNEL_SOURCE),
+        *((f"kernel {k}", spec.operation) for k, spec in KERNELS.items()),
+    ):
         code = re.sub(r"//[^\n]*", "", text)
         assert not re.search(r"tanh\(\s*F\(0\.5\)", code), f"{name}: sigmoid through tanh"
         assert not re.search(r"__(expf|tanhf|fdividef|logf|powf|sinf|cosf)\b", code), f"{name}: fast-math intrinsic"

@@ -23,25 +23,34 @@ MAX_ULP_GPU = 6.0
 
 def _sigmoid_kernel(cp):
     # as the gate kernels call it: in the arithmetic type of the storage type (float for float16)
-    return cp.ElementwiseKernel("T x", "T y", "typedef rnnxp_acc<T>::type F; y = T(rnnxp_sigmoid(F(x)));",
-                                "rnnxp_sigmoid_check", preamble=PREAMBLE)
+    return cp.ElementwiseKernel(
+        "T x",
+        "T y",
+        "typedef rnnxp_acc<T>::type F; y = T(rnnxp_sigmoid(F(x)));",
+        "rnnxp_sigmoid_check",
+        preamble=PREAMBLE,
+    )
 
 
 def test_sigmoid_float32_ulp_on_gpu(cp):
     rng = np.random.default_rng(7)
-    x = np.concatenate([rng.uniform(-30, 30, 2_000_000), rng.uniform(-6, 6, 2_000_000),
-                        rng.uniform(-87.3, -30, 100_000)]).astype(np.float32)
+    x = np.concatenate(
+        [rng.uniform(-30, 30, 2_000_000), rng.uniform(-6, 6, 2_000_000), rng.uniform(-87.3, -30, 100_000)]
+    ).astype(np.float32)
     got = cp.asnumpy(_sigmoid_kernel(cp)(cp.asarray(x)))
     err = ulp_errors(got, x)
-    print(f"float32 sigmoid on the GPU: max {np.abs(err).max():.2f} ULP, mean {err.mean():+.4f}, "
-          f"mean |err| {np.abs(err).mean():.3f}")
+    print(
+        f"float32 sigmoid on the GPU: max {np.abs(err).max():.2f} ULP, mean {err.mean():+.4f}, "
+        f"mean |err| {np.abs(err).mean():.3f}"
+    )
     assert np.abs(err).max() <= MAX_ULP_GPU, f"max {np.abs(err).max():.2f} ULP"
     assert abs(err.mean()) <= 0.05 and abs(err[x < 0].mean()) <= 0.05, f"biased: mean {err.mean():+.4f} ULP"
     # CuPy compiles with -ftz=true: a result below float32's smallest normal number (x < -87.34) may be 0
     tiny = cp.asnumpy(_sigmoid_kernel(cp)(cp.asarray(rng.uniform(-104, -87.4, 10_000).astype(np.float32))))
     assert np.all((tiny >= 0) & (tiny <= np.finfo(np.float32).tiny))
-    special = cp.asnumpy(_sigmoid_kernel(cp)(cp.asarray([np.inf, -np.inf, np.nan, 0.0, 200.0, -200.0],
-                                                        dtype=cp.float32)))
+    special = cp.asnumpy(
+        _sigmoid_kernel(cp)(cp.asarray([np.inf, -np.inf, np.nan, 0.0, 200.0, -200.0], dtype=cp.float32))
+    )
     assert special[0] == 1 and special[1] == 0 and np.isnan(special[2]) and special[3] == 0.5
     assert special[4] == 1 and special[5] == 0
 

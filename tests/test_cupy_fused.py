@@ -125,10 +125,23 @@ def test_fused_matches_reference_on_gpu(cp, poisoned, cell, opts, direction, dty
 @pytest.mark.parametrize("name", sorted(rnn_xp.activations._SPEC))
 def test_every_activation_on_gpu(cp, poisoned, name):
     rng = np.random.default_rng(3)
-    for cell, acts in (("rnn", [name]), ("lstm", ["Sigmoid", "Tanh" if name == "Exponential" else name, name]),
-                       ("gru", [name, "Tanh" if name == "Exponential" else name])):
-        params = rnn_xp.init(cell, 3, 6, activations=acts, activation_alpha=[0.3, 0.3], activation_beta=[0.6, 0.6],
-                             clip=3.0 if name == "Exponential" else None, seed=4, dtype="float64", xp=cp)
+    for cell, acts in (
+        ("rnn", [name]),
+        ("lstm", ["Sigmoid", "Tanh" if name == "Exponential" else name, name]),
+        ("gru", [name, "Tanh" if name == "Exponential" else name]),
+    ):
+        params = rnn_xp.init(
+            cell,
+            3,
+            6,
+            activations=acts,
+            activation_alpha=[0.3, 0.3],
+            activation_beta=[0.6, 0.6],
+            clip=3.0 if name == "Exponential" else None,
+            seed=4,
+            dtype="float64",
+            xp=cp,
+        )
         x = _on(cp, 2.0 * rng.standard_normal((3, 5, 3)), "float64")
         fused, ref = _both(cp, params, x)
         for g, r in zip(_flat(fused), _flat(ref), strict=True):
@@ -155,8 +168,7 @@ def test_float16_storage(cp, poisoned, cell, opts):
         def up(a):
             return None if a is None else a.astype(cp.float32)
 
-        ref = fw.run_direction(up(x16), up(h16), up(c16), w32, cfg, cfg.activations[0], reverse=False, xp=xp,
-                               **masks)
+        ref = fw.run_direction(up(x16), up(h16), up(c16), w32, cfg, cfg.activations[0], reverse=False, xp=xp, **masks)
         for g, r in zip(got, ref, strict=True):
             if r is None:
                 assert g is None

@@ -42,6 +42,7 @@ def poisoned(cp, monkeypatch):
 def no_fallback(monkeypatch):
     """Fail if anything but the persistent kernels runs a direction with impl='cupy-persistent' (the seam raises
     for a call it declines; this also catches a runner that would hand work to the fused path)."""
+
     def refuse(*a, **k):
         raise AssertionError("cupy-fused ran a direction of an impl='cupy-persistent' call")
 
@@ -111,12 +112,14 @@ def test_selectable_not_automatic(cp):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CASES)])
-def test_persistent_matches_reference_on_gpu(cp, poisoned, no_fallback, monkeypatch, cell, opts, direction, dtype,
-                                             masking, plan):
+def test_persistent_matches_reference_on_gpu(
+    cp, poisoned, no_fallback, monkeypatch, cell, opts, direction, dtype, masking, plan
+):
     monkeypatch.setattr(cupy_persistent, "PLAN_OVERRIDE", plan)
     rng = np.random.default_rng(zlib.crc32(f"{cell}{opts}{direction}{dtype}{masking}{plan}".encode()))
-    params = rnn_xp.init(cell, 3, 7, num_layers=2, direction=direction, seed=int(rng.integers(1 << 30)),
-                         dtype=dtype, xp=cp, **opts)
+    params = rnn_xp.init(
+        cell, 3, 7, num_layers=2, direction=direction, seed=int(rng.integers(1 << 30)), dtype=dtype, xp=cp, **opts
+    )
     cfg = params.config
     B, T = 5, 9  # odd sizes
     x = _on(cp, rng.standard_normal((B, T, 3)), dtype)
@@ -138,18 +141,39 @@ def test_persistent_matches_reference_on_gpu(cp, poisoned, no_fallback, monkeypa
 @pytest.mark.parametrize("name", sorted(rnn_xp.activations._SPEC))
 def test_every_activation_on_gpu(cp, poisoned, no_fallback, name):
     rng = np.random.default_rng(zlib.crc32(name.encode()))
-    for cell, acts in (("rnn", [name]), ("lstm", ["Sigmoid", "Tanh" if name == "Exponential" else name, name]),
-                       ("gru", [name, "Tanh" if name == "Exponential" else name])):
-        params = rnn_xp.init(cell, 3, 6, activations=acts, activation_alpha=[0.3, 0.3], activation_beta=[0.6, 0.6],
-                             clip=3.0 if name == "Exponential" else None, seed=4, dtype="float64", xp=cp)
+    for cell, acts in (
+        ("rnn", [name]),
+        ("lstm", ["Sigmoid", "Tanh" if name == "Exponential" else name, name]),
+        ("gru", [name, "Tanh" if name == "Exponential" else name]),
+    ):
+        params = rnn_xp.init(
+            cell,
+            3,
+            6,
+            activations=acts,
+            activation_alpha=[0.3, 0.3],
+            activation_beta=[0.6, 0.6],
+            clip=3.0 if name == "Exponential" else None,
+            seed=4,
+            dtype="float64",
+            xp=cp,
+        )
         x = _on(cp, 2.0 * rng.standard_normal((3, 5, 3)), "float64")
         got, ref = _both(params, x)
         for g, r in zip(_flat(got), _flat(ref), strict=True):
             _check(cp, g, r, "float64", 1e-12)
 
 
-@pytest.mark.parametrize("cell,B,T,F,H", [("rnn", 64, 40, 32, 100), ("gru", 1, 300, 64, 256), ("gru", 3, 50, 5, 257),
-                                          ("lstm", 64, 12, 256, 512), ("lstm", 33, 20, 17, 131)])
+@pytest.mark.parametrize(
+    "cell,B,T,F,H",
+    [
+        ("rnn", 64, 40, 32, 100),
+        ("gru", 1, 300, 64, 256),
+        ("gru", 3, 50, 5, 257),
+        ("lstm", 64, 12, 256, 512),
+        ("lstm", 33, 20, 17, 131),
+    ],
+)
 def test_reference_config_sizes(cp, poisoned, no_fallback, cell, B, T, F, H):
     """The reference configs' widths (fewer steps), and odd ones: the cost model's plans on this GPU."""
     rng = np.random.default_rng(B * 1000 + H)
@@ -181,8 +205,9 @@ def test_repeated_calls_are_identical(cp, no_fallback):
         np.testing.assert_array_equal(cp.asnumpy(rnn_xp.forward(x, params, impl="cupy-persistent")[0]), first)
 
 
-@pytest.mark.parametrize("cell,opts,reason", [("gru", {"reset_after": False}, "reset before"),
-                                              ("lstm", {"proj_size": 3}, "projection")])
+@pytest.mark.parametrize(
+    "cell,opts,reason", [("gru", {"reset_after": False}, "reset before"), ("lstm", {"proj_size": 3}, "projection")]
+)
 def test_unsupported_configs_are_declined(cp, cell, opts, reason):
     """Configurations without a persistent kernel: impl='cupy-persistent' raises the reason, impl='auto' runs
     cupy-fused (the seam's choice, recorded), with the reference's results."""

@@ -37,11 +37,13 @@ def _close(a, b, atol=F32):
 
 
 def test_import_rnn_xp_does_not_import_dask():
-    code = ("import sys, numpy as np, rnn_xp; p = rnn_xp.init('lstm', 3, 4, seed=0, xp=np); "
-            "rnn_xp.forward(np.zeros((2, 5, 3), np.float32), p); "
-            "rnn_xp.text_classifier(xp=np, steps=4)(np.zeros((2, 4), int)); "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, numpy as np, rnn_xp; p = rnn_xp.init('lstm', 3, 4, seed=0, xp=np); "
+        "rnn_xp.forward(np.zeros((2, 5, 3), np.float32), p); "
+        "rnn_xp.text_classifier(xp=np, steps=4)(np.zeros((2, 4), int)); "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -81,10 +83,14 @@ def _check(params, x, state, kw, chunks, time_major=False):
     """The dask forward against NumPy's forward (<= 1e-5) and the float64 reference loop."""
     b_ax = 1 if time_major else 0
     y, st = rnn_xp.forward(x, params, state, time_major=time_major, **kw)
-    dkw = {k: (_as_dask(v, chunks, b_ax if k == "mask" else 0) if k in ("lengths", "mask") else v)
-           for k, v in kw.items()}
-    dstate = None if state is None else (
-        tuple(_as_dask(s, chunks, 1) for s in state) if isinstance(state, tuple) else _as_dask(state, chunks, 1))
+    dkw = {
+        k: (_as_dask(v, chunks, b_ax if k == "mask" else 0) if k in ("lengths", "mask") else v) for k, v in kw.items()
+    }
+    dstate = (
+        None
+        if state is None
+        else (tuple(_as_dask(s, chunks, 1) for s in state) if isinstance(state, tuple) else _as_dask(state, chunks, 1))
+    )
     dy, dst = rnn_xp.forward(_as_dask(x, chunks, b_ax), params, dstate, time_major=time_major, **dkw)
     assert isinstance(dy, da.Array) and dy.chunks[b_ax] == tuple(chunks)
     hs, dhs = (st, dst) if isinstance(st, tuple) else ((st,), (dst,))
@@ -148,11 +154,15 @@ def test_host_and_misaligned_dask_inputs_are_split_like_x():
     dx = da.from_array(x, chunks=(4, 6, 3))
     for lengths, mask, state in [
         (list(kw["lengths"]), kw["mask"].tolist(), h0),  # host lists and arrays
-        (da.from_array(kw["lengths"], chunks=3), da.from_array(kw["mask"], chunks=(5, 2)),
-         da.from_array(h0, chunks=(1, 7, 2))),  # dask arrays chunked otherwise: rechunked to x's batch chunks
+        (
+            da.from_array(kw["lengths"], chunks=3),
+            da.from_array(kw["mask"], chunks=(5, 2)),
+            da.from_array(h0, chunks=(1, 7, 2)),
+        ),  # dask arrays chunked otherwise: rechunked to x's batch chunks
     ]:
-        dy, dh = rnn_xp.forward(dx, params, state, lengths=lengths, mask=mask,
-                                zero_output_for_mask=kw["zero_output_for_mask"])
+        dy, dh = rnn_xp.forward(
+            dx, params, state, lengths=lengths, mask=mask, zero_output_for_mask=kw["zero_output_for_mask"]
+        )
         assert dy.chunks[0] == (4, 4, 2) and dh.chunks[1] == (4, 4, 2)
         _close(dy.compute(), y)
         _close(dh.compute(), h)
@@ -166,8 +176,7 @@ def test_lazy_until_computed():
         return block
 
     params = rnn_xp.init("rnn", 2, 3, seed=0, xp=np)
-    x = da.ones((6, 4, 2), chunks=(2, 4, 2), dtype=np.float32).map_blocks(source, meta=np.empty((0, 0, 0),
-                                                                                              np.float32))
+    x = da.ones((6, 4, 2), chunks=(2, 4, 2), dtype=np.float32).map_blocks(source, meta=np.empty((0, 0, 0), np.float32))
     y, h = rnn_xp.forward(x, params)
     assert calls == []
     assert rnn_xp.explain(x, params).implementation == NUMPY_AUTO
@@ -265,23 +274,37 @@ def test_params_in_another_namespace_raise_as_forward_does():
         rnn_xp.forward(da.zeros((4, 3, 2), chunks=2, dtype=np.float32), params)
 
 
-@pytest.mark.parametrize("call,error,match", [
-    (lambda x, p: rnn_xp.forward(x[0], p), ValueError, r"expected 3 dimensions"),
-    (lambda x, p: rnn_xp.forward(x.astype(np.float64), p), TypeError, r"x has dtype float64 but params are float32"),
-    (lambda x, p: rnn_xp.forward(x, p, lengths=[1, 2, 3]), ValueError, r"lengths has shape \(3,\); expected \(4,\)"),
-    (lambda x, p: rnn_xp.forward(x, p, lengths=np.ones(4)), TypeError, r"lengths has dtype float64"),
-    (lambda x, p: rnn_xp.forward(x, p, mask=np.ones((3, 4), bool)), ValueError, r"mask has shape \(3, 4\)"),
-    (lambda x, p: rnn_xp.forward(x, p, mask=np.ones((4, 3), int)), TypeError, r"mask has dtype int64"),
-    (lambda x, p: rnn_xp.forward(x, p, np.zeros((1, 4, 3))), TypeError, r"initial_state has dtype float64"),
-    (lambda x, p: rnn_xp.forward(x, p, np.zeros((1, 5, 3), np.float32)), ValueError,
-     r"initial_state has shape \(1, 5, 3\); expected \(1, 4, 3\)"),
-    (lambda x, p: rnn_xp.forward(x, p, (np.zeros((1, 4, 3), np.float32),) * 2), TypeError, r"only LSTM takes"),
-    (lambda x, p: rnn_xp.forward(x, p, lengths="3"), TypeError, r"lengths must be an integer array"),
-    (lambda x, p: rnn_xp.forward(x, p, impl="cupy-fused"), ValueError, r"impl='cupy-fused' cannot run"),
-    (lambda x, p: rnn_xp.forward(x, p, time_major="no"), TypeError, r"time_major must be True or False"),
-    (lambda x, p: rnn_xp.forward(x, "params"), TypeError, r"params must be rnn_xp params"),
-    (lambda x, p: rnn_xp.Recurrent(p)(x), TypeError, r"A dask array runs through rnn_xp.forward or a model"),
-])
+@pytest.mark.parametrize(
+    "call,error,match",
+    [
+        (lambda x, p: rnn_xp.forward(x[0], p), ValueError, r"expected 3 dimensions"),
+        (
+            lambda x, p: rnn_xp.forward(x.astype(np.float64), p),
+            TypeError,
+            r"x has dtype float64 but params are float32",
+        ),
+        (
+            lambda x, p: rnn_xp.forward(x, p, lengths=[1, 2, 3]),
+            ValueError,
+            r"lengths has shape \(3,\); expected \(4,\)",
+        ),
+        (lambda x, p: rnn_xp.forward(x, p, lengths=np.ones(4)), TypeError, r"lengths has dtype float64"),
+        (lambda x, p: rnn_xp.forward(x, p, mask=np.ones((3, 4), bool)), ValueError, r"mask has shape \(3, 4\)"),
+        (lambda x, p: rnn_xp.forward(x, p, mask=np.ones((4, 3), int)), TypeError, r"mask has dtype int64"),
+        (lambda x, p: rnn_xp.forward(x, p, np.zeros((1, 4, 3))), TypeError, r"initial_state has dtype float64"),
+        (
+            lambda x, p: rnn_xp.forward(x, p, np.zeros((1, 5, 3), np.float32)),
+            ValueError,
+            r"initial_state has shape \(1, 5, 3\); expected \(1, 4, 3\)",
+        ),
+        (lambda x, p: rnn_xp.forward(x, p, (np.zeros((1, 4, 3), np.float32),) * 2), TypeError, r"only LSTM takes"),
+        (lambda x, p: rnn_xp.forward(x, p, lengths="3"), TypeError, r"lengths must be an integer array"),
+        (lambda x, p: rnn_xp.forward(x, p, impl="cupy-fused"), ValueError, r"impl='cupy-fused' cannot run"),
+        (lambda x, p: rnn_xp.forward(x, p, time_major="no"), TypeError, r"time_major must be True or False"),
+        (lambda x, p: rnn_xp.forward(x, "params"), TypeError, r"params must be rnn_xp params"),
+        (lambda x, p: rnn_xp.Recurrent(p)(x), TypeError, r"A dask array runs through rnn_xp.forward or a model"),
+    ],
+)
 def test_bad_input_is_refused_before_anything_runs(call, error, match):
     params = rnn_xp.init("rnn", 2, 3, seed=0, xp=np)
     x = da.zeros((4, 3, 2), chunks=(2, 3, 2), dtype=np.float32)
@@ -323,10 +346,14 @@ def test_keras_style_model_matches_numpy():
 def test_model_with_masking_bidirectional_and_a_pair_output():
     rng = np.random.default_rng(1)
     fwd = rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, bias="single", seed=1, xp=np), return_sequences=True)
-    bwd = rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, bias="single", seed=2, xp=np), return_sequences=True,
-                           go_backwards=True)
-    stack = [rnn_xp.Masking(0.0), rnn_xp.Bidirectional(fwd, bwd, "concat"),
-             rnn_xp.Dense.init(8, 2, activation="tanh", seed=3, xp=np)]
+    bwd = rnn_xp.Recurrent(
+        rnn_xp.init("gru", 3, 4, bias="single", seed=2, xp=np), return_sequences=True, go_backwards=True
+    )
+    stack = [
+        rnn_xp.Masking(0.0),
+        rnn_xp.Bidirectional(fwd, bwd, "concat"),
+        rnn_xp.Dense.init(8, 2, activation="tanh", seed=3, xp=np),
+    ]
     x = rng.standard_normal((9, 6, 3)).astype(np.float32)
     x[2, 4:] = 0.0  # masked steps
     mask = rng.random((9, 6)) < 0.8
@@ -352,8 +379,13 @@ def test_onnx_graphs_refuse_dask_arrays_with_the_reason():
     W = numpy_helper.from_array(rng.uniform(-1, 1, (1, 8, 2)).astype(np.float32), "W")
     R = numpy_helper.from_array(rng.uniform(-1, 1, (1, 8, 2)).astype(np.float32), "R")
     node = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=2)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 1, 2])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[W, R])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 1, 2])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=[W, R],
+    )
     g = rnn_xp.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]))
     assert onnx is not None
     with pytest.raises(ValueError, match=r"input\(s\) \['X'\] are dask arrays; an OnnxGraph does not run chunk"):
@@ -382,10 +414,13 @@ def test_cupy_backed_chunks_run_the_cupy_path(cp):
 # --- dask.distributed ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client():
-    distributed = pytest.importorskip("distributed", reason="distributed is not installed (pip install "
-                                      "'rnn_xp[dask]')")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                                  worker_dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+    distributed = pytest.importorskip("distributed", reason="distributed is not installed (pip install 'rnn_xp[dask]')")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, worker_dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -395,9 +430,14 @@ def test_distributed_forward_and_model(client):
     x, state, kw = _inputs(rng, params.config, 13, 9, "all")
     y, (h, c) = rnn_xp.forward(x, params, state, **kw)
     chunks = (5, 2, 6)
-    dy, (dh, dc) = rnn_xp.forward(_as_dask(x, chunks, 0), params, tuple(_as_dask(s, chunks, 1) for s in state),
-                                  lengths=_as_dask(kw["lengths"], chunks, 0), mask=kw["mask"],
-                                  zero_output_for_mask=kw["zero_output_for_mask"])
+    dy, (dh, dc) = rnn_xp.forward(
+        _as_dask(x, chunks, 0),
+        params,
+        tuple(_as_dask(s, chunks, 1) for s in state),
+        lengths=_as_dask(kw["lengths"], chunks, 0),
+        mask=kw["mask"],
+        zero_output_for_mask=kw["zero_output_for_mask"],
+    )
     held = client.persist([dy, dh, dc])
     for g, w in zip(client.gather(client.compute(held)), (y, h, c), strict=True):
         _close(g, w)
@@ -445,8 +485,10 @@ def test_dask_scaling_summary_and_goals():
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from bench import dask_scaling
 
-    recs = [{"config": "c", "runner": r, "median_s": t, **({"tasks": 4, "noop_task_s": 1e-3} if r == "dask-1" else {})}
-            for r, t in (("numpy-all", 1.0), ("numpy-1t", 1.8), ("dask-1", 2.0), ("dask-2", 1.1))]
+    recs = [
+        {"config": "c", "runner": r, "median_s": t, **({"tasks": 4, "noop_task_s": 1e-3} if r == "dask-1" else {})}
+        for r, t in (("numpy-all", 1.0), ("numpy-1t", 1.8), ("dask-1", 2.0), ("dask-2", 1.1))
+    ]
     (s,) = dask_scaling.summarise(recs)
     assert s["speedup_2_over_1"] == pytest.approx(2.0 / 1.1)
     assert s["efficiency_2"] == pytest.approx(1.0 / 1.1)

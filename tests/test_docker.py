@@ -77,10 +77,11 @@ def test_image_copies_what_its_command_needs():
     assert {"rnn_xp/", "bench/", "docker/run-quick.sh"} <= set(copied)
     # the build context keeps them: .dockerignore excludes everything else
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*") + 1:] and all(f"!{src}" in ignore for src in copied), ignore
+    assert ignore[ignore.index("*") + 1 :] and all(f"!{src}" in ignore for src in copied), ignore
     cmd = [args for i, args in ins if i == "CMD"]
     assert cmd == ['["rnn-xp-quick"]'] and "docker/run-quick.sh /usr/local/bin/rnn-xp-quick" in " ".join(
-        args for i, args in ins if i == "COPY")
+        args for i, args in ins if i == "COPY"
+    )
     assert os.access(ROOT / "docker" / "run-quick.sh", os.X_OK), "docker/run-quick.sh must be executable"
     users = [args for i, args in ins if i == "USER"]
     assert users and users[-1] != "root" and users[-1] != "0", "the image runs as root"
@@ -111,9 +112,14 @@ def _env():
 
 def test_image_command_refuses_a_results_path_that_is_no_folder(tmp_path):
     (tmp_path / "file").write_text("")
-    proc = subprocess.run(["sh", "docker/run-quick.sh"], cwd=ROOT,
-                          env={**_env(), "RNN_XP_RESULTS": str(tmp_path / "file")}, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        ["sh", "docker/run-quick.sh"],
+        cwd=ROOT,
+        env={**_env(), "RNN_XP_RESULTS": str(tmp_path / "file")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and "is not a folder" in proc.stderr, proc.stderr
 
@@ -125,8 +131,14 @@ def test_image_command_refuses_an_unwritable_results_folder(tmp_path):
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("running as root: every folder is writable")
-        proc = subprocess.run(["sh", "docker/run-quick.sh"], cwd=ROOT, env={**_env(), "RNN_XP_RESULTS": str(locked)},
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            ["sh", "docker/run-quick.sh"],
+            cwd=ROOT,
+            env={**_env(), "RNN_XP_RESULTS": str(locked)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         locked.chmod(0o700)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -142,9 +154,14 @@ def test_image_command_runs_here(tmp_path):
         pytest.skip("bench/ is not in this checkout yet")
     results = tmp_path / "results"  # stands for the /results volume
     results.mkdir()
-    proc = subprocess.run(["sh", "docker/run-quick.sh", "--backends", "numpy-loop,rnn_xp-numpy,rnn_xp-cupy"],
-                          cwd=ROOT, env={**_env(), "RNN_XP_RESULTS": str(results)}, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        ["sh", "docker/run-quick.sh", "--backends", "numpy-loop,rnn_xp-numpy,rnn_xp-cupy"],
+        cwd=ROOT,
+        env={**_env(), "RNN_XP_RESULTS": str(results)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     first = log.splitlines()[0]

@@ -40,6 +40,7 @@ def poison(monkeypatch, impl):
     def nan_empty(shape, dtype):
         calls.append(shape)
         return np.full(shape, np.nan, dtype=dtype)
+
     monkeypatch.setattr(impl_module(impl), "_empty", nan_empty)
     return calls
 
@@ -49,8 +50,11 @@ def compare(impl, params, x, dtype, *, initial_state=None, tol=None, **kw):
     p = rnn_xp.to_device(params, np, dtype=dtype)
     x = x.astype(dtype)
     if initial_state is not None:
-        initial_state = tuple(s.astype(dtype) for s in initial_state) if isinstance(initial_state, tuple) \
+        initial_state = (
+            tuple(s.astype(dtype) for s in initial_state)
+            if isinstance(initial_state, tuple)
             else initial_state.astype(dtype)
+        )
     ref = rnn_xp.forward(x, p, initial_state, impl="reference", **kw)
     got = rnn_xp.forward(x, p, initial_state, impl=impl, **kw)
     flat_ref = [ref[0], *(ref[1] if isinstance(ref[1], tuple) else (ref[1],))]
@@ -85,8 +89,11 @@ def use_path(monkeypatch, path):
     monkeypatch.setattr(impl_module(IMPL), "SMALL_STEP", 1 << 62 if path == "compiled" else 0)
 
 
-BATCHES = [pytest.param(1, "compiled", id="B1"), pytest.param(3, "blas", id="B3-blas"),
-           pytest.param(3, "compiled", id="B3-compiled")]
+BATCHES = [
+    pytest.param(1, "compiled", id="B1"),
+    pytest.param(3, "blas", id="B3-blas"),
+    pytest.param(3, "compiled", id="B3-compiled"),
+]
 
 
 @pytest.fixture(params=["serial", "parallel"])
@@ -147,23 +154,52 @@ def test_every_activation(rng, monkeypatch, name, dtype):
     alpha = [0.7] if takes_a else None
     beta = [0.3] if takes_b else None
     x = rng.standard_normal((2, 6, 3))
-    for cell, acts in (("rnn", [name]), ("gru", [name, "Tanh"]), ("gru", ["Sigmoid", name]),
-                       ("lstm", [name, "Tanh", "Tanh"]), ("lstm", ["Sigmoid", name, "Tanh"]),
-                       ("lstm", ["Sigmoid", "Tanh", name])):
+    for cell, acts in (
+        ("rnn", [name]),
+        ("gru", [name, "Tanh"]),
+        ("gru", ["Sigmoid", name]),
+        ("lstm", [name, "Tanh", "Tanh"]),
+        ("lstm", ["Sigmoid", name, "Tanh"]),
+        ("lstm", ["Sigmoid", "Tanh", name]),
+    ):
         for B, path in ((1, "compiled"), (2, "blas"), (2, "compiled")):
             use_path(monkeypatch, path)
             a = alpha * sum(_SPEC[n][1] for n in acts) if alpha else None
             b = beta * sum(_SPEC[n][2] for n in acts) if beta else None
-            params = rnn_xp.init(cell, 3, 4, seed=21, dtype="float64", xp=np, activations=acts, activation_alpha=a,
-                                 activation_beta=b, clip=3.0 if cell == "lstm" else None)
+            params = rnn_xp.init(
+                cell,
+                3,
+                4,
+                seed=21,
+                dtype="float64",
+                xp=np,
+                activations=acts,
+                activation_alpha=a,
+                activation_beta=b,
+                clip=3.0 if cell == "lstm" else None,
+            )
             compare(IMPL, params, x[:B], dtype)
 
 
-@pytest.mark.parametrize("B,path", [pytest.param(1, "compiled", id="B1"), pytest.param(5, "blas", id="B5-blas"),
-                                    pytest.param(5, "compiled", id="B5-compiled")])
+@pytest.mark.parametrize(
+    "B,path",
+    [
+        pytest.param(1, "compiled", id="B1"),
+        pytest.param(5, "blas", id="B5-blas"),
+        pytest.param(5, "compiled", id="B5-compiled"),
+    ],
+)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("cell,opts", [("rnn", {}), ("lstm", {"proj_size": 4}), ("lstm", {"peepholes": True}),
-                                       ("gru", {}), ("gru", {"reset_after": False})])
+@pytest.mark.parametrize(
+    "cell,opts",
+    [
+        ("rnn", {}),
+        ("lstm", {"proj_size": 4}),
+        ("lstm", {"peepholes": True}),
+        ("gru", {}),
+        ("gru", {"reset_after": False}),
+    ],
+)
 def test_lengths_masks_and_initial_state(rng, monkeypatch, threads, cell, opts, dtype, B, path):
     use_path(monkeypatch, path)
     params = rnn_xp.init(cell, 3, 6, num_layers=2, bidirectional=True, seed=12, dtype="float64", xp=np, **opts)
@@ -175,8 +211,13 @@ def test_lengths_masks_and_initial_state(rng, monkeypatch, threads, cell, opts, 
     lengths = np.array([9, 0, 4, 1, 6])[:B]
     mask = rng.random((B, T)) > 0.3
     mask[:, 0] = False
-    for kw in ({}, {"lengths": lengths}, {"mask": mask}, {"mask": mask, "zero_output_for_mask": True},
-               {"lengths": lengths, "mask": mask}):
+    for kw in (
+        {},
+        {"lengths": lengths},
+        {"mask": mask},
+        {"mask": mask, "zero_output_for_mask": True},
+        {"lengths": lengths, "mask": mask},
+    ):
         compare(IMPL, params, x, dtype, initial_state=init, **kw)
 
 
@@ -221,17 +262,23 @@ def test_auto_picks_numba_and_half_precision_runs_in_float32(rng):
     p16 = rnn_xp.to_device(params, np, dtype="float16")
     x16 = x.astype("float16")
     assert rnn_xp.explain(x16, p16).implementation == IMPL  # the engine computes float16 in float32
-    np.testing.assert_array_equal(rnn_xp.forward(x16, p16, impl=IMPL)[0],
-                                  rnn_xp.forward(x16, p16, impl="reference")[0])
+    np.testing.assert_array_equal(rnn_xp.forward(x16, p16, impl=IMPL)[0], rnn_xp.forward(x16, p16, impl="reference")[0])
 
 
 def test_tracing_is_declined_with_a_reason():
-    call = seam.Call(namespace="numpy", cfg=rnn_xp.init("rnn", 2, 3, seed=0, xp=np).config, dtype="float32",
-                     steps=3, batch=2, trace=True)
+    call = seam.Call(
+        namespace="numpy",
+        cfg=rnn_xp.init("rnn", 2, 3, seed=0, xp=np).config,
+        dtype="float32",
+        steps=3,
+        batch=2,
+        trace=True,
+    )
     assert "tracing" in impl_module(IMPL).unsupported(call)
     assert seam.select_runner(call).implementation == "reference"
-    assert "int8" in impl_module(IMPL).unsupported(seam.Call(namespace="numpy", cfg=call.cfg, dtype="int8",
-                                                             steps=3, batch=2))
+    assert "int8" in impl_module(IMPL).unsupported(
+        seam.Call(namespace="numpy", cfg=call.cfg, dtype="int8", steps=3, batch=2)
+    )
 
 
 @pytest.mark.parametrize("B", [1, 64])
@@ -249,6 +296,7 @@ def test_concurrent_calls_are_bit_identical_to_serial(rng, B, monkeypatch):
         barrier.wait()
         for _ in range(3):
             results[k] = rnn_xp.forward(xs[k], params, impl=IMPL)
+
     workers = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
     for t in workers:
         t.start()
@@ -301,8 +349,12 @@ def test_threaded_kernels_only_where_they_pay(rng, monkeypatch):
     rnn_xp.forward(x, big, impl=IMPL)
     rnn_xp.forward(x, small, impl=IMPL)
     rnn_xp.forward(np.repeat(x, 64, axis=0), big, impl=IMPL)  # batch 64: gate math on the calling thread
-    assert chosen == (["vec_chunk_parallel"] if numba.get_num_threads() > 1 else ["vec_chunk_serial"]) + [
-        "vec_chunk_serial"] + ["rows_serial"] * 5
+    assert (
+        chosen
+        == (["vec_chunk_parallel"] if numba.get_num_threads() > 1 else ["vec_chunk_serial"])
+        + ["vec_chunk_serial"]
+        + ["rows_serial"] * 5
+    )
     chosen.clear()
     monkeypatch.setattr(mod, "_cores_busy", lambda: True)
     rnn_xp.forward(x, big, impl=IMPL)

@@ -34,23 +34,34 @@ def test_layer_and_params_reprs_are_short():
         rnn_xp.Embedding(table),
         rnn_xp.Dense(np.full((2, 5), 0.123456), None, "relu"),
         rnn_xp.Recurrent(p, return_sequences=True),
-        rnn_xp.Bidirectional(rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, xp=np)),
-                             rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, xp=np), go_backwards=True)),
-        p, p.layers[1][1],
+        rnn_xp.Bidirectional(
+            rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, xp=np)),
+            rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, xp=np), go_backwards=True),
+        ),
+        p,
+        p.layers[1][1],
     ]
     for obj in objects:
         text = repr(obj)
         assert "0.123" not in text and "array(" not in text and len(text) < 600, text
-    assert repr(p.layers[1][1]) == ("CellWeights(w_ih=(16, 4), w_hh=(16, 2), b_ih=(16,), b_hh=(16,), w_hr=(2, 4), "
-                                    "dtype='float32', namespace='numpy', device=cpu)")
+    assert repr(p.layers[1][1]) == (
+        "CellWeights(w_ih=(16, 4), w_hh=(16, 2), b_ih=(16,), b_hh=(16,), w_hr=(2, 4), "
+        "dtype='float32', namespace='numpy', device=cpu)"
+    )
     assert "num_layers=2, direction='bidirectional', proj_size=2, return_sequences=True" in repr(objects[2])
     assert "go_backwards=True" in repr(objects[3]) and repr(objects[3]).count("\n") == 2
     assert "activation='Relu', use_bias=False" in repr(objects[1])
 
 
 # --- namespaces by module or by name, with the install for a missing one -----------------------------------
-NAMES = [("numpy", "numpy"), ("torch", "torch"), ("array_api_strict", "array_api_strict"), ("jax", "jax"),
-         ("jax.numpy", "jax"), ("dask.array", "dask.array")]
+NAMES = [
+    ("numpy", "numpy"),
+    ("torch", "torch"),
+    ("array_api_strict", "array_api_strict"),
+    ("jax", "jax"),
+    ("jax.numpy", "jax"),
+    ("dask.array", "dask.array"),
+]
 
 
 @pytest.mark.parametrize("name, expected", NAMES)
@@ -121,8 +132,13 @@ def test_onnx_graph_called_positionally_is_told_inputs_go_by_name():
     W = numpy_helper.from_array(rng.uniform(-1, 1, (1, 4, 3)).astype(np.float32), "W")
     R = numpy_helper.from_array(rng.uniform(-1, 1, (1, 4, 4)).astype(np.float32), "R")
     node = helper.make_node("RNN", ["X", "W", "R"], ["Y"], hidden_size=4)
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 1, 3])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], [W, R])
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2, 1, 3])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [W, R],
+    )
     graph = rnn_xp.from_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString())
     x = rng.standard_normal((2, 1, 3)).astype(np.float32)
     with pytest.raises(TypeError, match=r"takes its inputs by name: graph\(X=\.\.\.\)"):

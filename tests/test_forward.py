@@ -61,8 +61,17 @@ def test_matches_reference(xp, rng, cell, opts, direction, dtype):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_lengths_mask_and_initial_state(xp, rng, cell):
-    params = rnn_xp.init(cell, 3, 4, num_layers=2, bidirectional=True, seed=1, dtype="float64", xp=np,
-                         proj_size=2 if cell == "lstm" else 0)
+    params = rnn_xp.init(
+        cell,
+        3,
+        4,
+        num_layers=2,
+        bidirectional=True,
+        seed=1,
+        dtype="float64",
+        xp=np,
+        proj_size=2 if cell == "lstm" else 0,
+    )
     B, T = 5, 7
     x = rng.standard_normal((B, T, 3))
     cfg = params.config
@@ -71,8 +80,12 @@ def test_lengths_mask_and_initial_state(xp, rng, cell):
     lengths = np.array([7, 0, 3, 1, 5])
     mask = rng.random((B, T)) > 0.3
     mask[:, 0] = False  # masked first steps output zero, not h0 (Keras)
-    for kw in ({"lengths": lengths}, {"mask": mask}, {"mask": mask, "zero_output_for_mask": True},
-               {"lengths": lengths, "mask": mask}):
+    for kw in (
+        {"lengths": lengths},
+        {"mask": mask},
+        {"mask": mask, "zero_output_for_mask": True},
+        {"lengths": lengths, "mask": mask},
+    ):
         _run(xp, params, x, "float64", initial_state=init, **kw)
 
 
@@ -93,8 +106,9 @@ def test_time_major(xp, rng):
     x = rng.standard_normal((2, 6, 3))
     mask = rng.random((2, 6)) > 0.4
     y_b, s_b = rnn_xp.forward(on(xp, x), p, mask=on(xp, mask))
-    y_t, s_t = rnn_xp.forward(on(xp, np.ascontiguousarray(x.transpose(1, 0, 2))), p, mask=on(xp, mask.T),
-                              time_major=True)
+    y_t, s_t = rnn_xp.forward(
+        on(xp, np.ascontiguousarray(x.transpose(1, 0, 2))), p, mask=on(xp, mask.T), time_major=True
+    )
     assert tuple(y_t.shape) == (6, 2, 8)
     np.testing.assert_allclose(_xp.to_host(y_t).transpose(1, 0, 2), _xp.to_host(y_b), atol=1e-12)
     np.testing.assert_allclose(_xp.to_host(s_t[1]), _xp.to_host(s_b[1]), atol=1e-12)
@@ -110,17 +124,45 @@ def test_degenerate_sizes(xp, rng, cell, B, T, H):
         _run(xp, params, x, "float64", lengths=np.zeros(B, dtype=np.int64))
 
 
-ALL_ACTIVATIONS = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
-                   "HardSigmoid", "Elu", "Softsign", "Softplus", "tanh", "relu", "sigmoid", "hard_sigmoid",
-                   "leaky_relu", "elu", "selu", "softsign", "softplus", "linear", "relu6", "silu", "hard_silu",
-                   "exponential", "log_sigmoid", "hard_tanh", "mish", "tanh_shrink"]
+ALL_ACTIVATIONS = [
+    "Relu",
+    "Tanh",
+    "Sigmoid",
+    "Affine",
+    "LeakyRelu",
+    "ThresholdedRelu",
+    "ScaledTanh",
+    "HardSigmoid",
+    "Elu",
+    "Softsign",
+    "Softplus",
+    "tanh",
+    "relu",
+    "sigmoid",
+    "hard_sigmoid",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "softsign",
+    "softplus",
+    "linear",
+    "relu6",
+    "silu",
+    "hard_silu",
+    "exponential",
+    "log_sigmoid",
+    "hard_tanh",
+    "mish",
+    "tanh_shrink",
+]
 
 
 @pytest.mark.parametrize("name", ALL_ACTIVATIONS)
 def test_every_activation(xp, rng, name):
     # as the rnn's f with random alpha/beta, and as the lstm's g and h
-    params = rnn_xp.init("rnn", 3, 4, activations=[name], activation_alpha=[0.3], activation_beta=[0.6],
-                         seed=4, dtype="float64", xp=np)
+    params = rnn_xp.init(
+        "rnn", 3, 4, activations=[name], activation_alpha=[0.3], activation_beta=[0.6], seed=4, dtype="float64", xp=np
+    )
     scale = 0.3 if name == "exponential" else 2.0  # exp feeding back on itself overflows otherwise
     _run(xp, params, rng.standard_normal((2, 4, 3)) * scale, "float64")
     g = "Tanh" if name == "exponential" else name
@@ -130,14 +172,30 @@ def test_every_activation(xp, rng, name):
 
 def test_onnx_alpha_beta_go_to_functions_that_take_them(rng):
     # alpha list [0.1, 0.2]: Tanh takes none, LeakyRelu takes 0.1, Affine takes 0.2 (and beta 0.9)
-    p = rnn_xp.init("lstm", 2, 3, activations=["LeakyRelu", "Tanh", "Affine"], activation_alpha=[0.1, 0.2],
-                    activation_beta=[0.9], xp=np)
+    p = rnn_xp.init(
+        "lstm",
+        2,
+        3,
+        activations=["LeakyRelu", "Tanh", "Affine"],
+        activation_alpha=[0.1, 0.2],
+        activation_beta=[0.9],
+        xp=np,
+    )
     f, g, h = p.config.activations[0]
     assert (f.alpha, g.alpha, h.alpha, h.beta) == (0.1, None, 0.2, 0.9)
-    p = rnn_xp.init("gru", 2, 3, direction="bidirectional", activations=["Sigmoid", "Tanh", "HardSigmoid", "Elu"],
-                    activation_alpha=[0.3, 0.4], xp=np)
+    p = rnn_xp.init(
+        "gru",
+        2,
+        3,
+        direction="bidirectional",
+        activations=["Sigmoid", "Tanh", "HardSigmoid", "Elu"],
+        activation_alpha=[0.3, 0.4],
+        xp=np,
+    )
     assert p.config.activations[0][1].name == "Tanh" and p.config.activations[1] == (
-        rnn_xp.Activation("HardSigmoid", 0.3, 0.5), rnn_xp.Activation("Elu", 0.4))
+        rnn_xp.Activation("HardSigmoid", 0.3, 0.5),
+        rnn_xp.Activation("Elu", 0.4),
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -181,9 +239,10 @@ def test_outputs_stay_on_the_inputs_namespace(xp, rng):
 
 def test_all_option_combinations_small(rng):
     """Every pairing of the cell options at once on numpy (the backends are covered above)."""
-    for cell, direction, bias, layers in itertools.product(["rnn", "lstm", "gru"], ["forward", "bidirectional"],
-                                                            [True, "single", False], [1, 3]):
-        params = rnn_xp.init(cell, 3, 4, num_layers=layers, direction=direction, bias=bias, seed=9,
-                             dtype="float64", xp=np)
-        _run(_xp.as_namespace(np), params, rng.standard_normal((2, 3, 3)), "float64",
-             lengths=np.array([3, 2]))
+    for cell, direction, bias, layers in itertools.product(
+        ["rnn", "lstm", "gru"], ["forward", "bidirectional"], [True, "single", False], [1, 3]
+    ):
+        params = rnn_xp.init(
+            cell, 3, 4, num_layers=layers, direction=direction, bias=bias, seed=9, dtype="float64", xp=np
+        )
+        _run(_xp.as_namespace(np), params, rng.standard_normal((2, 3, 3)), "float64", lengths=np.array([3, 2]))

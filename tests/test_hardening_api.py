@@ -44,15 +44,23 @@ def _forward_cases(xp):
         ("x None", lambda: F(None, p), TypeError, "must be an array"),
         ("x rank 2", lambda: F(x[0, ...], p), ValueError, r"shape \(5, 3\); expected 3 dimensions"),
         ("x features", lambda: F(on(xp, np.zeros((2, 5, 4), np.float32)), p), ValueError, "4 features.*input_size=3"),
-        ("x integer", lambda: F(_xp.from_host(np.zeros((2, 5, 3), np.int64), xp), p), TypeError,
-         "dtype int64; expected a floating dtype.*Embedding"),
+        (
+            "x integer",
+            lambda: F(_xp.from_host(np.zeros((2, 5, 3), np.int64), xp), p),
+            TypeError,
+            "dtype int64; expected a floating dtype.*Embedding",
+        ),
         ("x bool", lambda: F(_xp.from_host(np.zeros((2, 5, 3), bool), xp), p), TypeError, "dtype bool"),
         ("x float64", lambda: F(on(xp, np.zeros((2, 5, 3))), p), TypeError, "no silent casts.*Fix"),
         ("params", lambda: F(x, {"w": 1}), TypeError, "params must be rnn_xp params.*got dict"),
         ("rnn state pair", lambda: F(x, g, (h[:1, ...], h[:1, ...])), TypeError, "only LSTM takes"),
         ("c0 missing", lambda: F(x, p, h), TypeError, r"c0 is missing"),
-        ("state shape", lambda: F(x, p, (h[:1, ...], h)), ValueError,
-         r"h0 has shape \(1, 2, 4\); expected \(2, 2, 4\)"),
+        (
+            "state shape",
+            lambda: F(x, p, (h[:1, ...], h)),
+            ValueError,
+            r"h0 has shape \(1, 2, 4\); expected \(2, 2, 4\)",
+        ),
         ("state dtype", lambda: F(x, p, (on(xp, np.zeros((2, 2, 4))), h)), TypeError, "float64; expected x's float32"),
         ("state list", lambda: F(x, g, np.zeros((1, 2, 4)).tolist()), TypeError, "got a list"),
         ("lengths long", lambda: F(x, p, lengths=[5, 6]), ValueError, r"\[0, 5\].*\[6\]"),
@@ -68,8 +76,12 @@ def _forward_cases(xp):
         ("mask ragged", lambda: F(x, p, mask=[[True], [True, False]]), ValueError, "ragged list"),
         ("mask str", lambda: F(x, p, mask="yes"), TypeError, "got str"),
         ("time_major", lambda: F(x, p, time_major="yes"), TypeError, "time_major must be True or False"),
-        ("zero_output_for_mask", lambda: F(x, p, zero_output_for_mask="no"), TypeError,
-         "zero_output_for_mask must be True or False; got str 'no'"),
+        (
+            "zero_output_for_mask",
+            lambda: F(x, p, zero_output_for_mask="no"),
+            TypeError,
+            "zero_output_for_mask must be True or False; got str 'no'",
+        ),
         ("impl", lambda: F(x, p, impl="fastest"), ValueError, "impl='fastest' is unknown; expected"),
     ]
 
@@ -82,12 +94,20 @@ def test_forward_rejects_bad_input_on_every_namespace(xp):
 def test_forward_refuses_a_namespace_mix(xp):
     p = rnn_xp.init("rnn", 3, 4, xp=np)
     if _xp.namespace_name(xp) != "numpy":
-        _raises(lambda: rnn_xp.forward(on(xp, np.zeros((1, 2, 3), np.float32)), p), TypeError,
-                "params live in numpy.*to_device")
+        _raises(
+            lambda: rnn_xp.forward(on(xp, np.zeros((1, 2, 3), np.float32)), p),
+            TypeError,
+            "params live in numpy.*to_device",
+        )
     q = rnn_xp.init("rnn", 3, 4, xp=xp)
     x = on(xp, np.zeros((1, 2, 3), np.float32))
-    _raises(lambda: rnn_xp.forward(x, q, torch.zeros(1, 1, 4) if _xp.namespace_name(xp) != "torch"
-                                   else np.zeros((1, 1, 4), np.float32)), TypeError, "expected x's namespace")
+    _raises(
+        lambda: rnn_xp.forward(
+            x, q, torch.zeros(1, 1, 4) if _xp.namespace_name(xp) != "torch" else np.zeros((1, 1, 4), np.float32)
+        ),
+        TypeError,
+        "expected x's namespace",
+    )
 
 
 # --- init and the config ----------------------------------------------------------------------------------
@@ -149,8 +169,7 @@ def test_tools_reject_bad_arguments(tmp_path):
         (lambda: rnn_xp.select_backend("tpu"), ValueError, "backend 'tpu' .* unknown; expected one of"),
         (lambda: rnn_xp.select_backend(3), ValueError, "unknown"),
         (lambda: rnn_xp.to_torch_state_dict("params"), TypeError, "takes RNNParams; got str"),
-        (lambda: rnn_xp.to_torch_state_dict(rnn_xp.init("rnn", 2, 3, bias="single", xp=np)), ValueError,
-         "single bias"),
+        (lambda: rnn_xp.to_torch_state_dict(rnn_xp.init("rnn", 2, 3, bias="single", xp=np)), ValueError, "single bias"),
     ]
     _check(cases)
     assert sorted(f.name for f in tmp_path.iterdir()) == []  # a refused save leaves nothing behind
@@ -202,12 +221,21 @@ def test_layers_reject_bad_input():
         (lambda: back(x, np.ones((2, 4), bool)), ValueError, r"mask has shape \(2, 4\); expected \(2, 5\)"),
         (lambda: R.Bidirectional(gru, "back"), TypeError, "wraps two Recurrent layers; got str"),
         (lambda: R.Bidirectional(gru, back, "max"), ValueError, "merge_mode='max'"),
-        (lambda: R.Bidirectional(gru, R.Recurrent(R.init("gru", 4, 4, xp=np), go_backwards=True)), ValueError,
-         "reads 3 features, the backward layer 4"),
-        (lambda: R.Bidirectional(gru, R.Recurrent(R.init("gru", 3, 5, xp=np), go_backwards=True), "sum"), ValueError,
-         "needs outputs of one size.*4 and 5"),
-        (lambda: R.Bidirectional(gru, R.Recurrent(R.init("gru", 3, 4, xp=torch), go_backwards=True)), TypeError,
-         "torch array.*weights live in numpy"),
+        (
+            lambda: R.Bidirectional(gru, R.Recurrent(R.init("gru", 4, 4, xp=np), go_backwards=True)),
+            ValueError,
+            "reads 3 features, the backward layer 4",
+        ),
+        (
+            lambda: R.Bidirectional(gru, R.Recurrent(R.init("gru", 3, 5, xp=np), go_backwards=True), "sum"),
+            ValueError,
+            "needs outputs of one size.*4 and 5",
+        ),
+        (
+            lambda: R.Bidirectional(gru, R.Recurrent(R.init("gru", 3, 4, xp=torch), go_backwards=True)),
+            TypeError,
+            "torch array.*weights live in numpy",
+        ),
         (lambda: R.Sequential(5), TypeError, "takes a list of layers; got int"),
         (lambda: R.Sequential(["dense"]), TypeError, "takes rnn_xp layers .*got str"),
         (lambda: R.Sequential([gru], input_shape=(-1, 3)), TypeError, "input_shape must be a tuple of sizes"),
@@ -235,14 +263,19 @@ def test_from_torch_rejects_malformed_state_dicts():
         ({"weight_ih_l0": z(0, 3), "weight_hh_l0": z(0, 0)}, "non-empty"),
         ({"weight_ih_l0": z(8, 3), "weight_hh_l0": z(8, 2), "weight_hr_l0": z(2)}, "weight_hr_l0.*2-D"),
         ({"weight_ih_l0": z(8, 3, dtype=torch.int64), "weight_hh_l0": z(8, 2)}, "dtype int64; expected floating"),
-        ({"weight_ih_l0": z(8, 3), "weight_hh_l0": z(8, 2), "weight_ih_l999999999999": z(8, 2)},
-         "name layer 999999999999 but hold 3 tensors"),
+        (
+            {"weight_ih_l0": z(8, 3), "weight_hh_l0": z(8, 2), "weight_ih_l999999999999": z(8, 2)},
+            "name layer 999999999999 but hold 3 tensors",
+        ),
         ({"weight_ih_l0": z(8, 3, device="meta"), "weight_hh_l0": z(8, 2, device="meta")}, "cannot be copied"),
     ]
     for sd, match in cases:
         _raises(lambda sd=sd: rnn_xp.from_torch(sd), ValueError, match)
-    _raises(lambda: rnn_xp.from_torch({"weight_ih_l0": z(8, 3), "weight_hh_l0": z(8, 2)}, cell=["lstm"]), ValueError,
-            r"cell=\['lstm'\] is unknown")
+    _raises(
+        lambda: rnn_xp.from_torch({"weight_ih_l0": z(8, 3), "weight_hh_l0": z(8, 2)}, cell=["lstm"]),
+        ValueError,
+        r"cell=\['lstm'\] is unknown",
+    )
 
 
 def test_from_torch_bfloat16_becomes_float32():
@@ -257,14 +290,18 @@ def _onnx_lstm(layout):
 
     rng = np.random.default_rng(0)
     W, R = (numpy_helper.from_array(rng.uniform(-1, 1, (1, 8, 2)).astype(np.float32), n) for n in "WR")
-    node = helper.make_node("LSTM", ["X", "W", "R", "", "L", "H", "C"], ["Y"], name="lstm", hidden_size=2,
-                            layout=layout)
+    node = helper.make_node(
+        "LSTM", ["X", "W", "R", "", "L", "H", "C"], ["Y"], name="lstm", hidden_size=2, layout=layout
+    )
     x_shape = ["T", "B", 2] if layout == 0 else ["B", "T", 2]
-    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape),
-              helper.make_tensor_value_info("L", TensorProto.INT32, ["B"]),
-              *(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "HC")]
-    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
-                              initializer=[W, R])
+    inputs = [
+        helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape),
+        helper.make_tensor_value_info("L", TensorProto.INT32, ["B"]),
+        *(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "HC"),
+    ]
+    graph = helper.make_graph(
+        [node], "g", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=[W, R]
+    )
     return rnn_xp.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]))
 
 
@@ -301,13 +338,17 @@ def test_edge_sizes_through_models(xp, rng, B, T):
     """Batch 0, length 0 and one step run through every layer, unit sizes included."""
     f = rnn_xp.init("lstm", 2, 1, seed=0, dtype="float64", xp=xp)
     b = rnn_xp.init("lstm", 2, 1, seed=1, dtype="float64", xp=xp)
-    model = rnn_xp.Sequential([
-        rnn_xp.Masking(),
-        rnn_xp.Bidirectional(rnn_xp.Recurrent(f, return_sequences=True),
-                             rnn_xp.Recurrent(b, return_sequences=True, go_backwards=True)),
-        rnn_xp.Recurrent(rnn_xp.init("gru", 2, 1, seed=2, dtype="float64", xp=xp), zero_output_for_mask=True),
-        rnn_xp.Dense.init(1, 1, activation="softmax", seed=3, dtype="float64", xp=xp),
-    ])
+    model = rnn_xp.Sequential(
+        [
+            rnn_xp.Masking(),
+            rnn_xp.Bidirectional(
+                rnn_xp.Recurrent(f, return_sequences=True),
+                rnn_xp.Recurrent(b, return_sequences=True, go_backwards=True),
+            ),
+            rnn_xp.Recurrent(rnn_xp.init("gru", 2, 1, seed=2, dtype="float64", xp=xp), zero_output_for_mask=True),
+            rnn_xp.Dense.init(1, 1, activation="softmax", seed=3, dtype="float64", xp=xp),
+        ]
+    )
     x_host = rng.standard_normal((B, T, 2))
     y = model(on(xp, x_host))
     assert tuple(y.shape) == (B, 1) and _xp.dtype_name(y.dtype) == "float64"
@@ -326,23 +367,33 @@ def test_edge_sizes_through_models(xp, rng, B, T):
 def test_models_and_graphs_from_many_threads(rng):
     """Every thread gets exactly the single-threaded answer: nothing is cached on params, layers or graphs."""
     pytest.importorskip("onnx")
-    model = rnn_xp.Sequential([
-        rnn_xp.Masking(),
-        rnn_xp.Bidirectional(rnn_xp.Recurrent(rnn_xp.init("lstm", 3, 5, seed=0, xp=np), return_sequences=True),
-                             rnn_xp.Recurrent(rnn_xp.init("lstm", 3, 5, seed=1, xp=np), return_sequences=True,
-                                              go_backwards=True)),
-        rnn_xp.Recurrent(rnn_xp.init("gru", 10, 4, seed=2, xp=np)),
-    ])
+    model = rnn_xp.Sequential(
+        [
+            rnn_xp.Masking(),
+            rnn_xp.Bidirectional(
+                rnn_xp.Recurrent(rnn_xp.init("lstm", 3, 5, seed=0, xp=np), return_sequences=True),
+                rnn_xp.Recurrent(rnn_xp.init("lstm", 3, 5, seed=1, xp=np), return_sequences=True, go_backwards=True),
+            ),
+            rnn_xp.Recurrent(rnn_xp.init("gru", 10, 4, seed=2, xp=np)),
+        ]
+    )
     graph = _onnx_lstm(0)
     tmodel = rnn_xp.to_device(model, torch)
     jobs = []
     for i in range(12):
         x = rng.standard_normal((2, 6 + i, 3)).astype(np.float32)
         x[0, -2:] = 0.0  # masked steps
-        feeds = {"X": rng.standard_normal((4 + i, 1, 2)).astype(np.float32), "H": np.zeros((1, 1, 2), np.float32),
-                 "C": np.zeros((1, 1, 2), np.float32), "L": np.array([3], np.int32)}
-        jobs += [(lambda x=x: model(x), None), (lambda x=x: _xp.to_host(tmodel(torch.from_numpy(x))), None),
-                 (lambda f=feeds: graph(**f)["Y"], None)]
+        feeds = {
+            "X": rng.standard_normal((4 + i, 1, 2)).astype(np.float32),
+            "H": np.zeros((1, 1, 2), np.float32),
+            "C": np.zeros((1, 1, 2), np.float32),
+            "L": np.array([3], np.int32),
+        }
+        jobs += [
+            (lambda x=x: model(x), None),
+            (lambda x=x: _xp.to_host(tmodel(torch.from_numpy(x))), None),
+            (lambda f=feeds: graph(**f)["Y"], None),
+        ]
     expected = [job() for job, _ in jobs]
     results, errors = [None] * len(jobs), []
     barrier = threading.Barrier(8)

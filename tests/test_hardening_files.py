@@ -43,6 +43,7 @@ def _make_pt(path):
 
 def _make_safetensors(path):
     from safetensors.torch import save_file
+
     save_file(_sd(), str(path))
 
 
@@ -61,13 +62,26 @@ def _onnx_bytes():
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), n)
-             for n, shape in (("W", (2, 9, 2)), ("R", (2, 9, 3)), ("B", (2, 18)))]
-    node = helper.make_node("GRU", ["X", "W", "R", "B"], ["Y", "Yh"], name="gru", hidden_size=3,
-                            direction="bidirectional", linear_before_reset=1)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 2])],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Yh")],
-                              initializer=inits)
+    inits = [
+        numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), n)
+        for n, shape in (("W", (2, 9, 2)), ("R", (2, 9, 3)), ("B", (2, 18)))
+    ]
+    node = helper.make_node(
+        "GRU",
+        ["X", "W", "R", "B"],
+        ["Y", "Yh"],
+        name="gru",
+        hidden_size=3,
+        direction="bidirectional",
+        linear_before_reset=1,
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 2])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Yh")],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
 
 
@@ -126,8 +140,12 @@ def _value_error_or_valid(kind, tmp_path, data, name="f"):
 @pytest.mark.parametrize("kind", KINDS)
 def test_garbage_truncated_and_tampered(kind, good, tmp_path):
     data = good[kind]
-    for label, junk in (("empty", b""), ("garbage", bytes(random.Random(0).randrange(256) for _ in range(3000))),
-                        ("text", b"not a model at all\n" * 50), ("zip of nothing", _zip({}))):
+    for label, junk in (
+        ("empty", b""),
+        ("garbage", bytes(random.Random(0).randrange(256) for _ in range(3000))),
+        ("text", b"not a model at all\n" * 50),
+        ("zip of nothing", _zip({})),
+    ):
         with pytest.raises(ValueError):
             _run(kind, tmp_path, junk, label.replace(" ", "_"))
     for cut in (1, 9, 64, len(data) // 3, len(data) // 2, len(data) - 1):
@@ -227,8 +245,9 @@ def _members(data):
         return {n: zf.read(n) for n in zf.namelist()}
 
 
-@pytest.mark.parametrize("kind,member", [("npz", "l0.fwd.w_ih.npy"), ("keras", "model.weights.h5"),
-                                         ("keras", "config.json"), ("pt", None)])
+@pytest.mark.parametrize(
+    "kind,member", [("npz", "l0.fwd.w_ih.npy"), ("keras", "model.weights.h5"), ("keras", "config.json"), ("pt", None)]
+)
 def test_zip_bombs_are_refused_before_reading(kind, member, good, tmp_path, monkeypatch):
     """A member declaring ~200 MB that deflates to ~200 kB: refused from its declared size, never inflated."""
     members = _members(good[kind])
@@ -242,6 +261,7 @@ def test_zip_bombs_are_refused_before_reading(kind, member, good, tmp_path, monk
     def no_inflating(self, name, *args, **kwargs):
         assert getattr(name, "filename", name) != member, "the zip bomb was opened"
         return opened(self, name, *args, **kwargs)
+
     monkeypatch.setattr(zipfile.ZipFile, "open", no_inflating)
     with pytest.raises(ValueError, match="declares"):
         _run(kind, tmp_path, data)
@@ -314,11 +334,16 @@ def test_keras_weights_missing_wrong_or_huge(good, tmp_path):
 
     def huge(f):  # ~40 GB declared, stored as nothing: chunks never written take no space
         del f["layers/gru/cell/vars/0"]
-        f.create_dataset("layers/gru/cell/vars/0", shape=(100_000, 100_000), dtype=np.float32, chunks=(100, 100),
-                         compression="gzip")
+        f.create_dataset(
+            "layers/gru/cell/vars/0", shape=(100_000, 100_000), dtype=np.float32, chunks=(100, 100), compression="gzip"
+        )
 
-    for edit, match in ((missing, "expected 3"), (wrong_shape, "kernel"), (ints, "floating point"),
-                        (huge, "more than the archive holds")):
+    for edit, match in (
+        (missing, "expected 3"),
+        (wrong_shape, "kernel"),
+        (ints, "floating point"),
+        (huge, "more than the archive holds"),
+    ):
         with pytest.raises(ValueError, match=match):
             _run("keras", tmp_path, _rewrite_weights(good["keras"], tmp_path, edit), edit.__name__)
 
@@ -332,9 +357,12 @@ def test_onnx_constant_folding_cannot_blow_up(tmp_path):
     graph = model.graph
     graph.initializer.append(numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "S"))
     graph.initializer.append(numpy_helper.from_array(np.ones(1000, np.float32), "C0"))
-    bombs = {"ConstantOfShape": [helper.make_node("ConstantOfShape", ["S"], ["Z"], name="big")],
-             "Concat": [helper.make_node("Concat", [f"C{i}", f"C{i}"], [f"C{i + 1}"], name=f"cat{i}", axis=0)
-                        for i in range(40)]}
+    bombs = {
+        "ConstantOfShape": [helper.make_node("ConstantOfShape", ["S"], ["Z"], name="big")],
+        "Concat": [
+            helper.make_node("Concat", [f"C{i}", f"C{i}"], [f"C{i + 1}"], name=f"cat{i}", axis=0) for i in range(40)
+        ],
+    }
     for nodes in bombs.values():
         m = onnx.ModelProto()
         m.CopyFrom(model)
@@ -370,6 +398,6 @@ def test_onnx_names_that_are_not_utf8(tmp_path):
     data = _onnx_bytes()
     for field in (b"hidden_size", b"linear_before_reset", b"gru"):  # attribute names, the node name
         at = data.rindex(field)
-        bad = data[:at] + b"\x80" + data[at + 1:]
+        bad = data[:at] + b"\x80" + data[at + 1 :]
         with pytest.raises(ValueError, match="not UTF-8"):
             rnn_xp.from_onnx(bad)

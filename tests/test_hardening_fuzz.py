@@ -32,8 +32,12 @@ def test_the_harness_reports_crashes_hangs_and_exceptions(tmp_path):
     findings, ran = fuzz_harness.run_batch("selftest", "selftest", mutants, work, tmp_path / "found", timeout=5)
     assert ran == len(mutants)
     kinds = sorted((kind, Path(path).read_bytes(), why.split(":")[0]) for kind, path, why in findings)
-    assert kinds == [("crash", b"CRASH 1", "signal SIGSEGV"), ("crash", b"CRASH 2", "signal SIGSEGV"),
-                     ("crash", b"HANG", "hang"), ("exception", b"OOPS", "KeyError")]
+    assert kinds == [
+        ("crash", b"CRASH 1", "signal SIGSEGV"),
+        ("crash", b"CRASH 2", "signal SIGSEGV"),
+        ("crash", b"HANG", "hang"),
+        ("exception", b"OOPS", "KeyError"),
+    ]
 
 
 def test_mutants_are_deterministic():
@@ -66,6 +70,7 @@ def test_structure_aware_mutants_keep_their_container(target, corpus):
         except Exception:  # noqa: BLE001 - any failure to parse counts as not sound
             return False
         return True
+
     assert sum(map(sound, a)) >= 30
 
 

@@ -42,8 +42,14 @@ def run_child(code, timeout=180, memory=CHILD_MEMORY):
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "torch"}
     try:
-        proc = subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(code)], capture_output=True,
-                              text=True, timeout=timeout, env=env, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-c", prologue + textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"the child ran past {timeout} s (a hang)")
     assert proc.returncode == 0, f"the child exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
@@ -101,11 +107,18 @@ def _onnx_bytes():
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), n)
-             for n, shape in (("W", (1, 9, 2)), ("R", (1, 9, 3)))]
+    inits = [
+        numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), n)
+        for n, shape in (("W", (1, 9, 2)), ("R", (1, 9, 3)))
+    ]
     node = helper.make_node("GRU", ["X", "W", "R"], ["Y"], name="gru", hidden_size=3)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 2])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=inits)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 2])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
 
 
@@ -148,9 +161,9 @@ def _declare_size(data, name, size):
     for signature, field, name_len_at, fixed in ((b"PK\x03\x04", 22, 26, 30), (b"PK\x01\x02", 24, 28, 46)):
         at = buf.find(signature)
         while at >= 0:
-            n = int.from_bytes(buf[at + name_len_at:at + name_len_at + 2], "little")
-            if bytes(buf[at + fixed:at + fixed + n]) == name.encode():
-                buf[at + field:at + field + 4] = size.to_bytes(4, "little")
+            n = int.from_bytes(buf[at + name_len_at : at + name_len_at + 2], "little")
+            if bytes(buf[at + fixed : at + fixed + n]) == name.encode():
+                buf[at + field : at + field + 4] = size.to_bytes(4, "little")
             at = buf.find(signature, at + 4)
     return bytes(buf)
 
@@ -169,6 +182,7 @@ def test_npz_members_of_other_compression_methods_are_refused_unread(method, npz
 
     def no_decompressing(*args, **kwargs):
         raise AssertionError("a member was decompressed")
+
     monkeypatch.setattr(bz2, "BZ2Decompressor", no_decompressing)
     monkeypatch.setattr(zipfile, "LZMADecompressor", no_decompressing)
     for label, archive in (("honest", data), ("lying", lying)):
@@ -185,10 +199,14 @@ def test_npz_bzip2_bomb_in_a_child_under_a_memory_limit(npz_members, tmp_path):
     path = tmp_path / "bomb.npz"
     path.write_bytes(_declare_size(_zip(members, zipfile.ZIP_BZIP2), "l0.fwd.w_ih.npy", 500))
     assert path.stat().st_size < 16 << 10
-    out = _outcomes(run_child(outcome_code(f"""
+    out = _outcomes(
+        run_child(
+            outcome_code(f"""
         import numpy as np, rnn_xp
         outcome("bomb", lambda: rnn_xp.load({str(path)!r}, xp=np))
-    """)))
+    """)
+        )
+    )
     assert out["bomb"].startswith("ValueError") and "compression method" in out["bomb"], out
 
 
@@ -218,16 +236,23 @@ def _npz_with(npz_members, tmp_path, member, data, name="bad.npz"):
     return path
 
 
-@pytest.mark.parametrize("label,data", [
-    ("not npy", b"this member is not an .npy array at all" * 4),
-    ("truncated header", _npy(np.zeros((16, 3), np.float32))[:40]),
-    ("unterminated header", b"\x93NUMPY\x01\x00\x40\x00{'descr': '<f4', 'fortran_order': False, 'shape': (16, 3"
-     + b" " * 20),
-    ("header not a dict", b"\x93NUMPY\x01\x00\x10\x00[1, 2, 3]      \n"),
-    ("unknown version", b"\x93NUMPY\x09\x00\x10\x00" + b" " * 16),
-    ("object dtype", b"\x93NUMPY\x01\x00\x46\x00{'descr': '|O', 'fortran_order': False, 'shape': (16, 3), }"
-     + b" " * 4),
-])
+@pytest.mark.parametrize(
+    "label,data",
+    [
+        ("not npy", b"this member is not an .npy array at all" * 4),
+        ("truncated header", _npy(np.zeros((16, 3), np.float32))[:40]),
+        (
+            "unterminated header",
+            b"\x93NUMPY\x01\x00\x40\x00{'descr': '<f4', 'fortran_order': False, 'shape': (16, 3" + b" " * 20,
+        ),
+        ("header not a dict", b"\x93NUMPY\x01\x00\x10\x00[1, 2, 3]      \n"),
+        ("unknown version", b"\x93NUMPY\x09\x00\x10\x00" + b" " * 16),
+        (
+            "object dtype",
+            b"\x93NUMPY\x01\x00\x46\x00{'descr': '|O', 'fortran_order': False, 'shape': (16, 3), }" + b" " * 4,
+        ),
+    ],
+)
 def test_corrupted_npy_members_raise_value_error(label, data, npz_members, tmp_path):
     path = _npz_with(npz_members, tmp_path, "l0.fwd.w_ih.npy", data)
     with pytest.raises(ValueError, match="not a valid rnn_xp file"):
@@ -242,8 +267,9 @@ def test_npy_header_claiming_a_huge_shape_is_refused_before_allocating(npz_membe
         rnn_xp.load(path, xp=np)
 
 
-@pytest.mark.parametrize("dtype,ok", [(">f4", True), (">f8", True), ("<f2", True), ("float128", False),
-                                      ("complex64", False), ("<i4", False)])
+@pytest.mark.parametrize(
+    "dtype,ok", [(">f4", True), (">f8", True), ("<f2", True), ("float128", False), ("complex64", False), ("<i4", False)]
+)
 def test_npz_byte_order_is_converted_and_odd_dtypes_refused(dtype, ok, tmp_path):
     p = rnn_xp.init("gru", 3, 4, seed=0, xp=np, dtype="float64")
     path = tmp_path / "p.npz"
@@ -265,8 +291,12 @@ def test_npz_byte_order_is_converted_and_odd_dtypes_refused(dtype, ok, tmp_path)
 # --- 2. torch files with expand()ed (stride-0) tensors --------------------------------------------------
 def _expanded_state_dict(hidden):
     zero = torch.zeros(1, 1)
-    return {"weight_ih_l0": zero.expand(4 * hidden, 3), "weight_hh_l0": zero.expand(4 * hidden, hidden),
-            "bias_ih_l0": zero[0].expand(4 * hidden), "bias_hh_l0": zero[0].expand(4 * hidden)}
+    return {
+        "weight_ih_l0": zero.expand(4 * hidden, 3),
+        "weight_hh_l0": zero.expand(4 * hidden, hidden),
+        "bias_ih_l0": zero[0].expand(4 * hidden),
+        "bias_hh_l0": zero[0].expand(4 * hidden),
+    }
 
 
 def test_torch_file_with_stride_zero_tensors_is_refused_before_copying(tmp_path):
@@ -281,17 +311,21 @@ def test_torch_stride_zero_bomb_in_a_child_under_a_memory_limit(tmp_path):
     path = tmp_path / "bomb.pt"
     torch.save(_expanded_state_dict(16384), path)
     assert path.stat().st_size < 4 << 10
-    out = _outcomes(run_child(outcome_code(f"""
+    out = _outcomes(
+        run_child(
+            outcome_code(f"""
         import rnn_xp
         outcome("bomb", lambda: rnn_xp.from_torch({str(path)!r}), seconds=60)
-    """)))
+    """)
+        )
+    )
     assert out["bomb"].startswith("ValueError") and "storage" in out["bomb"], out
 
 
 def test_torch_tensors_overlapping_in_one_storage_are_refused(tmp_path):
     """Views of one storage, each within it, but reading its bytes more than once between them."""
     storage = torch.zeros(256 * 64)
-    sd = {"weight_ih_l0": storage[:256 * 3].view(256, 3)}
+    sd = {"weight_ih_l0": storage[: 256 * 3].view(256, 3)}
     for k in range(40):
         sd[f"weight_hh_l{k}"] = storage.view(256, 64)
         if k:
@@ -324,6 +358,7 @@ def _rename(cfg, old, new):
 def test_keras_config_cycles_are_refused(keras_bytes, tmp_path):
     """A layer reusing the input layer's name read itself forever (memory grew ~8 MB/s); a cycle between two
     layers and duplicated names are refused too. In a child: a regression hangs there, not here."""
+
     def self_loop(cfg):
         _rename(cfg, "gru", "input_layer")
 
@@ -338,11 +373,15 @@ def test_keras_config_cycles_are_refused(keras_bytes, tmp_path):
     for edit in (self_loop, two_cycle, duplicate):
         paths[edit.__name__] = tmp_path / f"{edit.__name__}.keras"
         paths[edit.__name__].write_bytes(_keras_with_config(keras_bytes, edit))
-    out = _outcomes(run_child(outcome_code(f"""
+    out = _outcomes(
+        run_child(
+            outcome_code(f"""
         import rnn_xp
-        for name, path in {({k: str(v) for k, v in paths.items()})!r}.items():
+        for name, path in { ({k: str(v) for k, v in paths.items()})!r}.items():
             outcome(name, lambda: rnn_xp.from_keras(path))
-    """)))
+    """)
+        )
+    )
     for name in paths:
         assert out[name].startswith("ValueError"), out
     assert "cycle" in out["self_loop"] or "names" in out["self_loop"], out
@@ -350,8 +389,12 @@ def test_keras_config_cycles_are_refused(keras_bytes, tmp_path):
 
 
 # --- 4. special files: /dev/zero, a symlink to it, a FIFO -------------------------------------------------
-LOADERS = {"load": "lambda p: rnn_xp.load(p, xp=np)", "from_torch": "rnn_xp.from_torch",
-           "from_keras": "rnn_xp.from_keras", "from_onnx": "rnn_xp.from_onnx"}
+LOADERS = {
+    "load": "lambda p: rnn_xp.load(p, xp=np)",
+    "from_torch": "rnn_xp.from_torch",
+    "from_keras": "rnn_xp.from_keras",
+    "from_onnx": "rnn_xp.from_onnx",
+}
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero") or not hasattr(os, "mkfifo"), reason="needs /dev/zero and FIFOs")
@@ -365,8 +408,10 @@ def test_special_files_are_refused_by_every_loader(tmp_path):
     link_to_fifo = tmp_path / "via-link.pt"
     link_to_fifo.symlink_to(fifo)
     paths = {"zero": "/dev/zero", "link": str(link), "fifo": str(fifo), "link-fifo": str(link_to_fifo)}
-    calls = "".join(f"for label, path in {paths!r}.items(): outcome('{name} ' + label, lambda: ({fn})(path))\n"
-                    for name, fn in LOADERS.items())
+    calls = "".join(
+        f"for label, path in {paths!r}.items(): outcome('{name} ' + label, lambda: ({fn})(path))\n"
+        for name, fn in LOADERS.items()
+    )
     out = _outcomes(run_child(outcome_code("import numpy as np, rnn_xp\n" + calls)))
     assert len(out) == len(LOADERS) * len(paths), out
     for case, what in out.items():
@@ -390,6 +435,7 @@ def test_from_keras_reads_the_weights_member_once(keras_bytes, tmp_path, monkeyp
 
     def no_seeking(self, *args, **kwargs):
         raise AssertionError("h5py seeks zipfile's member stream")
+
     monkeypatch.setattr(zipfile.ZipExtFile, "seek", no_seeking)
     model = rnn_xp.from_keras(path)
     assert rnn_xp.count_params(model) > 0
@@ -446,8 +492,11 @@ def test_huge_numbers_raise_value_or_type_errors(npz_members, keras_bytes, tmp_p
     header = json.loads(np.load(io.BytesIO(npz_members["__rnn_xp__.npy"])).tobytes())
     huge = "1" + "0" * 400
     acts = json.dumps(header["config"]["activations"]).replace("null", huge, 1)  # the first alpha
-    for label, key, text, match in (("clip-int", "clip", huge, "clip"), ("clip-float", "clip", "1e400", "clip"),
-                                    ("alpha", "activations", acts, "malformed activations")):
+    for label, key, text, match in (
+        ("clip-int", "clip", huge, "clip"),
+        ("clip-float", "clip", "1e400", "clip"),
+        ("alpha", "activations", acts, "malformed activations"),
+    ):
         raw = json.dumps({**header, "config": {**header["config"], key: "PLACEHOLDER"}})
         raw = raw.replace('"PLACEHOLDER"', text)
         members = dict(npz_members, **{"__rnn_xp__.npy": _npy(np.frombuffer(raw.encode(), np.uint8))})
@@ -460,13 +509,23 @@ def test_huge_numbers_raise_value_or_type_errors(npz_members, keras_bytes, tmp_p
         cfg["layers"][1]["config"]["units"] = "UNITS"
 
     def mask(cfg):
-        cfg["layers"].insert(1, {"module": "keras.layers", "class_name": "Masking", "name": "masking",
-                                 "config": {"name": "masking", "mask_value": "MASK"},
-                                 "inbound_nodes": cfg["layers"][1]["inbound_nodes"]})
+        cfg["layers"].insert(
+            1,
+            {
+                "module": "keras.layers",
+                "class_name": "Masking",
+                "name": "masking",
+                "config": {"name": "masking", "mask_value": "MASK"},
+                "inbound_nodes": cfg["layers"][1]["inbound_nodes"],
+            },
+        )
         cfg["layers"][2]["inbound_nodes"][0]["args"][0]["config"]["keras_history"][0] = "masking"
 
-    for edit, placeholder, value in ((units, '"UNITS"', "1e999"), (units, '"UNITS"', "1" + "0" * 400),
-                                     (mask, '"MASK"', "1" + "0" * 400)):
+    for edit, placeholder, value in (
+        (units, '"UNITS"', "1e999"),
+        (units, '"UNITS"', "1" + "0" * 400),
+        (mask, '"MASK"', "1" + "0" * 400),
+    ):
         members = _members(_keras_with_config(keras_bytes, edit))
         members["config.json"] = members["config.json"].replace(placeholder.encode(), value.encode())
         with pytest.raises(ValueError):
@@ -476,8 +535,10 @@ def test_huge_numbers_raise_value_or_type_errors(npz_members, keras_bytes, tmp_p
 @pytest.mark.parametrize("flag", ["return_sequences", "use_bias", "go_backwards", "reset_after"])
 def test_keras_string_booleans_are_refused(flag, keras_bytes, tmp_path):
     """A tampered "false" in a Keras config was read as True (bool("false")): the output changed shape."""
+
     def edit(cfg):
         next(e for e in cfg["layers"] if e["name"] == "gru")["config"][flag] = "false"
+
     with pytest.raises(ValueError, match=f"{flag}='false'; expected true or false"):
         rnn_xp.from_keras(_write(tmp_path / "flag.keras", _keras_with_config(keras_bytes, edit)))
 

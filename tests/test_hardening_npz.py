@@ -45,7 +45,7 @@ def test_mutated_files(tmp_path, good_bytes, data):
             i = data.draw(st.integers(0, len(buf) - 1))
             buf[i] ^= 1 << data.draw(st.integers(0, 7))
     elif kind == "truncate":
-        buf = buf[:data.draw(st.integers(0, len(buf) - 1))]
+        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
     else:
         i = data.draw(st.integers(0, len(buf)))
         buf[i:i] = data.draw(st.binary(min_size=1, max_size=64))
@@ -83,14 +83,17 @@ def test_hostile_headers(tmp_path, good_bytes):
         "unknown kind": {**header, "kind": "tensor"},
         "unknown config key": {**header, "config": {**header["config"], "evil": 1}},
         "bad activation": {**header, "config": {**header["config"], "activations": [[["Nope", None, None]] * 3] * 2}},
-        "non-canonical alpha": {**header, "config": {**header["config"],
-                                                     "activations": [[["Tanh", 5.0, None]] * 3] * 2}},
+        "non-canonical alpha": {
+            **header,
+            "config": {**header["config"], "activations": [[["Tanh", 5.0, None]] * 3] * 2},
+        },
         "negative hidden": {**header, "config": {**header["config"], "hidden_size": -4}},
     }
     for label, h in cases.items():
         m = dict(members)
-        m["__rnn_xp__.npy"] = (_npy(np.frombuffer(b"[" * 100000 + b"]" * 100000, dtype=np.uint8))
-                               if h is None else _header(h))
+        m["__rnn_xp__.npy"] = (
+            _npy(np.frombuffer(b"[" * 100000 + b"]" * 100000, dtype=np.uint8)) if h is None else _header(h)
+        )
         with pytest.raises(ValueError, match="not a valid rnn_xp file"):
             _load_bytes(tmp_path, _archive(m), f"{label.replace(' ', '_')}.npz")
 

@@ -51,8 +51,11 @@ def test_params_from_the_callers_arrays_own_a_copy():
 
 
 def test_weights_from_init_cannot_be_reopened():
-    for obj in (rnn_xp.init("gru", 3, 4, seed=0, xp=np), rnn_xp.Dense.init(4, 2, seed=0, xp=np),
-                rnn_xp.Embedding.init(10, 3, seed=0, xp=np)):
+    for obj in (
+        rnn_xp.init("gru", 3, 4, seed=0, xp=np),
+        rnn_xp.Dense.init(4, 2, seed=0, xp=np),
+        rnn_xp.Embedding.init(10, 3, seed=0, xp=np),
+    ):
         for _, a in obj.named_arrays():
             assert not a.flags.writeable
             _cannot_reopen(a)
@@ -96,12 +99,20 @@ def _write(path, members, header):
     return path
 
 
-@pytest.mark.parametrize("flag,value", [("return_sequences", "false"), ("return_sequences", "no"),
-                                        ("go_backwards", "false"), ("zero_output_for_mask", 0),
-                                        ("mask_zero", "no")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("return_sequences", "false"),
+        ("return_sequences", "no"),
+        ("go_backwards", "false"),
+        ("zero_output_for_mask", 0),
+        ("mask_zero", "no"),
+    ],
+)
 def test_string_booleans_in_a_tampered_file_are_refused(flag, value, tmp_path):
-    model = rnn_xp.Sequential([rnn_xp.Embedding.init(10, 3, seed=0, xp=np),
-                               rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, seed=1, xp=np))])
+    model = rnn_xp.Sequential(
+        [rnn_xp.Embedding.init(10, 3, seed=0, xp=np), rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, seed=1, xp=np))]
+    )
     path = tmp_path / "m.npz"
     rnn_xp.save(model, path)
     members = _members(path)
@@ -130,8 +141,10 @@ def test_sequential_refuses_layers_that_do_not_chain():
         ([emb, _gru(3, 4), dense], r"layer 2 \(dense\) reads 9 features.*layer 1 \(gru\) outputs 4"),
         ([_gru(3, 4), rnn_xp.Masking(), rnn_xp.Dense.init(5, 1, xp=np)], r"layer 2 \(dense\) reads 5 features"),
         ([_gru(3, 4), emb], r"Embedding.*first layer"),
-        ([rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, xp=np)), _gru(4, 2)],
-         r"layer 1 \(gru\) reads sequences.*layer 0 \(gru\) outputs one vector"),
+        (
+            [rnn_xp.Recurrent(rnn_xp.init("gru", 3, 4, xp=np)), _gru(4, 2)],
+            r"layer 1 \(gru\) reads sequences.*layer 0 \(gru\) outputs one vector",
+        ),
         ([rnn_xp.Bidirectional(_gru(3, 4), _gru(3, 4)), _gru(4, 2)], r"reads 4 features.*outputs 8"),
     ]
     for layers, match in cases:
@@ -140,16 +153,27 @@ def test_sequential_refuses_layers_that_do_not_chain():
     with pytest.raises(ValueError, match=r"layer 0 \(gru\) reads 3 features, but the input_shape \(7, 5\) outputs 5"):
         rnn_xp.Sequential([_gru(3, 4)], input_shape=(7, 5))
     # what chains is fine: merge modes, stateless layers passing sizes on, the demo model
-    rnn_xp.Sequential([emb, rnn_xp.Bidirectional(_gru(3, 4), _gru(3, 4), "sum"), rnn_xp.Identity(),
-                       rnn_xp.Dense.init(4, 2, xp=np), rnn_xp.Softmax()], input_shape=(6,))
-    rnn_xp.Sequential([_gru(3, 4), rnn_xp.Recurrent(rnn_xp.init("lstm", 4, 2, xp=np)), rnn_xp.Dense.init(2, 1, xp=np)],
-                      input_shape=(None, 3))
+    rnn_xp.Sequential(
+        [
+            emb,
+            rnn_xp.Bidirectional(_gru(3, 4), _gru(3, 4), "sum"),
+            rnn_xp.Identity(),
+            rnn_xp.Dense.init(4, 2, xp=np),
+            rnn_xp.Softmax(),
+        ],
+        input_shape=(6,),
+    )
+    rnn_xp.Sequential(
+        [_gru(3, 4), rnn_xp.Recurrent(rnn_xp.init("lstm", 4, 2, xp=np)), rnn_xp.Dense.init(2, 1, xp=np)],
+        input_shape=(None, 3),
+    )
     assert rnn_xp.count_params(rnn_xp.text_classifier(xp=np)) == 173_401
 
 
 def test_load_refuses_a_file_whose_layers_do_not_chain(tmp_path):
-    model = rnn_xp.Sequential([rnn_xp.Embedding.init(10, 3, seed=0, xp=np), _gru(3, 4),
-                               rnn_xp.Dense.init(4, 2, seed=0, xp=np)])
+    model = rnn_xp.Sequential(
+        [rnn_xp.Embedding.init(10, 3, seed=0, xp=np), _gru(3, 4), rnn_xp.Dense.init(4, 2, seed=0, xp=np)]
+    )
     path = tmp_path / "m.npz"
     rnn_xp.save(model, path)
     members = _members(path)

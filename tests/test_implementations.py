@@ -51,6 +51,7 @@ def target(request, monkeypatch):
             buf = real(*args)
             buf[...] = float("nan")
             return buf
+
         monkeypatch.setattr(mod, "_empty", nan_empty)
     return xp, impl
 
@@ -66,8 +67,11 @@ def _compare(target, params, x, dtype, *, initial_state=None, **kw):
     p = rnn_xp.to_device(params, xp, dtype=dtype)
     x = _xp.from_host(x, xp, None, dtype)
     if initial_state is not None:
-        initial_state = (tuple(_xp.from_host(s, xp, None, dtype) for s in initial_state)
-                         if isinstance(initial_state, tuple) else _xp.from_host(initial_state, xp, None, dtype))
+        initial_state = (
+            tuple(_xp.from_host(s, xp, None, dtype) for s in initial_state)
+            if isinstance(initial_state, tuple)
+            else _xp.from_host(initial_state, xp, None, dtype)
+        )
     # asked by name, so that an opt-in implementation (cupy-persistent) is asked too, not only auto's choice
     try:
         rnn_xp.explain(x, p, initial_state, impl=impl, **{k: v for k, v in kw.items() if k != "zero_output_for_mask"})
@@ -99,8 +103,14 @@ CASES = [
     ("lstm", {"clip": 0.5}),
     ("lstm", {"activations": ["HardSigmoid", "Relu", "Softsign"]}),
     ("lstm", {"activations": ["Sigmoid", "Elu", "Tanh"], "proj_size": 2, "peepholes": True}),
-    ("lstm", {"activations": ["Affine", "ScaledTanh", "LeakyRelu"], "activation_alpha": [0.5, 0.7, 0.1],
-              "activation_beta": [0.2, 1.3]}),
+    (
+        "lstm",
+        {
+            "activations": ["Affine", "ScaledTanh", "LeakyRelu"],
+            "activation_alpha": [0.5, 0.7, 0.1],
+            "activation_beta": [0.2, 1.3],
+        },
+    ),
     ("gru", {}),
     ("gru", {"bias": False}),
     ("gru", {"bias": "single"}),
@@ -123,8 +133,17 @@ def test_matches_reference(target, rng, cell, opts, direction, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_lengths_masks_and_initial_state(target, rng, cell, dtype):
-    params = rnn_xp.init(cell, 3, 6, num_layers=2, bidirectional=True, seed=12, dtype="float64", xp=np,
-                         proj_size=4 if cell == "lstm" else 0)
+    params = rnn_xp.init(
+        cell,
+        3,
+        6,
+        num_layers=2,
+        bidirectional=True,
+        seed=12,
+        dtype="float64",
+        xp=np,
+        proj_size=4 if cell == "lstm" else 0,
+    )
     cfg = params.config
     B, T = 5, 9
     x = rng.standard_normal((B, T, 3))
@@ -133,8 +152,13 @@ def test_lengths_masks_and_initial_state(target, rng, cell, dtype):
     lengths = np.array([9, 0, 4, 1, 6])
     mask = rng.random((B, T)) > 0.3
     mask[:, 0] = False
-    for kw in ({}, {"lengths": lengths}, {"mask": mask}, {"mask": mask, "zero_output_for_mask": True},
-               {"lengths": lengths, "mask": mask}):
+    for kw in (
+        {},
+        {"lengths": lengths},
+        {"mask": mask},
+        {"mask": mask, "zero_output_for_mask": True},
+        {"lengths": lengths, "mask": mask},
+    ):
         _compare(target, params, x, dtype, initial_state=init, **kw)
 
 
@@ -145,8 +169,9 @@ def test_tiny_chunks(target, rng, monkeypatch):
         params = rnn_xp.init(cell, 3, 4, bidirectional=True, seed=13, dtype="float64", xp=np)
         _compare(target, params, rng.standard_normal((2, 7, 3)), "float64", lengths=np.array([7, 3]))
     monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 3 * 2 * 4 * 3)  # 3 steps of B=2, G*H=12: chunks 3, 3, 1
-    _compare(target, rnn_xp.init("gru", 3, 4, seed=14, dtype="float64", xp=np), rng.standard_normal((2, 7, 3)),
-             "float64")
+    _compare(
+        target, rnn_xp.init("gru", 3, 4, seed=14, dtype="float64", xp=np), rng.standard_normal((2, 7, 3)), "float64"
+    )
 
 
 @pytest.mark.parametrize("B,T,H", [(1, 1, 1), (0, 4, 3), (2, 0, 3), (0, 0, 2)])
@@ -160,8 +185,8 @@ def test_degenerate_sizes(target, rng, cell, B, T, H):
 
 
 def test_every_combination_of_cell_options(target, rng):
-    for cell, bias, direction in itertools.product(["rnn", "lstm", "gru"], [True, "single", False],
-                                                   ["forward", "bidirectional"]):
-        params = rnn_xp.init(cell, 3, 4, num_layers=2, bias=bias, direction=direction, seed=17, dtype="float64",
-                             xp=np)
+    for cell, bias, direction in itertools.product(
+        ["rnn", "lstm", "gru"], [True, "single", False], ["forward", "bidirectional"]
+    ):
+        params = rnn_xp.init(cell, 3, 4, num_layers=2, bias=bias, direction=direction, seed=17, dtype="float64", xp=np)
         _compare(target, params, rng.standard_normal((2, 5, 3)), "float32", lengths=np.array([5, 2]))

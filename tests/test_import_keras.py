@@ -71,43 +71,69 @@ def _text_classifier(rng):
 
 
 def _stacked_lstm(rng):
-    m = _seq(L.Embedding(30, 5, mask_zero=True), L.LSTM(6, return_sequences=True), L.LSTM(4, return_sequences=True),
-             L.LSTM(3), L.Dense(3, activation="softmax"), shape=(5, 7))
+    m = _seq(
+        L.Embedding(30, 5, mask_zero=True),
+        L.LSTM(6, return_sequences=True),
+        L.LSTM(4, return_sequences=True),
+        L.LSTM(3),
+        L.Dense(3, activation="softmax"),
+        shape=(5, 7),
+    )
     return m, [_token_ids(rng, (5, 7), 30)]
 
 
 def _grus(rng):
-    m = _seq(L.Masking(0.0), L.GRU(5, return_sequences=True),
-             L.GRU(4, reset_after=False, use_bias=False, go_backwards=True, return_sequences=True),
-             L.GRU(3, reset_after=False, go_backwards=True), L.Dense(2), shape=(5, 7, 3))
+    m = _seq(
+        L.Masking(0.0),
+        L.GRU(5, return_sequences=True),
+        L.GRU(4, reset_after=False, use_bias=False, go_backwards=True, return_sequences=True),
+        L.GRU(3, reset_after=False, go_backwards=True),
+        L.Dense(2),
+        shape=(5, 7, 3),
+    )
     return m, [_masked_steps(rng, (5, 7, 3)), rng.standard_normal((5, 7, 3)).astype(np.float32)]
 
 
 def _bidirectional(rng):
-    m = _seq(L.Masking(0.0), L.Bidirectional(L.LSTM(4, return_sequences=True)),  # concat
-             L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum"),
-             L.Bidirectional(L.SimpleRNN(3, use_bias=False, return_sequences=True), merge_mode="mul"),
-             L.Bidirectional(L.LSTM(2, use_bias=False), merge_mode="ave"), L.Dense(2, activation="tanh"),
-             shape=(5, 6, 3))
+    m = _seq(
+        L.Masking(0.0),
+        L.Bidirectional(L.LSTM(4, return_sequences=True)),  # concat
+        L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum"),
+        L.Bidirectional(L.SimpleRNN(3, use_bias=False, return_sequences=True), merge_mode="mul"),
+        L.Bidirectional(L.LSTM(2, use_bias=False), merge_mode="ave"),
+        L.Dense(2, activation="tanh"),
+        shape=(5, 6, 3),
+    )
     return m, [_masked_steps(rng, (5, 6, 3)), rng.standard_normal((5, 6, 3)).astype(np.float32)]
 
 
 def _pair_sequences(rng):
-    m = _seq(L.Masking(0.0), L.Dropout(0.5), L.Bidirectional(L.GRU(3, reset_after=False, return_sequences=True),
-                                                             merge_mode=None), shape=(5, 6, 3))
+    m = _seq(
+        L.Masking(0.0),
+        L.Dropout(0.5),
+        L.Bidirectional(L.GRU(3, reset_after=False, return_sequences=True), merge_mode=None),
+        shape=(5, 6, 3),
+    )
     return m, [_masked_steps(rng, (5, 6, 3))]
 
 
 def _pair_last(rng):
     # a backward layer of its own kind and size
-    m = _seq(L.Masking(0.0), L.Bidirectional(L.LSTM(3), backward_layer=L.GRU(2, go_backwards=True), merge_mode=None),
-             shape=(5, 6, 3))
+    m = _seq(
+        L.Masking(0.0),
+        L.Bidirectional(L.LSTM(3), backward_layer=L.GRU(2, go_backwards=True), merge_mode=None),
+        shape=(5, 6, 3),
+    )
     return m, [_masked_steps(rng, (5, 6, 3))]
 
 
 def _zero_output_for_mask(rng):
-    m = _seq(L.Masking(0.0), L.LSTM(4, zero_output_for_mask=True, return_sequences=True),
-             L.SimpleRNN(3, zero_output_for_mask=True, go_backwards=True), shape=(5, 6, 3))
+    m = _seq(
+        L.Masking(0.0),
+        L.LSTM(4, zero_output_for_mask=True, return_sequences=True),
+        L.SimpleRNN(3, zero_output_for_mask=True, go_backwards=True),
+        shape=(5, 6, 3),
+    )
     return m, [_masked_steps(rng, (5, 6, 3))]
 
 
@@ -136,8 +162,20 @@ def _functional_tokens(rng):
     return keras.Model(inp, x), [_token_ids(rng, (5, 7), 20)]
 
 
-MODELS = {f.__name__[1:]: f for f in (_text_classifier, _stacked_lstm, _grus, _bidirectional, _pair_sequences,
-                                      _pair_last, _zero_output_for_mask, _functional, _functional_tokens)}
+MODELS = {
+    f.__name__[1:]: f
+    for f in (
+        _text_classifier,
+        _stacked_lstm,
+        _grus,
+        _bidirectional,
+        _pair_sequences,
+        _pair_last,
+        _zero_output_for_mask,
+        _functional,
+        _functional_tokens,
+    )
+}
 
 
 @functools.cache
@@ -229,10 +267,38 @@ def test_loads_where_keras_cannot_be_imported(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected[0], atol=TOL)
 
 
-KERAS_ACTIVATIONS = ["celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
-                     "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "log_softmax", "mish", "relu", "relu6",
-                     "selu", "sigmoid", "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus",
-                     "sparse_sigmoid", "sparsemax", "squareplus", "swish", "tanh", "tanh_shrink"]
+KERAS_ACTIVATIONS = [
+    "celu",
+    "elu",
+    "exponential",
+    "gelu",
+    "hard_shrink",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "leaky_relu",
+    "linear",
+    "log_sigmoid",
+    "log_softmax",
+    "mish",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "soft_shrink",
+    "softmax",
+    "softplus",
+    "softsign",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "sparsemax",
+    "squareplus",
+    "swish",
+    "tanh",
+    "tanh_shrink",
+]
 
 
 def test_the_list_is_every_activation_keras_recurrent_layers_take():
@@ -251,11 +317,20 @@ def test_every_keras_activation(name):
     cell = "tanh" if name in AXIS_WIDE else name
     # exp(c) feeding back through h overflows within a few steps: the LSTM's exponential goes to its gates only
     lstm_act, gru_gate = ("tanh", "sigmoid") if name == "exponential" else (cell, cell)
-    model = _seq(L.SimpleRNN(4, activation=cell, return_sequences=True),
-                 L.LSTM(4, activation=lstm_act, recurrent_activation=cell, return_sequences=True),
-                 L.GRU(3, activation=cell, recurrent_activation=gru_gate,
-                       reset_after=KERAS_ACTIVATIONS.index(name) % 2 == 0, return_sequences=True),
-                 L.Activation(name), L.Dense(3, activation=name), shape=(3, 5, 2))
+    model = _seq(
+        L.SimpleRNN(4, activation=cell, return_sequences=True),
+        L.LSTM(4, activation=lstm_act, recurrent_activation=cell, return_sequences=True),
+        L.GRU(
+            3,
+            activation=cell,
+            recurrent_activation=gru_gate,
+            reset_after=KERAS_ACTIVATIONS.index(name) % 2 == 0,
+            return_sequences=True,
+        ),
+        L.Activation(name),
+        L.Dense(3, activation=name),
+        shape=(3, 5, 2),
+    )
     rng_w = np.random.default_rng(7)
     for layer in model.layers:  # small weights: unbounded functions feed back on themselves
         layer.set_weights([rng_w.uniform(-0.25, 0.25, w.shape).astype(w.dtype) for w in layer.get_weights()])
@@ -275,8 +350,9 @@ def test_single_layer(xp):
     layer = L.Bidirectional(L.GRU(4, return_sequences=True, reset_after=False), merge_mode="sum")
     x = np.random.default_rng(0).standard_normal((3, 5, 2)).astype(np.float32)
     layer(x)  # builds it
-    layer.set_weights([np.random.default_rng(1).uniform(-0.6, 0.6, w.shape).astype(np.float32)
-                       for w in layer.get_weights()])
+    layer.set_weights(
+        [np.random.default_rng(1).uniform(-0.6, 0.6, w.shape).astype(np.float32) for w in layer.get_weights()]
+    )
     imported = rnn_xp.to_device(rnn_xp.from_keras(layer), xp)
     _check(imported(on(xp, x)), _numpy(layer(x)), xp)
     assert rnn_xp.count_params(imported) == layer.count_params()
@@ -390,9 +466,15 @@ def test_hostile_configs_raise_value_errors(tmp_path):
         members = {n: zf.read(n) for n in zf.namelist()}
     spec = json.loads(members["config.json"])
     paths = list(_paths(spec))
-    junk = st.one_of(st.none(), st.booleans(), st.integers(-3, 10**12), st.floats(allow_nan=True),
-                     st.text(max_size=8), st.lists(st.integers(0, 3), max_size=3),
-                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+    junk = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 10**12),
+        st.floats(allow_nan=True),
+        st.text(max_size=8),
+        st.lists(st.integers(0, 3), max_size=3),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    )
 
     @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(paths), junk)

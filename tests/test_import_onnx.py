@@ -19,8 +19,19 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 TOL = 1e-4
-ACTS = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu",
-        "Softsign", "Softplus"]
+ACTS = [
+    "Relu",
+    "Tanh",
+    "Sigmoid",
+    "Affine",
+    "LeakyRelu",
+    "ThresholdedRelu",
+    "ScaledTanh",
+    "HardSigmoid",
+    "Elu",
+    "Softsign",
+    "Softplus",
+]
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 T, B, F, H = 4, 3, 2, 3
 
@@ -39,8 +50,13 @@ def pairwise(space, valid, seed):
     def pairs(case):
         return {(a, case[a], b, case[b]) for a, b in itertools.combinations(names, 2)}
 
-    uncovered = {(a, va, b, vb) for a, b in itertools.combinations(names, 2) for va in space[a] for vb in space[b]
-                 if any(valid(draw({a: va, b: vb})) for _ in range(20))}
+    uncovered = {
+        (a, va, b, vb)
+        for a, b in itertools.combinations(names, 2)
+        for va in space[a]
+        for vb in space[b]
+        if any(valid(draw({a: va, b: vb})) for _ in range(20))
+    }
     cases = []
     while uncovered:
         a, va, b, vb = min(uncovered, key=repr)
@@ -115,8 +131,10 @@ def _model(op, case, seed, layout):
     if op == "LSTM":
         attrs["input_forget"] = case["input_forget"]
 
-    inits = [numpy_helper.from_array(rng.uniform(-0.5, 0.5, (D, G * H, F)).astype(np.float32), "W"),
-             numpy_helper.from_array(rng.uniform(-0.5, 0.5, (D, G * H, H)).astype(np.float32), "R")]
+    inits = [
+        numpy_helper.from_array(rng.uniform(-0.5, 0.5, (D, G * H, F)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.uniform(-0.5, 0.5, (D, G * H, H)).astype(np.float32), "R"),
+    ]
     if case["bias"]:
         inits.append(numpy_helper.from_array(rng.uniform(-0.5, 0.5, (D, 2 * G * H)).astype(np.float32), "B"))
     if op == "LSTM" and case["peepholes"]:
@@ -132,19 +150,24 @@ def _model(op, case, seed, layout):
     if op == "LSTM" and case["initial_c"]:
         feeds["initial_c"] = c0 if layout == 0 else np.ascontiguousarray(c0.transpose(1, 0, 2))
 
-    slots = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"][:8 if op == "LSTM" else 6]
+    slots = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"][: 8 if op == "LSTM" else 6]
     present = set(feeds) | {t.name for t in inits}
     inputs = [s if s in present else "" for s in slots]
     while inputs[-1] == "":
         inputs.pop()
     outputs = {"all": ["Y", "Y_h", "Y_c"], "Y": ["Y"], "states": ["", "Y_h", "Y_c"]}[case["outputs"]]
-    outputs = outputs[:3 if op == "LSTM" else 2]
+    outputs = outputs[: 3 if op == "LSTM" else 2]
     node = helper.make_node(op, inputs, outputs, name=f"{op.lower()}_node", **attrs)
     graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info(n, TensorProto.INT32 if n == "sequence_lens" else TensorProto.FLOAT, a.shape)
-         for n, a in feeds.items()],
-        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs if o], initializer=inits)
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info(n, TensorProto.INT32 if n == "sequence_lens" else TensorProto.FLOAT, a.shape)
+            for n, a in feeds.items()
+        ],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs if o],
+        initializer=inits,
+    )
     opsets = [helper.make_opsetid("", case["opset"])]
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)), feeds
 
@@ -187,9 +210,23 @@ def test_attribute_matrix_matches_onnxruntime(index, xp):
 
 
 def test_length_zero_gives_zero_states_even_with_an_initial_state():
-    case = dict(direction="bidirectional", layout=0, opset=14, f="Sigmoid", g="Tanh", h="Tanh", alpha_beta="none",
-                clip=None, bias=True, lengths="ragged", initial_h=True, initial_c=True, outputs="all",
-                peepholes=False, input_forget=0)
+    case = dict(
+        direction="bidirectional",
+        layout=0,
+        opset=14,
+        f="Sigmoid",
+        g="Tanh",
+        h="Tanh",
+        alpha_beta="none",
+        clip=None,
+        bias=True,
+        lengths="ragged",
+        initial_h=True,
+        initial_c=True,
+        outputs="all",
+        peepholes=False,
+        input_forget=0,
+    )
     model, feeds = _model("LSTM", case, seed=1, layout=0)
     got = rnn_xp.from_onnx(model)(**feeds)
     expected = _ort(model, feeds)
@@ -228,8 +265,16 @@ def _export(module, args, input_names, output_names, dynamic_axes):
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, f, dynamo=False, input_names=input_names, output_names=output_names,
-                          dynamic_axes=dynamic_axes, opset_version=17)
+        torch.onnx.export(
+            module,
+            args,
+            f,
+            dynamo=False,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=17,
+        )
     return f.getvalue()
 
 
@@ -254,15 +299,23 @@ def _exported(kind):
     if kind == "lstm-initial-state":
         m = _seeded(torch.nn.LSTM(3, 4, num_layers=2, batch_first=True), 1)
         x, h0, c0 = torch.randn(2, 4, 3), torch.randn(2, 2, 4), torch.randn(2, 2, 4)
-        data = _export(m, (x, (h0, c0)), ["x", "h0", "c0"], ["y", "h", "c"],
-                       {"x": {0: "b", 1: "t"}, "h0": {1: "b"}, "c0": {1: "b"}})
+        data = _export(
+            m,
+            (x, (h0, c0)),
+            ["x", "h0", "c0"],
+            ["y", "h", "c"],
+            {"x": {0: "b", 1: "t"}, "h0": {1: "b"}, "c0": {1: "b"}},
+        )
         rng = np.random.default_rng(1)
-        feeds = {"x": rng.standard_normal((3, 5, 3)).astype(np.float32),
-                 "h0": rng.standard_normal((2, 3, 4)).astype(np.float32),
-                 "c0": rng.standard_normal((2, 3, 4)).astype(np.float32)}
+        feeds = {
+            "x": rng.standard_normal((3, 5, 3)).astype(np.float32),
+            "h0": rng.standard_normal((2, 3, 4)).astype(np.float32),
+            "c0": rng.standard_normal((2, 3, 4)).astype(np.float32),
+        }
         with torch.no_grad():
-            y, (h, c) = m(*(torch.from_numpy(feeds[k]) for k in ("x",)), tuple(torch.from_numpy(feeds[k])
-                                                                              for k in ("h0", "c0")))
+            y, (h, c) = m(
+                *(torch.from_numpy(feeds[k]) for k in ("x",)), tuple(torch.from_numpy(feeds[k]) for k in ("h0", "c0"))
+            )
         return data, feeds, {"y": y, "h": h, "c": c}
     if kind == "gru-time-major-bidirectional":
         m = _seeded(torch.nn.GRU(3, 4, num_layers=2, bidirectional=True), 2)
@@ -330,8 +383,13 @@ def _lstm_graph(extra_nodes=(), *, w_as_input=False, opset=14, activations=None,
     if w_as_input:
         inputs.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, None))
     out = nodes[-1].output[0]
-    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
-                              initializer=[R] if w_as_input else [W, R])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        inputs,
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+        initializer=[R] if w_as_input else [W, R],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -362,9 +420,14 @@ def test_clear_errors():
     assert unnamed.graph.node[1].name == ""  # named on a copy: the caller's model is left as it was
     with pytest.raises(ValueError, match=r"node 'lstm' \(LSTM\): attribute 'colour' is not supported"):
         rnn_xp.from_onnx(_lstm_graph([helper.make_node("Identity", ["Y"], ["Z"])], colour=1))
-    no_rnn = helper.make_model(helper.make_graph(
-        [helper.make_node("Identity", ["X"], ["Y"])], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])]))
+    no_rnn = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["X"], ["Y"])],
+            "g",
+            [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])],
+        )
+    )
     np.testing.assert_array_equal(rnn_xp.from_onnx(no_rnn)(X=np.ones(1, np.float32))["Y"], [1.0])  # any graph of OPS
 
 

@@ -40,10 +40,13 @@ def _compare(params, module, xp, seed=0):
         assert_close(a, b.numpy(), xp=xp, dtype="float32", shape=tuple(b.shape), atol=TOL)
 
 
-FILE_MATRIX = [(cell, nl, bidir, bias, proj)
-               for cell, nl, bidir, bias, proj in itertools.product(["rnn", "lstm", "gru"], ["tanh", "relu"],
-                                                                    [False, True], [True, False], [0, 3])
-               if (nl == "tanh" or cell == "rnn") and (proj == 0 or cell == "lstm")]
+FILE_MATRIX = [
+    (cell, nl, bidir, bias, proj)
+    for cell, nl, bidir, bias, proj in itertools.product(
+        ["rnn", "lstm", "gru"], ["tanh", "relu"], [False, True], [True, False], [0, 3]
+    )
+    if (nl == "tanh" or cell == "rnn") and (proj == 0 or cell == "lstm")
+]
 
 
 @pytest.mark.parametrize("fmt", ["torch", "safetensors"])
@@ -77,11 +80,13 @@ def test_safetensors_needs_no_torch(tmp_path):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_the_way_back_through_a_file(tmp_path, cell):
-    params = rnn_xp.init(cell, 4, 5, num_layers=2, bidirectional=True, seed=3, xp=np,
-                         proj_size=2 if cell == "lstm" else 0)
+    params = rnn_xp.init(
+        cell, 4, 5, num_layers=2, bidirectional=True, seed=3, xp=np, proj_size=2 if cell == "lstm" else 0
+    )
     torch.save(rnn_xp.to_torch_state_dict(params), tmp_path / "sd.pt")
-    m = MODULES[cell](4, 5, num_layers=2, bidirectional=True, batch_first=True,
-                      **({"proj_size": 2} if cell == "lstm" else {}))
+    m = MODULES[cell](
+        4, 5, num_layers=2, bidirectional=True, batch_first=True, **({"proj_size": 2} if cell == "lstm" else {})
+    )
     m.load_state_dict(torch.load(tmp_path / "sd.pt", weights_only=True))  # strict: every key and shape
     _compare(params, m.eval(), rnn_xp._xp.as_namespace(np))
 

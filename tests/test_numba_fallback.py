@@ -31,8 +31,9 @@ def test_auto_runs_numpy_fused_and_says_why(rng, no_numba, cell):
     choice = rnn_xp.explain(x, params)
     assert choice.implementation == "numpy-fused"
     assert dict(choice.skipped)["numba"] == HINT
-    np.testing.assert_allclose(rnn_xp.forward(x, params)[0], rnn_xp.forward(x, params, impl="reference")[0],
-                               rtol=0, atol=2e-6)
+    np.testing.assert_allclose(
+        rnn_xp.forward(x, params)[0], rnn_xp.forward(x, params, impl="reference")[0], rtol=0, atol=2e-6
+    )
 
 
 def test_asking_for_numba_without_it_names_the_install(rng, no_numba):

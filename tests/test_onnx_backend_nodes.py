@@ -31,8 +31,11 @@ _DATA = Path(onnx.__file__).parent / "backend" / "test" / "data" / "node"
 def _installed():
     if not _DATA.is_dir():
         return {}
-    return {p.name: p for p in sorted(_DATA.iterdir())
-            if (p / "model.onnx").is_file() and any(k in p.name for k in ("rnn", "gru", "lstm"))}
+    return {
+        p.name: p
+        for p in sorted(_DATA.iterdir())
+        if (p / "model.onnx").is_file() and any(k in p.name for k in ("rnn", "gru", "lstm"))
+    }
 
 
 def _generated():
@@ -56,8 +59,10 @@ def _write(case, folder):
     for i, (inputs, outputs) in enumerate(case.data_sets):
         data = folder / f"test_data_set_{i}"
         data.mkdir()
-        for kind, arrays, values in (("input", inputs, case.model.graph.input),
-                                     ("output", outputs, case.model.graph.output)):
+        for kind, arrays, values in (
+            ("input", inputs, case.model.graph.input),
+            ("output", outputs, case.model.graph.output),
+        ):
             for k, (a, v) in enumerate(zip(arrays, values, strict=True)):
                 tensor = numpy_helper.from_array(np.asarray(a), v.name)
                 (data / f"{kind}_{k}.pb").write_bytes(tensor.SerializeToString())

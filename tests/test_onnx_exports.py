@@ -96,8 +96,11 @@ class Classifier(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.proj, self.rnn, self.head = nn.Linear(3, 6), nn.RNN(6, 5, nonlinearity="relu", batch_first=True), \
-            nn.Linear(5, 4)
+        self.proj, self.rnn, self.head = (
+            nn.Linear(3, 6),
+            nn.RNN(6, 5, nonlinearity="relu", batch_first=True),
+            nn.Linear(5, 4),
+        )
 
     def forward(self, x):
         _, h = self.rnn(torch.tanh(self.proj(x)))
@@ -119,8 +122,9 @@ class StackedNorm(nn.Module):
 
 
 def _floats(*shape):
-    return lambda rng, b, t: rng.standard_normal(tuple(b if s == "b" else t if s == "t" else s for s in shape)
-                                                 ).astype(np.float32)
+    return lambda rng, b, t: rng.standard_normal(tuple(b if s == "b" else t if s == "t" else s for s in shape)).astype(
+        np.float32
+    )
 
 
 def _ids(rng, b, t):
@@ -129,17 +133,29 @@ def _ids(rng, b, t):
 
 # name -> (module, [(input, make(rng, batch, time), {axis: "batch" or "time"})], outputs)
 MODELS = {
-    "lstm-2layer-bidirectional-states": (LSTMStates, [("x", _floats("b", "t", 3), {0: "batch", 1: "time"}),
-                                                      ("h0", _floats(4, "b", 5), {1: "batch"}),
-                                                      ("c0", _floats(4, "b", 5), {1: "batch"})], ["y", "h", "c"]),
-    "gru-time-major-state": (GRUTimeMajor, [("x", _floats("t", "b", 3), {0: "time", 1: "batch"}),
-                                            ("h0", _floats(1, "b", 4), {1: "batch"})], ["y", "h"]),
+    "lstm-2layer-bidirectional-states": (
+        LSTMStates,
+        [
+            ("x", _floats("b", "t", 3), {0: "batch", 1: "time"}),
+            ("h0", _floats(4, "b", 5), {1: "batch"}),
+            ("c0", _floats(4, "b", 5), {1: "batch"}),
+        ],
+        ["y", "h", "c"],
+    ),
+    "gru-time-major-state": (
+        GRUTimeMajor,
+        [("x", _floats("t", "b", 3), {0: "time", 1: "batch"}), ("h0", _floats(1, "b", 4), {1: "batch"})],
+        ["y", "h"],
+    ),
     "rnn-relu-2layer-bidirectional": (RNNStack, [("x", _floats("b", "t", 3), {0: "batch", 1: "time"})], ["y", "h"]),
     "embedding-lstm-linear-sigmoid": (Sentiment, [("ids", _ids, {0: "batch", 1: "time"})], ["p"]),
     "embedding-gru-tagger-logsoftmax": (Tagger, [("ids", _ids, {0: "batch", 1: "time"})], ["logp"]),
     "linear-tanh-rnn-softmax": (Classifier, [("x", _floats("b", "t", 3), {0: "batch", 1: "time"})], ["p"]),
-    "stacked-lstm-dropout-layernorm": (StackedNorm, [("x", _floats("b", "t", 3), {0: "batch", 1: "time"})],
-                                       ["y", "h", "c"]),
+    "stacked-lstm-dropout-layernorm": (
+        StackedNorm,
+        [("x", _floats("b", "t", 3), {0: "batch", 1: "time"})],
+        ["y", "h", "c"],
+    ),
 }
 
 
@@ -171,8 +187,11 @@ def _export(name, way, folder):
         else:
             pytest.importorskip("onnxscript")
             dims = {"batch": torch.export.Dim("batch", min=1), "time": torch.export.Dim("time", min=1)}
-            dynamic = tuple({a: dims[label] for a, label in axes.items()} for _, _, axes in specs) \
-                if way.endswith("dynamic") else None
+            dynamic = (
+                tuple({a: dims[label] for a, label in axes.items()} for _, _, axes in specs)
+                if way.endswith("dynamic")
+                else None
+            )
             torch.onnx.export(module, args, str(path), dynamo=True, dynamic_shapes=dynamic, verbose=False, **kw)
     return path
 
@@ -186,8 +205,10 @@ def exported(tmp_path_factory):
 def _declared_dynamic(path):
     """{input: set of axes the graph leaves dynamic}."""
     model = onnx.load(str(path), load_external_data=False)
-    return {v.name: {i for i, d in enumerate(v.type.tensor_type.shape.dim) if not d.HasField("dim_value")}
-            for v in model.graph.input}
+    return {
+        v.name: {i for i, d in enumerate(v.type.tensor_type.shape.dim) if not d.HasField("dim_value")}
+        for v in model.graph.input
+    }
 
 
 def _sizes(name, path):
@@ -252,8 +273,26 @@ def test_the_exports_use_the_operators_they_are_meant_to_cover(exported):
     for name in MODELS:
         for way in WAYS:
             used |= {n.op_type for n in onnx.load(str(exported(name, way)), load_external_data=False).graph.node}
-    assert {"LSTM", "GRU", "RNN", "Expand", "ConstantOfShape", "Gather", "Gemm", "MatMul", "LayerNormalization",
-            "ReduceMean", "Softmax", "LogSoftmax", "Sigmoid", "Relu", "Tanh", "Slice", "Concat", "Reshape"} <= used
+    assert {
+        "LSTM",
+        "GRU",
+        "RNN",
+        "Expand",
+        "ConstantOfShape",
+        "Gather",
+        "Gemm",
+        "MatMul",
+        "LayerNormalization",
+        "ReduceMean",
+        "Softmax",
+        "LogSoftmax",
+        "Sigmoid",
+        "Relu",
+        "Tanh",
+        "Slice",
+        "Concat",
+        "Reshape",
+    } <= used
 
 
 def test_lstm_with_proj_size_is_refused_clearly(tmp_path):
@@ -268,17 +307,20 @@ def test_lstm_with_proj_size_is_refused_clearly(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with pytest.raises(Exception, match="initial_c must have shape"):  # onnxruntime fails when it runs
         session.run(None, {session.get_inputs()[0].name: np.zeros((2, 4, 3), np.float32)})
-    with pytest.raises(ValueError, match=r"node '.*' \(LSTM\): initial_c \('.*'\) has shape \(1, 2, 5\); expected "
-                                         r"\(num_directions, batch, hidden_size\) with num_directions=1, "
-                                         r"hidden_size=2. An LSTM exported with proj_size"):
+    with pytest.raises(
+        ValueError,
+        match=r"node '.*' \(LSTM\): initial_c \('.*'\) has shape \(1, 2, 5\); expected "
+        r"\(num_directions, batch, hidden_size\) with num_directions=1, "
+        r"hidden_size=2. An LSTM exported with proj_size",
+    ):
         rnn_xp.from_onnx(path)
 
 
 # --- the README's example, as written ---------------------------------------------------------------------
 def _readme_block(title):
     text = (Path(__file__).parents[1] / "README.md").read_text()
-    section = text[text.index(f"### {title}"):]
-    return section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    section = text[text.index(f"### {title}") :]
+    return section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
 
 
 def test_readme_onnx_example_runs_as_written(tmp_path, monkeypatch):
@@ -302,8 +344,10 @@ def test_readme_onnx_example_runs_as_written(tmp_path, monkeypatch):
     np.testing.assert_allclose(scope["y"], y.numpy(), atol=ATOL)
 
 
-@pytest.mark.parametrize("name,way", [("embedding-gru-tagger-logsoftmax", "dynamo-dynamic"),
-                                      ("stacked-lstm-dropout-layernorm", "legacy-static")])
+@pytest.mark.parametrize(
+    "name,way",
+    [("embedding-gru-tagger-logsoftmax", "dynamo-dynamic"), ("stacked-lstm-dropout-layernorm", "legacy-static")],
+)
 def test_exports_work_with_the_tools(name, way, exported, tmp_path):
     """summary, save/load and to_device(dtype='float64') on graphs with heads, glue and external data."""
     path = exported(name, way)

@@ -15,12 +15,18 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 def _model():
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), n)
-             for n, shape in (("W", (1, 12, 2)), ("R", (1, 12, 4)), ("B", (1, 24)))]
+    inits = [
+        numpy_helper.from_array(rng.uniform(-1, 1, shape).astype(np.float32), n)
+        for n, shape in (("W", (1, 12, 2)), ("R", (1, 12, 4)), ("B", (1, 24)))
+    ]
     node = helper.make_node("GRU", ["X", "W", "R", "B"], ["Y", "Y_h"], name="gru", hidden_size=4)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 2])],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h")],
-                              initializer=inits)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", 2])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h")],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
 
 
@@ -33,8 +39,14 @@ def saved(tmp_path):
     model = _model()
     expected = rnn_xp.from_onnx(model)(X=X)["Y"]
     path = tmp_path / "model.onnx"
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     stored = onnx.load(str(path), load_external_data=False)
     assert all(t.data_location == TensorProto.EXTERNAL for t in stored.graph.initializer)
     return path, expected
@@ -76,8 +88,10 @@ def test_bytes_or_a_model_proto_without_its_data_are_refused_with_the_fix(saved)
         rnn_xp.from_onnx(onnx.load(str(path), load_external_data=False))
 
 
-@pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "..\\..\\etc\\passwd", "sub/../../x.bin",
-                                      "C:\\Windows\\win.ini", ""])
+@pytest.mark.parametrize(
+    "location",
+    ["../../etc/passwd", "/etc/passwd", "..\\..\\etc\\passwd", "sub/../../x.bin", "C:\\Windows\\win.ini", ""],
+)
 def test_locations_outside_the_folder_are_refused(saved, location):
     path, _ = saved
     _rewrite(path, lambda i, e: {**e, "location": location})
@@ -112,12 +126,18 @@ def test_ranges_are_checked_against_the_file_and_the_shape(saved):
     path, _ = saved
     size = (path.parent / "weights.bin").stat().st_size
     cases = [
-        (lambda i, e: {**e, "offset": size - 8} if i == 0 else e, r"asks for bytes \d+ to \d+ of 'weights.bin', "
-                                                                  rf"which holds {size}"),
+        (
+            lambda i, e: {**e, "offset": size - 8} if i == 0 else e,
+            r"asks for bytes \d+ to \d+ of 'weights.bin', "
+            rf"which holds {size}",
+        ),
         (lambda i, e: {**e, "length": 1 << 40} if i == 1 else e, "asks for bytes"),
         (lambda i, e: {**e, "offset": -4} if i == 0 else e, "asks for bytes -4"),
-        (lambda i, e: {**e, "length": 8} if i == 0 else e, r"has 8 bytes in 'weights.bin'; its shape \[1, 12, 2\] "
-                                                           "of float32 needs 96"),
+        (
+            lambda i, e: {**e, "length": 8} if i == 0 else e,
+            r"has 8 bytes in 'weights.bin'; its shape \[1, 12, 2\] "
+            "of float32 needs 96",
+        ),
         (lambda i, e: {**e, "offset": "twelve"} if i == 0 else e, "expected integers"),
     ]
     for edit, match in cases:

@@ -69,8 +69,14 @@ CASES = [
     ("Range-float", "Range", [scalar(0.5, np.float32), scalar(3.0, np.float32), scalar(0.7, np.float32)], {}, 17, 1),
     ("Range-down", "Range", [scalar(5, np.int32), scalar(-3, np.int32), scalar(-2, np.int32)], {}, 17, 1),
     ("Range-empty", "Range", [scalar(5, np.int64), scalar(1, np.int64), scalar(1, np.int64)], {}, 17, 1),
-    ("ConstantOfShape", "ConstantOfShape", [i64(2, 3)], {"value": numpy_helper.from_array(np.array([1.5], np.float32))},
-     17, 1),
+    (
+        "ConstantOfShape",
+        "ConstantOfShape",
+        [i64(2, 3)],
+        {"value": numpy_helper.from_array(np.array([1.5], np.float32))},
+        17,
+        1,
+    ),
     ("ConstantOfShape-int", "ConstantOfShape", [i64(4)], {"value": numpy_helper.from_array(i64(7))}, 17, 1),
     ("ConstantOfShape-default", "ConstantOfShape", [i64(2, 2)], {}, 17, 1),
     ("Where", "Where", [boolean(3, 4), f(3, 4), f(1, 4)], {}, 17, 1),
@@ -159,11 +165,17 @@ def _model(case, as_initializers):
     names = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
     fed = {n: a for n, a in zip(names, args, strict=True) if n}
     node = helper.make_node(op, names, [f"out{k}" for k in range(n_out)], name=f"{op.lower()}_node", **attrs)
-    inputs = [] if as_initializers else [
-        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in fed.items()]
+    inputs = (
+        []
+        if as_initializers
+        else [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in fed.items()
+        ]
+    )
     inits = [numpy_helper.from_array(a, n) for n, a in fed.items()] if as_initializers else []
-    graph = helper.make_graph([node], "g", inputs, [onnx.ValueInfoProto(name=f"out{k}") for k in range(n_out)],
-                              initializer=inits)
+    graph = helper.make_graph(
+        [node], "g", inputs, [onnx.ValueInfoProto(name=f"out{k}") for k in range(n_out)], initializer=inits
+    )
     opsets = [helper.make_opsetid("", opset)]
     model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
     return model, ({} if as_initializers else fed)
@@ -243,10 +255,15 @@ def _one(op, args, attrs=None, opset=17, n_out=1):
 
 def test_errors_name_the_node():
     cases = [
-        (_one("Concat", [f(2, 3), f(2, 1)], {"axis": 0, "color": 3}),
-         r"node 'concat_node' \(Concat\): attribute 'color' is not supported; the operator takes \['axis'\]"),
-        (_one("Transpose", [f(2, 3)], {"perm": 1.5}), r"'transpose_node' \(Transpose\): attribute 'perm' is FLOAT; "
-                                                        "expected INTS"),
+        (
+            _one("Concat", [f(2, 3), f(2, 1)], {"axis": 0, "color": 3}),
+            r"node 'concat_node' \(Concat\): attribute 'color' is not supported; the operator takes \['axis'\]",
+        ),
+        (
+            _one("Transpose", [f(2, 3)], {"perm": 1.5}),
+            r"'transpose_node' \(Transpose\): attribute 'perm' is FLOAT; "
+            "expected INTS",
+        ),
         (_one("Add", [f(2), f(2), f(2)]), r"'add_node' \(Add\): takes 2 to 2 inputs .* got 3"),
         (_one("Range", [scalar(1, np.int64)] * 3, opset=10), r"Range exists from opset 11; the model imports opset 10"),
         (_one("LayerNormalization", [f(2, 3), f(3)], opset=16), "LayerNormalization exists from opset 17"),
@@ -258,24 +275,45 @@ def test_errors_name_the_node():
         with pytest.raises(ValueError, match=match):
             rnn_xp.from_onnx(model)(**feeds)
     unknown = _one("Conv", [f(1, 1, 3), f(1, 1, 1)])[0]
-    with pytest.raises(ValueError, match=r"node 'conv_node' \(Conv\): the operator is not supported; rnn_xp runs "
-                                         r"graphs of .*ConstantOfShape.*LSTM.*LayerNormalization"):
+    with pytest.raises(
+        ValueError,
+        match=r"node 'conv_node' \(Conv\): the operator is not supported; rnn_xp runs "
+        r"graphs of .*ConstantOfShape.*LSTM.*LayerNormalization",
+    ):
         rnn_xp.from_onnx(unknown)
 
 
 def test_call_time_shape_errors_name_the_node(xp):
     checks = [
-        (_one("Add", [f(2, 3), f(3)]), {"in1": f(4)}, ValueError,
-         r"'add_node' \(Add\): shapes \(2, 3\), \(4,\) do not"),
-        (_one("Reshape", [f(2, 3), i64(4, -1)]), {"in1": i64(4, 4)}, ValueError,
-         r"'reshape_node' \(Reshape\): cannot reshape \(2, 3\) \(6 elements\) to \(4, 4\)"),
+        (
+            _one("Add", [f(2, 3), f(3)]),
+            {"in1": f(4)},
+            ValueError,
+            r"'add_node' \(Add\): shapes \(2, 3\), \(4,\) do not",
+        ),
+        (
+            _one("Reshape", [f(2, 3), i64(4, -1)]),
+            {"in1": i64(4, 4)},
+            ValueError,
+            r"'reshape_node' \(Reshape\): cannot reshape \(2, 3\) \(6 elements\) to \(4, 4\)",
+        ),
         (_one("MatMul", [f(2, 3), f(3, 2)]), {"in1": f(4, 2)}, ValueError, r"'matmul_node' \(MatMul\): shapes"),
-        (_one("Gather", [f(5, 3), i64(1)]), {"in1": i64(5)}, ValueError, r"'gather_node' \(Gather\): indices must "
-                                                                           r"lie in \[-5, 4\]"),
+        (
+            _one("Gather", [f(5, 3), i64(1)]),
+            {"in1": i64(5)},
+            ValueError,
+            r"'gather_node' \(Gather\): indices must "
+            r"lie in \[-5, 4\]",
+        ),
         (_one("Squeeze", [f(1, 3), i64(0)]), {"in1": i64(1)}, ValueError, r"cannot squeeze axes \[1\]"),
         (_one("Concat", [f(2, 3), f(2, 1)], {"axis": 1}), {"in1": f(3, 1)}, ValueError, r"differ off axis 1"),
-        (_one("Add", [f(2), f(2)]), {"in1": i64(1, 2)}, TypeError, r"'add_node' \(Add\): the inputs have dtypes "
-                                                                    "float32, int64"),
+        (
+            _one("Add", [f(2), f(2)]),
+            {"in1": i64(1, 2)},
+            TypeError,
+            r"'add_node' \(Add\): the inputs have dtypes "
+            "float32, int64",
+        ),
         (_one("Where", [boolean(2), f(2), f(2)]), {"in0": i64(1, 0)}, TypeError, "condition must be bool"),
     ]
     for (model, feeds), change, exc, match in checks:
@@ -296,14 +334,24 @@ def test_dropout_in_training_mode_is_refused():
 # --- what a small file may ask for ---------------------------------------------------------------------------
 def _shape_graph(op, extra_inputs=(), attrs=None):
     """x -> Shape -> Concat with a constant -> ``op`` (the size it makes is computed when the graph runs)."""
-    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
-             helper.make_node("Concat", ["s", "big"], ["t"], name="concat", axis=0),
-             helper.make_node(op, ["t", *extra_inputs][::-1] if op == "Expand" else ["t"], ["y"], name="bomb",
-                              **(attrs or {}))]
-    inits = [numpy_helper.from_array(i64(1 << 17, 1 << 17), "big"),
-             numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", "b"])],
-                              [onnx.ValueInfoProto(name="y")], initializer=inits)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Concat", ["s", "big"], ["t"], name="concat", axis=0),
+        helper.make_node(
+            op, ["t", *extra_inputs][::-1] if op == "Expand" else ["t"], ["y"], name="bomb", **(attrs or {})
+        ),
+    ]
+    inits = [
+        numpy_helper.from_array(i64(1 << 17, 1 << 17), "big"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", "b"])],
+        [onnx.ValueInfoProto(name="y")],
+        initializer=inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -311,8 +359,11 @@ def _shape_graph(op, extra_inputs=(), attrs=None):
 def test_sizes_computed_at_run_time_are_bounded(op):
     """Shape -> Concat -> ConstantOfShape asking for 2**34 * 6 elements (a 384 GiB float32 array) is refused."""
     graph = rnn_xp.from_onnx(_shape_graph(op, ["zero"]))
-    with pytest.raises(ValueError, match=r"node 'bomb' \(" + op + r"\): would make 103,079,215,104 elements, more "
-                                         r"than the [\d,]+ this call allows"):
+    with pytest.raises(
+        ValueError,
+        match=r"node 'bomb' \(" + op + r"\): would make 103,079,215,104 elements, more "
+        r"than the [\d,]+ this call allows",
+    ):
         graph(x=np.zeros((2, 3), np.float32))
     small = helper.make_model(graph_with_small_big(op), opset_imports=[helper.make_opsetid("", 17)])
     assert rnn_xp.from_onnx(small)(x=np.zeros((2, 3), np.float32))["y"].shape == (2, 3, 4, 5)
@@ -326,16 +377,25 @@ def graph_with_small_big(op):
 
 def test_range_and_tile_sizes_are_bounded():
     nodes = [helper.make_node("Range", ["s", "l", "d"], ["y"], name="range")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT64, []) for n in "sld"],
-                              [onnx.ValueInfoProto(name="y")])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, []) for n in "sld"],
+        [onnx.ValueInfoProto(name="y")],
+    )
     g = rnn_xp.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     with pytest.raises(ValueError, match=r"'range' \(Range\): would make 1,000,000,000,000 elements"):
         g(s=np.array(0), l=np.array(10**12), d=np.array(1))
     np.testing.assert_array_equal(g(s=np.array(0), l=np.array(5), d=np.array(2))["y"], [0, 2, 4])
-    tile = helper.make_graph([helper.make_node("Tile", ["x", "r"], ["y"], name="tile")], "g",
-                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
-                              helper.make_tensor_value_info("r", TensorProto.INT64, [1])],
-                             [onnx.ValueInfoProto(name="y")])
+    tile = helper.make_graph(
+        [helper.make_node("Tile", ["x", "r"], ["y"], name="tile")],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("r", TensorProto.INT64, [1]),
+        ],
+        [onnx.ValueInfoProto(name="y")],
+    )
     g = rnn_xp.from_onnx(helper.make_model(tile, opset_imports=[helper.make_opsetid("", 17)]))
     with pytest.raises(ValueError, match=r"'tile' \(Tile\): would make"):
         g(x=np.zeros(2, np.float32), r=i64(1 << 40))
@@ -344,10 +404,13 @@ def test_range_and_tile_sizes_are_bounded():
 @pytest.mark.parametrize("op", ["Expand", "Range", "Tile", "Add", "MatMul"])
 def test_folding_is_bounded(op):
     """Constants asking for terabytes when folded at import: refused before anything is allocated."""
-    args = {"Expand": [f(1), i64(1 << 20, 1 << 20)], "Range": [scalar(0, np.int64), scalar(1 << 50, np.int64),
-                                                             scalar(1, np.int64)],
-            "Tile": [f(4), i64(1 << 40)], "Add": [f(1 << 13, 1), f(1, 1 << 13)],
-            "MatMul": [f(1 << 13, 1), f(1, 1 << 13)]}
+    args = {
+        "Expand": [f(1), i64(1 << 20, 1 << 20)],
+        "Range": [scalar(0, np.int64), scalar(1 << 50, np.int64), scalar(1, np.int64)],
+        "Tile": [f(4), i64(1 << 40)],
+        "Add": [f(1 << 13, 1), f(1, 1 << 13)],
+        "MatMul": [f(1 << 13, 1), f(1, 1 << 13)],
+    }
     model, feeds = _one(op, args[op])
     for n, a in feeds.items():
         model.graph.initializer.append(numpy_helper.from_array(a, n))
@@ -358,11 +421,14 @@ def test_folding_is_bounded(op):
 
 def test_host_shape_values_meet_device_data(xp):
     """Shape's host integers cast to float and combined with data: computed in the data's namespace."""
-    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
-             helper.make_node("Cast", ["s"], ["sf"], name="cast", to=TensorProto.FLOAT),
-             helper.make_node("Mul", ["x", "sf"], ["y"], name="mul")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [onnx.ValueInfoProto(name="y")])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Cast", ["s"], ["sf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "sf"], ["y"], name="mul"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [onnx.ValueInfoProto(name="y")]
+    )
     g = rnn_xp.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     y = rnn_xp.to_device(g, xp)(x=on(xp, np.array([1.5, -1.0], np.float32)))["y"]
     assert _xp.namespace_name(_xp.array_namespace(y)) == _xp.namespace_name(xp)
@@ -376,6 +442,9 @@ def test_a_numpy_input_meeting_device_data_is_refused():
     model.graph.initializer.append(numpy_helper.from_array(feeds.pop("in1"), "in1"))
     del model.graph.input[1:]
     graph = rnn_xp.to_device(rnn_xp.from_onnx(model), strict)
-    with pytest.raises(TypeError, match=r"'add_node' \(Add\): input 0 is a numpy array but the other inputs are "
-                                        r"array_api_strict arrays .*no silent transfers"):
+    with pytest.raises(
+        TypeError,
+        match=r"'add_node' \(Add\): input 0 is a numpy array but the other inputs are "
+        r"array_api_strict arrays .*no silent transfers",
+    ):
         graph(in0=feeds["in0"])

@@ -54,8 +54,16 @@ def _nvcc_log():
     d = Path(tempfile.mkdtemp(prefix="rnnxp_persist_nvcc_"))
     atexit.register(shutil.rmtree, d, True)
     (d / "persist.cu").write_text(SOURCE)
-    cmd = [NVCC, "-arch=sm_90", "-std=c++17", "--resource-usage", "-c", str(d / "persist.cu"), "-o",
-           str(d / "persist.o")]
+    cmd = [
+        NVCC,
+        "-arch=sm_90",
+        "-std=c++17",
+        "--resource-usage",
+        "-c",
+        str(d / "persist.cu"),
+        "-o",
+        str(d / "persist.o"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -110,8 +118,12 @@ def test_source_is_self_contained():
 # ---- 2. the plan -----------------------------------------------------------------------------------
 
 H100 = (132, 232448)  # SMs, MaxSharedMemoryPerBlockOptin (227 KiB)
-REFERENCE = {"keras-text": ("rnn", 64, 100), "gru-latency": ("gru", 1, 256), "lstm-med": ("lstm", 64, 512),
-             "lstm-large": ("lstm", 256, 1024)}
+REFERENCE = {
+    "keras-text": ("rnn", 64, 100),
+    "gru-latency": ("gru", 1, 256),
+    "lstm-med": ("lstm", 64, 512),
+    "lstm-large": ("lstm", 256, 1024),
+}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
@@ -149,6 +161,7 @@ def test_plan_invariants_and_limits():
 
 def test_declines_name_the_reason(monkeypatch):
     """Per direction (declines) and per call (unsupported, the seam's question): each reason names its cause."""
+
     def why(cell, dtype="float32", T=3, B=2, limits=H100, **opts):
         cfg = rnn_xp.init(cell, 4, 6, seed=0, xp=np, **opts).config
         return cupy_persistent.declines(T, B, dtype, cfg, cfg.activations[0], cfg.proj_size > 0, limits)
@@ -160,8 +173,9 @@ def test_declines_name_the_reason(monkeypatch):
     assert "float16" in why("rnn", dtype="float16")
     assert "empty" in why("rnn", T=0) and "empty" in why("gru", B=0)
     assert "shared memory" in why("rnn", limits=(1, 64))
-    monkeypatch.setattr(cupy_persistent, "ACT_KINDS", {k: v for k, v in cupy_persistent.ACT_KINDS.items()
-                                                       if k != "Tanh"})
+    monkeypatch.setattr(
+        cupy_persistent, "ACT_KINDS", {k: v for k, v in cupy_persistent.ACT_KINDS.items() if k != "Tanh"}
+    )
     assert "Tanh" in why("rnn")
     monkeypatch.undo()
     big = rnn_xp.init("lstm", 4, 1024, seed=0, xp=np).config
@@ -253,8 +267,15 @@ void rnnxp_host_launch(int nb, int nt, long long smem_bytes, Fn fn) {
 }
 """
 
-_PTR_TYPES = {"gi": "const F*", "w_hh": "const F*", "b_hh": "const F*", "p": "const F*", "run": "const bool*",
-              "emit": "const bool*", "counter": "unsigned int*"}
+_PTR_TYPES = {
+    "gi": "const F*",
+    "w_hh": "const F*",
+    "b_hh": "const F*",
+    "p": "const F*",
+    "run": "const bool*",
+    "emit": "const bool*",
+    "counter": "unsigned int*",
+}
 _SCALAR_TYPES = {"int": "int", "uint": "unsigned int", "F": "F"}
 
 
@@ -262,12 +283,14 @@ def _launchers():
     out = []
     for name in KERNEL_NAMES:
         ftype = "float" if name.endswith("_f32") else "double"
-        decl = ", ".join(f"void* {n}" if k == "ptr" else f"{_SCALAR_TYPES[k].replace('F', ftype)} {n}"
-                         for n, k in PARAMS)
-        call = ", ".join(f"({_PTR_TYPES.get(n, 'F*').replace('F', ftype)}){n}" if k == "ptr" else n
-                         for n, k in PARAMS)
-        out.append(f'extern "C" void host_{name}(int nb, int nt, long long smem, {decl}) {{\n'
-                   f"  rnnxp_host_launch(nb, nt, smem, [&] {{ {name}({call}); }});\n}}\n")
+        decl = ", ".join(
+            f"void* {n}" if k == "ptr" else f"{_SCALAR_TYPES[k].replace('F', ftype)} {n}" for n, k in PARAMS
+        )
+        call = ", ".join(f"({_PTR_TYPES.get(n, 'F*').replace('F', ftype)}){n}" if k == "ptr" else n for n, k in PARAMS)
+        out.append(
+            f'extern "C" void host_{name}(int nb, int nt, long long smem, {decl}) {{\n'
+            f"  rnnxp_host_launch(nb, nt, smem, [&] {{ {name}({call}); }});\n}}\n"
+        )
     return "\n".join(out)
 
 
@@ -276,9 +299,26 @@ def _host_library():
     d = Path(tempfile.mkdtemp(prefix="rnnxp_persist_host_"))
     atexit.register(shutil.rmtree, d, True)
     (d / "persist.cpp").write_text(_HOST_HEADER + SOURCE + "\n" + _launchers())
-    proc = subprocess.run([GXX, "-std=c++17", "-O1", "-shared", "-fPIC", "-pthread", "-Wall", "-Werror",
-                           "-Wno-unused", "-Wno-unknown-pragmas", "-o", str(d / "persist.so"), str(d / "persist.cpp")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            GXX,
+            "-std=c++17",
+            "-O1",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            "-Wall",
+            "-Werror",
+            "-Wno-unused",
+            "-Wno-unknown-pragmas",
+            "-o",
+            str(d / "persist.so"),
+            str(d / "persist.cpp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"g++ failed:\n{proc.stderr[-6000:]}"
     return ctypes.CDLL(str(d / "persist.so"))
 
@@ -353,8 +393,15 @@ CASES = [
     ("rnn", {"bias": False, "clip": 0.4}),
     ("lstm", {}),
     ("lstm", {"peepholes": True, "input_forget": True, "clip": 0.7}),
-    ("lstm", {"bias": False, "activations": ["HardSigmoid", "Softsign", "Elu"], "activation_alpha": [0.3, 0.9],
-              "activation_beta": [0.4]}),
+    (
+        "lstm",
+        {
+            "bias": False,
+            "activations": ["HardSigmoid", "Softsign", "Elu"],
+            "activation_alpha": [0.3, 0.9],
+            "activation_beta": [0.4],
+        },
+    ),
     ("gru", {}),
     ("gru", {"bias": False, "clip": 0.5}),
     ("gru", {"activations": ["hard_sigmoid", "relu"], "bias": "single"}),
@@ -362,7 +409,7 @@ CASES = [
 
 # forced plans (units per block, split, batch tile, threads per block) on H = 7, B = 5, 5 SMs
 PLANS = [
-    {"U": 2, "S": 1, "threads": 1},    # 4 blocks, the last with one unit of two; one thread
+    {"U": 2, "S": 1, "threads": 1},  # 4 blocks, the last with one unit of two; one thread
     {"U": 3, "S": 2, "BT": 2, "threads": 8},  # split dot products, batch tiles 2, 2, 1
     {"U": 7, "S": 4, "BT": 3, "threads": 32},  # one block; S lanes over a padded row of 8
     {},  # the cost model's own choice
@@ -395,8 +442,7 @@ def _masks(rng, masking, T, B):
 @pytest.mark.parametrize("masking", ["none", "lengths", "mask", "mask-zero-output"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CASES)])
-def test_host_emulation_matches_reference(host_persistent, rng, monkeypatch, cell, opts, reverse, masking, dtype,
-                                          tol):
+def test_host_emulation_matches_reference(host_persistent, rng, monkeypatch, cell, opts, reverse, masking, dtype, tol):
     """One layer and direction through the real runner, each forced plan, against forward.run_direction."""
     G = cupy_persistent.CELLS[cell]
     monkeypatch.setattr(fw, "CHUNK_ELEMENTS", 3 * 5 * G * 7)  # chunks of 3 steps (B * G*H elements each): 3, 3, 1
@@ -438,8 +484,12 @@ def test_host_emulation_forward_end_to_end(host_persistent, rng, monkeypatch, ce
     init = (h0, rng.standard_normal((4, B, 6))) if cell == "lstm" else h0
     lengths = np.array([6, 0, 3, 1, 5])
     mask = rng.random((B, T)) > 0.3
-    for kw in ({}, {"lengths": lengths}, {"mask": mask, "zero_output_for_mask": True},
-               {"lengths": lengths, "mask": mask}):
+    for kw in (
+        {},
+        {"lengths": lengths},
+        {"mask": mask, "zero_output_for_mask": True},
+        {"lengths": lengths, "mask": mask},
+    ):
         y, state = rnn_xp.forward(x, params, init, impl="cupy-persistent", **kw)
         ry, rh, rc = reference_forward(x, params, init, **kw)
         assert_close(y, ry, xp=NP, dtype="float64", shape=(B, T, 12), atol=1e-10)
@@ -462,8 +512,10 @@ def test_host_declined_configs_raise_and_auto_runs_fused(host_persistent, rng, m
     monkeypatch.setattr(cupy_fused, "_cupy", lambda: fused_sources.HOST_CUPY)
     monkeypatch.setattr(cupy_fused, "_device", lambda x: contextlib.nullcontext())
     kw = dict(reverse=False, run=None, emit=None, xp=NP)
-    for opts, limits, reason in (({"reset_after": False}, (5, 48 * 1024), "reset before"),
-                                 ({}, (1, 64), "shared memory")):
+    for opts, limits, reason in (
+        ({"reset_after": False}, (5, 48 * 1024), "reset before"),
+        ({}, (1, 64), "shared memory"),
+    ):
         host_persistent.limits = limits
         params = rnn_xp.init("gru", 3, 9, seed=2, dtype="float64", xp=np, **opts)
         cfg = params.config

@@ -23,10 +23,12 @@ README = ROOT / "README.md"
 os.environ.setdefault("KERAS_BACKEND", "torch")  # the Keras example trains with Keras 3 on any backend
 
 # the frameworks' own deprecation notes are theirs to fix; rnn_xp's stay errors (pyproject's filterwarnings)
-pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*"),
-              pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*"),
-              pytest.mark.filterwarnings("ignore::UserWarning:torch.*"),
-              pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:keras.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*"),
+    pytest.mark.filterwarnings("ignore::UserWarning:torch.*"),
+    pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean"),
+]
 
 # heading of a block -> why it is expected to fail for now (strict: the test says when it passes again)
 XFAIL: dict[str, str] = {}
@@ -47,7 +49,7 @@ def _blocks():
             while not re.match(r"^\s*```\s*$", lines[j]):
                 j += 1
             counts[heading] = counts.get(heading, 0) + 1
-            out.append((heading, counts[heading], m.group(1), "\n".join(lines[i + 1:j])))
+            out.append((heading, counts[heading], m.group(1), "\n".join(lines[i + 1 : j])))
             i = j
         i += 1
     return out

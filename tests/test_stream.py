@@ -150,8 +150,7 @@ def test_reset_rows_mid_stream_equals_fresh_sequences(rng, cell, masked):
         kw2 = {} if mask is None else {"mask": mask[:, 4:]}
         second = _host(s(x[:, 4:], **kw2))
         whole, _ = rnn_xp.forward(x, params, init, mask=mask)  # rows 0 and 2: one sequence
-        np.testing.assert_allclose(np.concatenate([first, second], axis=1)[[0, 2]], whole[[0, 2]], rtol=0,
-                                   atol=1e-12)
+        np.testing.assert_allclose(np.concatenate([first, second], axis=1)[[0, 2]], whole[[0, 2]], rtol=0, atol=1e-12)
         init1 = tuple(a[:, 1:2] for a in init) if cell == "lstm" else init[:, 1:2]
         fresh, fresh_state = rnn_xp.forward(x[1:2, 4:], params, init1, mask=None if mask is None else mask[1:2, 4:])
         np.testing.assert_allclose(second[1:2], fresh, rtol=0, atol=1e-12)  # row 1: a fresh sequence
@@ -186,7 +185,7 @@ def test_the_numpy_path_writes_no_stale_buffer_into_earlier_outputs(rng):
     params = rnn_xp.init("lstm", 3, 4, num_layers=2, seed=9, xp=np)
     stream = rnn_xp.Stream(params)
     x = rng.standard_normal((1, 6, 3)).astype(np.float32)
-    ys = [stream(x[:, t:t + 1]) for t in range(6)]
+    ys = [stream(x[:, t : t + 1]) for t in range(6)]
     kept = [y.copy() for y in ys]
     stream(x[:, :2])
     for y, k in zip(ys, kept, strict=True):
@@ -239,24 +238,28 @@ def test_float16_is_computed_in_float32_across_chunks(rng):
 # --- models ----------------------------------------------------------------------------------------
 def _sequence_model():
     """Masking -> LSTM (sequences) -> GRU (sequences, zero outputs on masked steps) -> Dense softmax."""
-    return rnn_xp.Sequential([
-        rnn_xp.Masking(0.0),
-        rnn_xp.Recurrent(rnn_xp.init("lstm", 3, 5, bias="single", seed=1, xp=np), return_sequences=True),
-        rnn_xp.Recurrent(rnn_xp.init("gru", 5, 4, seed=2, xp=np), return_sequences=True,
-                         zero_output_for_mask=True),
-        rnn_xp.Dense.init(4, 3, activation="softmax", seed=3, xp=np),
-    ])
+    return rnn_xp.Sequential(
+        [
+            rnn_xp.Masking(0.0),
+            rnn_xp.Recurrent(rnn_xp.init("lstm", 3, 5, bias="single", seed=1, xp=np), return_sequences=True),
+            rnn_xp.Recurrent(rnn_xp.init("gru", 5, 4, seed=2, xp=np), return_sequences=True, zero_output_for_mask=True),
+            rnn_xp.Dense.init(4, 3, activation="softmax", seed=3, xp=np),
+        ]
+    )
 
 
 def _classifier(zero_output_for_mask):
     """Embedding(mask_zero) -> LSTM (sequences) -> SimpleRNN (last output) -> Dense sigmoid."""
-    return rnn_xp.Sequential([
-        rnn_xp.Embedding.init(20, 4, mask_zero=True, seed=4, xp=np),
-        rnn_xp.Recurrent(rnn_xp.init("lstm", 4, 5, num_layers=2, seed=5, xp=np), return_sequences=True),
-        rnn_xp.Recurrent(rnn_xp.init("rnn", 5, 6, bias="single", seed=6, xp=np),
-                         zero_output_for_mask=zero_output_for_mask),
-        rnn_xp.Dense.init(6, 1, activation="sigmoid", seed=7, xp=np),
-    ])
+    return rnn_xp.Sequential(
+        [
+            rnn_xp.Embedding.init(20, 4, mask_zero=True, seed=4, xp=np),
+            rnn_xp.Recurrent(rnn_xp.init("lstm", 4, 5, num_layers=2, seed=5, xp=np), return_sequences=True),
+            rnn_xp.Recurrent(
+                rnn_xp.init("rnn", 5, 6, bias="single", seed=6, xp=np), zero_output_for_mask=zero_output_for_mask
+            ),
+            rnn_xp.Dense.init(6, 1, activation="sigmoid", seed=7, xp=np),
+        ]
+    )
 
 
 @pytest.mark.parametrize("how", ["1", "2", "random", "all"])
@@ -302,8 +305,15 @@ def test_a_keras_model_streams(rng):
     os.environ.setdefault("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras")
     L = keras.layers
-    km = keras.Sequential([keras.Input((None, 3)), L.Masking(0.0), L.GRU(4, return_sequences=True),
-                           L.LSTM(5, return_sequences=True), L.Dense(2)])
+    km = keras.Sequential(
+        [
+            keras.Input((None, 3)),
+            L.Masking(0.0),
+            L.GRU(4, return_sequences=True),
+            L.LSTM(5, return_sequences=True),
+            L.Dense(2),
+        ]
+    )
     model = rnn_xp.from_keras(km)
     x = rng.standard_normal((2, 7, 3)).astype(np.float32)
     x[1, 2:4] = 0.0
@@ -371,7 +381,7 @@ def _readme_code(heading):
     text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
     start = text.index(heading)
     end = text.find("\n## ", start + len(heading))
-    return re.findall(r"```python\n(.*?)```", text[start:end if end != -1 else None], re.S)
+    return re.findall(r"```python\n(.*?)```", text[start : end if end != -1 else None], re.S)
 
 
 def test_the_readme_streaming_example_runs_as_written(tmp_path, monkeypatch):

@@ -19,8 +19,15 @@ CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("gru", None)]
 
 def _module(cell, nonlinearity, *, layers, bidirectional, bias, proj, dtype, seed):
     torch.manual_seed(seed)
-    kw = dict(input_size=5, hidden_size=6, num_layers=layers, bidirectional=bidirectional, bias=bias,
-              batch_first=True, dtype=getattr(torch, dtype))
+    kw = dict(
+        input_size=5,
+        hidden_size=6,
+        num_layers=layers,
+        bidirectional=bidirectional,
+        bias=bias,
+        batch_first=True,
+        dtype=getattr(torch, dtype),
+    )
     if cell == "rnn":
         m = torch.nn.RNN(nonlinearity=nonlinearity, **kw)
     elif cell == "lstm":
@@ -36,7 +43,8 @@ def _module(cell, nonlinearity, *, layers, bidirectional, bias, proj, dtype, see
 def _matrix():
     out = []
     for (cell, nl), layers, bidir, bias, proj, dtype in itertools.product(
-            CELLS, [1, 2, 3], [False, True], [True, False], [0, 3], ["float32", "float64"]):
+        CELLS, [1, 2, 3], [False, True], [True, False], [0, 3], ["float32", "float64"]
+    ):
         if proj and cell != "lstm":
             continue
         out.append((cell, nl, layers, bidir, bias, proj, dtype))
@@ -75,8 +83,9 @@ def test_module_matrix(cell, nl, layers, bidir, bias, proj, dtype):
         _compare(a, b, dtype)
     # right-padded batches through packed sequences; PyTorch rejects length 0
     lengths = [7, 2, 5, 1]
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.tensor(lengths), batch_first=True,
-                                                     enforce_sorted=False)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x), torch.tensor(lengths), batch_first=True, enforce_sorted=False
+    )
     with torch.no_grad():
         py, ps = m(packed, t_init)
     py, _ = torch.nn.utils.rnn.pad_packed_sequence(py, batch_first=True, total_length=7)
@@ -89,8 +98,9 @@ def test_module_matrix(cell, nl, layers, bidir, bias, proj, dtype):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_on_every_backend(xp, cell):
     """Imported weights moved to each namespace give torch's numbers there."""
-    m = _module(cell, "tanh", layers=2, bidirectional=True, bias=True, proj=2 if cell == "lstm" else 0,
-                dtype="float32", seed=5)
+    m = _module(
+        cell, "tanh", layers=2, bidirectional=True, bias=True, proj=2 if cell == "lstm" else 0, dtype="float32", seed=5
+    )
     params = rnn_xp.to_device(rnn_xp.from_torch(m), xp)
     x = np.random.default_rng(3).standard_normal((3, 6, 5)).astype(np.float32)
     with torch.no_grad():
@@ -114,8 +124,9 @@ def test_time_major_module(rng):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_state_dict_round_trip(cell, rng):
-    params = rnn_xp.init(cell, 4, 5, num_layers=2, bidirectional=True, seed=11, xp=np,
-                         proj_size=3 if cell == "lstm" else 0)
+    params = rnn_xp.init(
+        cell, 4, 5, num_layers=2, bidirectional=True, seed=11, xp=np, proj_size=3 if cell == "lstm" else 0
+    )
     sd = rnn_xp.to_torch_state_dict(params)
     cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     kw = {"proj_size": 3} if cell == "lstm" else {}

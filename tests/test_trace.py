@@ -45,8 +45,12 @@ def _check_steps(cell, x, tr, h0, c0, w, cfg, run, reverse, tol):
             gates = {}
         elif cell == "lstm":
             a = a_x + a_h
-            gates = {"i": _sigmoid(a[:, :H]), "f": _sigmoid(a[:, H:2 * H]), "g": np.tanh(a[:, 2 * H:3 * H]),
-                     "o": _sigmoid(a[:, 3 * H:])}
+            gates = {
+                "i": _sigmoid(a[:, :H]),
+                "f": _sigmoid(a[:, H : 2 * H]),
+                "g": np.tanh(a[:, 2 * H : 3 * H]),
+                "o": _sigmoid(a[:, 3 * H :]),
+            }
             # the state after the step from the traced gates: c = f c + i g, h = o tanh(c)
             c_new = tr["f"][:, t] * c + tr["i"][:, t] * tr["g"][:, t]
             h_new = tr["o"][:, t] * np.tanh(c_new)
@@ -56,8 +60,8 @@ def _check_steps(cell, x, tr, h0, c0, w, cfg, run, reverse, tol):
                 h_new = h_new @ w["w_hr"].T
         else:
             r = _sigmoid(a_x[:, :H] + a_h[:, :H])
-            z = _sigmoid(a_x[:, H:2 * H] + a_h[:, H:2 * H])
-            n = np.tanh(a_x[:, 2 * H:] + r * a_h[:, 2 * H:])
+            z = _sigmoid(a_x[:, H : 2 * H] + a_h[:, H : 2 * H])
+            n = np.tanh(a_x[:, 2 * H :] + r * a_h[:, 2 * H :])
             gates = {"r": r, "z": z, "n": n}
             h_new = (1.0 - tr["z"][:, t]) * tr["n"][:, t] + tr["z"][:, t] * h
         for name, g in gates.items():
@@ -95,16 +99,29 @@ def test_the_trace_follows_the_equations(rng, cell, masks):
         for d in range(2):
             idx = 2 * k + d
             tr = {n: np.asarray(a, dtype=np.float64) for n, a in trace[idx].items()}
-            _check_steps(cell, layer_in, tr, h0[idx], c0[idx] if cell == "lstm" else None, _weights(params, k, d),
-                         cfg, run, reverse=d == 1, tol=1e-12)
+            _check_steps(
+                cell,
+                layer_in,
+                tr,
+                h0[idx],
+                c0[idx] if cell == "lstm" else None,
+                _weights(params, k, d),
+                cfg,
+                run,
+                reverse=d == 1,
+                tol=1e-12,
+            )
             # the state after the last step each direction processed is forward's final state
             h_n = state[0] if cell == "lstm" else state
             last = 0 if d == 1 else T - 1
             np.testing.assert_allclose(tr["h"][:, last], h_n[idx], rtol=0, atol=1e-12)
         if masks == "none":
-            np.testing.assert_allclose(np.concatenate([trace[2 * k]["h"], trace[2 * k + 1]["h"]], axis=-1),
-                                       y if k == 1 else np.concatenate([trace[0]["h"], trace[1]["h"]], axis=-1),
-                                       rtol=0, atol=0)
+            np.testing.assert_allclose(
+                np.concatenate([trace[2 * k]["h"], trace[2 * k + 1]["h"]], axis=-1),
+                y if k == 1 else np.concatenate([trace[0]["h"], trace[1]["h"]], axis=-1),
+                rtol=0,
+                atol=0,
+            )
             layer_in = np.concatenate([trace[2 * k]["h"], trace[2 * k + 1]["h"]], axis=-1)  # (B, T, 2H)
         else:
             layer_in = None  # masked outputs repeat the last output: checked on layer 0 only
@@ -145,8 +162,9 @@ def test_every_namespace_traces_the_same(rng, name, cell):
     x = rng.standard_normal((2, 5, 3))
     mask = rng.random((2, 5)) > 0.3
     _, _, expected = rnn_xp.forward(x, host, mask=mask, trace=True)
-    y, _, trace = rnn_xp.forward(on(xp, x, "float32"), rnn_xp.to_device(host, xp, dtype="float32"),
-                                 mask=on(xp, mask), trace=True)
+    y, _, trace = rnn_xp.forward(
+        on(xp, x, "float32"), rnn_xp.to_device(host, xp, dtype="float32"), mask=on(xp, mask), trace=True
+    )
     for got, want in zip(trace, expected, strict=True):
         assert set(got) == set(want)
         for n in want:
@@ -182,7 +200,7 @@ def test_the_readme_introspection_example_runs_as_written(tmp_path, monkeypatch)
     pytest.importorskip("matplotlib")
     text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
     start = text.index("## Introspection")
-    (code,) = re.findall(r"```python\n(.*?)```", text[start:text.index("\n## ", start + 5)], re.S)
+    (code,) = re.findall(r"```python\n(.*?)```", text[start : text.index("\n## ", start + 5)], re.S)
     monkeypatch.chdir(tmp_path)
     scope = {}
     exec(compile(code, "README.md (introspection)", "exec"), scope)  # noqa: S102 - the project's own README

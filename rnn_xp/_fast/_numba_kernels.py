@@ -31,10 +31,35 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 # Activation codes: the canonical names of rnn_xp.activations, in this order.
-ACT_NAMES = ("Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid",
-             "Elu", "Softsign", "Softplus", "Selu", "Relu6", "Silu", "HardSilu", "Exponential", "LogSigmoid",
-             "HardTanh", "Mish", "TanhShrink", "Celu", "Gelu", "HardShrink", "SoftShrink", "SparsePlus",
-             "SparseSigmoid", "Squareplus")
+ACT_NAMES = (
+    "Relu",
+    "Tanh",
+    "Sigmoid",
+    "Affine",
+    "LeakyRelu",
+    "ThresholdedRelu",
+    "ScaledTanh",
+    "HardSigmoid",
+    "Elu",
+    "Softsign",
+    "Softplus",
+    "Selu",
+    "Relu6",
+    "Silu",
+    "HardSilu",
+    "Exponential",
+    "LogSigmoid",
+    "HardTanh",
+    "Mish",
+    "TanhShrink",
+    "Celu",
+    "Gelu",
+    "HardShrink",
+    "SoftShrink",
+    "SparsePlus",
+    "SparseSigmoid",
+    "Squareplus",
+)
 RELU, TANH, SIGMOID = 0, 1, 2
 
 # _nrt=False: the kernels allocate nothing, so numba's reference counting is not needed; without it
@@ -53,6 +78,7 @@ def _f64_from_bits(typingctx, n):
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
+
     return sig, codegen
 
 
@@ -279,13 +305,13 @@ def rnn_row(gh, gi, bias, h_out, u0, u1, codes, alpha, beta, clip):
 def lstm_row(gh, gi, bias, c_in, c_out, h_out, p, peep, input_forget, u0, u1, codes, alpha, beta, clip):
     """i, f, g, o = gates; c = f c + i g (f = 1 - i with input_forget); h_out = o h(c) (before any projection)."""
     H = c_in.shape[0]
-    i, f, g, o = gh[u0:u1], gh[H + u0:H + u1], gh[2 * H + u0:2 * H + u1], gh[3 * H + u0:3 * H + u1]
+    i, f, g, o = gh[u0:u1], gh[H + u0 : H + u1], gh[2 * H + u0 : 2 * H + u1], gh[3 * H + u0 : 3 * H + u1]
     for k in range(4):
-        _add3(gh[k * H + u0:k * H + u1], gi[k * H + u0:k * H + u1], bias[k * H + u0:k * H + u1])
+        _add3(gh[k * H + u0 : k * H + u1], gi[k * H + u0 : k * H + u1], bias[k * H + u0 : k * H + u1])
     c0, c1, hv = c_in[u0:u1], c_out[u0:u1], h_out[u0:u1]
     n = u1 - u0
     if peep:  # i and f see c_{t-1}
-        p_i, p_f, p_o = p[u0:u1], p[H + u0:H + u1], p[2 * H + u0:2 * H + u1]
+        p_i, p_f, p_o = p[u0:u1], p[H + u0 : H + u1], p[2 * H + u0 : 2 * H + u1]
         for j in range(n):
             i[j] += p_i[j] * c0[j]
             f[j] += p_f[j] * c0[j]
@@ -314,13 +340,18 @@ def lstm_row(gh, gi, bias, c_in, c_out, h_out, p, peep, input_forget, u0, u1, co
 def gru_row(gh, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, clip):
     """Reset after the recurrent product: r, z = f(...), n = g(x W_in + b_in + r (h W_hn + b_hn))."""
     H = h_in.shape[0]
-    r, z, m = gh[u0:u1], gh[H + u0:H + u1], gh[2 * H + u0:2 * H + u1]
+    r, z, m = gh[u0:u1], gh[H + u0 : H + u1], gh[2 * H + u0 : 2 * H + u1]
     _add3(r, gi[u0:u1], bias[u0:u1])
-    _add3(z, gi[H + u0:H + u1], bias[H + u0:H + u1])
+    _add3(z, gi[H + u0 : H + u1], bias[H + u0 : H + u1])
     activate(r, codes[0], alpha[0], beta[0], clip)
     activate(z, codes[0], alpha[0], beta[0], clip)
-    gi_n, b_n, bh, h0, h1 = gi[2 * H + u0:2 * H + u1], bias[2 * H + u0:2 * H + u1], b_hn[u0:u1], h_in[u0:u1], \
-        h_out[u0:u1]
+    gi_n, b_n, bh, h0, h1 = (
+        gi[2 * H + u0 : 2 * H + u1],
+        bias[2 * H + u0 : 2 * H + u1],
+        b_hn[u0:u1],
+        h_in[u0:u1],
+        h_out[u0:u1],
+    )
     for j in range(u1 - u0):
         m[j] = gi_n[j] + b_n[j] + r[j] * (m[j] + bh[j])
     activate(m, codes[1], alpha[1], beta[1], clip)
@@ -333,9 +364,9 @@ def gru_row(gh, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, clip):
 def gru_rz_row(gh, gi, bias, h_in, rh, u0, u1, codes, alpha, beta, clip):
     """Reset before the recurrent product, part 1: r, z, and r h (which W_hn then multiplies)."""
     H = h_in.shape[0]
-    r, z = gh[u0:u1], gh[H + u0:H + u1]
+    r, z = gh[u0:u1], gh[H + u0 : H + u1]
     _add3(r, gi[u0:u1], bias[u0:u1])
-    _add3(z, gi[H + u0:H + u1], bias[H + u0:H + u1])
+    _add3(z, gi[H + u0 : H + u1], bias[H + u0 : H + u1])
     activate(r, codes[0], alpha[0], beta[0], clip)
     activate(z, codes[0], alpha[0], beta[0], clip)
     h0, out = h_in[u0:u1], rh[u0:u1]
@@ -347,9 +378,14 @@ def gru_rz_row(gh, gi, bias, h_in, rh, u0, u1, codes, alpha, beta, clip):
 def gru_n_row(gh, gn, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, clip):
     """Part 2: n = g(x W_in + b_in + (r h) W_hn + b_hn), h = (1 - z) n + z h; gn holds (r h) W_hn."""
     H = h_in.shape[0]
-    m, z = gn[u0:u1], gh[H + u0:H + u1]
-    gi_n, b_n, bh, h0, h1 = gi[2 * H + u0:2 * H + u1], bias[2 * H + u0:2 * H + u1], b_hn[u0:u1], h_in[u0:u1], \
-        h_out[u0:u1]
+    m, z = gn[u0:u1], gh[H + u0 : H + u1]
+    gi_n, b_n, bh, h0, h1 = (
+        gi[2 * H + u0 : 2 * H + u1],
+        bias[2 * H + u0 : 2 * H + u1],
+        b_hn[u0:u1],
+        h_in[u0:u1],
+        h_out[u0:u1],
+    )
     for j in range(u1 - u0):
         m[j] = gi_n[j] + b_n[j] + (m[j] + bh[j])
     activate(m, codes[1], alpha[1], beta[1], clip)
@@ -384,8 +420,36 @@ def finalize_row(h_new, c_new, h, c, last, y, t, b, has_c, masked, run, emit):
 
 
 @njit(**_ROW)
-def _row(b, t, cell, phase, finish, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new, c_new, hh, rh,
-         last, y, run, emit, masked, codes, alpha, beta, clip):
+def _row(
+    b,
+    t,
+    cell,
+    phase,
+    finish,
+    gh,
+    gn,
+    gi,
+    bias,
+    b_hn,
+    p,
+    peep,
+    input_forget,
+    h,
+    c,
+    h_new,
+    c_new,
+    hh,
+    rh,
+    last,
+    y,
+    run,
+    emit,
+    masked,
+    codes,
+    alpha,
+    beta,
+    clip,
+):
     """Row b of step t of cell 0 rnn, 1 lstm, 2 gru (reset after), 3 gru (reset before).
 
     phase 0 is the gate math after the product h W_hh^T (gh); for cell 3 it stops at r h, and phase 1
@@ -396,8 +460,7 @@ def _row(b, t, cell, phase, finish, gh, gn, gi, bias, b_hn, p, peep, input_forge
     if cell == 0:
         rnn_row(gh[b], gi[t, b], bias, h_new[b], 0, H, codes, alpha, beta, clip)
     elif cell == 1:
-        lstm_row(gh[b], gi[t, b], bias, c[b], c_new[b], hh[b], p, peep, input_forget, 0, H, codes, alpha, beta,
-                 clip)
+        lstm_row(gh[b], gi[t, b], bias, c[b], c_new[b], hh[b], p, peep, input_forget, 0, H, codes, alpha, beta, clip)
     elif cell == 2:
         gru_row(gh[b], gi[t, b], bias, b_hn, h[b], h_new[b], 0, H, codes, alpha, beta, clip)
     elif phase == 0:
@@ -410,21 +473,131 @@ def _row(b, t, cell, phase, finish, gh, gn, gi, bias, b_hn, p, peep, input_forge
 
 
 @njit(parallel=True, **_OPTS)
-def rows_parallel(t, cell, phase, finish, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new, c_new, hh,
-                  rh, last, y, run, emit, masked, codes, alpha, beta, clip):
+def rows_parallel(
+    t,
+    cell,
+    phase,
+    finish,
+    gh,
+    gn,
+    gi,
+    bias,
+    b_hn,
+    p,
+    peep,
+    input_forget,
+    h,
+    c,
+    h_new,
+    c_new,
+    hh,
+    rh,
+    last,
+    y,
+    run,
+    emit,
+    masked,
+    codes,
+    alpha,
+    beta,
+    clip,
+):
     """Every row of one step (see _row), rows spread over numba's threads."""
     for b in prange(h.shape[0]):
-        _row(b, t, cell, phase, finish, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new, c_new, hh, rh,
-             last, y, run, emit, masked, codes, alpha, beta, clip)
+        _row(
+            b,
+            t,
+            cell,
+            phase,
+            finish,
+            gh,
+            gn,
+            gi,
+            bias,
+            b_hn,
+            p,
+            peep,
+            input_forget,
+            h,
+            c,
+            h_new,
+            c_new,
+            hh,
+            rh,
+            last,
+            y,
+            run,
+            emit,
+            masked,
+            codes,
+            alpha,
+            beta,
+            clip,
+        )
 
 
 @njit(**_OPTS)
-def rows_serial(t, cell, phase, finish, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new, c_new, hh,
-                rh, last, y, run, emit, masked, codes, alpha, beta, clip):
+def rows_serial(
+    t,
+    cell,
+    phase,
+    finish,
+    gh,
+    gn,
+    gi,
+    bias,
+    b_hn,
+    p,
+    peep,
+    input_forget,
+    h,
+    c,
+    h_new,
+    c_new,
+    hh,
+    rh,
+    last,
+    y,
+    run,
+    emit,
+    masked,
+    codes,
+    alpha,
+    beta,
+    clip,
+):
     """rows_parallel on the calling thread (small steps, where a parallel launch costs more than it saves)."""
     for b in range(h.shape[0]):
-        _row(b, t, cell, phase, finish, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new, c_new, hh, rh,
-             last, y, run, emit, masked, codes, alpha, beta, clip)
+        _row(
+            b,
+            t,
+            cell,
+            phase,
+            finish,
+            gh,
+            gn,
+            gi,
+            bias,
+            b_hn,
+            p,
+            peep,
+            input_forget,
+            h,
+            c,
+            h_new,
+            c_new,
+            hh,
+            rh,
+            last,
+            y,
+            run,
+            emit,
+            masked,
+            codes,
+            alpha,
+            beta,
+            clip,
+        )
 
 
 @njit(**_OPTS)
@@ -452,8 +625,33 @@ def _units(k, nth, H):
 
 
 @njit(**_OPTS)
-def _vec_part(k, nth, t, cell, phase, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new,
-              c_new, hh, rh, codes, alpha, beta, clip):
+def _vec_part(
+    k,
+    nth,
+    t,
+    cell,
+    phase,
+    w_hh,
+    w_hr,
+    gh,
+    gn,
+    gi,
+    bias,
+    b_hn,
+    p,
+    peep,
+    input_forget,
+    h,
+    c,
+    h_new,
+    c_new,
+    hh,
+    rh,
+    codes,
+    alpha,
+    beta,
+    clip,
+):
     """Slice k of nth of a compiled step: the rows of W_hh (or W_hr) for its units, then their gate math.
 
     Every batch row b in turn. phase 0: W_hh's rows of the slice's units in every gate (cell 3: r and
@@ -493,36 +691,194 @@ def _vec_part(k, nth, t, cell, phase, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, pee
 
 
 @njit(parallel=True, **_OPTS)
-def vec_chunk_parallel(nth, reverse, cell, proj, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c,
-                       h_new, c_new, hh, rh, last, y, run, emit, masked, codes, alpha, beta, clip):
+def vec_chunk_parallel(
+    nth,
+    reverse,
+    cell,
+    proj,
+    w_hh,
+    w_hr,
+    gh,
+    gn,
+    gi,
+    bias,
+    b_hn,
+    p,
+    peep,
+    input_forget,
+    h,
+    c,
+    h_new,
+    c_new,
+    hh,
+    rh,
+    last,
+    y,
+    run,
+    emit,
+    masked,
+    codes,
+    alpha,
+    beta,
+    clip,
+):
     """Every step of a chunk (batch 1, or small), each step's W_hh rows split over nth threads (a launch a phase)."""
     n = gi.shape[0]
     two = cell == 3 or proj
     for s in range(n):
         t = n - 1 - s if reverse else s
         for k in prange(nth):
-            _vec_part(k, nth, t, cell, 0, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new,
-                      c_new, hh, rh, codes, alpha, beta, clip)
+            _vec_part(
+                k,
+                nth,
+                t,
+                cell,
+                0,
+                w_hh,
+                w_hr,
+                gh,
+                gn,
+                gi,
+                bias,
+                b_hn,
+                p,
+                peep,
+                input_forget,
+                h,
+                c,
+                h_new,
+                c_new,
+                hh,
+                rh,
+                codes,
+                alpha,
+                beta,
+                clip,
+            )
         if two:
             for k in prange(nth):
-                _vec_part(k, nth, t, cell, 1, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c,
-                          h_new, c_new, hh, rh, codes, alpha, beta, clip)
+                _vec_part(
+                    k,
+                    nth,
+                    t,
+                    cell,
+                    1,
+                    w_hh,
+                    w_hr,
+                    gh,
+                    gn,
+                    gi,
+                    bias,
+                    b_hn,
+                    p,
+                    peep,
+                    input_forget,
+                    h,
+                    c,
+                    h_new,
+                    c_new,
+                    hh,
+                    rh,
+                    codes,
+                    alpha,
+                    beta,
+                    clip,
+                )
         for b in range(h.shape[0]):
             finalize_row(h_new, c_new, h, c, last, y, t, b, cell == 1, masked, run, emit)
 
 
 @njit(**_OPTS)
-def vec_chunk_serial(nth, reverse, cell, proj, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c,
-                     h_new, c_new, hh, rh, last, y, run, emit, masked, codes, alpha, beta, clip):
+def vec_chunk_serial(
+    nth,
+    reverse,
+    cell,
+    proj,
+    w_hh,
+    w_hr,
+    gh,
+    gn,
+    gi,
+    bias,
+    b_hn,
+    p,
+    peep,
+    input_forget,
+    h,
+    c,
+    h_new,
+    c_new,
+    hh,
+    rh,
+    last,
+    y,
+    run,
+    emit,
+    masked,
+    codes,
+    alpha,
+    beta,
+    clip,
+):
     """vec_chunk_parallel on the calling thread (nth is ignored)."""
     n = gi.shape[0]
     two = cell == 3 or proj
     for s in range(n):
         t = n - 1 - s if reverse else s
-        _vec_part(0, 1, t, cell, 0, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new, c_new,
-                  hh, rh, codes, alpha, beta, clip)
+        _vec_part(
+            0,
+            1,
+            t,
+            cell,
+            0,
+            w_hh,
+            w_hr,
+            gh,
+            gn,
+            gi,
+            bias,
+            b_hn,
+            p,
+            peep,
+            input_forget,
+            h,
+            c,
+            h_new,
+            c_new,
+            hh,
+            rh,
+            codes,
+            alpha,
+            beta,
+            clip,
+        )
         if two:
-            _vec_part(0, 1, t, cell, 1, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, peep, input_forget, h, c, h_new,
-                      c_new, hh, rh, codes, alpha, beta, clip)
+            _vec_part(
+                0,
+                1,
+                t,
+                cell,
+                1,
+                w_hh,
+                w_hr,
+                gh,
+                gn,
+                gi,
+                bias,
+                b_hn,
+                p,
+                peep,
+                input_forget,
+                h,
+                c,
+                h_new,
+                c_new,
+                hh,
+                rh,
+                codes,
+                alpha,
+                beta,
+                clip,
+            )
         for b in range(h.shape[0]):
             finalize_row(h_new, c_new, h, c, last, y, t, b, cell == 1, masked, run, emit)

@@ -31,6 +31,7 @@ _DTYPES = ("float16", "float32", "float64")
 
 def _cupy():
     import cupy
+
     return cupy
 
 
@@ -55,8 +56,9 @@ def _launch(cp, name, args):
     try:
         values = [args[n] for n in spec.in_names + spec.out_names]
     except KeyError as e:
-        raise RuntimeError(f"rnn_xp internal error: kernel {name} needs argument {e} that the runner "
-                           "did not pass") from None
+        raise RuntimeError(
+            f"rnn_xp internal error: kernel {name} needs argument {e} that the runner did not pass"
+        ) from None
     _kernel(cp, spec)(*values)
 
 
@@ -99,8 +101,10 @@ def _constant_args(cfg, acts, w):
         "H": cfg.hidden_size,
         "clip": math.inf if cfg.clip is None else float(cfg.clip),
         # a kernel reads b_hh and p only when has_bh / has_p say so; w_hh stands in for absent ones
-        "b_hh": w.w_hh if w.b_hh is None else w.b_hh, "has_bh": int(w.b_hh is not None),
-        "p": w.w_hh if w.p is None else w.p, "has_p": int(w.p is not None),
+        "b_hh": w.w_hh if w.b_hh is None else w.b_hh,
+        "has_bh": int(w.b_hh is not None),
+        "p": w.w_hh if w.p is None else w.p,
+        "has_p": int(w.p is not None),
         "input_forget": int(cfg.input_forget),
     }
     for prefix, act in zip(ACT_PREFIXES, acts, strict=False):
@@ -117,8 +121,10 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     this raises ValueError with the reason (it never falls back on its own)."""
     why = declines(x.shape[0], x.shape[1], str(x.dtype), cfg, acts)
     if why is not None:
-        raise ValueError(f"cupy-fused cannot run this direction: {why}. Fix: rnn_xp.forward(..., impl='auto') "
-                         "chooses an implementation that can")
+        raise ValueError(
+            f"cupy-fused cannot run this direction: {why}. Fix: rnn_xp.forward(..., impl='auto') "
+            "chooses an implementation that can"
+        )
     cp = _cupy()
     with _device(x):
         return _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp)
@@ -139,8 +145,8 @@ def _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp):
         return (new(B, n), new(B, n))
 
     # cuBLAS reads the transposed weights in place
-    w_hh_t = (w.w_hh[:2 * H, :] if reset_before else w.w_hh).T  # (H_out, G_h*H)
-    w_hn_t = w.w_hh[2 * H:, :].T if reset_before else None  # (H, H)
+    w_hh_t = (w.w_hh[: 2 * H, :] if reset_before else w.w_hh).T  # (H_out, G_h*H)
+    w_hn_t = w.w_hh[2 * H :, :].T if reset_before else None  # (H, H)
     w_hr_t = w.w_hr.T if proj else None  # (H, H_out)
     gh = new(B, w_hh_t.shape[1])  # h W_hh^T of the current step
     if reset_before:
@@ -160,7 +166,7 @@ def _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp):
     k = 0  # steps done: picks the buffer of each pair to write
     for t0, t1 in time_chunks(T, B * w.w_ih.shape[0], reverse):
         gi = input_projection(x[t0:t1, ...], w, xp)  # (t1-t0, B, G*H): one cuBLAS matmul for the chunk
-        for t in (range(t1 - 1, t0 - 1, -1) if reverse else range(t0, t1)):
+        for t in range(t1 - 1, t0 - 1, -1) if reverse else range(t0, t1):
             h_out = h_bufs[k % 2] if masked else y[t, ...]
             c_out = None if c is None else c_bufs[k % 2]
             last_out = last_bufs[k % 2] if masked else None

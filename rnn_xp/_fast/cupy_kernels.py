@@ -80,13 +80,16 @@ def _head(G, G_h):
     lines = [
         "typedef rnnxp_acc<T>::type F;",
         "const ptrdiff_t b = i / H, j = i % H;  // batch row and hidden unit of this element"
-        if G else "const ptrdiff_t b = i / H;  // batch row of this element",
+        if G
+        else "const ptrdiff_t b = i / H;  // batch row of this element",
     ]
     if G:
         lines.append(f"auto gx = [&](int k) {{ return F(gi[(b * {G} + k) * H + j]); }};  // x W_ih^T + b_ih of gate k")
     if G_h:
-        lines.append(f"auto gr = [&](int k) {{ return F(gh[(b * {G_h} + k) * H + j]) "
-                     "+ (has_bh ? F(b_hh[k * H + j]) : F(0)); };  // h W_hh^T + b_hh of gate k")
+        lines.append(
+            f"auto gr = [&](int k) {{ return F(gh[(b * {G_h} + k) * H + j]) "
+            "+ (has_bh ? F(b_hh[k * H + j]) : F(0)); };  // h W_hh^T + b_hh of gate k"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -166,21 +169,35 @@ def _build() -> dict:
         outs = f"T h_out, {_MASK_OUTS}" if masked else "T h_out"
         k["rnn" + sfx] = _spec("rnn" + sfx, f"{_GATE_INS}, {_acts(1)}{mask_ins}", outs, _head(1, 1) + _RNN + tail)
         h_in = "" if masked else ", T h"  # the masked kernels already take h
-        k["gru" + sfx] = _spec("gru" + sfx, f"{_GATE_INS}, {_acts(2)}{h_in}{mask_ins}", outs,
-                               _head(3, 3) + _GRU_AFTER + tail)
-        k["gru_n" + sfx] = _spec("gru_n" + sfx, f"{_GATE_INS}, {_acts(2)}, T z{h_in}{mask_ins}", outs,
-                                 _head(3, 0) + _GRU_N + tail)
+        k["gru" + sfx] = _spec(
+            "gru" + sfx, f"{_GATE_INS}, {_acts(2)}{h_in}{mask_ins}", outs, _head(3, 3) + _GRU_AFTER + tail
+        )
+        k["gru_n" + sfx] = _spec(
+            "gru_n" + sfx, f"{_GATE_INS}, {_acts(2)}, T z{h_in}{mask_ins}", outs, _head(3, 0) + _GRU_N + tail
+        )
         lstm_ins = f"{_GATE_INS}, {_acts(3)}, raw T p, int32 has_p, int32 input_forget, T c"
         c_tail = _C_MASKED if masked else _C_PLAIN
-        k["lstm" + sfx] = _spec("lstm" + sfx, lstm_ins + mask_ins, outs.replace("T h_out", "T h_out, T c_out"),
-                                _head(4, 4) + _LSTM + tail + c_tail)
+        k["lstm" + sfx] = _spec(
+            "lstm" + sfx,
+            lstm_ins + mask_ins,
+            outs.replace("T h_out", "T h_out, T c_out"),
+            _head(4, 4) + _LSTM + tail + c_tail,
+        )
     k["gru_rz"] = _spec("gru_rz", f"{_GATE_INS}, {_acts(2)}, T h", "T rh_out, T z_out", _head(3, 2) + _GRU_RZ)
     # LSTM with a projection: the gate kernel writes o * h(c) (h_out) and the masked cell state; after
     # the projection matmul, update_masked does the masked update of h.
-    k["lstm_cmasked"] = _spec("lstm_cmasked", f"{k['lstm'].in_params}, raw bool run", "T h_out, T c_out",
-                              _head(4, 4) + _LSTM + _TAKE + _H_PLAIN + _C_MASKED)
-    k["update_masked"] = _spec("update_masked", f"T hp, int32 H, {_MASK_INS}", f"T h_out, {_MASK_OUTS}",
-                               _head(0, 0) + _UPDATE + _TAKE + _H_MASKED)
+    k["lstm_cmasked"] = _spec(
+        "lstm_cmasked",
+        f"{k['lstm'].in_params}, raw bool run",
+        "T h_out, T c_out",
+        _head(4, 4) + _LSTM + _TAKE + _H_PLAIN + _C_MASKED,
+    )
+    k["update_masked"] = _spec(
+        "update_masked",
+        f"T hp, int32 H, {_MASK_INS}",
+        f"T h_out, {_MASK_OUTS}",
+        _head(0, 0) + _UPDATE + _TAKE + _H_MASKED,
+    )
     return k
 
 

@@ -35,8 +35,7 @@ from ..loop import input_projection, time_chunks
 from . import cupy_fused
 from .cupy_kernels import ACT_KINDS, ACT_PREFIXES, PREAMBLE
 
-__all__ = ["NAMESPACES", "run_direction", "unsupported", "declines", "plan", "Plan", "SOURCE", "KERNEL_NAMES",
-           "PARAMS"]
+__all__ = ["NAMESPACES", "run_direction", "unsupported", "declines", "plan", "Plan", "SOURCE", "KERNEL_NAMES", "PARAMS"]
 
 NAMESPACES = ("cupy",)
 
@@ -47,8 +46,7 @@ SOURCE = "class float16;\n" + PREAMBLE + "\n" + KERNEL_SOURCE
 
 CELLS = {name: s.num_gates for name, s in registry.CELLS.items()}  # cell -> gates G
 DTYPES = {"float32": "f32", "float64": "f64"}
-KERNEL_NAMES = tuple(f"rnnxp_persist_{cell}{m}_{d}" for d in DTYPES.values() for cell in CELLS
-                     for m in ("", "_masked"))
+KERNEL_NAMES = tuple(f"rnnxp_persist_{cell}{m}_{d}" for d in DTYPES.values() for cell in CELLS for m in ("", "_masked"))
 
 # The kernels' parameters in order: (name, kind); kind "ptr" (an array), "int" (int32), "uint"
 # (uint32) or "F" (a scalar of the kernel's float type). The host emulation reads this list too.
@@ -58,8 +56,11 @@ PARAMS = (
     + [("bar_base", "uint")]
     + [(n, "int") for n in ("reverse", "has_bh", "has_p", "input_forget")]
     + [("clip", "F")]
-    + [item for prefix in ACT_PREFIXES for item in ((f"{prefix}_kind", "int"), (f"{prefix}_alpha", "F"),
-                                                    (f"{prefix}_beta", "F"))]
+    + [
+        item
+        for prefix in ACT_PREFIXES
+        for item in ((f"{prefix}_kind", "int"), (f"{prefix}_alpha", "F"), (f"{prefix}_beta", "F"))
+    ]
 )
 
 MAX_THREADS = 512  # RNNXP_PERSIST_MAX_THREADS in the .cu (__launch_bounds__)
@@ -141,8 +142,11 @@ def plan(B, H, G, itemsize, sms, smem_limit, override=None):
         NB = _ceil(H, U)
         if NB > sms or U < 1:
             continue
-        for BT in ([force["BT"]] if "BT" in force else sorted({B, *(b for b in (256, 128, 64, 32, 16, 8, 4, 2, 1)
-                                                                     if b < B)}, reverse=True)):
+        for BT in (
+            [force["BT"]]
+            if "BT" in force
+            else sorted({B, *(b for b in (256, 128, 64, 32, 16, 8, 4, 2, 1) if b < B)}, reverse=True)
+        ):
             BT = min(BT, B)
             pairs = U * BT
             if "S" in force:
@@ -157,8 +161,13 @@ def plan(B, H, G, itemsize, sms, smem_limit, override=None):
                 continue
             threads = force.get("threads", min(MAX_THREADS, _ceil(pairs * S, 32) * 32))
             tiles = _ceil(B, BT)
-            cycles = (B * H * itemsize / _L2_BYTES_PER_CYCLE + U * G * B * ldw / _FMAS_PER_CYCLE
-                      + tiles * 100 + _BARRIER_CYCLES + _BARRIER_CYCLES_PER_BLOCK * NB)
+            cycles = (
+                B * H * itemsize / _L2_BYTES_PER_CYCLE
+                + U * G * B * ldw / _FMAS_PER_CYCLE
+                + tiles * 100
+                + _BARRIER_CYCLES
+                + _BARRIER_CYCLES_PER_BLOCK * NB
+            )
             p = Plan(U, NB, S, BT, threads, ldw, ldh, smem, cycles)
             if best is None or p.cycles < best.cycles:
                 best = p
@@ -168,6 +177,7 @@ def plan(B, H, G, itemsize, sms, smem_limit, override=None):
 
 def _cupy():
     import cupy
+
     return cupy
 
 
@@ -265,7 +275,8 @@ def declines(T, B, dtype, cfg, acts, has_w_hr, limits=None):
 def _scalars(cfg, acts, w, ftype):
     """The kernel's scalar parameters that stay the same for every chunk."""
     out = {
-        "has_bh": np.int32(w.b_hh is not None), "has_p": np.int32(w.p is not None),
+        "has_bh": np.int32(w.b_hh is not None),
+        "has_p": np.int32(w.p is not None),
         "input_forget": np.int32(bool(cfg.input_forget)),
         "clip": ftype(math.inf if cfg.clip is None else float(cfg.clip)),
     }
@@ -288,8 +299,10 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     limits = _limits(x.device)
     why = declines(x.shape[0], x.shape[1], _xp.dtype_name(x.dtype), cfg, acts, w.w_hr is not None, limits)
     if why is not None:
-        raise ValueError(f"cupy-persistent cannot run this direction: {why}. Fix: rnn_xp.forward(..., "
-                         "impl='auto') chooses an implementation that can")
+        raise ValueError(
+            f"cupy-persistent cannot run this direction: {why}. Fix: rnn_xp.forward(..., "
+            "impl='auto') chooses an implementation that can"
+        )
     with _device(x):
         pl = plan(x.shape[1], cfg.hidden_size, CELLS[cfg.cell], x.dtype.itemsize, *limits)
         return _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp, pl, limits)
@@ -315,19 +328,36 @@ def _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp, pl, limits):
     dummy_bool = cp.zeros((1,), dtype=np.bool_)
     w_hh = cp.ascontiguousarray(w.w_hh)
     args = dict(
-        w_hh=w_hh, b_hh=w_hh if w.b_hh is None else cp.ascontiguousarray(w.b_hh),
-        p=w_hh if w.p is None else cp.ascontiguousarray(w.p), hbuf=hbuf,
-        cbuf=hbuf if cbuf is None else cbuf, last=hbuf if last is None else last, counter=counter,
-        B=np.int32(B), H=np.int32(H), U=np.int32(pl.U), S=np.int32(pl.S), BT=np.int32(pl.BT),
-        ldw=np.int32(pl.ldw), ldh=np.int32(pl.ldh), reverse=np.int32(bool(reverse)),
-        **_scalars(cfg, acts, w, ftype))
+        w_hh=w_hh,
+        b_hh=w_hh if w.b_hh is None else cp.ascontiguousarray(w.b_hh),
+        p=w_hh if w.p is None else cp.ascontiguousarray(w.p),
+        hbuf=hbuf,
+        cbuf=hbuf if cbuf is None else cbuf,
+        last=hbuf if last is None else last,
+        counter=counter,
+        B=np.int32(B),
+        H=np.int32(H),
+        U=np.int32(pl.U),
+        S=np.int32(pl.S),
+        BT=np.int32(pl.BT),
+        ldw=np.int32(pl.ldw),
+        ldh=np.int32(pl.ldh),
+        reverse=np.int32(bool(reverse)),
+        **_scalars(cfg, acts, w, ftype),
+    )
     k0, bar_base = 0, 0
     for t0, t1 in time_chunks(T, B * w.w_ih.shape[0], reverse):
         Tc = t1 - t0
         gi = cp.ascontiguousarray(input_projection(x[t0:t1, ...], w, xp))  # (Tc, B, G*H): one cuBLAS matmul
-        args.update(gi=gi, y=y[t0:t1, ...], Tc=np.int32(Tc), k0=np.int32(k0), bar_base=np.uint32(bar_base),
-                    run=cp.ascontiguousarray(run[t0:t1, :, 0]) if masked else dummy_bool,
-                    emit=cp.ascontiguousarray(emit[t0:t1, :, 0]) if masked else dummy_bool)
+        args.update(
+            gi=gi,
+            y=y[t0:t1, ...],
+            Tc=np.int32(Tc),
+            k0=np.int32(k0),
+            bar_base=np.uint32(bar_base),
+            run=cp.ascontiguousarray(run[t0:t1, :, 0]) if masked else dummy_bool,
+            emit=cp.ascontiguousarray(emit[t0:t1, :, 0]) if masked else dummy_bool,
+        )
         fn((pl.NB,), (pl.threads,), tuple(args[n] for n, _ in PARAMS), shared_mem=pl.smem)
         k0 += Tc
         bar_base = (bar_base + pl.NB * (Tc - 1)) % (1 << 32)

@@ -70,6 +70,7 @@ def _cores_busy():
     except (AttributeError, OSError):  # no load average (Windows)
         return False
 
+
 _state = {"kernels": None, "reason": None}
 _active = {"calls": 0}
 _lock = threading.Lock()
@@ -84,13 +85,17 @@ def _load():
             try:
                 import numba
             except Exception as e:  # noqa: BLE001 - absent or broken: either way the reason is reported
-                _state["reason"] = (f"numba is not installed ({INSTALL_HINT})" if isinstance(e, ModuleNotFoundError)
-                                    else f"numba cannot be imported ({type(e).__name__}: {e}); {INSTALL_HINT}")
+                _state["reason"] = (
+                    f"numba is not installed ({INSTALL_HINT})"
+                    if isinstance(e, ModuleNotFoundError)
+                    else f"numba cannot be imported ({type(e).__name__}: {e}); {INSTALL_HINT}"
+                )
                 return None
             version = tuple(int(v) for v in numba.__version__.split(".")[:2] if v.isdigit())
             if version < MIN_NUMBA:
-                _state["reason"] = (f"numba {numba.__version__} is older than "
-                                    f"{'.'.join(map(str, MIN_NUMBA))} ({INSTALL_HINT})")
+                _state["reason"] = (
+                    f"numba {numba.__version__} is older than {'.'.join(map(str, MIN_NUMBA))} ({INSTALL_HINT})"
+                )
                 return None
             from . import _numba_kernels
 
@@ -117,8 +122,10 @@ MIN_AUTO_STEPS = 4
 def unsuited(call):
     """Why impl="auto" should prefer another implementation for this call (it can run it), or None."""
     if call.steps < MIN_AUTO_STEPS:
-        return (f"{call.steps} step(s): arranging the weights costs more than it saves under {MIN_AUTO_STEPS} "
-                "steps (rnn_xp.Stream arranges them once for a stream)")
+        return (
+            f"{call.steps} step(s): arranging the weights costs more than it saves under {MIN_AUTO_STEPS} "
+            "steps (rnn_xp.Stream arranges them once for a stream)"
+        )
     return None
 
 
@@ -143,7 +150,7 @@ def _transposed(a, dtype):
     out = np.empty((a.shape[1], a.shape[0]), dtype=dtype)
     step = 256
     for r in range(0, a.shape[0], step):
-        out[:, r:r + step] = a[r:r + step].T
+        out[:, r : r + step] = a[r : r + step].T
     return out
 
 
@@ -178,8 +185,8 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     bias = b_ih + b_hh  # (G*H,) what adds to both products
     b_hn = np.zeros(H, dtype=dtype)
     if cfg.cell == "gru":  # r multiplies (or follows) W_hn h + b_hn: it stays apart
-        bias[2 * H:] = b_ih[2 * H:]
-        b_hn = b_hh[2 * H:].copy()
+        bias[2 * H :] = b_ih[2 * H :]
+        b_hn = b_hh[2 * H :].copy()
     p = _vec(w.p, 3 * H if w.p is not None else 1, dtype)
     codes = np.array([k.ACT_NAMES.index(a.name) for a in acts], dtype=np.int64)
     alpha = np.array([0.0 if a.alpha is None else a.alpha for a in acts], dtype=np.float64)
@@ -193,8 +200,8 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     else:  # transposed for BLAS: (B, H_out) @ (H_out, G*H)
         w_hh = w_hr = None
         w_hh_t = _transposed(w.w_hh, dtype)  # (H_out, G*H)
-        w_rz_t = np.ascontiguousarray(w_hh_t[:, :2 * H]) if cell == 3 else None  # (H_out, 2H)
-        w_n_t = np.ascontiguousarray(w_hh_t[:, 2 * H:]) if cell == 3 else None  # (H_out, H)
+        w_rz_t = np.ascontiguousarray(w_hh_t[:, : 2 * H]) if cell == 3 else None  # (H_out, 2H)
+        w_n_t = np.ascontiguousarray(w_hh_t[:, 2 * H :]) if cell == 3 else None  # (H_out, H)
         w_hr_t = _transposed(w.w_hr, dtype) if proj else None  # (H, H_out)
 
     # --- state and scratch, allocated once per call
@@ -225,47 +232,221 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     x_buf = _empty((longest * B, F), dtype)  # (t*B, F): the chunk, contiguous
     y_buf = None if direct else _empty((longest, B, H_out), dtype)  # (t, B, H_out)
     flags = (cfg.peepholes, cfg.input_forget)
-    threaded = nth > 1 and (B * GH * H_out >= VEC_PARALLEL_MIN if vec else B * GH >= ROWS_PARALLEL_MIN) and \
-        T > 1 and not _cores_busy()
+    threaded = (
+        nth > 1
+        and (B * GH * H_out >= VEC_PARALLEL_MIN if vec else B * GH >= ROWS_PARALLEL_MIN)
+        and T > 1
+        and not _cores_busy()
+    )
     if vec:
         kernel = k.vec_chunk_parallel if threaded else k.vec_chunk_serial
     else:
         rows = k.rows_parallel if threaded else k.rows_serial
     for t0, t1 in chunks:
         n = t1 - t0
-        x_buf[:n * B].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
-        np.matmul(x_buf[:n * B], w_ih_t, out=gi_buf[:n * B])  # (n*B, G*H): x W_ih^T for the chunk
-        gi = gi_buf[:n * B].reshape(n, B, GH)  # (n, B, G*H)
+        x_buf[: n * B].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
+        np.matmul(x_buf[: n * B], w_ih_t, out=gi_buf[: n * B])  # (n*B, G*H): x W_ih^T for the chunk
+        gi = gi_buf[: n * B].reshape(n, B, GH)  # (n, B, G*H)
         ys = y[t0:t1] if direct else y_buf[:n]  # (n, B, H_out)
         runs = run_u8[t0:t1] if masked else run_u8
         emits = emit_u8[t0:t1] if masked else emit_u8
         if vec:
-            kernel(nth, reverse, cell, proj, w_hh, w_hr, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh,
-                   rh, last, ys, runs, emits, masked, codes, alpha, beta, clip)
+            kernel(
+                nth,
+                reverse,
+                cell,
+                proj,
+                w_hh,
+                w_hr,
+                gh,
+                gn,
+                gi,
+                bias,
+                b_hn,
+                p,
+                *flags,
+                h,
+                c,
+                h_new,
+                c_new,
+                hh,
+                rh,
+                last,
+                ys,
+                runs,
+                emits,
+                masked,
+                codes,
+                alpha,
+                beta,
+                clip,
+            )
         else:
-            _steps(k, rows, n, reverse, cell, proj, w_hh_t, w_rz_t, w_n_t, w_hr_t, gh, gn, gi, bias, b_hn, p, flags, h,
-                   c, h_new, c_new, hh, rh, last, ys, runs, emits, masked, codes, alpha, beta, clip)
+            _steps(
+                k,
+                rows,
+                n,
+                reverse,
+                cell,
+                proj,
+                w_hh_t,
+                w_rz_t,
+                w_n_t,
+                w_hr_t,
+                gh,
+                gn,
+                gi,
+                bias,
+                b_hn,
+                p,
+                flags,
+                h,
+                c,
+                h_new,
+                c_new,
+                hh,
+                rh,
+                last,
+                ys,
+                runs,
+                emits,
+                masked,
+                codes,
+                alpha,
+                beta,
+                clip,
+            )
         if not direct:
             y[t0:t1] = ys
     return y, h, (c if lstm else None)
 
 
-def _steps(k, rows, n, reverse, cell, proj, w_hh_t, w_rz_t, w_n_t, w_hr_t, gh, gn, gi, bias, b_hn, p, flags, h, c,
-           h_new, c_new, hh, rh, last, ys, runs, emits, masked, codes, alpha, beta, clip):
+def _steps(
+    k,
+    rows,
+    n,
+    reverse,
+    cell,
+    proj,
+    w_hh_t,
+    w_rz_t,
+    w_n_t,
+    w_hr_t,
+    gh,
+    gn,
+    gi,
+    bias,
+    b_hn,
+    p,
+    flags,
+    h,
+    c,
+    h_new,
+    c_new,
+    hh,
+    rh,
+    last,
+    ys,
+    runs,
+    emits,
+    masked,
+    codes,
+    alpha,
+    beta,
+    clip,
+):
     """The steps of one chunk at batch > 1: per step the recurrent GEMM(s) through BLAS, then one compiled call."""
     steps = range(n - 1, -1, -1) if reverse else range(n)
     for t in steps:
         if cell == 3:  # r first: W_hn multiplies r h
             np.matmul(h, w_rz_t, out=gh)
-            rows(t, cell, 0, False, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
-                 runs, emits, masked, codes, alpha, beta, clip)
+            rows(
+                t,
+                cell,
+                0,
+                False,
+                gh,
+                gn,
+                gi,
+                bias,
+                b_hn,
+                p,
+                *flags,
+                h,
+                c,
+                h_new,
+                c_new,
+                hh,
+                rh,
+                last,
+                ys,
+                runs,
+                emits,
+                masked,
+                codes,
+                alpha,
+                beta,
+                clip,
+            )
             np.matmul(rh, w_n_t, out=gn)
-            rows(t, cell, 1, True, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
-                 runs, emits, masked, codes, alpha, beta, clip)
+            rows(
+                t,
+                cell,
+                1,
+                True,
+                gh,
+                gn,
+                gi,
+                bias,
+                b_hn,
+                p,
+                *flags,
+                h,
+                c,
+                h_new,
+                c_new,
+                hh,
+                rh,
+                last,
+                ys,
+                runs,
+                emits,
+                masked,
+                codes,
+                alpha,
+                beta,
+                clip,
+            )
             continue
         np.matmul(h, w_hh_t, out=gh)
-        rows(t, cell, 0, not proj, gh, gn, gi, bias, b_hn, p, *flags, h, c, h_new, c_new, hh, rh, last, ys,
-             runs, emits, masked, codes, alpha, beta, clip)
+        rows(
+            t,
+            cell,
+            0,
+            not proj,
+            gh,
+            gn,
+            gi,
+            bias,
+            b_hn,
+            p,
+            *flags,
+            h,
+            c,
+            h_new,
+            c_new,
+            hh,
+            rh,
+            last,
+            ys,
+            runs,
+            emits,
+            masked,
+            codes,
+            alpha,
+            beta,
+            clip,
+        )
         if proj:
             np.matmul(hh, w_hr_t, out=h_new)  # (B, H_out)
             k.finalize_rows(t, h_new, c_new, h, c, last, ys, runs, emits, masked)

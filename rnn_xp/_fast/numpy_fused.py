@@ -67,8 +67,10 @@ MIN_AUTO_STEPS = 4
 def unsuited(call):
     """Why impl="auto" should prefer another implementation for this call (it can run it), or None."""
     if call.steps < MIN_AUTO_STEPS:
-        return (f"{call.steps} step(s): arranging the weights costs more than it saves under {MIN_AUTO_STEPS} "
-                "steps (rnn_xp.Stream arranges them once for a stream)")
+        return (
+            f"{call.steps} step(s): arranging the weights costs more than it saves under {MIN_AUTO_STEPS} "
+            "steps (rnn_xp.Stream arranges them once for a stream)"
+        )
     return None
 
 
@@ -102,6 +104,7 @@ def _neg_sigmoid_fn(dtype):
             np.exp(a, a)
             np.add(a, one, a)
             np.reciprocal(a, a)
+
         return f
     one64 = np.asarray(1, dtype=np.float64)
     scratch = {}  # shape -> float64 buffer, allocated on first use (the closure lives with its Direction)
@@ -113,6 +116,7 @@ def _neg_sigmoid_fn(dtype):
         np.exp(a, w, dtype=np.float64)
         np.add(w, one64, w)
         np.reciprocal(w, a)  # rounded once, to float32
+
     return f32
 
 
@@ -127,21 +131,26 @@ def _activation(act, clip, negated, xp, dtype):
         def f(a):
             np.clip(a, -clip, clip, out=a)  # the bounds are symmetric: clipping -z is -clip(z)
             sig(a)
+
         return f
     if name == "Tanh":
         inner = _tanh_fn(dtype)
     elif name == "Relu":
+
         def inner(a, out):
             np.maximum(a, np.asarray(0, dtype=dtype), out=out)
     else:
+
         def inner(a, out):  # any other function: the shared Array-API definition, then a copy
             out[...] = act(a, xp)
+
     if clip is None:
         return lambda a: inner(a, out=a)
 
     def clipped(a):
         np.clip(a, -clip, clip, out=a)
         inner(a, out=a)
+
     return clipped
 
 
@@ -152,6 +161,7 @@ def _activation_to(act, xp, dtype):
 
     def g(a, out):
         out[...] = act(a, xp)
+
     return g
 
 
@@ -174,13 +184,15 @@ def arrange(w, cfg, acts, dtype):
     gate_scale = [-1.0 if negate and j < n_sig else 1.0 for j in range(G)]  # per new gate position
 
     def rows(a):  # (G*H,) in rnn_xp order -> reordered and scaled, as a new array
-        return np.concatenate([np.asarray(a[k * H:(k + 1) * H]) * gate_scale[j] for j, k in enumerate(order)])
+        return np.concatenate([np.asarray(a[k * H : (k + 1) * H]) * gate_scale[j] for j, k in enumerate(order)])
 
     def transposed(wm, extra_row=False):  # (G*H, n) in rnn_xp order -> (n, G*H) C-contiguous, reordered, scaled
         # one pass per gate block: numpy's transposing copy of a whole matrix is several times slower
         out = np.empty((wm.shape[1] + extra_row, G * H), dtype=dtype)
         for j, k in enumerate(order):
-            np.multiply(np.asarray(wm[k * H:(k + 1) * H]).T, gate_scale[j], out=out[:wm.shape[1], j * H:(j + 1) * H])
+            np.multiply(
+                np.asarray(wm[k * H : (k + 1) * H]).T, gate_scale[j], out=out[: wm.shape[1], j * H : (j + 1) * H]
+            )
         return out
 
     w_ih_t = transposed(w.w_ih, extra_row=True)  # (in + 1, G*H): the last row takes the biases
@@ -189,8 +201,8 @@ def arrange(w, cfg, acts, dtype):
     b_hh = None if w.b_hh is None else rows(w.b_hh)
     extra = {}
     if cfg.cell == "gru" and cfg.reset_after and b_hh is not None:
-        extra["b_hn"] = b_hh[2 * H:].copy()  # r multiplies W_hn h + b_hn: it stays in the step
-        b_hh[2 * H:] = 0.0
+        extra["b_hn"] = b_hh[2 * H :].copy()  # r multiplies W_hn h + b_hn: it stays in the step
+        b_hh[2 * H :] = 0.0
     if b_ih is None:
         b_in = b_hh
     else:
@@ -201,8 +213,8 @@ def arrange(w, cfg, acts, dtype):
     if w.p is not None:  # ONNX peepholes i, f, o, halved with their gates
         p = np.asarray(w.p, dtype=dtype)
         sign = -1.0 if negate else 1.0  # negated with their gates
-        extra["p_if"] = (p[:2 * H] * sign).reshape(2, H)  # (2, H)
-        extra["p_o"] = p[2 * H:] * sign  # (H,)
+        extra["p_if"] = (p[: 2 * H] * sign).reshape(2, H)  # (2, H)
+        extra["p_o"] = p[2 * H :] * sign  # (H,)
     if w.w_hr is not None:
         extra["w_hr_t"] = np.ascontiguousarray(np.asarray(w.w_hr).T)  # (H, H_out)
     return w_ih_t, w_hh_t, extra, negate
@@ -217,6 +229,7 @@ def _rnn_step(w_hh_t, acts, cfg, xp, B, dtype):
         np.matmul(h, w_hh_t, a)
         np.add(a, g, h_out)  # x_t W_ih^T + h W_hh^T + b
         act(h_out)
+
     return step
 
 
@@ -224,9 +237,9 @@ def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
     H = cfg.hidden_size
     f_act, g_act, h_act = acts
     gates = _empty((B, 4 * H), dtype)  # (B, 4H): i, f, o, g
-    i, f, o, gg = (gates[:, k * H:(k + 1) * H] for k in range(4))
+    i, f, o, gg = (gates[:, k * H : (k + 1) * H] for k in range(4))
     gates3 = gates.reshape(B, 4, H)  # a view: gates3[:, :2] are i and f
-    sig = gates[:, :3 * H]
+    sig = gates[:, : 3 * H]
     tmp = _empty((B, H), dtype)
     p_if, p_o, w_hr_t = extra.get("p_if"), extra.get("p_o"), extra.get("w_hr_t")
     hh = _empty((B, H), dtype) if w_hr_t is not None else None  # h before the projection
@@ -245,7 +258,7 @@ def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
         if p_if is not None:  # i and f see c_{t-1}
             np.multiply(c[:, None, :], p_if, peep)
             gates3[:, :2] += peep
-            act_sig(gates[:, :2 * H])
+            act_sig(gates[:, : 2 * H])
             act_g(gg)
         elif fused:  # i, f, o from their negated pre-activations at once, without act_sig's calls
             sig_fused(sig)
@@ -271,6 +284,7 @@ def _lstm_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
         else:
             np.multiply(o, tmp, hh)
             np.matmul(hh, w_hr_t, h_out)  # (B, H_out)
+
     return step
 
 
@@ -284,7 +298,7 @@ def _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
     d = _empty((B, H), dtype)
     if cfg.reset_after:
         gh = _empty((B, 3 * H), dtype)  # (B, 3H): W_h{r,z,n} h
-        rz, r, z, gh_n = gh[:, :2 * H], gh[:, :H], gh[:, H:2 * H], gh[:, 2 * H:]
+        rz, r, z, gh_n = gh[:, : 2 * H], gh[:, :H], gh[:, H : 2 * H], gh[:, 2 * H :]
 
         def step(h, c, h_out, c_out, g_rz, g_n):
             np.matmul(h, w_hh_t, gh)
@@ -298,9 +312,10 @@ def _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
             np.subtract(h, n, d)
             np.multiply(d, z, d)
             np.add(n, d, h_out)  # h = (1 - z) n + z h
+
         return step
 
-    w_rz_t, w_n_t = w_hh_t[:, :2 * H], np.ascontiguousarray(w_hh_t[:, 2 * H:])
+    w_rz_t, w_n_t = w_hh_t[:, : 2 * H], np.ascontiguousarray(w_hh_t[:, 2 * H :])
     w_rz_t = np.ascontiguousarray(w_rz_t)
     rz = _empty((B, 2 * H), dtype)
     r, z = rz[:, :H], rz[:, H:]
@@ -316,6 +331,7 @@ def _gru_step(w_hh_t, extra, acts, cfg, xp, B, dtype, negated):
         np.subtract(h, n, d)
         np.multiply(d, z, d)
         np.add(n, d, h_out)
+
     return step
 
 
@@ -342,13 +358,14 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
                 tanh(h_out, h_out)  # h = tanh(x W_ih^T + h W_hh^T + b)
                 h = h_out
             return h
+
         return loop
     if cfg.cell == "gru" and cfg.reset_after and negated and names == ("Sigmoid", "Tanh"):
         b_hn = extra.get("b_hn")
         if b_hn is None:
             b_hn = np.zeros(H, dtype=dtype)
         gh = _empty((B, 3 * H), dtype)
-        rz, r, z, gh_n = gh[:, :2 * H], gh[:, :H], gh[:, H:2 * H], gh[:, 2 * H:]
+        rz, r, z, gh_n = gh[:, : 2 * H], gh[:, :H], gh[:, H : 2 * H], gh[:, 2 * H :]
         n = _empty((B, H), dtype)
         d = _empty((B, H), dtype)
 
@@ -366,13 +383,20 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
                 add(n, d, h_out)  # h = n + z (h - n)
                 h = h_out
             return h
+
         return loop
-    if (cfg.cell == "lstm" and negated and names == ("Sigmoid", "Tanh", "Tanh") and not cfg.input_forget
-            and "p_if" not in extra and "w_hr_t" not in extra):
+    if (
+        cfg.cell == "lstm"
+        and negated
+        and names == ("Sigmoid", "Tanh", "Tanh")
+        and not cfg.input_forget
+        and "p_if" not in extra
+        and "w_hr_t" not in extra
+    ):
         gates = _empty((B, 4 * H), dtype)  # i, f, o, g
-        i, f, o, g = (gates[:, k * H:(k + 1) * H] for k in range(4))
+        i, f, o, g = (gates[:, k * H : (k + 1) * H] for k in range(4))
         tmp = _empty((B, H), dtype)
-        sig = gates[:, :3 * H]  # (B, 3H): i, f, o
+        sig = gates[:, : 3 * H]  # (B, 3H): i, f, o
 
         def loop(h, c, ys, parts):
             for h_out, g_t in zip(ys, parts[0], strict=True):
@@ -387,6 +411,7 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
                 multiply(o, tmp, h_out)  # h = o tanh(c)
                 h = h_out
             return h
+
         return loop
     return None
 
@@ -429,7 +454,7 @@ class Direction:
         x_buf, gi = self._buffers(B)
         x_in, w_ih_t, step, copyto, matmul = x_buf[:B, :F], self.w_ih_t, self.step, np.copyto, np.matmul
         x_row, gi = x_buf[:B], gi[:B]  # (B, F+1), (B, G*H)
-        g0, g1 = (gi[:, :2 * H], gi[:, 2 * H:]) if self.cell == "gru" else (gi, gi)
+        g0, g1 = (gi[:, : 2 * H], gi[:, 2 * H :]) if self.cell == "gru" else (gi, gi)
 
         errstate = np.errstate
 
@@ -439,6 +464,7 @@ class Direction:
             with errstate(over="ignore"):  # see run
                 step(h, c, h, c, g0, g1)  # the closures read h and c before they write them
             copyto(y, h)
+
         return step1
 
     def _buffers(self, rows):
@@ -476,13 +502,13 @@ class Direction:
         step, inline, state = self.step, self.inline, h
         for t0, t1 in chunks:
             n = t1 - t0
-            x_buf[:n * B, :F].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
-            gi2 = gi_buf[:n * B]
-            np.matmul(x_buf[:n * B], self.w_ih_t, gi2)  # (n*B, G*H) = x W_ih^T + b: one GEMM for the chunk
+            x_buf[: n * B, :F].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
+            gi2 = gi_buf[: n * B]
+            np.matmul(x_buf[: n * B], self.w_ih_t, gi2)  # (n*B, G*H) = x W_ih^T + b: one GEMM for the chunk
             gi = gi2.reshape(n, B, GH)  # (n, B, G*H)
             # the per-step views come from zip over whole arrays (made in C, cheaper than indexing)
             if self.cell == "gru":
-                parts = (gi[:, :, :2 * H], gi[:, :, 2 * H:])  # (n, B, 2H), (n, B, H)
+                parts = (gi[:, :, : 2 * H], gi[:, :, 2 * H :])  # (n, B, 2H), (n, B, H)
             else:
                 parts = (gi, gi)  # the second is unused
             ys = y[t0:t1]  # (n, B, H_out)

@@ -32,16 +32,7 @@ import numpy as np
 from .._validate import check_file, read_zip_member
 from ..activations import AXIS_ACTIVATIONS, resolve
 from ..activations import names as activation_names
-from ..layers import (
-    ActivationLayer,
-    Bidirectional,
-    Dense,
-    Embedding,
-    Identity,
-    Masking,
-    Recurrent,
-    Sequential,
-)
+from ..layers import ActivationLayer, Bidirectional, Dense, Embedding, Identity, Masking, Recurrent, Sequential
 from ..params import GATES, RNNParams, make_config
 
 __all__ = ["from_keras"]
@@ -49,8 +40,15 @@ __all__ = ["from_keras"]
 CELLS = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 1, 2, 3]}  # rnn_xp gate k is Keras gate ORDER[cell][k]
 # layers that are the identity at inference and pass the mask on
-IDENTITY = ("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-            "ActivityRegularization", "Identity")
+IDENTITY = (
+    "Dropout",
+    "SpatialDropout1D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Identity",
+)
 CELL_ACTIVATIONS = sorted(n for n in activation_names() if n == n.lower())  # Keras 3's names and meanings
 LAYER_ACTIVATIONS = sorted([*CELL_ACTIVATIONS, *AXIS_ACTIVATIONS])
 _MAX_CONFIG_BYTES = 64 << 20
@@ -61,8 +59,10 @@ def _h5py():
     try:
         import h5py
     except ImportError:
-        raise ImportError("reading a .keras file needs h5py: pip install 'rnn_xp[keras]' (or pip install h5py); "
-                          "Keras itself is not needed") from None
+        raise ImportError(
+            "reading a .keras file needs h5py: pip install 'rnn_xp[keras]' (or pip install h5py); "
+            "Keras itself is not needed"
+        ) from None
     return h5py
 
 
@@ -110,11 +110,15 @@ class _Weights:
             if not isinstance(ds, h5py.Dataset) or ds.is_virtual or ds.external:
                 raise ValueError(f"{path}/vars/{k}: expected a plain dataset stored in the file")
             if ds.dtype.kind != "f":
-                raise ValueError(f"{path}/vars/{k} has dtype {ds.dtype}; expected floating point weights "
-                                 "(quantized layers are not supported)")
+                raise ValueError(
+                    f"{path}/vars/{k} has dtype {ds.dtype}; expected floating point weights "
+                    "(quantized layers are not supported)"
+                )
             if ds.dtype.newbyteorder("=").name not in _FLOATS:  # float128 and other extended types
-                raise ValueError(f"{path}/vars/{k} has dtype {ds.dtype} ({ds.dtype.itemsize} bytes); expected "
-                                 f"{', '.join(_FLOATS[:-1])} or {_FLOATS[-1]}, which every namespace knows")
+                raise ValueError(
+                    f"{path}/vars/{k} has dtype {ds.dtype} ({ds.dtype.itemsize} bytes); expected "
+                    f"{', '.join(_FLOATS[:-1])} or {_FLOATS[-1]}, which every namespace knows"
+                )
             if ds.dtype.itemsize * math.prod(ds.shape) > self.limit:  # compressed beyond its own file
                 raise ValueError(f"{path}/vars/{k} declares {ds.shape} values, more than the archive holds")
             a = np.array(ds[()])
@@ -130,13 +134,16 @@ def _read_archive(path, where=None):
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
-        raise ValueError(f"{where} is not a .keras archive ({e}). Fix: save the model with "
-                         "model.save('model.keras') in Keras 3") from None
+        raise ValueError(
+            f"{where} is not a .keras archive ({e}). Fix: save the model with model.save('model.keras') in Keras 3"
+        ) from None
     with zf:
         infos = {i.filename: i for i in zf.infolist()}
         if "model.weights.json" in infos:
-            raise ValueError(f"{where}: sharded weights (model.weights.json) are not supported; save the model "
-                             "without max_shard_size")
+            raise ValueError(
+                f"{where}: sharded weights (model.weights.json) are not supported; save the model "
+                "without max_shard_size"
+            )
         for member in ("config.json", "model.weights.h5"):
             if member not in infos:
                 raise ValueError(f"{where} is not a Keras 3 .keras archive: it lacks {member}")
@@ -147,8 +154,16 @@ def _read_archive(path, where=None):
             weights_bytes = read_zip_member(zf, infos["model.weights.h5"])
         # zipfile: RuntimeError for an encrypted member, NotImplementedError for an unknown method or encryption,
         # BadZipFile for a bad CRC
-        except (ValueError, UnicodeDecodeError, RecursionError, zipfile.BadZipFile, OSError, EOFError, RuntimeError,
-                NotImplementedError) as e:
+        except (
+            ValueError,
+            UnicodeDecodeError,
+            RecursionError,
+            zipfile.BadZipFile,
+            OSError,
+            EOFError,
+            RuntimeError,
+            NotImplementedError,
+        ) as e:
             raise ValueError(f"{where}: malformed .keras archive ({e})") from None
     h5py = _h5py()
     # damaged HDF5 raises OSError or RuntimeError in h5py; an address beyond any file, OverflowError when h5py asks
@@ -179,11 +194,15 @@ def _activation(value, where, cell=False):
         value = value["config"]  # a built-in function, serialized
     supported = CELL_ACTIVATIONS if cell else LAYER_ACTIVATIONS
     if not isinstance(value, str):
-        raise ValueError(f"{where}: activation {value!r} is not a built-in Keras activation; rnn_xp runs "
-                         f"{', '.join(supported)}")
+        raise ValueError(
+            f"{where}: activation {value!r} is not a built-in Keras activation; rnn_xp runs {', '.join(supported)}"
+        )
     if value not in supported:
-        why = " inside a cell (it mixes the units; cells apply elementwise functions)" if value in AXIS_ACTIVATIONS \
+        why = (
+            " inside a cell (it mixes the units; cells apply elementwise functions)"
+            if value in AXIS_ACTIVATIONS
             else ""
+        )
         raise ValueError(f"{where}: activation {value!r} is not supported{why}; rnn_xp runs {', '.join(supported)}")
     return value if value in AXIS_ACTIVATIONS else resolve(value)
 
@@ -208,14 +227,18 @@ def _check_dtype(lc, where):
     policy = lc.get("dtype")
     name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
     if isinstance(name, str) and name.startswith("mixed_"):
-        raise ValueError(f"{where}: the dtype policy {name!r} computes in half precision; rnn_xp imports "
-                         "float32/float64 models. Fix: keras.config.set_dtype_policy('float32') before building")
+        raise ValueError(
+            f"{where}: the dtype policy {name!r} computes in half precision; rnn_xp imports "
+            "float32/float64 models. Fix: keras.config.set_dtype_policy('float32') before building"
+        )
 
 
 def _expect(weights, n, where, what):
     if len(weights) != n:
-        raise ValueError(f"{where}: {len(weights)} weight arrays stored; expected {n} ({what}). Was the model "
-                         "built (called once) before it was saved?")
+        raise ValueError(
+            f"{where}: {len(weights)} weight arrays stored; expected {n} ({what}). Was the model "
+            "built (called once) before it was saved?"
+        )
     return weights
 
 
@@ -223,8 +246,10 @@ def _recurrent(kind, lc, weights, where):
     """A Keras SimpleRNN/LSTM/GRU (config and [kernel, recurrent_kernel, bias?]) as a Recurrent layer."""
     for option in ("return_state", "stateful"):
         if _flag(lc, option, False, where):
-            raise ValueError(f"{where}: {option}=True is not supported; rnn_xp runs each call from a zero state "
-                             "and returns the layer's output only")
+            raise ValueError(
+                f"{where}: {option}=True is not supported; rnn_xp runs each call from a zero state "
+                "and returns the layer's output only"
+            )
     _check_dtype(lc, where)
     cell, U = CELLS[kind], _size(lc, "units", where)
     G, use_bias = GATES[cell], _flag(lc, "use_bias", True, where)
@@ -236,11 +261,13 @@ def _recurrent(kind, lc, weights, where):
     kernel, recurrent = weights[0], weights[1]
     F = kernel.shape[0] if kernel.ndim == 2 else -1
     if kernel.shape != (F, G * U) or recurrent.shape != (U, G * U):
-        raise ValueError(f"{where}: kernel {kernel.shape} and recurrent_kernel {recurrent.shape}; expected "
-                         f"(features, {G * U}) and ({U}, {G * U}) for {U} units")
+        raise ValueError(
+            f"{where}: kernel {kernel.shape} and recurrent_kernel {recurrent.shape}; expected "
+            f"(features, {G * U}) and ({U}, {G * U}) for {U} units"
+        )
 
     def gates(a):  # (G*U, ...) in Keras's gate order -> rnn_xp's
-        return np.concatenate([a[k * U:(k + 1) * U] for k in ORDER[cell]], axis=0)
+        return np.concatenate([a[k * U : (k + 1) * U] for k in ORDER[cell]], axis=0)
 
     arrays = {"l0.fwd.w_ih": gates(kernel.T), "l0.fwd.w_hh": gates(recurrent.T)}
     bias = False
@@ -255,10 +282,13 @@ def _recurrent(kind, lc, weights, where):
                 raise ValueError(f"{where}: bias {b.shape}; expected ({G * U},)")
             bias, arrays["l0.fwd.b_ih"] = "single", gates(b)
     cfg = make_config(cell, F, U, bias=bias, activations=acts, reset_after=reset_after, dtype=str(kernel.dtype))
-    return Recurrent(RNNParams.from_named_arrays(cfg, {n: np.ascontiguousarray(a) for n, a in arrays.items()}),
-                     return_sequences=_flag(lc, "return_sequences", False, where),
-                     zero_output_for_mask=_flag(lc, "zero_output_for_mask", False, where),
-                     name=str(lc.get("name", "")), go_backwards=_flag(lc, "go_backwards", False, where))
+    return Recurrent(
+        RNNParams.from_named_arrays(cfg, {n: np.ascontiguousarray(a) for n, a in arrays.items()}),
+        return_sequences=_flag(lc, "return_sequences", False, where),
+        zero_output_for_mask=_flag(lc, "zero_output_for_mask", False, where),
+        name=str(lc.get("name", "")),
+        go_backwards=_flag(lc, "go_backwards", False, where),
+    )
 
 
 def _rnn_layer(kind, lc, read, where):
@@ -269,15 +299,28 @@ def _bidirectional(kind, lc, read, where):
     forward = lc["layer"]
     backward = lc.get("backward_layer")
     if backward is None:  # Keras builds it from the forward layer, reading the other way
-        backward = {**forward, "config": {**forward["config"], "go_backwards": not forward["config"].get(
-            "go_backwards", False), "name": "backward_" + forward["config"].get("name", "")}}
+        backward = {
+            **forward,
+            "config": {
+                **forward["config"],
+                "go_backwards": not forward["config"].get("go_backwards", False),
+                "name": "backward_" + forward["config"].get("name", ""),
+            },
+        }
     sub = []
     for spec, attr in ((forward, "forward_layer"), (backward, "backward_layer")):
         if spec.get("class_name") not in CELLS:
-            raise ValueError(f"{where}: wraps a {spec.get('class_name')}; rnn_xp imports Bidirectional around "
-                             f"{', '.join(CELLS)}")
-        sub.append(_recurrent(spec["class_name"], spec["config"], read(f"{attr}/cell"),
-                              f"{where} {attr} {spec['config'].get('name', '')!r}"))
+            raise ValueError(
+                f"{where}: wraps a {spec.get('class_name')}; rnn_xp imports Bidirectional around {', '.join(CELLS)}"
+            )
+        sub.append(
+            _recurrent(
+                spec["class_name"],
+                spec["config"],
+                read(f"{attr}/cell"),
+                f"{where} {attr} {spec['config'].get('name', '')!r}",
+            )
+        )
     merge_mode = lc.get("merge_mode", "concat")
     if merge_mode not in ("concat", "sum", "mul", "ave", None):
         raise ValueError(f"{where}: merge_mode={merge_mode!r}; expected concat, sum, mul, ave or None")
@@ -295,8 +338,12 @@ def _dense(kind, lc, read, where):
     _check_dtype(lc, where)
     use_bias = _flag(lc, "use_bias", True, where)
     weights = _expect(read(""), 2 if use_bias else 1, where, "kernel" + (", bias" if use_bias else ""))
-    return Dense(weights[0], weights[1] if use_bias else None, _activation(lc.get("activation"), where),
-                 str(lc.get("name", "dense")))
+    return Dense(
+        weights[0],
+        weights[1] if use_bias else None,
+        _activation(lc.get("activation"), where),
+        str(lc.get("name", "dense")),
+    )
 
 
 def _masking(kind, lc, read, where):
@@ -317,9 +364,15 @@ def _identity(kind, lc, read, where):
 
 
 # Keras class -> converter(kind, layer config, read(sub_path) -> arrays, where) -> rnn_xp layer
-CONVERTERS = {**{k: _rnn_layer for k in CELLS}, "Bidirectional": _bidirectional, "Embedding": _embedding,
-              "Dense": _dense, "Masking": _masking, "Activation": _activation_layer,
-              **{k: _identity for k in IDENTITY}}
+CONVERTERS = {
+    **{k: _rnn_layer for k in CELLS},
+    "Bidirectional": _bidirectional,
+    "Embedding": _embedding,
+    "Dense": _dense,
+    "Masking": _masking,
+    "Activation": _activation_layer,
+    **{k: _identity for k in IDENTITY},
+}
 
 
 # --- models ------------------------------------------------------------------------------------------
@@ -355,42 +408,52 @@ def _linear_chain(cfg):
         by_name[_name(e)] = e
     inputs, outputs = _refs(cfg["input_layers"]), set(_refs(cfg["output_layers"]))
     if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(f"the functional model has inputs {inputs} and outputs {sorted(outputs)}; rnn_xp imports "
-                         "models with one input and one output layer")
+        raise ValueError(
+            f"the functional model has inputs {inputs} and outputs {sorted(outputs)}; rnn_xp imports "
+            "models with one input and one output layer"
+        )
     source = {}  # layer -> the layer whose output it reads
     for e in entries:
         if e.get("class_name") == "InputLayer" or _is_op(e):
             continue  # operations only compute masks here: rnn_xp's layers recompute them by Keras's rules
         nodes = e.get("inbound_nodes") or []
         if len(nodes) != 1:
-            raise ValueError(f"layer {_name(e)!r} is called {len(nodes)} times; rnn_xp imports linear models, "
-                             "where each layer is called once")
+            raise ValueError(
+                f"layer {_name(e)!r} is called {len(nodes)} times; rnn_xp imports linear models, "
+                "where each layer is called once"
+            )
         args, kwargs = nodes[0].get("args", []), nodes[0].get("kwargs", {})
         if len(args) != 1 or _history(args[0]) is None or set(kwargs) - {"mask", "training"}:
-            raise ValueError(f"layer {_name(e)!r} is not called on the output of one layer alone (arguments "
-                             f"{sorted(kwargs)} besides it); rnn_xp imports linear models")
+            raise ValueError(
+                f"layer {_name(e)!r} is not called on the output of one layer alone (arguments "
+                f"{sorted(kwargs)} besides it); rnn_xp imports linear models"
+            )
         if kwargs.get("training"):
             raise ValueError(f"layer {_name(e)!r} is called with training=True; rnn_xp runs inference")
         source[_name(e)] = _history(args[0])
         if _is_op(by_name.get(source[_name(e)], {})):
-            raise ValueError(f"layer {_name(e)!r} reads the output of the operation {source[_name(e)]!r}; rnn_xp "
-                             "imports models built of layers")
+            raise ValueError(
+                f"layer {_name(e)!r} reads the output of the operation {source[_name(e)]!r}; rnn_xp "
+                "imports models built of layers"
+            )
     chain, current, seen = [], inputs[0], {inputs[0]}
     while True:
         readers = [n for n, s in source.items() if s == current]
         if not readers:
             break
         if readers[0] in seen:  # unique names leave no cycle from the input, but a malformed config is refused
-            raise ValueError(f"the layers' references form a cycle through {readers[0]!r}; rnn_xp imports linear "
-                             "models")
+            raise ValueError(
+                f"the layers' references form a cycle through {readers[0]!r}; rnn_xp imports linear models"
+            )
         seen.add(readers[0])
         if len(readers) > 1:
             raise ValueError(f"the model branches after {current!r} (into {readers}); rnn_xp imports linear models")
         current = readers[0]
         chain.append(by_name[current])
     if current not in outputs or len(chain) != len(source):
-        raise ValueError("the functional model is not one chain from its input to its output; rnn_xp imports "
-                         "linear models")
+        raise ValueError(
+            "the functional model is not one chain from its input to its output; rnn_xp imports linear models"
+        )
     return chain, by_name[inputs[0]]
 
 
@@ -400,8 +463,10 @@ def _input_shape(entry):
 
 
 def _unsupported(entry):
-    raise ValueError(f"layer {_name(entry)!r} ({entry.get('class_name')}) is not supported; rnn_xp imports InputLayer, "
-                     f"{', '.join(sorted(CONVERTERS))}")
+    raise ValueError(
+        f"layer {_name(entry)!r} ({entry.get('class_name')}) is not supported; rnn_xp imports InputLayer, "
+        f"{', '.join(sorted(CONVERTERS))}"
+    )
 
 
 def _build(spec, weights):
@@ -410,8 +475,11 @@ def _build(spec, weights):
         entries = list(cfg["layers"])
         inp = entries[0] if entries and entries[0].get("class_name") == "InputLayer" else None
         chain = entries[1:] if inp else entries
-        input_shape = _input_shape(inp) if inp else (tuple(cfg["build_input_shape"][1:])
-                                                      if cfg.get("build_input_shape") else None)
+        input_shape = (
+            _input_shape(inp)
+            if inp
+            else (tuple(cfg["build_input_shape"][1:]) if cfg.get("build_input_shape") else None)
+        )
     elif kind in ("Functional", "Model") and "input_layers" in cfg:
         entries = list(cfg["layers"])
         for e in entries:  # name an unsupported layer before judging how the layers connect
@@ -420,8 +488,10 @@ def _build(spec, weights):
         chain, inp = _linear_chain(cfg)
         input_shape = _input_shape(inp)
     else:
-        raise ValueError(f"the archive holds a {kind!r}; rnn_xp imports Sequential models and linear functional "
-                         "models (keras.Model(inputs, outputs))")
+        raise ValueError(
+            f"the archive holds a {kind!r}; rnn_xp imports Sequential models and linear functional "
+            "models (keras.Model(inputs, outputs))"
+        )
     # Keras stores a model's layers under the snake_case of their class, numbered _1, _2, ... in order
     stored, used = {}, {}
     for e in entries:
@@ -457,8 +527,10 @@ def _from_live(obj):
         raise TypeError(f"from_keras() takes a Keras model or layer; got {type(obj).__name__}")
     else:
         if not obj.built:
-            raise ValueError(f"the layer {obj.name!r} is not built; call it once (or layer.build(input_shape)) "
-                             "so that it has weights")
+            raise ValueError(
+                f"the layer {obj.name!r} is not built; call it once (or layer.build(input_shape)) "
+                "so that it has weights"
+            )
         model = keras.Sequential([obj], name=obj.name)
     from keras.src.saving import saving_lib  # model.save takes paths only; its writer takes a file object
 
@@ -486,5 +558,6 @@ def from_keras(obj) -> Sequential:
         return _read_archive(obj)
     if any((c.__module__ or "").split(".")[0] == "keras" for c in type(obj).__mro__):
         return _from_live(obj)
-    raise TypeError(f"from_keras() takes a Keras 3 model or layer, or the path of a .keras file; got "
-                    f"{type(obj).__name__}")
+    raise TypeError(
+        f"from_keras() takes a Keras 3 model or layer, or the path of a .keras file; got {type(obj).__name__}"
+    )

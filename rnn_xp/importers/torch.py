@@ -37,14 +37,22 @@ def _host(key, t):
 def _from_module(module):
     mode = getattr(module, "mode", None)
     if mode not in _MODES:
-        raise TypeError(f"from_torch() takes an nn.RNN, nn.LSTM or nn.GRU (or their state_dict); got "
-                        f"{type(module).__name__}")
+        raise TypeError(
+            f"from_torch() takes an nn.RNN, nn.LSTM or nn.GRU (or their state_dict); got {type(module).__name__}"
+        )
     cell, nonlinearity = _MODES[mode]
     dtype = _xp.dtype_name(module.weight_ih_l0.dtype)
-    cfg = make_config(cell, module.input_size, module.hidden_size, num_layers=module.num_layers,
-                      bidirectional=bool(module.bidirectional), bias=bool(module.bias),
-                      proj_size=getattr(module, "proj_size", 0) or 0,
-                      activations=[nonlinearity] if nonlinearity else None, dtype=dtype)
+    cfg = make_config(
+        cell,
+        module.input_size,
+        module.hidden_size,
+        num_layers=module.num_layers,
+        bidirectional=bool(module.bidirectional),
+        bias=bool(module.bias),
+        proj_size=getattr(module, "proj_size", 0) or 0,
+        activations=[nonlinearity] if nonlinearity else None,
+        dtype=dtype,
+    )
     return cfg, {k: v for k, v in module.state_dict().items()}
 
 
@@ -70,30 +78,40 @@ def _read_file(path):
     try:
         import torch
     except ImportError:
-        raise ImportError(f"{where} is not a safetensors file, so it is read as a torch.save file, which needs "
-                          "PyTorch: pip install torch (or save the weights with safetensors, which rnn_xp reads "
-                          "without torch)") from None
+        raise ImportError(
+            f"{where} is not a safetensors file, so it is read as a torch.save file, which needs "
+            "PyTorch: pip install torch (or save the weights with safetensors, which rnn_xp reads "
+            "without torch)"
+        ) from None
 
     try:  # torch.save writes a zip of uncompressed records: one that declares more bytes than the file is a bomb
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
                 check_zip_member(info, limit=os.path.getsize(path))
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
-        raise ValueError(f"{where} cannot be read by torch.load(weights_only=True): it is not a safetensors file nor "
-                         f"a sound torch.save archive (a zip, as PyTorch >= 1.6 writes) ({e}). Fix: "
-                         "torch.save(module.state_dict(), path), or use safetensors") from None
+        raise ValueError(
+            f"{where} cannot be read by torch.load(weights_only=True): it is not a safetensors file nor "
+            f"a sound torch.save archive (a zip, as PyTorch >= 1.6 writes) ({e}). Fix: "
+            "torch.save(module.state_dict(), path), or use safetensors"
+        ) from None
     try:
         # weights_only: tensors and plain containers only, never arbitrary pickled objects
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ... for a bad or unsafe file
-        why = ("it pickles objects other than tensors (a whole module?), which the safe loader refuses to run"
-               if "weights only" in str(e).lower() else f"{type(e).__name__}: {str(e)[:200]}")
-        raise ValueError(f"{where} cannot be read by torch.load(weights_only=True): {why}. Fix: save the "
-                         "state_dict, not the module: torch.save(module.state_dict(), path), or use safetensors"
-                         ) from None
+        why = (
+            "it pickles objects other than tensors (a whole module?), which the safe loader refuses to run"
+            if "weights only" in str(e).lower()
+            else f"{type(e).__name__}: {str(e)[:200]}"
+        )
+        raise ValueError(
+            f"{where} cannot be read by torch.load(weights_only=True): {why}. Fix: save the "
+            "state_dict, not the module: torch.save(module.state_dict(), path), or use safetensors"
+        ) from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{where} holds a {type(obj).__name__}; expected a state_dict (a dict of tensors). Fix: "
-                         "torch.save(module.state_dict(), path)")
+        raise ValueError(
+            f"{where} holds a {type(obj).__name__}; expected a state_dict (a dict of tensors). Fix: "
+            "torch.save(module.state_dict(), path)"
+        )
     _check_storages(obj, where)
     return obj
 
@@ -115,15 +133,19 @@ def _check_storages(sd, where):
         nbytes = t.numel() * t.element_size()
         storage = t.untyped_storage()
         if nbytes > storage.nbytes():
-            raise ValueError(f"{where}: state_dict[{key!r}] of shape {tuple(t.shape)} views {nbytes} bytes of a "
-                             f"storage of {storage.nbytes()} (strides {t.stride()}: expand() or as_strided). Fix: "
-                             "save plain tensors, e.g. {k: v.contiguous().clone() for k, v in sd.items()}")
+            raise ValueError(
+                f"{where}: state_dict[{key!r}] of shape {tuple(t.shape)} views {nbytes} bytes of a "
+                f"storage of {storage.nbytes()} (strides {t.stride()}: expand() or as_strided). Fix: "
+                "save plain tensors, e.g. {k: v.contiguous().clone() for k, v in sd.items()}"
+            )
         viewed += nbytes
         stored[storage.data_ptr()] = storage.nbytes()
     if viewed > sum(stored.values()):
-        raise ValueError(f"{where}: the tensors view {viewed} bytes, more than the {sum(stored.values())} bytes of "
-                         "the storages the file holds (they overlap). Fix: save plain tensors, e.g. "
-                         "{k: v.contiguous().clone() for k, v in sd.items()}")
+        raise ValueError(
+            f"{where}: the tensors view {viewed} bytes, more than the {sum(stored.values())} bytes of "
+            "the storages the file holds (they overlap). Fix: save plain tensors, e.g. "
+            "{k: v.contiguous().clone() for k, v in sd.items()}"
+        )
 
 
 def _key_error(key, sd):
@@ -131,10 +153,14 @@ def _key_error(key, sd):
     head, _, tail = str(key).rpartition(".")
     hint = ""
     if head and _KEY.match(tail):
-        hint = (f" It carries the prefix {head + '.'!r} of a larger model; pass only the recurrent module's "
-                f"weights: {{k[{len(head) + 1}:]: v for k, v in sd.items() if k.startswith({head + '.'!r})}}")
-    return ValueError(f"state_dict key {key!r} is not an nn.RNN/LSTM/GRU weight (expected names like "
-                      f"'weight_ih_l0', 'bias_hh_l1_reverse').{hint}")
+        hint = (
+            f" It carries the prefix {head + '.'!r} of a larger model; pass only the recurrent module's "
+            f"weights: {{k[{len(head) + 1}:]: v for k, v in sd.items() if k.startswith({head + '.'!r})}}"
+        )
+    return ValueError(
+        f"state_dict key {key!r} is not an nn.RNN/LSTM/GRU weight (expected names like "
+        f"'weight_ih_l0', 'bias_hh_l1_reverse').{hint}"
+    )
 
 
 def _from_state_dict(sd, cell, nonlinearity):
@@ -147,8 +173,9 @@ def _from_state_dict(sd, cell, nonlinearity):
             raise ValueError(f"state_dict[{key!r}] is a {type(value).__name__}; expected a tensor or array")
         ndim = 1 if m.group(1).startswith("bias") else 2
         if value.ndim != ndim or 0 in tuple(value.shape):
-            raise ValueError(f"state_dict[{key!r}] has shape {tuple(value.shape)}; expected a non-empty "
-                             f"{ndim}-D tensor")
+            raise ValueError(
+                f"state_dict[{key!r}] has shape {tuple(value.shape)}; expected a non-empty {ndim}-D tensor"
+            )
         if not _xp.array_namespace(value).isdtype(value.dtype, "real floating"):
             raise ValueError(f"state_dict[{key!r}] has dtype {_xp.dtype_name(value.dtype)}; expected floating point")
         keys[key] = (m.group(1), int(m.group(2)), bool(m.group(3)), value)
@@ -161,25 +188,40 @@ def _from_state_dict(sd, cell, nonlinearity):
     inferred = {1: "rnn", 3: "gru", 4: "lstm"}.get(gates) if rem == 0 else None
     if cell is None:
         if inferred is None:
-            raise ValueError(f"cannot tell the cell from weight_ih_l0 of shape {tuple(w_ih.shape)} and "
-                             f"hidden size {hidden}; pass cell='rnn', 'lstm' or 'gru'")
+            raise ValueError(
+                f"cannot tell the cell from weight_ih_l0 of shape {tuple(w_ih.shape)} and "
+                f"hidden size {hidden}; pass cell='rnn', 'lstm' or 'gru'"
+            )
         cell = inferred
     check_choice("cell", cell, tuple(GATES))
     if nonlinearity is not None and cell != "rnn":
         raise ValueError(f"nonlinearity applies to cell='rnn' only; got cell={cell!r}")
     if cell == "rnn" and nonlinearity is None:
-        warnings.warn("from_torch(): a state_dict does not record an nn.RNN's nonlinearity; assuming 'tanh' (the "
-                      "default). Pass nonlinearity='tanh' to say so, or nonlinearity='relu' for "
-                      "nn.RNN(nonlinearity='relu'), whose outputs would otherwise be wrong", UserWarning, stacklevel=3)
+        warnings.warn(
+            "from_torch(): a state_dict does not record an nn.RNN's nonlinearity; assuming 'tanh' (the "
+            "default). Pass nonlinearity='tanh' to say so, or nonlinearity='relu' for "
+            "nn.RNN(nonlinearity='relu'), whose outputs would otherwise be wrong",
+            UserWarning,
+            stacklevel=3,
+        )
     num_layers = 1 + max(k for _, k, _, _ in keys.values())
     if num_layers > len(keys):  # the layers must be numbered 0, 1, ...: a huge index must not make us loop
-        raise ValueError(f"state_dict keys name layer {num_layers - 1} but hold {len(keys)} tensors; expected layers "
-                         f"numbered 0, 1, ... Got keys {sorted(map(str, sd))[:8]}")
+        raise ValueError(
+            f"state_dict keys name layer {num_layers - 1} but hold {len(keys)} tensors; expected layers "
+            f"numbered 0, 1, ... Got keys {sorted(map(str, sd))[:8]}"
+        )
     bidirectional = any(rev for _, _, rev, _ in keys.values())
-    cfg = make_config(cell, tuple(w_ih.shape)[1], hidden, num_layers=num_layers, bidirectional=bidirectional,
-                      bias="bias_ih_l0" in sd, proj_size=tuple(w_hh.shape)[1] if proj else 0,
-                      activations=[nonlinearity or "tanh"] if cell == "rnn" else None,
-                      dtype=_xp.dtype_name(w_ih.dtype))
+    cfg = make_config(
+        cell,
+        tuple(w_ih.shape)[1],
+        hidden,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        bias="bias_ih_l0" in sd,
+        proj_size=tuple(w_hh.shape)[1] if proj else 0,
+        activations=[nonlinearity or "tanh"] if cell == "rnn" else None,
+        dtype=_xp.dtype_name(w_ih.dtype),
+    )
     return cfg, dict(sd)
 
 
@@ -205,8 +247,10 @@ def from_torch(obj, *, cell=None, nonlinearity=None):
             raise ValueError(f"nonlinearity={nonlinearity!r}; PyTorch's nn.RNN takes 'tanh' or 'relu'")
         cfg, sd = _from_state_dict(obj, cell, nonlinearity)
     else:
-        raise TypeError(f"from_torch() takes an nn.RNN/LSTM/GRU module, a state_dict or the path of a file holding "
-                        f"one; got {type(obj).__name__}")
+        raise TypeError(
+            f"from_torch() takes an nn.RNN/LSTM/GRU module, a state_dict or the path of a file holding "
+            f"one; got {type(obj).__name__}"
+        )
     arrays = {}
     for key, value in sd.items():
         m = _KEY.match(str(key))
@@ -232,11 +276,15 @@ def to_torch_state_dict(params):
         raise TypeError(f"to_torch_state_dict() takes RNNParams; got {type(params).__name__}")
     cfg = params.config
     if cfg.bias == "single" or cfg.peepholes or cfg.input_forget or cfg.clip is not None or cfg.direction == "reverse":
-        raise ValueError("PyTorch modules have no single bias, peepholes, input_forget, clip or reverse-only "
-                         "direction; these params cannot be expressed as a torch state_dict")
+        raise ValueError(
+            "PyTorch modules have no single bias, peepholes, input_forget, clip or reverse-only "
+            "direction; these params cannot be expressed as a torch state_dict"
+        )
     if cfg.cell == "gru" and not cfg.reset_after:
-        raise ValueError("PyTorch's GRU applies the reset after the recurrent matmul; reset_after=False "
-                         "params cannot be expressed as a torch state_dict")
+        raise ValueError(
+            "PyTorch's GRU applies the reset after the recurrent matmul; reset_after=False "
+            "params cannot be expressed as a torch state_dict"
+        )
     back = {v: k for k, v in _NAMES.items()}
     out = {}
     for name, a in params.named_arrays():

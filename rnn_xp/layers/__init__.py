@@ -19,6 +19,20 @@ from .basic import ActivationLayer, Dense, Embedding, Identity, Masking, Softmax
 from .recurrent import MERGE_MODES, Bidirectional, Recurrent
 from .sequential import Sequential, seed_model, text_classifier
 
-__all__ = ["ActivationLayer", "Bidirectional", "Dense", "Embedding", "Identity", "MERGE_MODES", "Masking",
-           "REGISTRY", "Recurrent", "Sequential", "Softmax", "from_config", "register", "seed_model",
-           "text_classifier"]
+__all__ = [
+    "ActivationLayer",
+    "Bidirectional",
+    "Dense",
+    "Embedding",
+    "Identity",
+    "MERGE_MODES",
+    "Masking",
+    "REGISTRY",
+    "Recurrent",
+    "Sequential",
+    "Softmax",
+    "from_config",
+    "register",
+    "seed_model",
+    "text_classifier",
+]

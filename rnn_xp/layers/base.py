@@ -21,6 +21,7 @@ from ..params import RNNConfig, RNNParams
 
 REGISTRY: dict = {}  # config()["type"] -> class
 
+
 def register(cls):
     """Class decorator: file a layer, model or graph node under its config type (its class name)."""
     REGISTRY[cls.__name__] = cls
@@ -37,7 +38,7 @@ def from_config(config, arrays):
 
 def sub_arrays(arrays, prefix):
     """The arrays named ``prefix + name``, keyed by name (a child's share of its parent's arrays)."""
-    return {n[len(prefix):]: a for n, a in arrays.items() if n.startswith(prefix)}
+    return {n[len(prefix) :]: a for n, a in arrays.items() if n.startswith(prefix)}
 
 
 def _layer_activation(act):
@@ -56,8 +57,9 @@ def _activation_from_json(value):
     if isinstance(value, str) and value in AXIS_ACTIVATIONS:
         return value
     if not isinstance(value, list):
-        raise ValueError(f"malformed activation {value!r}; expected one of {sorted(AXIS_ACTIVATIONS)} or "
-                         "[name, alpha, beta]")
+        raise ValueError(
+            f"malformed activation {value!r}; expected one of {sorted(AXIS_ACTIVATIONS)} or [name, alpha, beta]"
+        )
     return Activation.from_json(value)
 
 
@@ -89,8 +91,10 @@ def _check_weight(layer, what, a, ndim, like=None):
     if like is not None:
         check_same_space(layer, a, like)
         if a.dtype != like.dtype:
-            raise TypeError(f"{layer}: {what} is {_xp.dtype_name(a.dtype)} but the other weights are "
-                            f"{_xp.dtype_name(like.dtype)}. Fix: rnn_xp.to_device(..., dtype=...) on all of them")
+            raise TypeError(
+                f"{layer}: {what} is {_xp.dtype_name(a.dtype)} but the other weights are "
+                f"{_xp.dtype_name(like.dtype)}. Fix: rnn_xp.to_device(..., dtype=...) on all of them"
+            )
 
 
 class _Stateless:
@@ -112,4 +116,3 @@ def params_from_config(rnn_json, arrays):
     if arrays:
         cfg = replace(cfg, dtype=_xp.dtype_name(next(iter(arrays.values())).dtype))
     return RNNParams.from_named_arrays(cfg, arrays)
-

@@ -43,8 +43,18 @@ class Embedding:
         object.__setattr__(self, "mask_zero", check_bool("mask_zero", self.mask_zero))
 
     @classmethod
-    def init(cls, input_dim, output_dim, *, mask_zero=False, seed=None, dtype="float32", xp=None, device=None,
-             name="embedding"):
+    def init(
+        cls,
+        input_dim,
+        output_dim,
+        *,
+        mask_zero=False,
+        seed=None,
+        dtype="float32",
+        xp=None,
+        device=None,
+        name="embedding",
+    ):
         """Random table, uniform in ±0.05 as Keras initialises embeddings."""
         input_dim, output_dim = check_int("input_dim", input_dim, 1), check_int("output_dim", output_dim, 1)
         xp, device = resolve_target(xp, device)
@@ -53,22 +63,29 @@ class Embedding:
 
     def __repr__(self):  # the table's shape, not its values
         V, D = self.table.shape
-        return (f"Embedding(input_dim={V}, output_dim={D}, mask_zero={self.mask_zero}, name={self.name!r}, "
-                f"{where_repr(self.table)})")
+        return (
+            f"Embedding(input_dim={V}, output_dim={D}, mask_zero={self.mask_zero}, name={self.name!r}, "
+            f"{where_repr(self.table)})"
+        )
 
     def __call__(self, ids, mask=None):
         xp = _xp.array_namespace(self.table)
         if not _xp.is_array(ids):
-            raise TypeError(f"{self.name}: expects an array of integer token ids; got {type(ids).__name__}. Fix: "
-                            f"{_xp.namespace_name(xp)}.asarray(ids), on the model's namespace")
+            raise TypeError(
+                f"{self.name}: expects an array of integer token ids; got {type(ids).__name__}. Fix: "
+                f"{_xp.namespace_name(xp)}.asarray(ids), on the model's namespace"
+            )
         if not _xp.array_namespace(ids).isdtype(ids.dtype, "integral"):
-            raise TypeError(f"{self.name}: expects integer token ids; got {_xp.dtype_name(ids.dtype)}. Fix: "
-                            "xp.astype(ids, xp.int64)")
+            raise TypeError(
+                f"{self.name}: expects integer token ids; got {_xp.dtype_name(ids.dtype)}. Fix: "
+                "xp.astype(ids, xp.int64)"
+            )
         check_same_space(self.name, ids, self.table)
         V = self.table.shape[0]
         if math.prod(ids.shape) and (int(xp.min(ids)) < 0 or int(xp.max(ids)) >= V):  # torch's size is a method
-            raise ValueError(f"{self.name}: token ids must lie in [0, {V}); got values in "
-                             f"[{int(xp.min(ids))}, {int(xp.max(ids))}]")
+            raise ValueError(
+                f"{self.name}: token ids must lie in [0, {V}); got values in [{int(xp.min(ids))}, {int(xp.max(ids))}]"
+            )
         flat = xp.reshape(ids, (-1,))
         y = xp.reshape(xp.take(self.table, flat, axis=0), (*ids.shape, self.table.shape[1]))  # (..., D)
         # Keras: an Embedding without mask_zero does not support masking, so it drops any incoming mask
@@ -103,8 +120,9 @@ class Masking(_Stateless):
 
     def __post_init__(self):
         if isinstance(self.mask_value, (bool, np.bool_)) or not isinstance(self.mask_value, (int, float, np.number)):
-            raise TypeError(f"Masking: mask_value must be a number; got {type(self.mask_value).__name__} "
-                            f"{self.mask_value!r}")
+            raise TypeError(
+                f"Masking: mask_value must be a number; got {type(self.mask_value).__name__} {self.mask_value!r}"
+            )
 
     def __call__(self, x, mask=None):
         xp = check_layer_input(self.name, x, ndim=2)
@@ -146,8 +164,19 @@ class Dense:
         object.__setattr__(self, "activation", _layer_activation(self.activation))
 
     @classmethod
-    def init(cls, in_features, units, *, activation="linear", use_bias=True, seed=None, dtype="float32", xp=None,
-             device=None, name="dense"):
+    def init(
+        cls,
+        in_features,
+        units,
+        *,
+        activation="linear",
+        use_bias=True,
+        seed=None,
+        dtype="float32",
+        xp=None,
+        device=None,
+        name="dense",
+    ):
         """Random kernel, uniform in ±sqrt(6/(in+out)) (Glorot, as Keras)."""
         in_features, units = check_int("in_features", in_features, 1), check_int("units", units, 1)
         xp, device = resolve_target(xp, device)
@@ -159,8 +188,10 @@ class Dense:
 
     def __repr__(self):  # the kernel's shape, not its values
         F, U = self.kernel.shape
-        return (f"Dense(in_features={F}, units={U}, activation={_activation_repr(self.activation)}, "
-                f"use_bias={self.bias is not None}, name={self.name!r}, {where_repr(self.kernel)})")
+        return (
+            f"Dense(in_features={F}, units={U}, activation={_activation_repr(self.activation)}, "
+            f"use_bias={self.bias is not None}, name={self.name!r}, {where_repr(self.kernel)})"
+        )
 
     def __call__(self, x, mask=None):
         xp = check_layer_input(self.name, x, self.kernel, features=self.kernel.shape[0])
@@ -180,8 +211,12 @@ class Dense:
 
     @classmethod
     def from_config(cls, config, arrays):
-        return cls(arrays["kernel"], arrays.get("bias"), _activation_from_json(config["activation"]),
-                   str(config.get("name", "dense")))
+        return cls(
+            arrays["kernel"],
+            arrays.get("bias"),
+            _activation_from_json(config["activation"]),
+            str(config.get("name", "dense")),
+        )
 
     def map_arrays(self, fn):
         return replace(self, kernel=fn(self.kernel), bias=None if self.bias is None else fn(self.bias))

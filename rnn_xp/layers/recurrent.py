@@ -36,8 +36,9 @@ class Recurrent:
         for flag in ("return_sequences", "zero_output_for_mask", "go_backwards"):
             object.__setattr__(self, flag, check_bool(flag, getattr(self, flag)))
         if not self.name:
-            object.__setattr__(self, "name", {"rnn": "simple_rnn"}.get(self.params.config.cell,
-                                                                          self.params.config.cell))
+            object.__setattr__(
+                self, "name", {"rnn": "simple_rnn"}.get(self.params.config.cell, self.params.config.cell)
+            )
 
     def __call__(self, x, mask=None):
         xp, x = check_x(x, self.params, time_major=False)  # before the flip, so that errors name x
@@ -54,13 +55,19 @@ class Recurrent:
 
     def __repr__(self):  # the configuration, not the weights
         c = self.params.config
-        settings = (("num_layers", c.num_layers, 1), ("direction", c.direction, "forward"),
-                    ("proj_size", c.proj_size, 0))
+        settings = (
+            ("num_layers", c.num_layers, 1),
+            ("direction", c.direction, "forward"),
+            ("proj_size", c.proj_size, 0),
+        )
         extra = [f"{k}={v!r}" for k, v, default in settings if v != default]
         extra += [f"{f}=True" for f in ("return_sequences", "zero_output_for_mask", "go_backwards") if getattr(self, f)]
         where = where_repr(self.params.layers[0][0].w_ih)
-        return (f"Recurrent({self.type_name}, input_size={c.input_size}, units={c.hidden_size}, bias={c.bias!r}, "
-                + "".join(e + ", " for e in extra) + f"name={self.name!r}, {where})")
+        return (
+            f"Recurrent({self.type_name}, input_size={c.input_size}, units={c.hidden_size}, bias={c.bias!r}, "
+            + "".join(e + ", " for e in extra)
+            + f"name={self.name!r}, {where})"
+        )
 
     def _last_output(self, y, state, run):
         xp = _xp.array_namespace(y)
@@ -72,7 +79,7 @@ class Recurrent:
             h = h_n[h_n.shape[0] - D + d, ...]  # (B, H_out)
             if self.zero_output_for_mask and run is not None and T > 0:
                 t = 0 if (d == 1) != (cfg.direction == "reverse") else T - 1  # the direction's last step
-                ran = run[:, t:t + 1]  # (B, 1)
+                ran = run[:, t : t + 1]  # (B, 1)
                 h = xp.where(ran, h, xp.zeros_like(h))
             last.append(h)
         return last[0] if D == 1 else xp.concat(last, axis=-1)  # (B, D*H_out)
@@ -86,16 +93,25 @@ class Recurrent:
         return self.params.named_arrays()
 
     def config(self):
-        return {"type": "Recurrent", "name": self.name, "return_sequences": self.return_sequences,
-                "zero_output_for_mask": self.zero_output_for_mask, "go_backwards": self.go_backwards,
-                "rnn": self.params.config.to_json()}
+        return {
+            "type": "Recurrent",
+            "name": self.name,
+            "return_sequences": self.return_sequences,
+            "zero_output_for_mask": self.zero_output_for_mask,
+            "go_backwards": self.go_backwards,
+            "rnn": self.params.config.to_json(),
+        }
 
     @classmethod
     def from_config(cls, config, arrays):
         # the flags go to the constructor as stored: "false" in a tampered file is a TypeError, not True
-        return cls(params_from_config(config["rnn"], arrays), config.get("return_sequences", False),
-                   config.get("zero_output_for_mask", False), str(config.get("name", "")),
-                   config.get("go_backwards", False))
+        return cls(
+            params_from_config(config["rnn"], arrays),
+            config.get("return_sequences", False),
+            config.get("zero_output_for_mask", False),
+            str(config.get("name", "")),
+            config.get("go_backwards", False),
+        )
 
     def map_arrays(self, fn):
         return replace(self, params=self.params.map_arrays(fn))
@@ -103,8 +119,6 @@ class Recurrent:
     @property
     def type_name(self):
         return self.params.config.spec.type_name
-
-
 
 
 @register
@@ -133,21 +147,27 @@ class Bidirectional:
             raise ValueError("the forward and backward layers of a Bidirectional must agree on return_sequences")
         f, b = self.forward_layer.params, self.backward_layer.params
         if f.config.input_size != b.config.input_size:
-            raise ValueError(f"{self.name}: the forward layer reads {f.config.input_size} features, the backward "
-                             f"layer {b.config.input_size}; both read the same input")
+            raise ValueError(
+                f"{self.name}: the forward layer reads {f.config.input_size} features, the backward "
+                f"layer {b.config.input_size}; both read the same input"
+            )
         _check_weight(self.name, "the backward layer's w_ih", b.layers[0][0].w_ih, 2, like=f.layers[0][0].w_ih)
         units = [layer.output_shape((None, None, 0))[-1] for layer in (self.forward_layer, self.backward_layer)]
         if self.merge_mode in ("sum", "mul", "ave") and units[0] != units[1]:
-            raise ValueError(f"{self.name}: merge_mode={self.merge_mode!r} needs outputs of one size; the layers "
-                             f"output {units[0]} and {units[1]} units. Fix: merge_mode='concat'")
+            raise ValueError(
+                f"{self.name}: merge_mode={self.merge_mode!r} needs outputs of one size; the layers "
+                f"output {units[0]} and {units[1]} units. Fix: merge_mode='concat'"
+            )
 
     @property
     def return_sequences(self):
         return self.forward_layer.return_sequences
 
     def __repr__(self):
-        return (f"Bidirectional(merge_mode={self.merge_mode!r}, name={self.name!r},\n"
-                f"  forward={self.forward_layer!r},\n  backward={self.backward_layer!r})")
+        return (
+            f"Bidirectional(merge_mode={self.merge_mode!r}, name={self.name!r},\n"
+            f"  forward={self.forward_layer!r},\n  backward={self.backward_layer!r})"
+        )
 
     def __call__(self, x, mask=None):
         y, _ = self.forward_layer(x, mask)
@@ -174,21 +194,29 @@ class Bidirectional:
         return (*f[:-1], f[-1] + b[-1]) if self.merge_mode == "concat" else f
 
     def named_arrays(self):
-        return ([(f"forward.{n}", a) for n, a in self.forward_layer.named_arrays()]
-                + [(f"backward.{n}", a) for n, a in self.backward_layer.named_arrays()])
+        return [(f"forward.{n}", a) for n, a in self.forward_layer.named_arrays()] + [
+            (f"backward.{n}", a) for n, a in self.backward_layer.named_arrays()
+        ]
 
     def config(self):
-        return {"type": "Bidirectional", "name": self.name, "merge_mode": self.merge_mode,
-                "forward": self.forward_layer.config(), "backward": self.backward_layer.config()}
+        return {
+            "type": "Bidirectional",
+            "name": self.name,
+            "merge_mode": self.merge_mode,
+            "forward": self.forward_layer.config(),
+            "backward": self.backward_layer.config(),
+        }
 
     @classmethod
     def from_config(cls, config, arrays):
-        return cls(from_config(config["forward"], sub_arrays(arrays, "forward.")),
-                   from_config(config["backward"], sub_arrays(arrays, "backward.")),
-                   config.get("merge_mode", "concat"), str(config.get("name", "bidirectional")))
+        return cls(
+            from_config(config["forward"], sub_arrays(arrays, "forward.")),
+            from_config(config["backward"], sub_arrays(arrays, "backward.")),
+            config.get("merge_mode", "concat"),
+            str(config.get("name", "bidirectional")),
+        )
 
     def map_arrays(self, fn):
-        return replace(self, forward_layer=self.forward_layer.map_arrays(fn),
-                       backward_layer=self.backward_layer.map_arrays(fn))
-
-
+        return replace(
+            self, forward_layer=self.forward_layer.map_arrays(fn), backward_layer=self.backward_layer.map_arrays(fn)
+        )

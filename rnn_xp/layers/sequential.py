@@ -37,39 +37,48 @@ class Sequential:
         if self.input_shape is not None:
             shape = self.input_shape
             if not isinstance(shape, (list, tuple)) or not all(
-                    s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 0) for s in shape):
-                raise TypeError(f"input_shape must be a tuple of sizes (ints >= 0, or None for any), without the "
-                                f"batch axis; got {shape!r}")
+                s is None or (isinstance(s, int) and not isinstance(s, bool) and s >= 0) for s in shape
+            ):
+                raise TypeError(
+                    f"input_shape must be a tuple of sizes (ints >= 0, or None for any), without the "
+                    f"batch axis; got {shape!r}"
+                )
             object.__setattr__(self, "input_shape", tuple(shape))
         for layer in self.layers:
             if getattr(type(layer), "kind", None) != "layer" or REGISTRY.get(type(layer).__name__) is not type(layer):
-                raise TypeError(f"Sequential takes rnn_xp layers ({', '.join(self.layer_types())}); got "
-                                f"{type(layer).__name__}")
+                raise TypeError(
+                    f"Sequential takes rnn_xp layers ({', '.join(self.layer_types())}); got {type(layer).__name__}"
+                )
         for layer in self.layers[:-1]:
             if isinstance(layer, Bidirectional) and layer.merge_mode is None:
-                raise ValueError(f"{layer.name}: a Bidirectional with merge_mode=None outputs a pair; it can only "
-                                 "be the last layer")
+                raise ValueError(
+                    f"{layer.name}: a Bidirectional with merge_mode=None outputs a pair; it can only be the last layer"
+                )
         self._check_chain()
 
     def _check_chain(self):
         """Each layer reads what the one before it outputs: rank and features, as far as they are known (the
         model's input_shape, when given, is the first layer's input). Checked when built, so when loaded too."""
-        rank, features = (len(self.input_shape) + 1, self.input_shape[-1] or None) if self.input_shape else (None,
-                                                                                                          None)
+        rank, features = (len(self.input_shape) + 1, self.input_shape[-1] or None) if self.input_shape else (None, None)
         source = f"the input_shape {self.input_shape}"
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
             if isinstance(layer, Embedding) and i > 0:
-                raise ValueError(f"{where}: an Embedding reads token ids, so it can only be the first layer; it "
-                                 f"follows {source}")
+                raise ValueError(
+                    f"{where}: an Embedding reads token ids, so it can only be the first layer; it follows {source}"
+                )
             needs = _input_features(layer)
             if isinstance(layer, (Recurrent, Bidirectional)) and rank is not None and rank != 3:
                 what = "one vector per sequence" if rank == 2 else f"arrays of {rank} dimensions"
-                raise ValueError(f"{where} reads sequences (batch, time, features), but {source} outputs {what}. "
-                                 "Fix: return_sequences=True on the recurrent layer before it")
+                raise ValueError(
+                    f"{where} reads sequences (batch, time, features), but {source} outputs {what}. "
+                    "Fix: return_sequences=True on the recurrent layer before it"
+                )
             if needs is not None and features is not None and needs != features:
-                raise ValueError(f"{where} reads {needs} features, but {source} outputs {features}. Fix: make each "
-                                 "layer's input size the previous layer's output size")
+                raise ValueError(
+                    f"{where} reads {needs} features, but {source} outputs {features}. Fix: make each "
+                    "layer's input size the previous layer's output size"
+                )
             rank, features = _output(layer, rank, features)
             if not isinstance(layer, _PASS_THROUGH):
                 source = where
@@ -87,6 +96,7 @@ class Sequential:
     def __call__(self, x, mask=None):
         if _xp.is_dask_array(x):  # lazy, one task per batch chunk (axis 0): see rnn_xp._dask
             from .._dask import model_call
+
             return model_call(self, x, mask)
         for layer in self.layers:
             x, mask = layer(x, mask)
@@ -113,8 +123,12 @@ class Sequential:
         return [(f"layer{i}.{n}", a) for i, layer in enumerate(self.layers) for n, a in layer.named_arrays()]
 
     def config(self):
-        return {"type": "Sequential", "name": self.name, "input_shape": self.input_shape,
-                "layers": [layer.config() for layer in self.layers]}
+        return {
+            "type": "Sequential",
+            "name": self.name,
+            "input_shape": self.input_shape,
+            "layers": [layer.config() for layer in self.layers],
+        }
 
     @classmethod
     def from_config(cls, config, arrays):
@@ -122,8 +136,11 @@ class Sequential:
         if not isinstance(layers, list):
             raise ValueError("a Sequential config needs a list of layers")
         shape = config.get("input_shape")
-        return cls([from_config(lc, sub_arrays(arrays, f"layer{i}.")) for i, lc in enumerate(layers)],
-                   None if shape is None else tuple(shape), str(config.get("name", "sequential")))
+        return cls(
+            [from_config(lc, sub_arrays(arrays, f"layer{i}.")) for i, lc in enumerate(layers)],
+            None if shape is None else tuple(shape),
+            str(config.get("name", "sequential")),
+        )
 
     def map_arrays(self, fn):
         return replace(self, layers=tuple(layer.map_arrays(fn) for layer in self.layers))
@@ -182,16 +199,23 @@ def text_classifier(*, seed=0, dtype="float32", xp=None, device=None, vocab=5000
         ``model(token_ids)`` maps integer ids of shape (batch, time) to probabilities (batch, 1).
     """
     xp, device = resolve_target(xp, device)
-    return Sequential([
-        Embedding.init(vocab, embed, seed=seed, dtype=dtype, xp=xp, device=device),
-        Recurrent(_init_params("rnn", embed, units, bias="single", seed=seed + 1, dtype=dtype, xp=xp,
-                               device=device)),
-        Dense.init(units, 1, activation="sigmoid", seed=seed + 2, dtype=dtype, xp=xp, device=device),
-    ], input_shape=(steps,))
+    return Sequential(
+        [
+            Embedding.init(vocab, embed, seed=seed, dtype=dtype, xp=xp, device=device),
+            Recurrent(
+                _init_params("rnn", embed, units, bias="single", seed=seed + 1, dtype=dtype, xp=xp, device=device)
+            ),
+            Dense.init(units, 1, activation="sigmoid", seed=seed + 2, dtype=dtype, xp=xp, device=device),
+        ],
+        input_shape=(steps,),
+    )
 
 
 def seed_model(**kwargs):
     """Deprecated name of :func:`text_classifier` (same arguments, same model)."""
-    warnings.warn("rnn_xp.seed_model() is now rnn_xp.text_classifier(); seed_model will be removed",
-                  DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "rnn_xp.seed_model() is now rnn_xp.text_classifier(); seed_model will be removed",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return text_classifier(**kwargs)

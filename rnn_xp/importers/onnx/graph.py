@@ -55,11 +55,12 @@ def _unify(args, host):
     for i, a in enumerate(args):
         if isinstance(a, np.ndarray) and i not in host and a.dtype.kind in "fc":
             # floating data made inside the graph is made in the model's namespace: a NumPy one is an input
-            raise TypeError(f"input {i} is a numpy array but the other inputs are {_xp.namespace_name(xp)} arrays "
-                            f"on {dev} (no silent transfers). Fix: feed the graph arrays of its namespace "
-                            "(rnn_xp.to_device moves the graph)")
-    return [_xp.from_host(a, xp, dev) if isinstance(a, np.ndarray) and i not in host else a
-            for i, a in enumerate(args)]
+            raise TypeError(
+                f"input {i} is a numpy array but the other inputs are {_xp.namespace_name(xp)} arrays "
+                f"on {dev} (no silent transfers). Fix: feed the graph arrays of its namespace "
+                "(rnn_xp.to_device moves the graph)"
+            )
+    return [_xp.from_host(a, xp, dev) if isinstance(a, np.ndarray) and i not in host else a for i, a in enumerate(args)]
 
 
 class _TooLarge(Exception):
@@ -109,9 +110,11 @@ class Op:
             env = Env(space, self.opset)
             out = spec.run(args, self.attrs, env, len(self.outputs)) if spec.multi else spec.run(args, self.attrs, env)
         except _TooLarge as e:
-            raise ValueError(f"{self._where()}: would make {e.args[0]:,} elements, more than the {limit:,} this "
-                             "call allows (a bound from the sizes of the inputs and the weights); the model is "
-                             "malformed or hostile") from None
+            raise ValueError(
+                f"{self._where()}: would make {e.args[0]:,} elements, more than the {limit:,} this "
+                "call allows (a bound from the sizes of the inputs and the weights); the model is "
+                "malformed or hostile"
+            ) from None
         except TypeError as e:
             raise TypeError(f"{self._where()}: {e}") from None
         except (ValueError, IndexError, ArithmeticError) as e:
@@ -125,13 +128,26 @@ class Op:
         return self
 
     def config(self):
-        return {"type": "Op", "name": self.name, "op_type": self.op_type, "inputs": list(self.inputs),
-                "outputs": list(self.outputs), "attrs": self.attrs, "opset": self.opset}
+        return {
+            "type": "Op",
+            "name": self.name,
+            "op_type": self.op_type,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "attrs": self.attrs,
+            "opset": self.opset,
+        }
 
     @classmethod
     def from_config(cls, config, arrays):
-        return cls(config["op_type"], config["inputs"], config["outputs"], dict(config["attrs"]), config["name"],
-                   int(config.get("opset", 13)))
+        return cls(
+            config["op_type"],
+            config["inputs"],
+            config["outputs"],
+            dict(config["attrs"]),
+            config["name"],
+            int(config.get("opset", 13)),
+        )
 
 
 @register
@@ -169,8 +185,9 @@ class Constant:
     def config(self):
         out = {"type": "Constant", "name": self.name, "output": self.output}
         if not self.floating:  # integers and booleans travel in the JSON, not as arrays
-            out.update(values=self.value.reshape(-1).tolist(), shape=list(self.value.shape),
-                       dtype=str(self.value.dtype))
+            out.update(
+                values=self.value.reshape(-1).tolist(), shape=list(self.value.shape), dtype=str(self.value.dtype)
+            )
         return out
 
     @classmethod
@@ -198,8 +215,10 @@ def recurrent_weights(cell, direction, hidden_size, w, r, b=None, p=None):
         if a is not None and not _xp.is_array(a):
             raise TypeError(f"{label} must be an array; got {type(a).__name__}")
     if w.ndim != 3 or r.ndim != 3:
-        raise ValueError(f"W and R must be 3-D (num_directions, gates*hidden_size, ...); got shapes "
-                         f"{tuple(w.shape)} and {tuple(r.shape)}")
+        raise ValueError(
+            f"W and R must be 3-D (num_directions, gates*hidden_size, ...); got shapes "
+            f"{tuple(w.shape)} and {tuple(r.shape)}"
+        )
     D, G = (2 if direction == "bidirectional" else 1), _SPECS[cell].num_gates
     H = int(hidden_size or r.shape[-1])
     F = int(w.shape[-1])
@@ -211,16 +230,20 @@ def recurrent_weights(cell, direction, hidden_size, w, r, b=None, p=None):
         if a is None:
             continue
         if tuple(a.shape) != shape:
-            raise ValueError(f"{label} has shape {tuple(a.shape)}; expected {shape} for direction={direction}, "
-                             f"hidden_size={H}, {F} input features")
+            raise ValueError(
+                f"{label} has shape {tuple(a.shape)}; expected {shape} for direction={direction}, "
+                f"hidden_size={H}, {F} input features"
+            )
         if not _xp.same_namespace(_xp.array_namespace(a), xp) or not _xp.same_device(_xp.device(a), _xp.device(w)):
-            raise TypeError(f"{label} is a {_xp.namespace_name(_xp.array_namespace(a))} array on "
-                            f"{_xp.device(a)}; expected W's namespace {_xp.namespace_name(xp)} on {_xp.device(w)}")
+            raise TypeError(
+                f"{label} is a {_xp.namespace_name(_xp.array_namespace(a))} array on "
+                f"{_xp.device(a)}; expected W's namespace {_xp.namespace_name(xp)} on {_xp.device(w)}"
+            )
         if a.dtype != w.dtype:
             raise TypeError(f"{label} has dtype {_xp.dtype_name(a.dtype)}; expected W's {_xp.dtype_name(w.dtype)}")
 
     def gates(a):  # (G*H, ...) in ONNX's gate order -> rnn_xp's
-        return xp.concat([a[k * H:(k + 1) * H, ...] for k in _SPECS[cell].onnx_order], axis=0)
+        return xp.concat([a[k * H : (k + 1) * H, ...] for k in _SPECS[cell].onnx_order], axis=0)
 
     arrays = {}
     for d in range(D):
@@ -228,20 +251,30 @@ def recurrent_weights(cell, direction, hidden_size, w, r, b=None, p=None):
         arrays[key + "w_ih"] = gates(w[d, ...])
         arrays[key + "w_hh"] = gates(r[d, ...])
         if b is not None:
-            arrays[key + "b_ih"] = gates(b[d, :G * H])
-            arrays[key + "b_hh"] = gates(b[d, G * H:])
+            arrays[key + "b_ih"] = gates(b[d, : G * H])
+            arrays[key + "b_hh"] = gates(b[d, G * H :])
         if p is not None:
-            arrays[key + "p"] = xp.concat([p[d, k * H:(k + 1) * H] for k in ONNX_PEEPHOLE_ORDER], axis=0)
+            arrays[key + "p"] = xp.concat([p[d, k * H : (k + 1) * H] for k in ONNX_PEEPHOLE_ORDER], axis=0)
     return F, H, arrays
 
 
 def recurrent_config(spec, F, H, dtype, bias, peepholes):
     """The RNNConfig of an ONNX recurrent node from its JSON ``spec`` (see :class:`RuntimeRecurrentNode`)."""
-    return make_config(spec["cell"], F, H, direction=spec["direction"], bias=bias,
-                       activations=list(spec["activations"]), activation_alpha=list(spec["activation_alpha"]),
-                       activation_beta=list(spec["activation_beta"]),
-                       reset_after=bool(spec["linear_before_reset"]), clip=spec["clip"], peepholes=peepholes,
-                       input_forget=bool(spec["input_forget"]), dtype=dtype)
+    return make_config(
+        spec["cell"],
+        F,
+        H,
+        direction=spec["direction"],
+        bias=bias,
+        activations=list(spec["activations"]),
+        activation_alpha=list(spec["activation_alpha"]),
+        activation_beta=list(spec["activation_beta"]),
+        reset_after=bool(spec["linear_before_reset"]),
+        clip=spec["clip"],
+        peepholes=peepholes,
+        input_forget=bool(spec["input_forget"]),
+        dtype=dtype,
+    )
 
 
 def _run_recurrent(params, layout, x, lengths, h0, c0):
@@ -251,17 +284,24 @@ def _run_recurrent(params, layout, x, lengths, h0, c0):
     batch_axis = 1 if layout == 0 else 0
     # the states in ONNX's layout, checked before they are transposed
     D, B, H = cfg.num_directions, x.shape[batch_axis], cfg.hidden_size
-    shape, axes = ((D, B, H), "(num_directions, batch, hidden_size)") if layout == 0 else \
-        ((B, D, H), "(batch, num_directions, hidden_size)")
-    h0, c0 = (None if s is None else check_state_array(f"initial_{n}", s, shape, x, xp, axes)
-              for n, s in (("h", h0), ("c", c0)))
+    shape, axes = (
+        ((D, B, H), "(num_directions, batch, hidden_size)")
+        if layout == 0
+        else ((B, D, H), "(batch, num_directions, hidden_size)")
+    )
+    h0, c0 = (
+        None if s is None else check_state_array(f"initial_{n}", s, shape, x, xp, axes)
+        for n, s in (("h", h0), ("c", c0))
+    )
     if layout == 1:  # states come (B, D, H); rnn_xp takes (D, B, H)
         h0, c0 = (None if s is None else xp.permute_dims(s, (1, 0, 2)) for s in (h0, c0))
     state = h0
     if cfg.cell == "lstm" and (h0 is not None or c0 is not None):
         dev = _xp.device(x)
-        state = (xp.zeros((D, B, H), dtype=x.dtype, device=dev) if h0 is None else h0,
-                 xp.zeros((D, B, H), dtype=x.dtype, device=dev) if c0 is None else c0)
+        state = (
+            xp.zeros((D, B, H), dtype=x.dtype, device=dev) if h0 is None else h0,
+            xp.zeros((D, B, H), dtype=x.dtype, device=dev) if c0 is None else c0,
+        )
     y, state = forward(x, params, state, lengths=lengths, time_major=layout == 0)
     h_n, c_n = state if cfg.cell == "lstm" else (state, None)  # (D, B, H)
     if lengths is not None:
@@ -315,8 +355,10 @@ class RecurrentNode:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         if len(self.inputs) != 4 or len(self.outputs) != 3 or self.layout not in (0, 1):
-            raise ValueError(f"a RecurrentNode takes 4 input names, 3 output names and layout 0 or 1; got "
-                             f"{self.inputs}, {self.outputs}, {self.layout}")
+            raise ValueError(
+                f"a RecurrentNode takes 4 input names, 3 output names and layout 0 or 1; got "
+                f"{self.inputs}, {self.outputs}, {self.layout}"
+            )
 
     @property
     def type_name(self):
@@ -324,8 +366,9 @@ class RecurrentNode:
 
     def run(self, args, space, limit=None):
         x, lengths, h0, c0 = args
-        return _named(f"node {self.name!r} ({self.type_name})", _run_recurrent, self.params, self.layout, x, lengths,
-                      h0, c0)
+        return _named(
+            f"node {self.name!r} ({self.type_name})", _run_recurrent, self.params, self.layout, x, lengths, h0, c0
+        )
 
     def named_arrays(self):
         return self.params.named_arrays()
@@ -334,17 +377,38 @@ class RecurrentNode:
         return replace(self, params=self.params.map_arrays(fn))
 
     def config(self):
-        return {"type": "RecurrentNode", "name": self.name, "inputs": list(self.inputs),
-                "outputs": list(self.outputs), "layout": self.layout, "rnn": self.params.config.to_json()}
+        return {
+            "type": "RecurrentNode",
+            "name": self.name,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "layout": self.layout,
+            "rnn": self.params.config.to_json(),
+        }
 
     @classmethod
     def from_config(cls, config, arrays):
-        return cls(params_from_config(config["rnn"], arrays), config["inputs"], config["outputs"],
-                   int(config["layout"]), config["name"])
+        return cls(
+            params_from_config(config["rnn"], arrays),
+            config["inputs"],
+            config["outputs"],
+            int(config["layout"]),
+            config["name"],
+        )
 
 
-SPEC_KEYS = ("cell", "direction", "hidden_size", "layout", "activations", "activation_alpha", "activation_beta",
-             "clip", "linear_before_reset", "input_forget")
+SPEC_KEYS = (
+    "cell",
+    "direction",
+    "hidden_size",
+    "layout",
+    "activations",
+    "activation_alpha",
+    "activation_beta",
+    "clip",
+    "linear_before_reset",
+    "input_forget",
+)
 
 
 @register
@@ -372,8 +436,10 @@ class RuntimeRecurrentNode:
         if set(self.spec) != set(SPEC_KEYS) or self.spec["cell"] not in _SPECS:
             raise ValueError(f"a RuntimeRecurrentNode's spec has the keys {list(SPEC_KEYS)}; got {sorted(self.spec)}")
         if len(self.inputs) != 8 or len(self.outputs) != 3 or self.spec["layout"] not in (0, 1):
-            raise ValueError(f"a RuntimeRecurrentNode takes 8 input names, 3 output names and layout 0 or 1; got "
-                             f"{self.inputs}, {self.outputs}, {self.spec['layout']}")
+            raise ValueError(
+                f"a RuntimeRecurrentNode takes 8 input names, 3 output names and layout 0 or 1; got "
+                f"{self.inputs}, {self.outputs}, {self.spec['layout']}"
+            )
 
     @property
     def type_name(self):
@@ -401,8 +467,13 @@ class RuntimeRecurrentNode:
         return self
 
     def config(self):
-        return {"type": "RuntimeRecurrentNode", "name": self.name, "inputs": list(self.inputs),
-                "outputs": list(self.outputs), "spec": dict(self.spec)}
+        return {
+            "type": "RuntimeRecurrentNode",
+            "name": self.name,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "spec": dict(self.spec),
+        }
 
     @classmethod
     def from_config(cls, config, arrays):
@@ -435,8 +506,10 @@ class OnnxGraph:
         for node in self.nodes:
             missing = [n for n in node.inputs if n and n not in known]
             if missing:
-                raise ValueError(f"node {node.name!r} ({node.type_name}) reads {missing}, which no earlier node "
-                                 "or graph input produces")
+                raise ValueError(
+                    f"node {node.name!r} ({node.type_name}) reads {missing}, which no earlier node "
+                    "or graph input produces"
+                )
             known.update(n for n in node.outputs if n)
         if set(self.outputs) - known:
             raise ValueError(f"graph outputs {sorted(set(self.outputs) - known)} are produced by no node")
@@ -456,8 +529,11 @@ class OnnxGraph:
     def _space(self, feeds):
         arrays = [a for n in self.nodes for _, a in n.named_arrays()]
         if not arrays:  # a graph without weights makes its data where its floating inputs live
-            arrays = [a for a in feeds.values() if _xp.is_array(a) and
-                      _xp.array_namespace(a).isdtype(a.dtype, "real floating")]
+            arrays = [
+                a
+                for a in feeds.values()
+                if _xp.is_array(a) and _xp.array_namespace(a).isdtype(a.dtype, "real floating")
+            ]
         if not arrays:  # nor floating inputs: where its inputs live, in the dtypes the graph names
             given = [a for a in feeds.values() if _xp.is_array(a)]
             if not given:
@@ -475,8 +551,11 @@ class OnnxGraph:
         weights. The bound is ``2**24 + 4 * weights + 4 * inputs * max(16, the weights' longest axis)``
         elements; a graph that asks for more is refused before anything is allocated.
         """
-        weights = [a for node in self.nodes for a in (
-            [node.value] if isinstance(node, Constant) else [a for _, a in node.named_arrays()])]
+        weights = [
+            a
+            for node in self.nodes
+            for a in ([node.value] if isinstance(node, Constant) else [a for _, a in node.named_arrays()])
+        ]
         longest = max((int(n) for a in weights for n in a.shape), default=0)
         fed = sum(_numel(a) for a in feeds.values())
         return CALL_ELEMENTS + 4 * sum(_numel(a) for a in weights) + 4 * fed * max(16, longest)
@@ -486,28 +565,37 @@ class OnnxGraph:
             raise TypeError(f"the graph takes its inputs by name: graph({', '.join(f'{n}=...' for n in self.inputs)})")
         if any(_xp.is_dask_array(a) for a in feeds.values()):  # refused with the reason and the fix
             from ..._dask import refuse_onnx
+
             refuse_onnx(feeds)
         missing, unknown = set(self.inputs) - set(feeds), set(feeds) - set(self.inputs)
         if missing or unknown:
-            raise TypeError(f"the graph takes the inputs {list(self.inputs)} by name; missing {sorted(missing)}, "
-                            f"unexpected {sorted(unknown)}")
+            raise TypeError(
+                f"the graph takes the inputs {list(self.inputs)} by name; missing {sorted(missing)}, "
+                f"unexpected {sorted(unknown)}"
+            )
         for n, a in feeds.items():
             if not _xp.is_array(a):
                 raise TypeError(f"input {n!r} must be an array; got {type(a).__name__}")
             declared = self.shapes.get(n)
-            if isinstance(declared, (list, tuple)) and (len(declared) != a.ndim or any(
-                    isinstance(d, int) and d != s for d, s in zip(declared, a.shape, strict=True))):
-                raise ValueError(f"input {n!r} has shape {tuple(a.shape)}; the graph declares "
-                                 f"({', '.join(str(d) if isinstance(d, int) else str(d or '?') for d in declared)})"
-                                 " (a name or ? is any size), as onnxruntime checks it")
+            if isinstance(declared, (list, tuple)) and (
+                len(declared) != a.ndim
+                or any(isinstance(d, int) and d != s for d, s in zip(declared, a.shape, strict=True))
+            ):
+                raise ValueError(
+                    f"input {n!r} has shape {tuple(a.shape)}; the graph declares "
+                    f"({', '.join(str(d) if isinstance(d, int) else str(d or '?') for d in declared)})"
+                    " (a name or ? is any size), as onnxruntime checks it"
+                )
         space = self._space(feeds)
         limit = self.element_limit(feeds)
         values = dict(feeds)
         for node in self.nodes:
             out = node.run([values[n] if n else None for n in node.inputs], space, limit)
             if len(out) < len([n for n in node.outputs if n]):
-                raise ValueError(f"node {node.name!r} ({node.type_name}) gave {len(out)} outputs; the graph "
-                                 f"reads {list(node.outputs)}")
+                raise ValueError(
+                    f"node {node.name!r} ({node.type_name}) gave {len(out)} outputs; the graph "
+                    f"reads {list(node.outputs)}"
+                )
             values.update((n, v) for n, v in zip(node.outputs, out, strict=False) if n)
         return {n: values[n] for n in self.outputs}
 
@@ -518,13 +606,24 @@ class OnnxGraph:
         return replace(self, nodes=tuple(node.map_arrays(fn) for node in self.nodes))
 
     def config(self):
-        return {"type": "OnnxGraph", "name": self.name, "inputs": list(self.inputs), "outputs": list(self.outputs),
-                "shapes": self.shapes, "nodes": [node.config() for node in self.nodes]}
+        return {
+            "type": "OnnxGraph",
+            "name": self.name,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "shapes": self.shapes,
+            "nodes": [node.config() for node in self.nodes],
+        }
 
     @classmethod
     def from_config(cls, config, arrays):
         nodes = config["nodes"]
         if not isinstance(nodes, list):
             raise ValueError("an OnnxGraph config needs a list of nodes")
-        return cls([from_config(nc, sub_arrays(arrays, f"node{i}.")) for i, nc in enumerate(nodes)],
-                   config["inputs"], config["outputs"], dict(config.get("shapes") or {}), config["name"])
+        return cls(
+            [from_config(nc, sub_arrays(arrays, f"node{i}.")) for i, nc in enumerate(nodes)],
+            config["inputs"],
+            config["outputs"],
+            dict(config.get("shapes") or {}),
+            config["name"],
+        )

@@ -45,11 +45,24 @@ from .ops import ONNX_DTYPES, OPS, Space
 __all__ = ["from_onnx"]
 
 # the type each attribute of a recurrent node must have (AttributeProto type names)
-RECURRENT_ATTRS = {"activation_alpha": "FLOATS", "activation_beta": "FLOATS", "activations": "STRINGS",
-                   "clip": "FLOAT", "direction": "STRING", "hidden_size": "INT", "layout": "INT",
-                   "linear_before_reset": "INT", "input_forget": "INT"}
-CONSTANT_ATTRS = {"value": "TENSOR", "value_float": "FLOAT", "value_floats": "FLOATS", "value_int": "INT",
-                  "value_ints": "INTS"}
+RECURRENT_ATTRS = {
+    "activation_alpha": "FLOATS",
+    "activation_beta": "FLOATS",
+    "activations": "STRINGS",
+    "clip": "FLOAT",
+    "direction": "STRING",
+    "hidden_size": "INT",
+    "layout": "INT",
+    "linear_before_reset": "INT",
+    "input_forget": "INT",
+}
+CONSTANT_ATTRS = {
+    "value": "TENSOR",
+    "value_float": "FLOAT",
+    "value_floats": "FLOATS",
+    "value_int": "INT",
+    "value_ints": "INTS",
+}
 # onnxruntime's alpha and beta where the node gives none, when they differ from ONNX's documented defaults
 # (Affine and ScaledTanh have none documented; ThresholdedRelu's is documented as 1.0)
 ORT_DEFAULTS = {"Affine": (0.0, 0.0), "ScaledTanh": (0.0, 0.0), "ThresholdedRelu": (0.0, None)}
@@ -64,8 +77,9 @@ def _onnx():
     try:
         import onnx
     except ImportError:
-        raise ImportError("rnn_xp.from_onnx needs the onnx package: pip install 'rnn_xp[onnx]' "
-                          "(or pip install onnx)") from None
+        raise ImportError(
+            "rnn_xp.from_onnx needs the onnx package: pip install 'rnn_xp[onnx]' (or pip install onnx)"
+        ) from None
     return onnx
 
 
@@ -80,23 +94,28 @@ def _load_model(obj):
         path = os.fspath(check_file(obj, "from_onnx"))
         what = f"the file {path!r}"
         if os.path.getsize(path) > _MAX_PROTO_BYTES:  # FileNotFoundError as it is
-            raise ValueError(f"{what} is larger than 2 GiB, the most a serialized ONNX model can be; a larger "
-                             "model keeps its weights in external data (onnx.save(..., save_as_external_data=True)"
-                             "), which rnn_xp reads from beside the model")
+            raise ValueError(
+                f"{what} is larger than 2 GiB, the most a serialized ONNX model can be; a larger "
+                "model keeps its weights in external data (onnx.save(..., save_as_external_data=True)"
+                "), which rnn_xp reads from beside the model"
+            )
         with open(path, "rb") as f:
             data = f.read()
         folder = os.path.dirname(os.path.abspath(path))
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         data, what = bytes(obj), f"the {len(obj)} bytes given"
     else:
-        raise TypeError(f"from_onnx() takes an onnx.ModelProto, a file path or the model's bytes; got "
-                        f"{type(obj).__name__}")
+        raise TypeError(
+            f"from_onnx() takes an onnx.ModelProto, a file path or the model's bytes; got {type(obj).__name__}"
+        )
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and its relatives, whatever the backend
-        raise ValueError(f"{what} is not an ONNX model ({type(e).__name__}: {e}). Fix: pass a .onnx file "
-                         "written by onnx.save or an exporter") from None
+        raise ValueError(
+            f"{what} is not an ONNX model ({type(e).__name__}: {e}). Fix: pass a .onnx file "
+            "written by onnx.save or an exporter"
+        ) from None
     if not model.HasField("graph"):
         raise ValueError(f"{what} is not an ONNX model: it holds no graph")
     _check_names(model, what)
@@ -123,39 +142,56 @@ def _external_bytes(tensor, folder, where):
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location", "")
     if folder is None:
-        raise ValueError(f"{where}: tensor {tensor.name!r} keeps its data in the external file {location!r}, which "
-                         "rnn_xp reads only from beside a model loaded from its path. Fix: rnn_xp.from_onnx("
-                         "'path/to/model.onnx') with the data file next to it, or onnx.load(path) first (it reads "
-                         "the data into the ModelProto)")
+        raise ValueError(
+            f"{where}: tensor {tensor.name!r} keeps its data in the external file {location!r}, which "
+            "rnn_xp reads only from beside a model loaded from its path. Fix: rnn_xp.from_onnx("
+            "'path/to/model.onnx') with the data file next to it, or onnx.load(path) first (it reads "
+            "the data into the ModelProto)"
+        )
     parts = re.split(r"[\\/]", location)
-    if (not location or "\x00" in location or os.path.isabs(location) or location.startswith(("/", "\\"))
-            or re.match(r"^[A-Za-z]:", location) or ".." in parts):
-        raise ValueError(f"{where}: tensor {tensor.name!r} names the external file {location!r}; rnn_xp reads "
-                         "only files inside the model's own folder (a relative path without '..')")
+    if (
+        not location
+        or "\x00" in location
+        or os.path.isabs(location)
+        or location.startswith(("/", "\\"))
+        or re.match(r"^[A-Za-z]:", location)
+        or ".." in parts
+    ):
+        raise ValueError(
+            f"{where}: tensor {tensor.name!r} names the external file {location!r}; rnn_xp reads "
+            "only files inside the model's own folder (a relative path without '..')"
+        )
     root = os.path.realpath(folder)
     real = os.path.realpath(os.path.join(folder, *parts))
     if os.path.commonpath([real, root]) != root:
-        raise ValueError(f"{where}: tensor {tensor.name!r}: the external file {location!r} leads out of the "
-                         f"model's folder (a link to {real!r}); rnn_xp reads only files inside it")
+        raise ValueError(
+            f"{where}: tensor {tensor.name!r}: the external file {location!r} leads out of the "
+            f"model's folder (a link to {real!r}); rnn_xp reads only files inside it"
+        )
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
     except Exception:  # noqa: BLE001 - an unknown data type number
         dtype = None
     if dtype is None or dtype.kind not in "fiub" or any(d < 0 for d in tensor.dims):
-        raise ValueError(f"{where}: external tensor {tensor.name!r} has data type {tensor.data_type} and dims "
-                         f"{list(tensor.dims)}; expected a numeric type and non-negative dims")
+        raise ValueError(
+            f"{where}: external tensor {tensor.name!r} has data type {tensor.data_type} and dims "
+            f"{list(tensor.dims)}; expected a numeric type and non-negative dims"
+        )
     expected = int(np.prod([int(d) for d in tensor.dims], dtype=object)) * dtype.itemsize
     try:
         offset = int(info.get("offset", 0))
         length = int(info["length"]) if "length" in info else None
     except ValueError:
-        raise ValueError(f"{where}: external tensor {tensor.name!r} has offset {info.get('offset')!r}, length "
-                         f"{info.get('length')!r}; expected integers") from None
+        raise ValueError(
+            f"{where}: external tensor {tensor.name!r} has offset {info.get('offset')!r}, length "
+            f"{info.get('length')!r}; expected integers"
+        ) from None
     try:
         fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as e:
-        raise ValueError(f"{where}: external tensor {tensor.name!r}: cannot open {location!r} beside the model "
-                         f"({e.strerror})") from None
+        raise ValueError(
+            f"{where}: external tensor {tensor.name!r}: cannot open {location!r} beside the model ({e.strerror})"
+        ) from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
@@ -163,11 +199,15 @@ def _external_bytes(tensor, folder, where):
     with os.fdopen(fd, "rb") as f:
         length = st.st_size - offset if length is None else length
         if offset < 0 or length < 0 or offset + length > st.st_size:
-            raise ValueError(f"{where}: external tensor {tensor.name!r} asks for bytes {offset} to {offset + length} "
-                             f"of {location!r}, which holds {st.st_size}")
+            raise ValueError(
+                f"{where}: external tensor {tensor.name!r} asks for bytes {offset} to {offset + length} "
+                f"of {location!r}, which holds {st.st_size}"
+            )
         if length != expected:
-            raise ValueError(f"{where}: external tensor {tensor.name!r} has {length} bytes in {location!r}; its "
-                             f"shape {list(tensor.dims)} of {dtype} needs {expected}")
+            raise ValueError(
+                f"{where}: external tensor {tensor.name!r} has {length} bytes in {location!r}; its "
+                f"shape {list(tensor.dims)} of {dtype} needs {expected}"
+            )
         f.seek(offset)
         data = f.read(length)
     if len(data) != length:
@@ -200,10 +240,14 @@ def _attributes(node, schema, folder):
     for a in node.attribute:
         expected = schema.get(a.name)
         if expected is None:
-            raise ValueError(f"{where}: attribute {a.name!r} is not supported; the operator takes "
-                             f"{sorted(schema) or 'none'}")
-        kind = onnx.AttributeProto.AttributeType.Name(a.type) if a.type in onnx.AttributeProto.AttributeType.values() \
+            raise ValueError(
+                f"{where}: attribute {a.name!r} is not supported; the operator takes {sorted(schema) or 'none'}"
+            )
+        kind = (
+            onnx.AttributeProto.AttributeType.Name(a.type)
+            if a.type in onnx.AttributeProto.AttributeType.values()
             else str(a.type)
+        )
         if a.ref_attr_name or kind != expected:
             raise ValueError(f"{where}: attribute {a.name!r} is {kind}; expected {expected}")
         if kind == "TENSOR":
@@ -211,9 +255,17 @@ def _attributes(node, schema, folder):
             continue
         v = onnx.helper.get_attribute_value(a)
         try:
-            out[a.name] = v.decode("utf-8") if kind == "STRING" else (
-                [x.decode("utf-8") for x in v] if kind == "STRINGS" else list(v) if kind in ("INTS", "FLOATS")
-                else v)
+            out[a.name] = (
+                v.decode("utf-8")
+                if kind == "STRING"
+                else (
+                    [x.decode("utf-8") for x in v]
+                    if kind == "STRINGS"
+                    else list(v)
+                    if kind in ("INTS", "FLOATS")
+                    else v
+                )
+            )
         except UnicodeDecodeError:
             raise ValueError(f"{where}: attribute {a.name!r} is not UTF-8") from None
     return out
@@ -221,8 +273,10 @@ def _attributes(node, schema, folder):
 
 def _constant(node, attrs):
     if len(node.output) != 1 or len(attrs) != 1:
-        raise ValueError(f"Constant node {node.name!r}: needs one output and one of value, value_float(s), "
-                         f"value_int(s); got outputs {list(node.output)}, attributes {sorted(attrs)}")
+        raise ValueError(
+            f"Constant node {node.name!r}: needs one output and one of value, value_float(s), "
+            f"value_int(s); got outputs {list(node.output)}, attributes {sorted(attrs)}"
+        )
     ((key, v),) = attrs.items()
     return v if isinstance(v, np.ndarray) else np.asarray(v, np.float32 if "float" in key else np.int64)
 
@@ -234,12 +288,16 @@ def _json_attrs(node, attrs):
     if "value" in out:  # ConstantOfShape's one-element tensor
         v = out["value"]
         if v.size != 1 or str(v.dtype) not in ONNX_DTYPES.values():
-            raise ValueError(f"{where}: value must hold one element of a type in {sorted(ONNX_DTYPES.values())}; "
-                             f"got shape {v.shape} of {v.dtype}")
+            raise ValueError(
+                f"{where}: value must hold one element of a type in {sorted(ONNX_DTYPES.values())}; "
+                f"got shape {v.shape} of {v.dtype}"
+            )
         out["value"] = {"value": v.reshape(-1).tolist()[0], "dtype": str(v.dtype)}
     if node.op_type == "Cast" and out.get("to") not in ONNX_DTYPES:
-        raise ValueError(f"{where}: to={out.get('to')} is not a type rnn_xp computes in; expected one of "
-                         f"{', '.join(f'{k} ({v})' for k, v in ONNX_DTYPES.items())}")
+        raise ValueError(
+            f"{where}: to={out.get('to')} is not a type rnn_xp computes in; expected one of "
+            f"{', '.join(f'{k} ({v})' for k, v in ONNX_DTYPES.items())}"
+        )
     return out
 
 
@@ -252,8 +310,10 @@ def _onnx_activations(node, cell, D, attrs):
     canonical = []
     for n in names:
         if n.lower() not in by_lower:
-            raise ValueError(f"node {node.name!r} ({node.op_type}): activation {n!r} is not an ONNX activation; "
-                             f"expected one of {', '.join(ONNX_NAMES)}")
+            raise ValueError(
+                f"node {node.name!r} ({node.op_type}): activation {n!r} is not an ONNX activation; "
+                f"expected one of {', '.join(ONNX_NAMES)}"
+            )
         canonical.append(by_lower[n.lower()])
     alphas, betas = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
     # the values are consumed in order by the functions that take them; those left without one get
@@ -281,9 +341,11 @@ def _check_constant_states(where, consts, names, D, H, layout):
         axes = "(num_directions, batch, hidden_size)" if layout == 0 else "(batch, num_directions, hidden_size)"
         d_axis = 0 if layout == 0 else 1
         if s.ndim != 3 or s.shape[d_axis] != D or (H and s.shape[2] != H):
-            raise ValueError(f"{where}: {label} ({name!r}) has shape {tuple(s.shape)}; expected {axes} with "
-                             f"num_directions={D}, hidden_size={H or '?'}. An LSTM exported with proj_size is "
-                             "such a node: rnn_xp.from_torch reads that module from its state_dict instead")
+            raise ValueError(
+                f"{where}: {label} ({name!r}) has shape {tuple(s.shape)}; expected {axes} with "
+                f"num_directions={D}, hidden_size={H or '?'}. An LSTM exported with proj_size is "
+                "such a node: rnn_xp.from_torch reads that module from its state_dict instead"
+            )
 
 
 def _recurrent(node, attrs, consts):
@@ -309,10 +371,18 @@ def _recurrent(node, attrs, consts):
     if "hidden_size" in attrs and hidden < 1:
         raise ValueError(f"{where}: hidden_size={hidden}; expected a positive size")
     names, alphas, betas = _onnx_activations(node, cell, D, attrs)
-    spec = {"cell": cell, "direction": direction, "hidden_size": hidden, "layout": layout, "activations": names,
-            "activation_alpha": alphas, "activation_beta": betas, "clip": attrs.get("clip"),
-            "linear_before_reset": int(attrs.get("linear_before_reset", 0)),
-            "input_forget": int(attrs.get("input_forget", 0))}
+    spec = {
+        "cell": cell,
+        "direction": direction,
+        "hidden_size": hidden,
+        "layout": layout,
+        "activations": names,
+        "activation_alpha": alphas,
+        "activation_beta": betas,
+        "clip": attrs.get("clip"),
+        "linear_before_reset": int(attrs.get("linear_before_reset", 0)),
+        "input_forget": int(attrs.get("input_forget", 0)),
+    }
     states = [("initial_h", h0), ("initial_c", c0)]
     if all(not n or n in consts for n in (W, R, B, P)):  # the usual export: convert once, now
         w, r, b, p = (consts[n] if n else None for n in (W, R, B, P))
@@ -370,11 +440,15 @@ def _operator(node, attrs, opset):
         raise ValueError(f"{where}: {node.op_type} exists from opset {spec.since}; the model imports opset {opset}")
     (lo, hi), (out_lo, out_hi) = spec.inputs, spec.outputs
     if not (lo <= len(node.input) <= (hi or len(node.input)) and out_lo <= len(node.output) <= (out_hi or 1 << 30)):
-        raise ValueError(f"{where}: takes {lo} to {hi or 'any number of'} inputs and {out_lo} to "
-                         f"{out_hi or 'any number of'} outputs; got {len(node.input)} and {len(node.output)}")
+        raise ValueError(
+            f"{where}: takes {lo} to {hi or 'any number of'} inputs and {out_lo} to "
+            f"{out_hi or 'any number of'} outputs; got {len(node.input)} and {len(node.output)}"
+        )
     if any(not n for n in node.input[:lo]) or not node.output[0]:
-        raise ValueError(f"{where}: its first {lo} inputs and first output are required; got inputs "
-                         f"{list(node.input)}, outputs {list(node.output)}")
+        raise ValueError(
+            f"{where}: its first {lo} inputs and first output are required; got inputs "
+            f"{list(node.input)}, outputs {list(node.output)}"
+        )
     return Op(node.op_type, node.input, node.output, _json_attrs(node, attrs), node.name, opset)
 
 
@@ -397,8 +471,10 @@ def from_onnx(obj) -> OnnxGraph:
     opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
     opset = opsets.get("ai.onnx", 0)
     if opset < MIN_OPSET:
-        raise ValueError(f"the model imports ONNX opset {opsets.get('ai.onnx')}; rnn_xp reads opset {MIN_OPSET} "
-                         "and later. Fix: onnx.version_converter.convert_version(model, 14)")
+        raise ValueError(
+            f"the model imports ONNX opset {opsets.get('ai.onnx')}; rnn_xp reads opset {MIN_OPSET} "
+            "and later. Fix: onnx.version_converter.convert_version(model, 14)"
+        )
     if any(not n.name for n in model.graph.node):  # name them for errors and summary, on a copy
         model = _copy_named(model)
     graph = model.graph
@@ -412,8 +488,9 @@ def from_onnx(obj) -> OnnxGraph:
         where = f"node {node.name!r} ({node.op_type})"
         if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED:
             domain = f" of domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""
-            raise ValueError(f"{where}{domain}: the operator is not supported; rnn_xp runs graphs of "
-                             f"{', '.join(SUPPORTED)}")
+            raise ValueError(
+                f"{where}{domain}: the operator is not supported; rnn_xp runs graphs of {', '.join(SUPPORTED)}"
+            )
         if node.op_type == "Constant":
             consts[node.output[0] if node.output else ""] = _constant(node, _attributes(node, CONSTANT_ATTRS, folder))
             continue
@@ -430,8 +507,10 @@ def from_onnx(obj) -> OnnxGraph:
         except Exception as e:  # noqa: BLE001 - a malformed shape input
             raise ValueError(f"{where}: cannot be evaluated on its constant inputs ({e})") from None
         if budget < 0:
-            raise ValueError(f"{where}: folding the graph's constants would make more than {limit:,} "
-                             "elements; the model is malformed or hostile")
+            raise ValueError(
+                f"{where}: folding the graph's constants would make more than {limit:,} "
+                "elements; the model is malformed or hostile"
+            )
         try:
             values = op.run(args, _HOST)
         except (TypeError, ValueError) as e:

@@ -52,8 +52,19 @@ class Env(NamedTuple):
 
 
 # TensorProto.DataType -> dtype name, for Cast and the attributes of ConstantOfShape
-ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-               11: "float64", 12: "uint32", 13: "uint64"}
+ONNX_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+}
 _FLOATING = ("float32", "float64")
 
 
@@ -117,8 +128,9 @@ def _same_dtype(*arrays):
     present = [a for a in arrays if a is not None]
     names = [_xp.dtype_name(a.dtype) for a in present]
     if len(set(names)) > 1:
-        raise TypeError(f"the inputs have dtypes {', '.join(names)}; ONNX takes one type for all of them "
-                        "(a Cast node converts)")
+        raise TypeError(
+            f"the inputs have dtypes {', '.join(names)}; ONNX takes one type for all of them (a Cast node converts)"
+        )
 
 
 # --- elementwise --------------------------------------------------------------------------------------------
@@ -129,6 +141,7 @@ def _unary(fn, floating=True):
         if floating and not _is_floating(xp, x):
             raise TypeError(f"takes a floating input; got {_xp.dtype_name(x.dtype)}")
         return [fn(x, xp, attrs)]
+
     return run
 
 
@@ -139,6 +152,7 @@ def _relu(x, xp, attrs):
 def _activation(name, alpha=None):
     def fn(x, xp, attrs):
         return resolve(name, None if alpha is None else attrs.get("alpha", alpha))(x, xp)
+
     return fn
 
 
@@ -153,6 +167,7 @@ def _binary(fn, check_types=True):
             _same_dtype(a, b)
         broadcast_shape(a.shape, b.shape)
         return [fn(a, b, _ns(a, b))]
+
     return run
 
 
@@ -181,6 +196,7 @@ def _logical(fn):
                 raise TypeError(f"takes bool inputs; got {_xp.dtype_name(a.dtype)}")
         broadcast_shape(*(a.shape for a in args))
         return [fn(*args, xp=_ns(*args))]
+
     return run
 
 
@@ -194,6 +210,7 @@ def _variadic(fn):
         for a in parts[1:]:
             out = fn(out, a, xp)
         return [xp.broadcast_to(out, broadcast_shape(*(a.shape for a in parts)))]
+
     return run
 
 
@@ -213,8 +230,10 @@ def _clip(args, attrs, env):
     if "min" in attrs or "max" in attrs:  # opset < 11: attributes
         lo, hi = attrs.get("min"), attrs.get("max")
     else:
-        lo, hi = (None if len(args) <= i or args[i] is None else _scalar(args[i], name)
-                  for i, name in ((1, "min"), (2, "max")))
+        lo, hi = (
+            None if len(args) <= i or args[i] is None else _scalar(args[i], name)
+            for i, name in ((1, "min"), (2, "max"))
+        )
     # max(x, min) then min(., max): where min > max every value becomes max, as ONNX says
     if lo is not None:
         x = xp.where(x < lo, xp.full_like(x, lo), x)
@@ -229,8 +248,10 @@ def _cast(args, attrs, env):
     to = attrs["to"]
     name = ONNX_DTYPES.get(to)
     if name is None:
-        raise TypeError(f"to={to} is not a type rnn_xp computes in; expected one of "
-                        f"{', '.join(f'{k} ({v})' for k, v in ONNX_DTYPES.items())}")
+        raise TypeError(
+            f"to={to} is not a type rnn_xp computes in; expected one of "
+            f"{', '.join(f'{k} ({v})' for k, v in ONNX_DTYPES.items())}"
+        )
     if name in _FLOATING and env.space.dtype is not None:  # floating data follows the model's dtype
         name = env.space.dtype
     dtype = _dtype(xp, name)
@@ -350,8 +371,10 @@ def _split(args, attrs, env, n_outputs):
             raise ValueError(f"cannot split {n} elements of axis {axis} into {n_outputs} equal parts")
         sizes = [n // n_outputs] * n_outputs
     if len(sizes) != n_outputs or sum(sizes) != n or any(s < 0 for s in sizes):
-        raise ValueError(f"split sizes {sizes} must be {n_outputs} non-negative sizes summing to {n} "
-                         f"(axis {axis} of shape {tuple(x.shape)})")
+        raise ValueError(
+            f"split sizes {sizes} must be {n_outputs} non-negative sizes summing to {n} "
+            f"(axis {axis} of shape {tuple(x.shape)})"
+        )
     out, start = [], 0
     for s in sizes:
         index = [slice(None)] * x.ndim
@@ -411,11 +434,13 @@ def _gather(args, attrs, env):
     if flat.shape[0]:
         lo, hi = int(xp.min(flat)), int(xp.max(flat))  # one host read: out-of-range indices must not wrap
         if lo < -n or hi >= n:
-            raise ValueError(f"indices must lie in [{-n}, {n - 1}] (axis {axis} of shape {tuple(x.shape)}); "
-                             f"got values from {lo} to {hi}")
+            raise ValueError(
+                f"indices must lie in [{-n}, {n - 1}] (axis {axis} of shape {tuple(x.shape)}); "
+                f"got values from {lo} to {hi}"
+            )
         flat = xp.where(flat < 0, flat + n, flat)
     y = xp.take(x, xp.astype(flat, xp.int64), axis=axis)
-    return [xp.reshape(y, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]))]
+    return [xp.reshape(y, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]))]
 
 
 def _tile(args, attrs, env):
@@ -526,6 +551,7 @@ def _softmax(fn):
         xp = _ns(x)
         flat = xp.reshape(x, (math.prod(x.shape[:axis]), math.prod(x.shape[axis:])))  # (outer, inner)
         return [xp.reshape(fn(flat, axis=-1), x.shape)]
+
     return run
 
 
@@ -546,6 +572,7 @@ def _reduce(name):
             raise TypeError(f"ReduceMean takes a floating input here; got {_xp.dtype_name(x.dtype)}")
         y = getattr(xp, name)(x, axis=axes, keepdims=keep)
         return [y if name != "sum" else xp.astype(y, x.dtype)]
+
     return run
 
 
@@ -560,8 +587,9 @@ def _layer_norm(args, attrs, env, n_outputs):
     axes = tuple(range(axis, x.ndim))
     for label, a in (("Scale", scale), ("B", bias)):
         if a is not None and broadcast_shape(tuple(a.shape), tuple(x.shape[axis:])) != tuple(x.shape[axis:]):
-            raise ValueError(f"{label} of shape {tuple(a.shape)} does not broadcast to the normalized shape "
-                             f"{tuple(x.shape[axis:])}")
+            raise ValueError(
+                f"{label} of shape {tuple(a.shape)} does not broadcast to the normalized shape {tuple(x.shape[axis:])}"
+            )
     mean = xp.mean(x, axis=axes, keepdims=True)
     centred = x - mean
     inv_std = 1.0 / xp.sqrt(xp.mean(centred * centred, axis=axes, keepdims=True) + attrs.get("epsilon", 1e-5))
@@ -660,8 +688,7 @@ OPS: dict[str, OpSpec] = {
     # shapes and indices
     "Shape": OpSpec(_shape, (1, 1), {"start": "INT", "end": "INT"}),
     "Gather": OpSpec(_gather, (2, 2), {"axis": "INT"}, size=_gather_size),
-    "Slice": OpSpec(_slice, (1, 5), {"starts": "INTS", "ends": "INTS", "axes": "INTS"},
-                    host=(1, 2, 3, 4)),
+    "Slice": OpSpec(_slice, (1, 5), {"starts": "INTS", "ends": "INTS", "axes": "INTS"}, host=(1, 2, 3, 4)),
     "Concat": OpSpec(_concat, (1, None), {"axis": "INT"}),
     "Reshape": OpSpec(_reshape, (2, 2), {"allowzero": "INT"}, host=(1,), since=5),
     "Squeeze": OpSpec(_squeeze, (1, 2), {"axes": "INTS"}, host=(1,)),
@@ -670,16 +697,19 @@ OPS: dict[str, OpSpec] = {
     "Expand": OpSpec(_expand, (2, 2), host=(1,), since=8, size=_expand_size, claims=True),
     "Tile": OpSpec(_tile, (2, 2), host=(1,), since=6, size=_tile_size, claims=True),
     "Range": OpSpec(_range, (3, 3), since=11, size=_range_size, claims=True),
-    "ConstantOfShape": OpSpec(_constant_of_shape, (1, 1), {"value": "TENSOR"}, host=(0,), since=9,
-                              size=_constant_of_shape_size, claims=True),
-    "Split": OpSpec(_split, (1, 2), {"axis": "INT", "split": "INTS", "num_outputs": "INT"},
-                    outputs=(1, None), host=(1,), multi=True),
+    "ConstantOfShape": OpSpec(
+        _constant_of_shape, (1, 1), {"value": "TENSOR"}, host=(0,), since=9, size=_constant_of_shape_size, claims=True
+    ),
+    "Split": OpSpec(
+        _split, (1, 2), {"axis": "INT", "split": "INTS", "num_outputs": "INT"}, outputs=(1, None), host=(1,), multi=True
+    ),
     "Flatten": OpSpec(_flatten, (1, 1), {"axis": "INT"}),
     "Identity": OpSpec(_identity, (1, 1)),
     "Cast": OpSpec(_cast, (1, 1), {"to": "INT", "saturate": "INT"}),
     "Where": OpSpec(_where, (3, 3), since=9, size=_broadcast_size),
-    "Dropout": OpSpec(_dropout, (1, 3), {"ratio": "FLOAT", "seed": "INT"}, outputs=(1, 2),
-                      host=(1, 2), size=_twice, multi=True),
+    "Dropout": OpSpec(
+        _dropout, (1, 3), {"ratio": "FLOAT", "seed": "INT"}, outputs=(1, 2), host=(1, 2), size=_twice, multi=True
+    ),
     # comparisons and logic
     "Equal": _el(_binary(lambda a, b, xp: xp.equal(a, b))),
     "Less": _el(_binary(lambda a, b, xp: xp.less(a, b))),
@@ -713,17 +743,24 @@ OPS: dict[str, OpSpec] = {
     "Clip": OpSpec(_clip, (1, 3), {"min": "FLOAT", "max": "FLOAT"}, host=(1, 2), since=6),
     # linear algebra, normalisation, reductions
     "MatMul": OpSpec(_matmul, (2, 2), size=_matmul_size),
-    "Gemm": OpSpec(_gemm, (2, 3), {"alpha": "FLOAT", "beta": "FLOAT", "transA": "INT",
-                                   "transB": "INT"}, size=_gemm_size),
+    "Gemm": OpSpec(
+        _gemm, (2, 3), {"alpha": "FLOAT", "beta": "FLOAT", "transA": "INT", "transB": "INT"}, size=_gemm_size
+    ),
     "Softmax": OpSpec(_softmax(softmax), (1, 1), {"axis": "INT"}),
     "LogSoftmax": OpSpec(_softmax(log_softmax), (1, 1), {"axis": "INT"}),
     "ReduceMean": OpSpec(_reduce("mean"), (1, 2), _REDUCE_ATTRS, host=(1,)),
     "ReduceSum": OpSpec(_reduce("sum"), (1, 2), _REDUCE_ATTRS, host=(1,)),
     "ReduceMax": OpSpec(_reduce("max"), (1, 2), _REDUCE_ATTRS, host=(1,)),
     "ReduceMin": OpSpec(_reduce("min"), (1, 2), _REDUCE_ATTRS, host=(1,)),
-    "LayerNormalization": OpSpec(_layer_norm, (2, 3), {"axis": "INT", "epsilon": "FLOAT",
-                                                       "stash_type": "INT"},
-                                 outputs=(1, 3), since=17, size=_twice, multi=True),
+    "LayerNormalization": OpSpec(
+        _layer_norm,
+        (2, 3),
+        {"axis": "INT", "epsilon": "FLOAT", "stash_type": "INT"},
+        outputs=(1, 3),
+        since=17,
+        size=_twice,
+        multi=True,
+    ),
 }
 
 
