@@ -33,12 +33,12 @@ from .._validate import check_file, read_zip_member
 from ..activations import AXIS_ACTIVATIONS, resolve
 from ..activations import names as activation_names
 from ..layers import ActivationLayer, Bidirectional, Dense, Embedding, Identity, Masking, Recurrent, Sequential
-from ..params import GATES, RNNParams, make_config
+from ..params import RNNParams, make_config
+from ..registry import CELLS as _SPECS
 
 __all__ = ["from_keras"]
 
-CELLS = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
-ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 1, 2, 3]}  # rnn_xp gate k is Keras gate ORDER[cell][k]
+CELLS = {s.type_name: s.name for s in _SPECS.values()}  # Keras class -> rnn_xp cell
 # layers that are the identity at inference and pass the mask on
 IDENTITY = (
     "Dropout",
@@ -252,7 +252,7 @@ def _recurrent(kind, lc, weights, where):
             )
     _check_dtype(lc, where)
     cell, U = CELLS[kind], _size(lc, "units", where)
-    G, use_bias = GATES[cell], _flag(lc, "use_bias", True, where)
+    G, use_bias = _SPECS[cell].num_gates, _flag(lc, "use_bias", True, where)
     reset_after = _flag(lc, "reset_after", True, where) if cell == "gru" else True
     act = _activation(lc.get("activation", "tanh"), where, cell=True)
     rec = _activation(lc.get("recurrent_activation", "sigmoid"), where, cell=True)
@@ -267,7 +267,7 @@ def _recurrent(kind, lc, weights, where):
         )
 
     def gates(a):  # (G*U, ...) in Keras's gate order -> rnn_xp's
-        return np.concatenate([a[k * U : (k + 1) * U] for k in ORDER[cell]], axis=0)
+        return np.concatenate([a[k * U : (k + 1) * U] for k in _SPECS[cell].keras_order], axis=0)
 
     arrays = {"l0.fwd.w_ih": gates(kernel.T), "l0.fwd.w_hh": gates(recurrent.T)}
     bias = False

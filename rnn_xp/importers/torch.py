@@ -18,13 +18,15 @@ import numpy as np
 
 from .. import _xp
 from .._validate import check_choice, check_file, check_zip_member
-from ..params import GATES, RNNParams, make_config
+from ..params import RNNParams, make_config
+from ..registry import CELLS
 
 __all__ = ["from_torch", "to_torch_state_dict"]
 
 _KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 _NAMES = {"weight_ih": "w_ih", "weight_hh": "w_hh", "bias_ih": "b_ih", "bias_hh": "b_hh", "weight_hr": "w_hr"}
-_MODES = {"RNN_TANH": ("rnn", "tanh"), "RNN_RELU": ("rnn", "relu"), "LSTM": ("lstm", None), "GRU": ("gru", None)}
+# torch's module mode -> (cell, nonlinearity): RNN_TANH -> ("rnn", "tanh"), LSTM -> ("lstm", None), ...
+_MODES = {m: (s.name, m.partition("_")[2].lower() or None) for s in CELLS.values() for m in s.torch_modes}
 
 
 def _host(key, t):
@@ -185,7 +187,8 @@ def _from_state_dict(sd, cell, nonlinearity):
     proj = "weight_hr_l0" in sd
     hidden = tuple(sd["weight_hr_l0"].shape)[1] if proj else tuple(w_hh.shape)[1]
     gates, rem = divmod(tuple(w_ih.shape)[0], hidden)
-    inferred = {1: "rnn", 3: "gru", 4: "lstm"}.get(gates) if rem == 0 else None
+    by_gates = {s.num_gates: s.name for s in CELLS.values()}
+    inferred = by_gates.get(gates) if rem == 0 else None
     if cell is None:
         if inferred is None:
             raise ValueError(
@@ -193,7 +196,7 @@ def _from_state_dict(sd, cell, nonlinearity):
                 f"hidden size {hidden}; pass cell='rnn', 'lstm' or 'gru'"
             )
         cell = inferred
-    check_choice("cell", cell, tuple(GATES))
+    check_choice("cell", cell, tuple(CELLS))
     if nonlinearity is not None and cell != "rnn":
         raise ValueError(f"nonlinearity applies to cell='rnn' only; got cell={cell!r}")
     if cell == "rnn" and nonlinearity is None:
