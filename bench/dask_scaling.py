@@ -12,7 +12,9 @@ Rows per config (``configs.DASK``: the keras-text cell and the lstm-med cell at 
 
 Dask's nanny sets OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = 1 in each worker
 before it starts (``distributed.nanny.pre-spawn-environ``); the workers' settings are read back and
-recorded. rnn_xp's CPU path is NumPy with OpenBLAS; numba is not used.
+recorded. rnn_xp's CPU path inside a worker is numba where installed (its threads: NUMBA_NUM_THREADS,
+or the core count when unset; rnn_xp runs it on one thread while the machine's load is high), NumPy
+with OpenBLAS otherwise.
 
 Derived: ``speedup`` of 2 workers over 1, ``efficiency`` = speedup / workers, ``vs numpy`` = the
 all-cores NumPy time / the 2-worker time, and the scheduler's per-task overhead, measured twice: a
@@ -340,7 +342,7 @@ def main(argv=None):
     note = (
         f"numpy rows: {'/'.join(THREAD_VARS[:3])} = the thread count given; dask workers (read back from each): "
         + ", ".join(f"{k}={first.get(k)}" for k in THREAD_VARS)
-        + f"; BLAS pools {first.get('threadpools')}; numba: not used by rnn_xp"
+        + f"; BLAS pools {first.get('threadpools')}; numba threads: NUMBA_NUM_THREADS above (None: the core count)"
     )
     result = {
         "date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
