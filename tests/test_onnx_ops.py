@@ -448,3 +448,23 @@ def test_a_numpy_input_meeting_device_data_is_refused():
         r"array_api_strict arrays .*no silent transfers",
     ):
         graph(in0=feeds["in0"])
+
+
+def test_tile_with_a_zero_repeat_builds_no_huge_intermediate():
+    """numpy.tile repeats axis by axis: [2**20, 2**20, 0] once built a 384 TiB intermediate (fuzz finding)."""
+    x = np.arange(2 * 16 * 3, dtype=np.float32).reshape(2, 16, 3)
+    reps = np.array([2**20, 2**20, 0], dtype=np.int64)
+    node = helper.make_node("Tile", ["c", "r"], ["y"])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    for inits, inputs, feed in (
+        ([numpy_helper.from_array(x, "c"), numpy_helper.from_array(reps, "r")], [], {}),  # folded at import
+        (
+            [numpy_helper.from_array(reps, "r")],
+            [helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 16, 3])],
+            {"c": x},
+        ),  # run at call time
+    ):
+        graph = helper.make_graph([node], "g", inputs, [out], inits)
+        g = rnn_xp.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]))
+        y = g(**feed)["y"]
+        assert tuple(y.shape) == (2 * 2**20, 16 * 2**20, 0)

@@ -447,7 +447,12 @@ def _tile(args, attrs, env):
     x, repeats = args[0], ints(args[1])
     if len(repeats) != x.ndim or any(r < 0 for r in repeats):
         raise ValueError(f"repeats {repeats} must be {x.ndim} non-negative counts (input shape {tuple(x.shape)})")
-    return [_ns(x).tile(x, tuple(repeats))]
+    xp = _ns(x)
+    if 0 in repeats or 0 in tuple(x.shape):
+        # empty: tile repeats axis by axis, so [2**20, 2**20, 0] would first build a huge intermediate
+        shape = tuple(int(n) * r for n, r in zip(x.shape, repeats, strict=True))
+        return [xp.zeros(shape, dtype=x.dtype, device=_xp.device(x))]
+    return [xp.tile(x, tuple(repeats))]
 
 
 def _expand(args, attrs, env):
