@@ -318,7 +318,10 @@ def _zip(members, methods=None):
     with zipfile.ZipFile(out, "w") as zf, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Duplicate name"
         for name, data in members:
-            zf.writestr(name, data, compress_type=(methods or {}).get(name, zipfile.ZIP_STORED))
+            # a fixed timestamp: writestr(name, ...) stamps the current time, and mutants must be deterministic
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = (methods or {}).get(name, zipfile.ZIP_STORED)
+            zf.writestr(info, data)
     return out.getvalue()
 
 
