@@ -59,7 +59,7 @@ INTERESTING = [
 ]
 
 
-# --- the seed corpus ---------------------------------------------------------------------------------------
+# --- the starting corpus (the files mutated) ---------------------------------------------------------------------------------------
 def _keras_file(path):
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
@@ -159,7 +159,7 @@ def _safetensors_file(path):
     save_file(torch.nn.GRU(3, 4, bidirectional=True).state_dict(), str(path))
 
 
-# target -> (suffix, make the seed file, the loader's name in the child); "-s" targets mutate structure
+# target -> (suffix, make the starting file, the loader's name in the child); "-s" targets mutate structure
 TARGETS = {
     "h5": (".keras", _keras_file, "from_keras"),  # mutants of model.weights.h5 inside a sound zip: HDF5 itself
     "keras": (".keras", _keras_file, "from_keras"),  # mutants of the whole archive

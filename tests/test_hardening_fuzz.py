@@ -19,7 +19,7 @@ pytest.importorskip("h5py")
 pytest.importorskip("keras")
 pytest.importorskip("safetensors")
 SECONDS = float(os.environ.get("RNN_XP_FUZZ_SECONDS", 15))
-# Keras 3 on torch warns inside itself when the seed files are built
+# Keras 3 on torch warns inside itself when the starting files are built
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
