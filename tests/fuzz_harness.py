@@ -59,7 +59,7 @@ INTERESTING = [
 ]
 
 
-# --- the starting corpus (the files mutated) ---------------------------------------------------------------------------------------
+# --- the starting corpus (the files mutated) -----------------------------------------------------------------
 def _keras_file(path):
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
