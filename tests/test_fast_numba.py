@@ -2,9 +2,9 @@
 
 Every option the reference supports: cells, every activation with alpha/beta, clip, biases,
 peepholes, input_forget, projection, GRU reset before/after, lengths, masks, initial states,
-directions, layers, chunking, float32 and float64; batch 1 (the compiled matrix-vector loop) and
-batch > 1 (BLAS products and compiled gate math), each on one thread and split over threads. Its
-buffers are poisoned with NaN so an element it forgot to write shows.
+directions, layers, chunking, float32 and float64; on one thread and split over threads by units
+(batch 1: a barrier a step) and by batch rows. Its buffers are poisoned with NaN so an element it
+forgot to write shows.
 
 The helpers take an implementation name so that they serve any NumPy implementation.
 """
@@ -79,20 +79,19 @@ def poisoned(monkeypatch):
 def threaded(monkeypatch):
     """The threaded kernels whatever the size of the step or the machine's load."""
     mod = impl_module(IMPL)
-    monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 0)
-    monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 0)
+    monkeypatch.setattr(mod, "PARALLEL_MIN", 0)
     monkeypatch.setattr(mod, "_cores_busy", lambda: False)
 
 
 def use_path(monkeypatch, path):
-    """'compiled': every step in compiled code (as at batch 1); 'blas': per step a BLAS product from Python."""
-    monkeypatch.setattr(impl_module(IMPL), "SMALL_STEP", 1 << 62 if path == "compiled" else 0)
+    """How threads share a step: 'units' (a barrier a step, as at batch 1) or 'rows' (each thread its rows)."""
+    monkeypatch.setattr(impl_module(IMPL), "ROWS_PER_THREAD_MIN", 1 if path == "rows" else 1 << 62)
 
 
 BATCHES = [
-    pytest.param(1, "compiled", id="B1"),
-    pytest.param(3, "blas", id="B3-blas"),
-    pytest.param(3, "compiled", id="B3-compiled"),
+    pytest.param(1, "units", id="B1"),
+    pytest.param(3, "rows", id="B3-rows"),
+    pytest.param(3, "units", id="B3-units"),
 ]
 
 
@@ -103,8 +102,7 @@ def threads(request, monkeypatch):
     if request.param == "parallel":
         threaded(monkeypatch)
     else:
-        monkeypatch.setattr(mod, "ROWS_PARALLEL_MIN", 1 << 62)
-        monkeypatch.setattr(mod, "VEC_PARALLEL_MIN", 1 << 62)
+        monkeypatch.setattr(mod, "PARALLEL_MIN", 1 << 62)
     return request.param
 
 
@@ -162,7 +160,7 @@ def test_every_activation(rng, monkeypatch, name, dtype):
         ("lstm", ["Sigmoid", name, "Tanh"]),
         ("lstm", ["Sigmoid", "Tanh", name]),
     ):
-        for B, path in ((1, "compiled"), (2, "blas"), (2, "compiled")):
+        for B, path in ((1, "units"), (2, "rows"), (2, "units")):
             use_path(monkeypatch, path)
             a = alpha * sum(_SPEC[n][1] for n in acts) if alpha else None
             b = beta * sum(_SPEC[n][2] for n in acts) if beta else None
@@ -183,11 +181,7 @@ def test_every_activation(rng, monkeypatch, name, dtype):
 
 @pytest.mark.parametrize(
     "B,path",
-    [
-        pytest.param(1, "compiled", id="B1"),
-        pytest.param(5, "blas", id="B5-blas"),
-        pytest.param(5, "compiled", id="B5-compiled"),
-    ],
+    [pytest.param(1, "units", id="B1"), pytest.param(5, "rows", id="B5-rows"), pytest.param(5, "units", id="B5-units")],
 )
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
@@ -224,7 +218,7 @@ def test_lengths_masks_and_initial_state(rng, monkeypatch, threads, cell, opts, 
 def test_tiny_chunks_and_time_major(rng, monkeypatch):
     """Chunks of one step (and a ragged last chunk) give the reference's numbers."""
     monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 1)
-    for cell, B, path in itertools.product(("rnn", "lstm", "gru"), (1, 2), ("blas", "compiled")):
+    for cell, B, path in itertools.product(("rnn", "lstm", "gru"), (1, 2), ("rows", "units")):
         use_path(monkeypatch, path)
         params = rnn_xp.init(cell, 3, 4, bidirectional=True, seed=13, dtype="float64", xp=np)
         compare(IMPL, params, rng.standard_normal((B, 7, 3)), "float64", lengths=np.array([7, 3])[:B])
@@ -240,7 +234,8 @@ def test_chunk_buffer_is_bounded_by_a_chunk_not_by_T(rng, monkeypatch, poisoned)
     monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 64)
     params = rnn_xp.init("lstm", 3, 4, seed=15, xp=np)  # G*H = 16, B = 2: 2 steps a chunk
     rnn_xp.forward(rng.standard_normal((2, 50, 3)).astype("float32"), params, impl=IMPL)
-    big = [s for s in poisoned if len(s) == 2 and s[1] == 16 and s[0] != 2]  # the projection buffer (t*B, G*H)
+    # the projection buffer (t*B, G*H), as wide as the packed panels (>= G*H)
+    big = [s for s in poisoned if len(s) == 2 and s[1] >= 16 and s[0] != 2]
     assert big and all(s[0] <= 4 for s in big), poisoned
 
 
@@ -333,30 +328,54 @@ def test_obeys_numba_set_num_threads(rng, monkeypatch):
 
 
 def test_threaded_kernels_only_where_they_pay(rng, monkeypatch):
-    """Small steps, one thread allowed, or an oversubscribed machine: the one-thread kernels."""
+    """Small steps or one thread allowed: one thread. Batch 1: units split, unless the machine is busy.
+    A big batch: rows split (threads that never wait for each other), busy machine or not."""
+    import numba
+
     mod = impl_module(IMPL)
     chosen = []
     k = mod._load()
-    for name in ("vec_chunk_parallel", "vec_chunk_serial", "rows_parallel", "rows_serial"):
+    for name in ("chunk_parallel", "chunk_serial"):
         real = getattr(k, name)
-        monkeypatch.setattr(k, name, lambda *a, _n=name, _f=real: chosen.append(_n) or _f(*a))
+        monkeypatch.setattr(k, name, lambda *a, _n=name, _f=real: chosen.append((_n, a[2])) or _f(*a))
     monkeypatch.setattr(mod, "_cores_busy", lambda: False)
     x = rng.standard_normal((1, 5, 64)).astype("float32")
-    big = rnn_xp.init("gru", 64, 256, seed=23, xp=np)  # 3*256*256 multiply-adds a step
-    small = rnn_xp.init("gru", 64, 8, seed=23, xp=np)
-    import numba
-
+    big = rnn_xp.init("gru", 64, 256, seed=23, xp=np)  # 3*256*(256+64) multiply-adds a step
+    small = rnn_xp.init("gru", 8, 8, seed=23, xp=np)
+    many = numba.get_num_threads() > 1
+    parallel, serial = ("chunk_parallel", False), ("chunk_serial", False)
     rnn_xp.forward(x, big, impl=IMPL)
-    rnn_xp.forward(x, small, impl=IMPL)
-    rnn_xp.forward(np.repeat(x, 64, axis=0), big, impl=IMPL)  # batch 64: gate math on the calling thread
-    assert (
-        chosen
-        == (["vec_chunk_parallel"] if numba.get_num_threads() > 1 else ["vec_chunk_serial"])
-        + ["vec_chunk_serial"]
-        + ["rows_serial"] * 5
-    )
+    rnn_xp.forward(x[:, :, :8], small, impl=IMPL)
+    rnn_xp.forward(np.repeat(x, 64, axis=0), big, impl=IMPL)
+    assert chosen == ([parallel, serial, ("chunk_parallel", True)] if many else [serial] * 3)
     chosen.clear()
     monkeypatch.setattr(mod, "_cores_busy", lambda: True)
     rnn_xp.forward(x, big, impl=IMPL)
     rnn_xp.forward(np.repeat(x, 64, axis=0), big, impl=IMPL)
-    assert chosen == ["vec_chunk_serial"] + ["rows_serial"] * 5
+    assert chosen == ([serial, ("chunk_parallel", True)] if many else [serial] * 2)
+
+
+def test_threads_that_cannot_meet_abandon_and_the_call_runs_on_one(rng, monkeypatch):
+    """A spin barrier needs its threads at once: one that waits alone gives up (no deadlock), every thread
+    then returns before writing, and the call runs the chunk again on one thread: the reference's numbers."""
+    mod = impl_module(IMPL)
+    k = mod._load()
+    ctl = np.zeros(k.CONTROL_SIZE, dtype=np.int64)
+    assert not k._start(ctl, 2)  # the other thread never comes
+    assert ctl[k.DECISION] == k.ABANDONED
+    assert not k._start(ctl, 2)  # it arrives late: it sees the decision and returns at once
+
+    threaded(monkeypatch)
+    calls = []
+
+    def never_together(*args):
+        calls.append(args[0])
+        args[1][k.DECISION] = k.ABANDONED
+
+    monkeypatch.setattr(k, "chunk_parallel", never_together)
+    params = rnn_xp.init("lstm", 5, 16, seed=24, xp=np, proj_size=3)
+    got = compare(IMPL, params, rng.standard_normal((1, 9, 5)), "float64")
+    import numba
+
+    assert calls == ([numba.get_num_threads()] if numba.get_num_threads() > 1 else [])
+    assert got[0].shape == (1, 9, 3)

@@ -4,27 +4,26 @@ Chosen by ``impl="auto"`` on NumPy when numba is installed (``pip install 'rnn_x
 it the seam says so and runs numpy-fused. numba is imported on the first call that gets here, never
 by ``import rnn_xp``. The compiled code is in :mod:`rnn_xp._fast._numba_kernels`.
 
-How a call runs (per layer and direction):
+How a call runs (per layer and direction): one compiled call per time chunk does everything, the
+input projection, the recurrent products, the gate math, masks and outputs, with no BLAS and no
+Python between steps:
 
-* the weights are transposed once per call into C-contiguous copies (nothing is cached on params or
-  in this module, so calls from many threads never share a buffer);
-* the input projection is one GEMM per time chunk (NumPy's BLAS, into a buffer reused by every
-  chunk; at most ``loop.CHUNK_ELEMENTS`` elements and 1 Mi, so extra memory is bounded by a chunk);
-* batch > 1: per step, the recurrent product ``h W_hh^T`` is one GEMM into a preallocated buffer
-  (``np.matmul(..., out=)``, BLAS threads as the user set them, e.g. with threadpoolctl), then one
-  compiled call does all of the step's gate math, state update, masks and output, rows spread over
-  numba's threads when the step is big enough to pay for the launch;
-* batch 1 (and steps of at most SMALL_STEP multiply-adds): the whole chunk runs in one compiled
-  call: each step splits W_hh's rows (by unit, every gate of a unit together) over numba's threads,
-  each thread doing its units' dot products and gate math, so the matrix is read from the cores'
-  own caches and a step costs one parallel launch (none on one thread).
+* the weights are packed into panels of columns (:func:`_pack`) for the compiled matrix product,
+  which holds a block of rows x four SIMD vectors of accumulators in registers; the packed copies are
+  kept beside frozen params (every rnn_xp params object) and reused by later calls;
+* with at least ROWS_PER_THREAD_MIN batch rows a thread, the threads split the batch: each runs every
+  step of its own rows (independent sequences), so they never wait for each other;
+* with fewer rows (batch 1: latency), the threads split the units (every gate of a unit together):
+  each packs only its columns, which stay in its core's cache from step to step, and the threads
+  meet at a spin barrier after each step;
+* steps too small to split (under PARALLEL_MIN multiply-adds) run on the calling thread.
 
 Threads: numba's count is ``numba.get_num_threads()`` of the calling thread (``numba.set_num_threads``
-sets it). A call that starts while another is running in the process runs on its own thread
-(serial kernels): calls from several threads at once do not oversubscribe the cores, and this also
-keeps numba's workqueue threading layer (not thread-safe) to one caller. Results do not depend on
-the thread count or on concurrency: every element is computed by the same code whichever thread
-computes it.
+sets it). A call that starts while another is running in the process runs on its own thread: calls
+from several threads at once do not oversubscribe the cores, and this also keeps numba's workqueue
+threading layer (not thread-safe) to one caller. Results do not depend on the thread count, the split
+or concurrency: every element is computed by the same code, its sums in the same order, whichever
+thread computes it.
 
 The first call of a new (dtype, layout) compiles the kernels it uses, then numba's on-disk cache
 (``cache=True``, next to this file or under ``NUMBA_CACHE_DIR``) serves later processes.
@@ -34,6 +33,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -46,15 +46,13 @@ NAMESPACES = ("numpy",)
 INSTALL_HINT = "pip install 'rnn_xp[numba]'"
 MIN_NUMBA = (0, 60)
 _CHUNK_CAP = 1 << 20
-# Below these sizes a step's work does not repay a parallel launch: run it on one thread. At batch > 1
-# the step's GEMM runs on BLAS's threads, which spin between calls: numba's threads then compete with
-# them for the cores (measured on 2 cores, load average 2: lstm-med 178 ms threaded vs 140 ms with the
-# gate math on the calling thread), so the gate math is threaded only for very large steps.
-ROWS_PARALLEL_MIN = 1 << 21  # batch > 1: B * G * H gate elements a step
-VEC_PARALLEL_MIN = 1 << 15  # compiled loop: B * G * H * H_out multiply-adds a step
-# Up to this many multiply-adds a step (and always at batch 1) the whole chunk runs compiled: a BLAS call
-# and a compiled call per step from Python cost more (~5-10 us a step) than the small product itself.
-SMALL_STEP = 1 << 16
+# Steps of fewer multiply-adds (B * G * H * (H_out + F)) run on one thread: splitting them saves less
+# than the threads cost to meet (~0.3 us a step at the barrier, measured on 2 cores).
+PARALLEL_MIN = 1 << 15
+# The threads split the batch rows when each gets at least this many (a row group of the compiled
+# product); with fewer they split the units.
+ROWS_PER_THREAD_MIN = 4
+PROJECTION_ROWS = 16  # units split: input rows projected at a time by each thread
 
 
 def _cores_busy():
@@ -144,6 +142,33 @@ def _done():
         _active["calls"] -= 1
 
 
+_arranged = weakref.WeakKeyDictionary()  # CellWeights -> {key: arranged copy}, freed with the weights
+
+
+def _kept(w, key, make):
+    """make(), remembered for these weights when they cannot change (params hold frozen NumPy arrays).
+
+    Arranging (transposing, packing) the weights costs a pass over them per call (~1 ms for 1 MB); a
+    frozen array's contents never change, so the arranged copy is kept beside the weights for later calls
+    and freed with them. Weights that could change (not built by rnn_xp.params) are arranged every call.
+    """
+    from ..params import _frozen
+
+    arrays = [a for a in (w.w_ih, w.w_hh, w.w_hr, w.b_ih, w.b_hh, w.p) if a is not None]
+    if not all(_frozen(a) for a in arrays):
+        return make()
+    try:
+        with _lock:
+            found = _arranged.setdefault(w, {}).get(key)
+    except TypeError:  # not weak-referenceable
+        return make()
+    if found is None:
+        found = make()
+        with _lock:
+            _arranged[w][key] = found
+    return found
+
+
 def _transposed(a, dtype):
     """(rows, cols) -> C-contiguous (cols, rows) copy, in blocks (NumPy's whole-matrix transposing copy is slower)."""
     a = np.asarray(a)
@@ -179,8 +204,7 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     cell = {"rnn": 0, "lstm": 1}.get(cfg.cell, 2 if cfg.reset_after else 3)
     lstm, proj = cfg.cell == "lstm", w.w_hr is not None
 
-    # --- the weights, arranged once per call
-    w_ih_t = _transposed(w.w_ih, dtype)  # (F, G*H)
+    # --- the constants of the cell
     b_ih, b_hh = _vec(w.b_ih, GH, dtype), _vec(w.b_hh, GH, dtype)
     bias = b_ih + b_hh  # (G*H,) what adds to both products
     b_hn = np.zeros(H, dtype=dtype)
@@ -192,264 +216,174 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     alpha = np.array([0.0 if a.alpha is None else a.alpha for a in acts], dtype=np.float64)
     beta = np.array([0.0 if a.beta is None else a.beta for a in acts], dtype=np.float64)
     clip = dtype.type(0.0 if cfg.clip is None else cfg.clip)
-    vec = B == 1 or 0 < B * GH * H_out <= SMALL_STEP
-    w_hh_t = w_rz_t = w_n_t = w_hr_t = None
-    if vec:  # rows of W_hh (and W_hr) for the compiled matrix-vector products
-        w_hh = np.array(w.w_hh, dtype=dtype, order="C")  # (G*H, H_out)
-        w_hr = np.array(w.w_hr, dtype=dtype, order="C") if proj else np.zeros((1, 1), dtype=dtype)  # (H_out, H)
-    else:  # transposed for BLAS: (B, H_out) @ (H_out, G*H)
-        w_hh = w_hr = None
-        w_hh_t = _transposed(w.w_hh, dtype)  # (H_out, G*H)
-        w_rz_t = np.ascontiguousarray(w_hh_t[:, : 2 * H]) if cell == 3 else None  # (H_out, 2H)
-        w_n_t = np.ascontiguousarray(w_hh_t[:, 2 * H :]) if cell == 3 else None  # (H_out, H)
-        w_hr_t = _transposed(w.w_hr, dtype) if proj else None  # (H, H_out)
+    consts = (bias, b_hn, p, cfg.peepholes, cfg.input_forget)
+    acts_args = (codes, alpha, beta, clip)
 
-    # --- state and scratch, allocated once per call
-    h = np.array(h0, dtype=dtype, order="C")  # (B, H_out)
-    c = np.array(c0, dtype=dtype, order="C") if lstm else np.zeros((B, 1), dtype=dtype)  # (B, H)
-    h_new = _empty((B, H_out), dtype)
-    c_new = _empty((B, H), dtype) if lstm else c
-    hh = _empty((B, H), dtype) if proj else h_new  # h before the projection
-    rh = _empty((B, H), dtype)  # GRU r h; its width tells the kernels H
-    gh = _empty((B, 2 * H if cell == 3 else GH), dtype)  # the recurrent product, then the gates
-    gn = _empty((B, H), dtype) if cell == 3 else gh
+    # --- how the threads share the work
+    by_rows = nth > 1 and B >= nth * ROWS_PER_THREAD_MIN
+    threads = nth if nth > 1 and T > 1 and B * GH * (H_out + F) >= PARALLEL_MIN else 1
+    if threads > 1 and not by_rows and _cores_busy():  # a barrier a step: a descheduled thread stalls the others
+        threads = 1
+    state = _Compiled(k, threads, by_rows and threads > 1, w, cfg, cell, proj, dtype, B, h0, c0)
+
     masked = run is not None
     if masked:
         run_u8 = np.ascontiguousarray(run[:, :, 0]).view(np.uint8)  # (T, B)
         emit_u8 = np.ascontiguousarray(emit[:, :, 0]).view(np.uint8)
-        last = np.zeros((B, H_out), dtype=dtype)  # the last output, repeated on masked steps (Keras)
     else:
         run_u8 = emit_u8 = np.zeros((1, 1), dtype=np.uint8)  # never read
-        last = h_new
     y = _empty((T, B, H_out), dtype) if out is None else out
     # the kernels see C-contiguous arrays only (one compiled signature per dtype): a strided out (one
     # direction's half of a bidirectional layer's output) is written through a chunk buffer
     direct = y.flags.c_contiguous
-
     chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
     longest = max((t1 - t0 for t0, t1 in chunks), default=0)
-    gi_buf = _empty((longest * B, GH), dtype)  # (t*B, G*H), reused by every chunk
+    # the chunk's input projection (t*B, >= G*H): as wide as the packed panels, which write it in place
+    gi_buf = _empty((longest * B, max(GH, state.gi_width)), dtype)
     x_buf = _empty((longest * B, F), dtype)  # (t*B, F): the chunk, contiguous
     y_buf = None if direct else _empty((longest, B, H_out), dtype)  # (t, B, H_out)
-    flags = (cfg.peepholes, cfg.input_forget)
-    threaded = (
-        nth > 1
-        and (B * GH * H_out >= VEC_PARALLEL_MIN if vec else B * GH >= ROWS_PARALLEL_MIN)
-        and T > 1
-        and not _cores_busy()
-    )
-    if vec:
-        kernel = k.vec_chunk_parallel if threaded else k.vec_chunk_serial
-    else:
-        rows = k.rows_parallel if threaded else k.rows_serial
     for t0, t1 in chunks:
         n = t1 - t0
         x_buf[: n * B].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
-        np.matmul(x_buf[: n * B], w_ih_t, out=gi_buf[: n * B])  # (n*B, G*H): x W_ih^T for the chunk
-        gi = gi_buf[: n * B].reshape(n, B, GH)  # (n, B, G*H)
         ys = y[t0:t1] if direct else y_buf[:n]  # (n, B, H_out)
         runs = run_u8[t0:t1] if masked else run_u8
         emits = emit_u8[t0:t1] if masked else emit_u8
-        if vec:
-            kernel(
-                nth,
-                reverse,
-                cell,
-                proj,
-                w_hh,
-                w_hr,
-                gh,
-                gn,
-                gi,
-                bias,
-                b_hn,
-                p,
-                *flags,
-                h,
-                c,
-                h_new,
-                c_new,
-                hh,
-                rh,
-                last,
-                ys,
-                runs,
-                emits,
-                masked,
-                codes,
-                alpha,
-                beta,
-                clip,
-            )
-        else:
-            _steps(
-                k,
-                rows,
-                n,
-                reverse,
-                cell,
-                proj,
-                w_hh_t,
-                w_rz_t,
-                w_n_t,
-                w_hr_t,
-                gh,
-                gn,
-                gi,
-                bias,
-                b_hn,
-                p,
-                flags,
-                h,
-                c,
-                h_new,
-                c_new,
-                hh,
-                rh,
-                last,
-                ys,
-                runs,
-                emits,
-                masked,
-                codes,
-                alpha,
-                beta,
-                clip,
-            )
+        state.chunk(reverse, x_buf[: n * B], gi_buf[: n * B], consts, ys, runs, emits, masked, acts_args)
         if not direct:
             y[t0:t1] = ys
-    return y, h, (c if lstm else None)
+    return y, state.h, (state.c if lstm else None)
 
 
-def _steps(
-    k,
-    rows,
-    n,
-    reverse,
-    cell,
-    proj,
-    w_hh_t,
-    w_rz_t,
-    w_n_t,
-    w_hr_t,
-    gh,
-    gn,
-    gi,
-    bias,
-    b_hn,
-    p,
-    flags,
-    h,
-    c,
-    h_new,
-    c_new,
-    hh,
-    rh,
-    last,
-    ys,
-    runs,
-    emits,
-    masked,
-    codes,
-    alpha,
-    beta,
-    clip,
-):
-    """The steps of one chunk at batch > 1: per step the recurrent GEMM(s) through BLAS, then one compiled call."""
-    steps = range(n - 1, -1, -1) if reverse else range(n)
-    for t in steps:
-        if cell == 3:  # r first: W_hn multiplies r h
-            np.matmul(h, w_rz_t, out=gh)
-            rows(
-                t,
-                cell,
-                0,
-                False,
-                gh,
-                gn,
+def _pack(w_t, columns, width, dtype):
+    """Each thread's columns of w_t (K, N), packed into panels: (threads, panels, K, width), panel counts.
+
+    A panel holds ``width`` consecutive columns of a thread's list row after row (zero-padded at the
+    end), so the compiled product streams it with one accumulator register per vector of columns.
+    """
+    K = w_t.shape[0]
+    counts = np.array([-(-len(c) // width) for c in columns], dtype=np.int64)
+    packed = np.zeros((len(columns), max(int(counts.max(initial=0)), 1), K, width), dtype=dtype)
+    for i, cols in enumerate(columns):
+        if len(cols):
+            block = np.zeros((K, counts[i] * width), dtype=dtype)
+            block[:, : len(cols)] = w_t[:, cols]
+            packed[i, : counts[i]] = block.reshape(K, counts[i], width).transpose(1, 0, 2)
+    return packed, counts
+
+
+def _packed(w, cfg, cell, proj, slices, width, dtype):
+    """W_ih^T, W_hh^T (and W_hr^T) packed for ``slices`` slices of the units, every gate of a unit in its slice.
+
+    Returns (packed, panel counts) for the input projection, the first recurrent product (every gate;
+    cell 3: r and z) and the second (cell 3: W_hn after r h; a projection: W_hr, sliced by output
+    unit; else empty). With one slice the columns are all of them in order, as the kernels index them.
+    """
+    H, G = cfg.hidden_size, cfg.gates
+    H_out = w.w_hh.shape[1]
+    units = [np.arange((H * i) // slices, (H * (i + 1)) // slices) for i in range(slices)]
+    w_hh_t = _transposed(w.w_hh, dtype)  # (H_out, G*H)
+    first = range(2) if cell == 3 else range(G)
+    every = [np.concatenate([g * H + u for g in range(G)]) for u in units]
+    wpi, npi = _pack(_transposed(w.w_ih, dtype), every, width, dtype)
+    wp0, np0 = _pack(w_hh_t, [np.concatenate([g * H + u for g in first]) for u in units], width, dtype)
+    if cell == 3:
+        wp1, np1 = _pack(w_hh_t, [2 * H + u for u in units], width, dtype)
+    elif proj:
+        outs = [np.arange((H_out * i) // slices, (H_out * (i + 1)) // slices) for i in range(slices)]
+        wp1, np1 = _pack(_transposed(w.w_hr, dtype), outs, width, dtype)
+    else:
+        wp1, np1 = np.zeros((slices, 1, 1, width), dtype=dtype), np.zeros(slices, dtype=np.int64)
+    return wpi, npi, wp0, np0, wp1, np1
+
+
+class _Compiled:
+    """One direction's packed weights, state and scratch over the chunks of a call."""
+
+    def __init__(self, k, nth, by_rows, w, cfg, cell, proj, dtype, B, h0, c0):
+        self.k, self.w, self.cfg, self.cell, self.proj, self.dtype, self.B = k, w, cfg, cell, proj, dtype, B
+        H, H_out = cfg.hidden_size, h0.shape[-1]
+        lstm = cfg.cell == "lstm"
+        self.hbuf = _empty((2, B, H_out), dtype)  # the state of even and odd steps
+        self.hbuf[0] = h0
+        self.cbuf = _empty((2, B, H), dtype) if lstm else np.zeros((2, B, 1), dtype=dtype)
+        if lstm:
+            self.cbuf[0] = c0
+        self.hh = _empty((B, H), dtype) if proj else np.zeros((1, 1), dtype=dtype)  # h before the projection
+        self.rh = _empty((B, H), dtype)  # GRU r h; its width tells the kernels H
+        self.last = np.zeros((B, H_out), dtype=dtype)  # the last output, repeated on masked steps
+        self._arrange(nth, by_rows)
+
+    def _arrange(self, nth, by_rows):
+        """The packed weights (kept beside frozen weights) for this split, and the call's scratch."""
+        cfg, dtype, B, k = self.cfg, self.dtype, self.B, self.k
+        H, G = cfg.hidden_size, cfg.gates
+        width = k.panel_width(dtype)
+        slices = 1 if by_rows else nth  # split by rows: every thread uses all the columns
+        make = lambda: _packed(self.w, cfg, self.cell, self.proj, slices, width, dtype)  # noqa: E731
+        packed = _kept(self.w, ("packed", dtype.str, slices, width), make)
+        self.wpi, self.npi, self.wp0, self.np0, self.wp1, self.np1 = packed
+        most = max(self.wp0.shape[1], self.wp1.shape[1])
+        rows = -(-B // nth) if by_rows else B
+        self.acc = _empty((nth, rows, most * width), dtype)  # each thread's products (its rows, its columns)
+        self.xo = _empty((nth, PROJECTION_ROWS, self.wpi.shape[1] * width), dtype)  # units split: its projections
+        self.gh = _empty((nth, B, G * H), dtype)  # each thread's gates (its own rows and units only)
+        self.gn = _empty((nth, B, H), dtype)
+        self.gi_width = self.wpi.shape[1] * width
+        self.nth, self.by_rows = nth, by_rows
+
+    def chunk(self, reverse, xs, gi, consts, ys, runs, emits, masked, acts_args):
+        """The chunk's input projection (xs (n*B, F) into gi) and steps; the state ends in hbuf[0], cbuf[0]."""
+        k = self.k
+        if self.B == 0:  # nothing to compute (the kernels divide by B)
+            return
+        while True:
+            ctl = np.zeros(k.CONTROL_SIZE, dtype=np.int64)
+            kernel = k.chunk_parallel if self.nth > 1 else k.chunk_serial
+            kernel(
+                self.nth,
+                ctl,
+                self.by_rows,
+                reverse,
+                self.cell,
+                self.proj,
+                self.wpi,
+                self.npi,
+                self.wp0,
+                self.np0,
+                self.wp1,
+                self.np1,
+                xs,
+                self.xo,
+                self.acc,
+                self.gh,
+                self.gn,
                 gi,
-                bias,
-                b_hn,
-                p,
-                *flags,
-                h,
-                c,
-                h_new,
-                c_new,
-                hh,
-                rh,
-                last,
+                *consts,
+                self.hbuf,
+                self.cbuf,
+                self.hh,
+                self.rh,
+                self.last,
                 ys,
                 runs,
                 emits,
                 masked,
-                codes,
-                alpha,
-                beta,
-                clip,
+                *acts_args,
             )
-            np.matmul(rh, w_n_t, out=gn)
-            rows(
-                t,
-                cell,
-                1,
-                True,
-                gh,
-                gn,
-                gi,
-                bias,
-                b_hn,
-                p,
-                *flags,
-                h,
-                c,
-                h_new,
-                c_new,
-                hh,
-                rh,
-                last,
-                ys,
-                runs,
-                emits,
-                masked,
-                codes,
-                alpha,
-                beta,
-                clip,
-            )
-            continue
-        np.matmul(h, w_hh_t, out=gh)
-        rows(
-            t,
-            cell,
-            0,
-            not proj,
-            gh,
-            gn,
-            gi,
-            bias,
-            b_hn,
-            p,
-            *flags,
-            h,
-            c,
-            h_new,
-            c_new,
-            hh,
-            rh,
-            last,
-            ys,
-            runs,
-            emits,
-            masked,
-            codes,
-            alpha,
-            beta,
-            clip,
-        )
-        if proj:
-            np.matmul(hh, w_hr_t, out=h_new)  # (B, H_out)
-            k.finalize_rows(t, h_new, c_new, h, c, last, ys, runs, emits, masked)
+            if self.nth == 1 or ctl[k.DECISION] != k.ABANDONED:
+                break
+            self._arrange(1, False)  # the threads did not run at once (nothing was written): one thread it is
+        if ys.shape[0] % 2:
+            self.hbuf[0] = self.hbuf[1]
+            self.cbuf[0] = self.cbuf[1]
+
+    @property
+    def h(self):
+        return self.hbuf[0]
+
+    @property
+    def c(self):
+        return self.cbuf[0]
 
 
 def _empty(shape, dtype):
