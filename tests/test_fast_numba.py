@@ -41,7 +41,10 @@ def poison(monkeypatch, impl):
         calls.append(shape)
         return np.full(shape, np.nan, dtype=dtype)
 
-    monkeypatch.setattr(impl_module(impl), "_empty", nan_empty)
+    mod = impl_module(impl)
+    monkeypatch.setattr(mod, "_empty", nan_empty)
+    if hasattr(mod, "REUSE_SCRATCH"):  # every buffer fresh, so poisoned
+        monkeypatch.setattr(mod, "REUSE_SCRATCH", False)
     return calls
 
 
@@ -379,3 +382,27 @@ def test_threads_that_cannot_meet_abandon_and_the_call_runs_on_one(rng, monkeypa
 
     assert calls == ([numba.get_num_threads()] if numba.get_num_threads() > 1 else [])
     assert got[0].shape == (1, 9, 3)
+
+
+def test_scratch_is_reused_across_calls_without_leaking(rng, monkeypatch):
+    """Scratch buffers are kept per thread between calls (fresh pages cost a fault each): calls of other shapes
+    and dtypes in between change nothing, and what a call returned is never overwritten by a later one."""
+    mod = impl_module(IMPL)
+    monkeypatch.setattr(mod, "REUSE_SCRATCH", True)
+    monkeypatch.setattr(mod, "_pool", threading.local())
+    cases = [
+        ("lstm", 4, 7, 8, "float32", {"proj_size": 3}),
+        ("gru", 1, 5, 16, "float64", {"reset_after": False}),
+        ("rnn", 9, 3, 4, "float32", {}),
+    ]
+    first = None
+    for cell, B, T, H, dtype, opts in cases + cases[:1]:
+        params = rnn_xp.init(cell, 3, H, seed=25, xp=np, bidirectional=True, **opts)
+        x = np.random.default_rng(B).standard_normal((B, T, 3))
+        got = compare(IMPL, params, x, dtype)
+        if first is None:
+            first = (got, [got[0].copy(), *(a.copy() for a in got[1])])
+    got, kept = first
+    for a, b in zip([got[0], *got[1]], kept, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert getattr(mod._pool, "bufs", None), "no scratch was kept"
