@@ -396,6 +396,57 @@ def gru_n_row(gh, gn, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, c
         h1[j] = (one - z[j]) * m[j] + z[j] * h0[j]
 
 
+# --- the default cells in one pass: no mask, no clip, the default activations ---------------------
+# The same arithmetic, in the same order, as the rows above followed by _finish_units, in one loop
+# (the general rows make a pass per operation; at small H that per-row work is most of a step).
+@njit(**_ROW)
+def rnn_fused(gh, gi, bias, h_out, y, u0, u1):
+    """h = tanh(x W_ih^T + h W_hh^T + b), also the output."""
+    a, x, b, hv, yv = gh[u0:u1], gi[u0:u1], bias[u0:u1], h_out[u0:u1], y[u0:u1]
+    for j in range(u1 - u0):
+        v = tanh(a[j] + (x[j] + b[j]))
+        hv[j] = v
+        yv[j] = v
+
+
+@njit(**_ROW)
+def lstm_fused(gh, gi, bias, c_in, c_out, h_out, y, u0, u1):
+    """i, f, o = sigmoid, g = tanh; c = f c + i g; h = o tanh(c), also the output."""
+    H = c_in.shape[0]
+    ai, af, ag, ao = gh[u0:u1], gh[H + u0 : H + u1], gh[2 * H + u0 : 2 * H + u1], gh[3 * H + u0 : 3 * H + u1]
+    xi, xf, xg, xo = gi[u0:u1], gi[H + u0 : H + u1], gi[2 * H + u0 : 2 * H + u1], gi[3 * H + u0 : 3 * H + u1]
+    bi, bf, bg, bo = bias[u0:u1], bias[H + u0 : H + u1], bias[2 * H + u0 : 2 * H + u1], bias[3 * H + u0 : 3 * H + u1]
+    c0, c1, hv, yv = c_in[u0:u1], c_out[u0:u1], h_out[u0:u1], y[u0:u1]
+    for j in range(u1 - u0):
+        i = sigmoid(ai[j] + (xi[j] + bi[j]))
+        f = sigmoid(af[j] + (xf[j] + bf[j]))
+        g = tanh(ag[j] + (xg[j] + bg[j]))
+        o = sigmoid(ao[j] + (xo[j] + bo[j]))
+        c = f * c0[j] + i * g
+        c1[j] = c
+        v = tanh(c) * o
+        hv[j] = v
+        yv[j] = v
+
+
+@njit(**_ROW)
+def gru_fused(gh, gi, bias, b_hn, h_in, h_out, y, u0, u1):
+    """Reset after the product: r, z = sigmoid, n = tanh(x W_in + b_in + r (h W_hn + b_hn)); h, also the output."""
+    H = h_in.shape[0]
+    ar, az, an = gh[u0:u1], gh[H + u0 : H + u1], gh[2 * H + u0 : 2 * H + u1]
+    xr, xz, xn = gi[u0:u1], gi[H + u0 : H + u1], gi[2 * H + u0 : 2 * H + u1]
+    br, bz, bn = bias[u0:u1], bias[H + u0 : H + u1], bias[2 * H + u0 : 2 * H + u1]
+    bh, h0, hv, yv = b_hn[u0:u1], h_in[u0:u1], h_out[u0:u1], y[u0:u1]
+    one = _one(gh)
+    for j in range(u1 - u0):
+        r = sigmoid(ar[j] + (xr[j] + br[j]))
+        z = sigmoid(az[j] + (xz[j] + bz[j]))
+        m = tanh(xn[j] + bn[j] + r * (an[j] + bh[j]))
+        v = (one - z) * m + z * h0[j]
+        hv[j] = v
+        yv[j] = v
+
+
 # --- a whole chunk compiled: the products, split over threads by rows or by units -------------------
 #
 # The products read weights packed into panels: wp (panels, K, P), P = four SIMD vectors of columns,
@@ -653,6 +704,7 @@ def _vec_thread(
     nth,
     ctl,
     by_rows,
+    fused,
     reverse,
     cell,
     proj,
@@ -688,6 +740,9 @@ def _vec_thread(
     clip,
 ):
     """Thread k of nth: the chunk's input projection and every step, for its batch rows or its units.
+
+    fused: the default cell without masks or clip (cell 0, 1 without peepholes, input_forget or a
+    projection, or 2, with their default activations): one pass a row (rnn_fused, ...).
 
     by_rows: each thread runs every step for its own slice of the batch rows with all the weights
     (wpi[0], wp0[0], wp1[0]): the rows are independent sequences, so the threads never wait for each
@@ -744,7 +799,14 @@ def _vec_thread(
             else:  # to their places (cell 3: phase 1 reuses a)
                 g0 = ghk[b]
                 _scatter(a[b - b0], g0, H, u0, u1, G0)
-            if cell == 0:
+            if fused:  # the default cell, no mask: the output written here too
+                if cell == 0:
+                    rnn_fused(g0, gib, bias, hn[b], y[t, b], u0, u1)
+                elif cell == 1:
+                    lstm_fused(g0, gib, bias, cc[b], cn[b], hn[b], y[t, b], u0, u1)
+                else:
+                    gru_fused(g0, gib, bias, b_hn, hc[b], hn[b], y[t, b], u0, u1)
+            elif cell == 0:
                 rnn_row(g0, gib, bias, hn[b], u0, u1, codes, alpha, beta, clip)
             elif cell == 1:
                 out = hh[b] if proj else hn[b]
@@ -764,8 +826,9 @@ def _vec_thread(
                     gru_n_row(ghk[b], gnk[b], gi[t * B + b], bias, b_hn, hc[b], hn[b], u0, u1, codes, alpha, beta, clip)
                 else:
                     _scatter(a[b - b0], hn[b], 0, v0, v1, 1)
-        for b in range(b0, b1):
-            _finish_units(hn, cn, hc, cc, last, y, t, b, v0, v1, u0, u1, cell == 1, masked, run, emit)
+        if not fused:
+            for b in range(b0, b1):
+                _finish_units(hn, cn, hc, cc, last, y, t, b, v0, v1, u0, u1, cell == 1, masked, run, emit)
         if sync:
             count += 1
             _barrier(ctl, nth, count)
@@ -776,6 +839,7 @@ def chunk_parallel(
     nth,
     ctl,
     by_rows,
+    fused,
     reverse,
     cell,
     proj,
@@ -817,6 +881,7 @@ def chunk_parallel(
             nth,
             ctl,
             by_rows,
+            fused,
             reverse,
             cell,
             proj,
@@ -858,6 +923,7 @@ def chunk_serial(
     nth,
     ctl,
     by_rows,
+    fused,
     reverse,
     cell,
     proj,
@@ -898,6 +964,7 @@ def chunk_serial(
         1,
         ctl,
         False,
+        fused,
         reverse,
         cell,
         proj,

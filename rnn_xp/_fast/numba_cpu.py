@@ -56,15 +56,15 @@ PROJECTION_ROWS = 16  # units split: input rows projected at a time by each thre
 
 
 def _cores_busy():
-    """Whether the cores are taken (1-minute load average above cores - 1/2), where it can be read.
+    """Whether other work holds the cores (1-minute load average above cores + 1/2), where it can be read.
 
-    A step split over threads waits for the slowest: when other work holds the cores a descheduled
-    thread stalls every step. Measured on a 2-core machine at load 5-12 (other processes): the
-    per-step launch made gru-latency 9x and lstm-med 4.8x slower than one thread; at load 2, still
-    1.2x slower (gru-latency 17.7 ms vs 15.1 ms). Then one thread it is.
+    Threads that split the units meet at a barrier every step, so a descheduled thread stalls the
+    others (measured on a 2-core machine at load 5-12, with a parallel launch a step: 5-9x slower than
+    one thread). The load average counts this call's own threads too (up to the core count), so the
+    cores count as taken only when other work needs more than half a core on top of them.
     """
     try:
-        return os.getloadavg()[0] > (os.cpu_count() or 1) - 0.5
+        return os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5
     except (AttributeError, OSError):  # no load average (Windows)
         return False
 
@@ -218,6 +218,14 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     clip = dtype.type(0.0 if cfg.clip is None else cfg.clip)
     consts = (bias, b_hn, p, cfg.peepholes, cfg.input_forget)
     acts_args = (codes, alpha, beta, clip)
+    # the default cell in one pass a row (same arithmetic): no mask, no clip, default activations
+    defaults = {0: ("Tanh",), 1: ("Sigmoid", "Tanh", "Tanh"), 2: ("Sigmoid", "Tanh")}
+    fused = (
+        run is None
+        and cfg.clip is None
+        and tuple(a.name for a in acts) == defaults.get(cell)
+        and not (cfg.peepholes or cfg.input_forget or proj)
+    )
 
     # --- how the threads share the work
     by_rows = nth > 1 and B >= nth * ROWS_PER_THREAD_MIN
@@ -248,7 +256,7 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
         ys = y[t0:t1] if direct else y_buf[:n]  # (n, B, H_out)
         runs = run_u8[t0:t1] if masked else run_u8
         emits = emit_u8[t0:t1] if masked else emit_u8
-        state.chunk(reverse, x_buf[: n * B], gi_buf[: n * B], consts, ys, runs, emits, masked, acts_args)
+        state.chunk(reverse, fused, x_buf[: n * B], gi_buf[: n * B], consts, ys, runs, emits, masked, acts_args)
         if not direct:
             y[t0:t1] = ys
     return y, state.h, (state.c if lstm else None)
@@ -331,7 +339,7 @@ class _Compiled:
         self.gi_width = self.wpi.shape[1] * width
         self.nth, self.by_rows = nth, by_rows
 
-    def chunk(self, reverse, xs, gi, consts, ys, runs, emits, masked, acts_args):
+    def chunk(self, reverse, fused, xs, gi, consts, ys, runs, emits, masked, acts_args):
         """The chunk's input projection (xs (n*B, F) into gi) and steps; the state ends in hbuf[0], cbuf[0]."""
         k = self.k
         if self.B == 0:  # nothing to compute (the kernels divide by B)
@@ -343,6 +351,7 @@ class _Compiled:
                 self.nth,
                 ctl,
                 self.by_rows,
+                fused,
                 reverse,
                 self.cell,
                 self.proj,
