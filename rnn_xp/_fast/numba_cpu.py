@@ -38,6 +38,7 @@ import weakref
 import numpy as np
 
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
+from ..registry import CELLS
 
 __all__ = ["NAMESPACES", "unsupported", "unsuited", "run_direction"]
 
@@ -219,11 +220,11 @@ def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
     consts = (bias, b_hn, p, cfg.peepholes, cfg.input_forget)
     acts_args = (codes, alpha, beta, clip)
     # the default cell in one pass a row (same arithmetic): no mask, no clip, default activations
-    defaults = {0: ("Tanh",), 1: ("Sigmoid", "Tanh", "Tanh"), 2: ("Sigmoid", "Tanh")}
     fused = (
-        run is None
+        cell != 3  # GRU with reset before the product: two phases
+        and run is None
         and cfg.clip is None
-        and tuple(a.name for a in acts) == defaults.get(cell)
+        and tuple(a.name for a in acts) == CELLS[cfg.cell].default_activations
         and not (cfg.peepholes or cfg.input_forget or proj)
     )
 
