@@ -13,6 +13,7 @@ Array-API namespace; the numbers match PyTorch, Keras and ONNX.
 
 from .activations import Activation, softmax
 from .backend import Backend, select_backend
+from .cpu import get_num_threads, set_num_threads
 from .engine import explain, forward
 from .importers import from_keras, from_onnx, from_torch, to_torch_state_dict
 from .importers.onnx import OnnxGraph
@@ -63,6 +64,7 @@ __all__ = [
     "from_keras",
     "from_onnx",
     "from_torch",
+    "get_num_threads",
     "implementations",
     "init",
     "load",
@@ -70,6 +72,7 @@ __all__ = [
     "save",
     "seed_model",
     "select_backend",
+    "set_num_threads",
     "softmax",
     "summary",
     "text_classifier",

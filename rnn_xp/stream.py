@@ -7,10 +7,13 @@ dtype, shape) and runs the steps.
 
 Two ways to run the recurrent layers:
 
-* NumPy, float32 and float64 (the real-time case): a prepared direction of an implementation of
-  :mod:`rnn_xp._fast` that offers one (``Direction``: :mod:`rnn_xp._fast.numpy_fused` here) per
-  layer: preallocated buffers, ``out=`` everywhere, the state updated in place. A compiled
-  implementation with the same ``Direction`` interface goes first in :data:`PREPARED`.
+* NumPy, float32 and float64 (the real-time case): a prepared direction (``Direction``) of the first
+  implementation of :data:`PREPARED` that can run the layer: the compiled engine (numba) where it is
+  installed, else numpy-fused. It is the object forward itself runs, once per call, so a stream and a
+  forward call compute the same numbers to the bit. Preallocated buffers, the state updated in
+  place. While the compiled kernel is still being built in the background (the first use of a
+  configuration on a cold cache), the stream runs numpy-fused and moves to the kernel, state and
+  all, at the first call after it is ready.
 * every other namespace and dtype: the implementation :mod:`rnn_xp.seam` chooses, chosen once per
   chunk shape and kept, called with the carried state as its initial state.
 """
@@ -33,8 +36,10 @@ __all__ = ["Stream", "PREPARED"]
 
 # Modules of rnn_xp._fast whose prepared ``Direction`` runs a stream's steps on NumPy, tried in order; each
 # defines ``prepared_unsupported(cfg, acts, dtype) -> str | None``, ``arrange(w, cfg, acts, dtype)`` and
-# ``Direction(arranged, cfg, acts, dtype, B, xp)`` with ``run(x, h, c, y, run=, emit=, last=)`` (in place).
-PREPARED = ("numpy_fused",)
+# ``Direction(arranged, cfg, acts, dtype, B, xp)`` with ``run(x, h, c, y, run=, emit=, last=)`` (in place)
+# and ``step1(x, h, c, y)``; optionally ``prepared_unready(cfg, acts, dtype) -> str | None``: why it cannot run
+# yet (a kernel compiling in the background), in which case the next module runs until it can.
+PREPARED = ("numba_cpu", "numpy_fused")
 
 # layers that act on each time step alone: a chunk of their input gives the chunk of their output
 _PER_STEP = (Embedding, Masking, Dense, ActivationLayer, Identity, Softmax)
@@ -72,22 +77,22 @@ class _Unit:
             h0 = initial_state[0] if isinstance(initial_state, (tuple, list)) else initial_state
             B = h0.shape[1] if _xp.is_array(h0) and h0.ndim == 3 else -1
             self.initial = check_state(initial_state, cfg, ref, self.xp, B)  # (h0, c0 or None)
+        self.B = None  # the batch size, fixed by the first chunk
         self.prepared = None  # (module, [arranged per layer]) for the NumPy path
+        self.pending = None  # a faster module that cannot run yet (compiling): taken as soon as it can
         if self.namespace == "numpy":
             for name in PREPARED:
                 try:
                     mod = importlib.import_module(f"rnn_xp._fast.{name}")
                 except ImportError:
                     continue
-                if mod.prepared_unsupported(cfg, cfg.activations[0], params.dtype) is None:
-                    self.prepared = (
-                        mod,
-                        [
-                            mod.arrange(params.layers[k][0], cfg, cfg.activations[0], params.dtype)
-                            for k in range(cfg.num_layers)
-                        ],
-                    )
-                    break
+                if mod.prepared_unsupported(cfg, cfg.activations[0], params.dtype) is not None:
+                    continue
+                if self._unready(mod) is not None:
+                    self.pending = self.pending or mod
+                    continue
+                self._prepare(mod)
+                break
         if self.prepared is None:
             up = (lambda a: self.xp.astype(a, self.xp.float32)) if self.half else (lambda a: a)
             self.weights = [
@@ -95,6 +100,37 @@ class _Unit:
             ]
             self.runners = {}  # (t, masked) -> runner chosen by the seam
         self.B = None
+
+    def _unready(self, mod):
+        unready = getattr(mod, "prepared_unready", None)
+        return None if unready is None else unready(self.cfg, self.cfg.activations[0], self.params.dtype)
+
+    def _prepare(self, mod):
+        """The weights arranged for ``mod``'s Direction, layer by layer."""
+        acts = self.cfg.activations[0]
+        self.prepared = (
+            mod,
+            [mod.arrange(self.params.layers[k][0], self.cfg, acts, self.dtype) for k in range(self.L)],
+        )
+        if self.B is not None:
+            self._directions()
+
+    def upgrade(self):
+        """Move to the pending (compiled) implementation once it can run; the state carries over as it is."""
+        if self.pending is not None and self._unready(self.pending) is None:
+            mod, self.pending = self.pending, None
+            self._prepare(mod)
+
+    def _directions(self):
+        """Each layer's Direction for batch B, and the one-step calls bound to the carried state."""
+        mod, arranged = self.prepared
+        top, B, cfg = self.L - 1, self.B, self.cfg
+        self.dirs = [mod.Direction(a, cfg, cfg.activations[0], self.dtype, B, self.xp) for a in arranged]
+        # one step: each layer's step1 with its state, and where its output goes (None: the caller's y)
+        self.steps1 = [
+            (d.step1, self.h[k], self.c[k], np.empty((B, self.H_out), self.dtype) if k < top else None)
+            for k, d in enumerate(self.dirs)
+        ]
 
     # --- batch ------------------------------------------------------------------------------
     def start(self, B, device):
@@ -115,18 +151,11 @@ class _Unit:
         self.h0, self.c0 = h0, c0  # the initial state of every row, for reset
         self.B = B
         if self.prepared is not None:
-            top = self.L - 1
-            mod, arranged = self.prepared
-            self.dirs = [mod.Direction(a, cfg, cfg.activations[0], self.dtype, B, xp) for a in arranged]
             self.h = [np.array(h0[k]) for k in range(self.L)]  # (B, H_out) each, updated in place
             self.c = [None if c0 is None else np.array(c0[k]) for k in range(self.L)]
             self.last = [np.zeros((B, self.H_out), dtype=self.dtype) for _ in range(self.L)]
             self.mids = {}  # t -> the outputs of the layers below the top one, reused
-            # one step: each layer's step1 with its state, and where its output goes (None: the caller's y)
-            self.steps1 = [
-                (d.step1, self.h[k], self.c[k], np.empty((B, self.H_out), self.dtype) if k < top else None)
-                for k, d in enumerate(self.dirs)
-            ]
+            self._directions()
         else:
             self.h = [h0[k, ...] for k in range(self.L)]
             self.c = [None if c0 is None else c0[k, ...] for k in range(self.L)]
@@ -202,12 +231,16 @@ class _Unit:
 
     def run(self, x_tm, run, emit):
         """The chunk x_tm (t, B, F) through every layer; a new (t, B, H_out) array."""
+        if self.pending is not None:
+            self.upgrade()
         if self.prepared is not None:
             return self._run_numpy(x_tm, run, emit)
         return self._run_seam(x_tm, run, emit)
 
     def step1(self, x, y):
         """One unmasked step: x (B, F), y (B, H_out) receives the top layer's output."""
+        if self.pending is not None:
+            self.upgrade()
         for step1, h, c, out in self.steps1:
             step1(x, h, c, y if out is None else out)
             x = out

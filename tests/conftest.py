@@ -1,12 +1,17 @@
 """The `xp` fixture: every engine test runs on numpy, array_api_strict, torch (CPU) and cupy (GPU)."""
 
 import importlib
+import os
 
-import numpy as np
-import pytest
+# The tests compile numba's kernels in the calling process (tests of the background compile set the mode
+# they test): a test then sees the implementation it asks for, not numpy-fused while a kernel compiles.
+os.environ.setdefault("RNN_XP_COMPILE", "wait")
 
-import rnn_xp
-from rnn_xp import _xp
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import rnn_xp  # noqa: E402
+from rnn_xp import _xp  # noqa: E402
 
 
 def _cupy_reason():

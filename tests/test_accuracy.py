@@ -156,7 +156,7 @@ def _sigmoid64(x):
 def _numba_activate(name, x):
     k = importlib.import_module("rnn_xp._fast._numba_kernels")
     buf = x.copy()
-    k.activate(buf, k.ACT_NAMES.index(name), 0.0, 0.0, np.float32(0.0))
+    k.apply_activation(buf, k.ACT_NAMES.index(name))
     return buf
 
 

@@ -18,6 +18,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp import seam
+from rnn_xp._fast import _threads
 from rnn_xp.activations import _SPEC
 
 pytest.importorskip("numba")
@@ -79,11 +80,13 @@ def poisoned(monkeypatch):
     return poison(monkeypatch, IMPL)
 
 
-def threaded(monkeypatch):
-    """The threaded kernels whatever the size of the step or the machine's load."""
+def threaded(monkeypatch, n=2):
+    """The threaded kernels on n threads, whatever the size of the call or the machine's load."""
     mod = impl_module(IMPL)
     monkeypatch.setattr(mod, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(mod, "CALL_PARALLEL_MIN", 0)
     monkeypatch.setattr(mod, "_cores_busy", lambda: False)
+    monkeypatch.setitem(_threads._setting, "threads", n)
 
 
 def use_path(monkeypatch, path):
@@ -101,11 +104,10 @@ BATCHES = [
 @pytest.fixture(params=["serial", "parallel"])
 def threads(request, monkeypatch):
     """serial: the one-thread kernels; parallel: the threaded ones, whatever the size of the step."""
-    mod = impl_module(IMPL)
     if request.param == "parallel":
         threaded(monkeypatch)
     else:
-        monkeypatch.setattr(mod, "PARALLEL_MIN", 1 << 62)
+        monkeypatch.setitem(_threads._setting, "threads", 1)
     return request.param
 
 
@@ -308,54 +310,51 @@ def test_concurrent_calls_are_bit_identical_to_serial(rng, B, monkeypatch):
         np.testing.assert_array_equal(a, before[n])
 
 
-def test_obeys_numba_set_num_threads(rng, monkeypatch):
-    """numba.set_num_threads(1) gives the same numbers as the threaded kernels (only the speed changes)."""
-    import numba
-
-    mod = impl_module(IMPL)
+def test_obeys_set_num_threads(rng, monkeypatch):
+    """rnn_xp.set_num_threads(1) gives the same numbers as two threads (only the speed changes)."""
     threaded(monkeypatch)
     seen = []
-    real = mod._run
-    monkeypatch.setattr(mod, "_run", lambda k, nth, *a: seen.append(nth) or real(k, nth, *a))
+    real = _threads.run
+    monkeypatch.setattr(_threads, "run", lambda fn, nth, args: seen.append(nth) or real(fn, nth, args))
     params = rnn_xp.init("gru", 8, 32, seed=22, xp=np)
     x = rng.standard_normal((1, 30, 8)).astype("float32")
     many = rnn_xp.forward(x, params, impl=IMPL)[0]
-    old = numba.get_num_threads()
-    numba.set_num_threads(1)
+    rnn_xp.set_num_threads(1)
     try:
+        assert rnn_xp.get_num_threads() == 1
         single = rnn_xp.forward(x, params, impl=IMPL)[0]
     finally:
-        numba.set_num_threads(old)
-    assert seen == [old, 1]
+        rnn_xp.set_num_threads(None)
+    assert seen == [2]  # the single-threaded call never wakes the pool
     np.testing.assert_array_equal(single, many)
+    with pytest.raises(ValueError, match="positive integer"):
+        rnn_xp.set_num_threads(0)
 
 
-def test_threaded_kernels_only_where_they_pay(rng, monkeypatch):
-    """Small steps or one thread allowed: one thread. Batch 1: units split, unless the machine is busy.
+def test_threaded_kernels_only_where_they_pay(monkeypatch):
+    """Small calls or steps, or one thread allowed: one thread. Batch 1: units split, unless the machine is busy.
     A big batch: rows split (threads that never wait for each other), busy machine or not."""
-    import numba
-
     mod = impl_module(IMPL)
-    chosen = []
-    k = mod._load()
-    for name in ("chunk_parallel", "chunk_serial"):
-        real = getattr(k, name)
-        monkeypatch.setattr(k, name, lambda *a, _n=name, _f=real: chosen.append((_n, a[2])) or _f(*a))
+    monkeypatch.setitem(_threads._setting, "threads", 2)
     monkeypatch.setattr(mod, "_cores_busy", lambda: False)
-    x = rng.standard_normal((1, 5, 64)).astype("float32")
-    big = rnn_xp.init("gru", 64, 256, seed=23, xp=np)  # 3*256*(256+64) multiply-adds a step
-    small = rnn_xp.init("gru", 8, 8, seed=23, xp=np)
-    many = numba.get_num_threads() > 1
-    parallel, serial = ("chunk_parallel", False), ("chunk_serial", False)
-    rnn_xp.forward(x, big, impl=IMPL)
-    rnn_xp.forward(x[:, :, :8], small, impl=IMPL)
-    rnn_xp.forward(np.repeat(x, 64, axis=0), big, impl=IMPL)
-    assert chosen == ([parallel, serial, ("chunk_parallel", True)] if many else [serial] * 3)
-    chosen.clear()
+
+    def split(cell, B, T, F, H, **kw):
+        params = rnn_xp.init(cell, F, H, seed=23, xp=np, **kw)
+        w, cfg = params.layers[0][0], params.config
+        d = mod.Direction(mod.arrange(w, cfg, cfg.activations[0], "float32"), cfg, cfg.activations[0], "float32", B)
+        return d._split(T, B)
+
+    assert split("gru", 1, 200, 64, 256) == (2, True)  # batch 1, 3*256*(256+65) multiply-adds a step
+    assert split("gru", 1, 2, 64, 256) == (1, False)  # a short call: waking the threads costs more
+    assert split("gru", 1, 200, 8, 8) == (1, False)  # a small step
+    assert split("gru", 64, 200, 64, 256) == (2, False)  # rows
+    assert split("lstm", 8, 200, 64, 256) == (2, False)  # 4 rows a thread
+    assert split("lstm", 4, 200, 64, 256) == (2, True)
     monkeypatch.setattr(mod, "_cores_busy", lambda: True)
-    rnn_xp.forward(x, big, impl=IMPL)
-    rnn_xp.forward(np.repeat(x, 64, axis=0), big, impl=IMPL)
-    assert chosen == ([serial, ("chunk_parallel", True)] if many else [serial] * 2)
+    assert split("gru", 1, 200, 64, 256) == (1, False)
+    assert split("gru", 64, 200, 64, 256) == (2, False)
+    monkeypatch.setitem(_threads._setting, "threads", 1)
+    assert split("gru", 64, 200, 64, 256) == (1, False)
 
 
 def test_threads_that_cannot_meet_abandon_and_the_call_runs_on_one(rng, monkeypatch):
@@ -371,16 +370,14 @@ def test_threads_that_cannot_meet_abandon_and_the_call_runs_on_one(rng, monkeypa
     threaded(monkeypatch)
     calls = []
 
-    def never_together(*args):
-        calls.append(args[0])
-        args[1][k.DECISION] = k.ABANDONED
+    def never_together(fn, nth, args):
+        calls.append(nth)
+        args[0][k.DECISION] = k.ABANDONED  # what the threads decide when they cannot all start
 
-    monkeypatch.setattr(k, "chunk_parallel", never_together)
+    monkeypatch.setattr(_threads, "run", never_together)
     params = rnn_xp.init("lstm", 5, 16, seed=24, xp=np, proj_size=3)
     got = compare(IMPL, params, rng.standard_normal((1, 9, 5)), "float64")
-    import numba
-
-    assert calls == ([numba.get_num_threads()] if numba.get_num_threads() > 1 else [])
+    assert calls == [2]  # once: the rest of the call stays on one thread
     assert got[0].shape == (1, 9, 3)
 
 

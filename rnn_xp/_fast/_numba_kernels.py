@@ -1,39 +1,56 @@
 """The compiled pieces of the numba implementation (rnn_xp._fast.numba_cpu imports this on first use).
 
-Everything here is ``@njit(cache=True)``: compiled on the first call of a new signature (dtype,
-array layouts), then loaded from the on-disk cache by later processes. Compiler options:
+One kernel per configuration. :func:`chunk_kernel` makes, for a :class:`Spec` (the cell, its
+options, the dtype and the block sizes), a function that runs one thread's share of a time chunk:
+the chunk's input projection, then every step: the recurrent product of each group of units
+(:func:`rnn_xp._fast._numba_gemm.gemm`) followed by the cell's equations on that group (the
+epilogue), masks and outputs. The spec's values are constants of the function: numba drops every
+branch that does not apply before it compiles, so a configuration compiles only its own code (a few
+seconds) and the on-disk cache keeps one entry per configuration. Calls differ only in sizes.
 
-* ``error_model="numpy"``: a float division by zero gives inf/nan as in NumPy instead of a Python
-  exception check in every loop, which is what keeps the loops vectorisable;
-* ``fastmath={"contract"}``: a*b+c may become one fused multiply-add (one rounding fewer); this never
-  changes a result beyond rounding, and no-NaN/no-inf assumptions are never made.
+Layout. Units come in groups of NR (a panel's width); a group's G gates are G consecutive panels.
+Packed weights: W_ih with the biases as an extra input row (``wpi``, (groups*G, F+1, NR)), W_hh
+(``wp1``, (groups*G1, H_out, NR); G1 = 2 for a GRU with reset before the product: r and z) and the
+second product where there is one (``wp2``: W_hn, or the LSTM projection W_hr by output group). The
+input projection ``gi`` (rows, groups*G*NR) is in the same column order, so the epilogue of a group
+reads its gates side by side. Padded units (past H) are computed and never read.
 
-The matrix products (:func:`matmul_packed`) are written in LLVM IR: SIMD vectors of explicit fused
-multiply-adds over weights packed into panels, each output element summed over k in order. Every
-element is computed the same way whichever thread computes it and however the rows or units are
-split over threads, so results do not depend on the thread count nor on the SIMD width.
+Arithmetic. Each element of a product is one chain of multiply-adds over k in order (see
+_numba_gemm); the epilogue applies the same operations to each element whichever thread, row
+position or batch it is in, masked or not. Hence results do not depend on the thread count, on the
+batch (a sequence alone or anywhere in any batch), on masks elsewhere in the batch, nor on how the
+time steps are split into chunks or stream calls.
+
+Compiler options: ``error_model="numpy"`` (a float division by zero gives inf/nan as in NumPy
+instead of a Python exception check in every loop, which keeps the loops vectorisable),
+``fastmath={"contract"}`` (a*b+c may become one fused multiply-add; no-NaN/no-inf assumptions are
+never made), ``nogil=True`` (threads of rnn_xp's own pool run it at once) and ``_nrt=False`` (the
+kernels allocate nothing; views then cost nothing).
 
 float32 sigmoid and tanh are computed in float64 and rounded once: exp(-|x|) (or expm1) from a
 Cody-Waite reduction and a Taylor polynomial, with 2^n built from its bits, which LLVM vectorises
 (libm's scalar calls cost 4-15 ns an element; these ~1). Measured on 1.5M float32 inputs over
 [-30, 30] against float64: both within 0.50 ULP (correctly rounded but for rare near-ties), mean
-signed error under 0.001 ULP. float32 arithmetic alone (a float32 polynomial) reached 2.6 and 1.5
-ULP, which left an LSTM's state over 512 steps ~1.3x further from float64 than PyTorch's (whose tanh
-is correctly rounded). float64 uses libm (math.exp, math.tanh).
+signed error under 0.001 ULP. float64 uses libm (math.exp, math.tanh).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import warnings
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
+
+from ._numba_gemm import gemm
 
 # Activation codes: the canonical names of rnn_xp.activations, in this order.
 ACT_NAMES = (
@@ -67,15 +84,18 @@ ACT_NAMES = (
 )
 RELU, TANH, SIGMOID = 0, 1, 2
 
-# numba's internal IR check flags the phi variables of the inlined sigmoid/tanh overloads in the one-pass rows
-# while compiling them (the code it compiles is right: tests compare it with the reference); not for users' eyes
+# numba's internal IR check flags the phi variables of the inlined sigmoid/tanh overloads while compiling
+# them (the code it compiles is right: tests compare it with the reference); not for users' eyes
 warnings.filterwarnings("ignore", message=r"variable '_ov_(sigmoid|tanh)", category=NumbaIRAssumptionWarning)
 
-# _nrt=False: the kernels allocate nothing, so numba's reference counting is not needed; without it
-# the array views taken per batch row cost nothing (measured: a step's per-row overhead halved).
-_OPTS = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
 _INLINE = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
-_ROW = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}  # inlined: no call per row
+# the kernels: cached on disk, free of the GIL, without reference counting (they allocate nothing)
+_KERNEL = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
+
+# The source of every compiled piece, hashed into each kernel's cache key: numba checks only the
+# file that defines a kernel, and a kernel compiled from older pieces must never be loaded.
+_SOURCES = ("_numba_kernels.py", "_numba_gemm.py")
+DIGEST = hashlib.sha256(b"".join((Path(__file__).parent / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
 
 
 # --- float32 sigmoid and tanh: computed in float64, rounded once (vectorisable) ------------------
@@ -158,28 +178,16 @@ def _ov_tanh(x):
     return lambda x: math.tanh(x)
 
 
-def _zero(a):
-    """0 in the dtype of array a (compiled code only)."""
+def _like(x, v):
+    """x as the float type of the scalar v (compiled code only)."""
     raise NotImplementedError
 
 
-def _one(a):
-    """1 in the dtype of array a (compiled code only)."""
-    raise NotImplementedError
-
-
-@overload(_zero, inline="always")
-def _ov_zero(a):
-    if a.dtype == types.float32:
-        return lambda a: np.float32(0.0)
-    return lambda a: np.float64(0.0)
-
-
-@overload(_one, inline="always")
-def _ov_one(a):
-    if a.dtype == types.float32:
-        return lambda a: np.float32(1.0)
-    return lambda a: np.float64(1.0)
+@overload(_like, inline="always")
+def _ov_like(x, v):
+    if v == types.float32:
+        return lambda x, v: np.float32(x)
+    return lambda x, v: np.float64(x)
 
 
 # --- every activation ------------------------------------------------------------------------------
@@ -197,9 +205,10 @@ def _erf64(x):
     return y if x >= 0 else -y
 
 
-@njit(error_model="numpy", cache=True)
+@njit(error_model="numpy")
 def _act_any(code, v, a, b):
-    """Any activation of rnn_xp.activations, by code, computed in float64 (the rare ones: not vectorised)."""
+    """Any activation of rnn_xp.activations, by code, computed in float64 (general kernels: not inlined, so a
+    kernel compiles it once, not once per gate)."""
     if code == 0:
         return max(v, 0.0)
     if code == 1:
@@ -257,307 +266,139 @@ def _act_any(code, v, a, b):
     return math.nan
 
 
-@njit(**_OPTS)
-def activate(v, code, a, b, clip):
-    """v = act(clip(v)) in place (v a 1-d view); clip <= 0 means none (ONNX clips the gates' inputs).
+@njit(**_INLINE)
+def act(GENERAL, CODE, slot, v, codes, coef, CLIPPED):
+    """The activation of gate slot ``slot`` at v, in v's precision.
 
-    Loops run over range(len(v)) on a view: with an index that provably starts at 0, numba drops
-    the negative-index check and LLVM vectorises the loop.
+    The constant CODE (sigmoid, tanh or relu: the cells' defaults), or, in a GENERAL kernel, any
+    activation by its code ``codes[slot]`` with its alpha, beta (``coef[0, slot]``, ``coef[1, slot]``),
+    the input bounded to [-clip, clip] first where CLIPPED and clip = ``coef[2, 0]`` > 0 (ONNX's clip).
     """
-    n = v.shape[0]
-    if clip > 0:
-        for j in range(n):
-            v[j] = min(max(v[j], -clip), clip)
-    if code == SIGMOID:
-        for j in range(n):
-            v[j] = sigmoid(v[j])
-    elif code == TANH:
-        for j in range(n):
-            v[j] = tanh(v[j])
-    elif code == RELU:
-        zero = _zero(v)
-        for j in range(n):
-            x = v[j]
-            v[j] = zero if x < zero else x  # NaN stays NaN, as np.maximum
-    else:
-        for j in range(n):
-            v[j] = _act_any(code, float(v[j]), a, b)
+    if GENERAL:
+        w = float(v)
+        if CLIPPED:
+            c = coef[2, 0]
+            if c > 0:
+                w = min(max(w, -c), c)
+        return _like(_act_any(codes[slot], w, coef[0, slot], coef[1, slot]), v)
+    if CODE == SIGMOID:
+        return sigmoid(v)
+    if CODE == TANH:
+        return tanh(v)
+    return v if not v < 0 else _like(0.0, v)  # relu; NaN stays NaN, as np.maximum
 
 
-# --- one row of each cell's gate math, over units [u0, u1) ------------------------------------------
-# gh: the recurrent product of this row (overwritten with the gates), gi: its input projection,
-# bias: the biases that add to both (b_ih + b_hh), codes/alpha/beta: the cell's activations.
-@njit(**_ROW)
-def _copy(dst, src):
-    """dst[:] = src, as a loop: numba's slice assignment may copy src first (it cannot rule out overlap)."""
-    for j in range(dst.shape[0]):
-        dst[j] = src[j]
+@njit(error_model="numpy", fastmath={"contract"})
+def apply_activation(v, code):
+    """v[:] = act(v) in place for a constant-code activation (sigmoid, tanh or relu): what the epilogues
+    compute, for the accuracy tests."""
+    for j in range(v.shape[0]):
+        v[j] = act(False, code, 0, v[j], v, v, False)
 
 
-@njit(**_ROW)
-def _add3(dst, a, b):
-    """dst += a + b (1-d views of one length)."""
-    for j in range(dst.shape[0]):
-        dst[j] += a[j] + b[j]
+# --- the epilogues: a cell's equations on one row of one group of units ----------------------------
+# a: the row's recurrent products for the group (gate q at a[q*NR:]), x: the row of the input
+# projection with the biases (gate q of the group at x[col + q*NR:]), u0: the group's first unit, nu
+# its units (fewer than NR in the last group). The constants (upper case) come from the kernel's spec.
+@njit(**_INLINE)
+def rnn_row(a, x, col, h_new, u0, nu, GENERAL, A0, codes, coef):
+    """h = f(x W_ih^T + b + h W_hh^T)."""
+    for j in range(nu):
+        h_new[u0 + j] = act(GENERAL, A0, 0, a[j] + x[col + j], codes, coef, True)
 
 
-@njit(**_ROW)
-def rnn_row(gh, gi, bias, h_out, u0, u1, codes, alpha, beta, clip):
-    a = gh[u0:u1]
-    _add3(a, gi[u0:u1], bias[u0:u1])
-    activate(a, codes[0], alpha[0], beta[0], clip)
-    _copy(h_out[u0:u1], a)
+@njit(**_INLINE)
+def lstm_row(a, x, col, c_old, c_new, out, p, u0, nu, NR, PEEP, IFG, GENERAL, A0, A1, A2, codes, coef):
+    """i, f, g, o; c = f c + i g (f = 1 - i with input_forget); out = o h(c): the state, or what W_hr projects.
 
-
-@njit(**_ROW)
-def lstm_row(gh, gi, bias, c_in, c_out, h_out, p, peep, input_forget, u0, u1, codes, alpha, beta, clip):
-    """i, f, g, o = gates; c = f c + i g (f = 1 - i with input_forget); h_out = o h(c) (before any projection)."""
-    H = c_in.shape[0]
-    i, f, g, o = gh[u0:u1], gh[H + u0 : H + u1], gh[2 * H + u0 : 2 * H + u1], gh[3 * H + u0 : 3 * H + u1]
-    for k in range(4):
-        _add3(gh[k * H + u0 : k * H + u1], gi[k * H + u0 : k * H + u1], bias[k * H + u0 : k * H + u1])
-    c0, c1, hv = c_in[u0:u1], c_out[u0:u1], h_out[u0:u1]
-    n = u1 - u0
-    if peep:  # i and f see c_{t-1}
-        p_i, p_f, p_o = p[u0:u1], p[H + u0 : H + u1], p[2 * H + u0 : 2 * H + u1]
-        for j in range(n):
-            i[j] += p_i[j] * c0[j]
-            f[j] += p_f[j] * c0[j]
-    activate(i, codes[0], alpha[0], beta[0], clip)
-    if not input_forget:
-        activate(f, codes[0], alpha[0], beta[0], clip)
-    activate(g, codes[1], alpha[1], beta[1], clip)
-    if input_forget:
-        one = _one(gh)
-        for j in range(n):
-            c1[j] = (one - i[j]) * c0[j] + i[j] * g[j]
-    else:
-        for j in range(n):
-            c1[j] = f[j] * c0[j] + i[j] * g[j]
-    if peep:  # o sees the new c
-        for j in range(n):
-            o[j] += p_o[j] * c1[j]
-    activate(o, codes[0], alpha[0], beta[0], clip)
-    _copy(hv, c1)
-    activate(hv, codes[2], alpha[2], beta[2], clip * 0)  # h(c): clip never bounds c (as onnxruntime)
-    for j in range(n):
-        hv[j] *= o[j]
-
-
-@njit(**_ROW)
-def gru_row(gh, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, clip):
-    """Reset after the recurrent product: r, z = f(...), n = g(x W_in + b_in + r (h W_hn + b_hn))."""
-    H = h_in.shape[0]
-    r, z, m = gh[u0:u1], gh[H + u0 : H + u1], gh[2 * H + u0 : 2 * H + u1]
-    _add3(r, gi[u0:u1], bias[u0:u1])
-    _add3(z, gi[H + u0 : H + u1], bias[H + u0 : H + u1])
-    activate(r, codes[0], alpha[0], beta[0], clip)
-    activate(z, codes[0], alpha[0], beta[0], clip)
-    gi_n, b_n, bh, h0, h1 = (
-        gi[2 * H + u0 : 2 * H + u1],
-        bias[2 * H + u0 : 2 * H + u1],
-        b_hn[u0:u1],
-        h_in[u0:u1],
-        h_out[u0:u1],
-    )
-    for j in range(u1 - u0):
-        m[j] = gi_n[j] + b_n[j] + r[j] * (m[j] + bh[j])
-    activate(m, codes[1], alpha[1], beta[1], clip)
-    one = _one(gh)
-    for j in range(u1 - u0):
-        h1[j] = (one - z[j]) * m[j] + z[j] * h0[j]
-
-
-@njit(**_ROW)
-def gru_rz_row(gh, gi, bias, h_in, rh, u0, u1, codes, alpha, beta, clip):
-    """Reset before the recurrent product, part 1: r, z, and r h (which W_hn then multiplies)."""
-    H = h_in.shape[0]
-    r, z = gh[u0:u1], gh[H + u0 : H + u1]
-    _add3(r, gi[u0:u1], bias[u0:u1])
-    _add3(z, gi[H + u0 : H + u1], bias[H + u0 : H + u1])
-    activate(r, codes[0], alpha[0], beta[0], clip)
-    activate(z, codes[0], alpha[0], beta[0], clip)
-    h0, out = h_in[u0:u1], rh[u0:u1]
-    for j in range(u1 - u0):
-        out[j] = r[j] * h0[j]
-
-
-@njit(**_ROW)
-def gru_n_row(gh, gn, gi, bias, b_hn, h_in, h_out, u0, u1, codes, alpha, beta, clip):
-    """Part 2: n = g(x W_in + b_in + (r h) W_hn + b_hn), h = (1 - z) n + z h; gn holds (r h) W_hn."""
-    H = h_in.shape[0]
-    m, z = gn[u0:u1], gh[H + u0 : H + u1]
-    gi_n, b_n, bh, h0, h1 = (
-        gi[2 * H + u0 : 2 * H + u1],
-        bias[2 * H + u0 : 2 * H + u1],
-        b_hn[u0:u1],
-        h_in[u0:u1],
-        h_out[u0:u1],
-    )
-    for j in range(u1 - u0):
-        m[j] = gi_n[j] + b_n[j] + (m[j] + bh[j])
-    activate(m, codes[1], alpha[1], beta[1], clip)
-    one = _one(gn)
-    for j in range(u1 - u0):
-        h1[j] = (one - z[j]) * m[j] + z[j] * h0[j]
-
-
-# --- the default cells in one pass: no mask, no clip, the default activations ---------------------
-# The same arithmetic, in the same order, as the rows above followed by _finish_units, in one loop
-# (the general rows make a pass per operation; at small H that per-row work is most of a step).
-@njit(**_ROW)
-def rnn_fused(gh, gi, bias, h_out, y, u0, u1):
-    """h = tanh(x W_ih^T + h W_hh^T + b), also the output."""
-    a, x, b, hv, yv = gh[u0:u1], gi[u0:u1], bias[u0:u1], h_out[u0:u1], y[u0:u1]
-    for j in range(u1 - u0):
-        v = tanh(a[j] + (x[j] + b[j]))
-        hv[j] = v
-        yv[j] = v
-
-
-@njit(**_ROW)
-def lstm_fused(gh, gi, bias, c_in, c_out, h_out, y, u0, u1):
-    """i, f, o = sigmoid, g = tanh; c = f c + i g; h = o tanh(c), also the output."""
-    H = c_in.shape[0]
-    ai, af, ag, ao = gh[u0:u1], gh[H + u0 : H + u1], gh[2 * H + u0 : 2 * H + u1], gh[3 * H + u0 : 3 * H + u1]
-    xi, xf, xg, xo = gi[u0:u1], gi[H + u0 : H + u1], gi[2 * H + u0 : 2 * H + u1], gi[3 * H + u0 : 3 * H + u1]
-    bi, bf, bg, bo = bias[u0:u1], bias[H + u0 : H + u1], bias[2 * H + u0 : 2 * H + u1], bias[3 * H + u0 : 3 * H + u1]
-    c0, c1, hv, yv = c_in[u0:u1], c_out[u0:u1], h_out[u0:u1], y[u0:u1]
-    for j in range(u1 - u0):
-        i = sigmoid(ai[j] + (xi[j] + bi[j]))
-        f = sigmoid(af[j] + (xf[j] + bf[j]))
-        g = tanh(ag[j] + (xg[j] + bg[j]))
-        o = sigmoid(ao[j] + (xo[j] + bo[j]))
-        c = f * c0[j] + i * g
-        c1[j] = c
-        v = tanh(c) * o
-        hv[j] = v
-        yv[j] = v
-
-
-@njit(**_ROW)
-def gru_fused(gh, gi, bias, b_hn, h_in, h_out, y, u0, u1):
-    """Reset after the product: r, z = sigmoid, n = tanh(x W_in + b_in + r (h W_hn + b_hn)); h, also the output."""
-    H = h_in.shape[0]
-    ar, az, an = gh[u0:u1], gh[H + u0 : H + u1], gh[2 * H + u0 : 2 * H + u1]
-    xr, xz, xn = gi[u0:u1], gi[H + u0 : H + u1], gi[2 * H + u0 : 2 * H + u1]
-    br, bz, bn = bias[u0:u1], bias[H + u0 : H + u1], bias[2 * H + u0 : 2 * H + u1]
-    bh, h0, hv, yv = b_hn[u0:u1], h_in[u0:u1], h_out[u0:u1], y[u0:u1]
-    one = _one(gh)
-    for j in range(u1 - u0):
-        r = sigmoid(ar[j] + (xr[j] + br[j]))
-        z = sigmoid(az[j] + (xz[j] + bz[j]))
-        m = tanh(xn[j] + bn[j] + r * (an[j] + bh[j]))
-        v = (one - z) * m + z * h0[j]
-        hv[j] = v
-        yv[j] = v
-
-
-# --- a whole chunk compiled: the products, split over threads by rows or by units -------------------
-#
-# The products read weights packed into panels: wp (panels, K, P), P = four SIMD vectors of columns,
-# each panel contiguous, so a product streams it from the core's cache with a block of rows x four
-# vectors of accumulators in registers: ~110 GFLOP/s a core in float32 on AVX-512 (Zen 4), the
-# peak's ~0.9, as fast as OpenBLAS's sgemm, with no BLAS threads spinning between steps.
-# Threads split the batch rows (independent, no waiting) or, with few rows, the units (every gate
-# of a unit together: each thread's share of W_hh stays in its own L2), then they start once per
-# chunk and meet at a spin barrier after every step (and between the two phases of a GRU with reset
-# before the product or an LSTM with a projection).
-def _fma_function(builder, ty):
-    """llvm.fma for a float, double or vector of them: one rounding, whatever the hardware."""
-    if isinstance(ty, ir.VectorType):
-        suffix = f"v{ty.count}f{32 if isinstance(ty.element, ir.FloatType) else 64}"
-    else:
-        suffix = "f32" if isinstance(ty, ir.FloatType) else "f64"
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty, ty]), "llvm.fma." + suffix)
-
-
-def _host_vector_bytes():
-    """Bytes in a SIMD register here: 64 with AVX-512, else 32 (AVX2; elsewhere LLVM splits the vectors)."""
-    try:
-        import llvmlite.binding as llvm
-
-        return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
-    except Exception:  # noqa: BLE001 - features unknown: the portable choice
-        return 32
-
-
-VECTOR_BYTES = _host_vector_bytes()
-ROW_GROUP = 4 if VECTOR_BYTES == 64 else 2  # rows sharing each loaded weight vector (x 4 accumulators)
-
-
-def panel_width(dtype):
-    """Columns per packed panel: four SIMD vectors."""
-    return 4 * VECTOR_BYTES // np.dtype(dtype).itemsize
-
-
-@intrinsic
-def matmul_packed(typingctx, wp, v, out):
-    """out[r, q*P + j] = sum over k of v[r, k] * wp[q, k, j], k in order, one fused multiply-add each.
-
-    wp is (panels, K, P), C-contiguous, P = panel_width; v (R, K) and out (R, >= panels*P) are
-    C-contiguous. Each output element is the same chain of multiply-adds in the same order whatever
-    the SIMD width, the row group or the panel it sits in, so results do not depend on the machine's
-    vector length nor on how rows and columns are split over threads. Rows go ROW_GROUP at a time:
-    each weight vector loaded serves ROW_GROUP rows, with ROW_GROUP x 4 accumulators in registers.
+    Peepholes (ONNX): i and f see c_{t-1}, o sees the new c.
     """
-    sig = types.void(wp, v, out)
-
-    def codegen(context, builder, signature, args):
-        wty = signature.args[0]
-        W = context.make_array(wty)(context, builder, args[0])
-        V = context.make_array(signature.args[1])(context, builder, args[1])
-        Out = context.make_array(signature.args[2])(context, builder, args[2])
-        NP, K, P = cgutils.unpack_tuple(builder, W.shape, 3)
-        R = cgutils.unpack_tuple(builder, V.shape, 2)[0]
-        ostride = cgutils.unpack_tuple(builder, Out.shape, 2)[1]
-        elt = context.get_data_type(wty.dtype)
-        lanes = VECTOR_BYTES // (4 if wty.dtype == types.float32 else 8)
-        vec = ir.VectorType(elt, lanes)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        fma = _fma_function(builder, vec)
-        zero = ir.Constant(vec, [0.0] * lanes)
-        undef = ir.Constant(vec, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
-        accs = [[cgutils.alloca_once(builder, vec) for _ in range(4)] for _ in range(ROW_GROUP)]
-
-        def vptr(base, offset):
-            return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
-
-        def rows(base, col, r0, count):
-            # rows r0 .. r0+count-1 of one panel (count a Python int: the accumulators stay in registers)
-            for r in range(count):
-                for a in accs[r]:
-                    builder.store(zero, a)
-            with cgutils.for_range(builder, K) as kl:
-                wrow = builder.gep(base, [builder.mul(kl.index, P)])
-                ws = [builder.load(vptr(wrow, ir.Constant(i64, j * lanes)), align=1) for j in range(4)]
-                for r in range(count):
-                    ri = builder.add(r0, ir.Constant(i64, r))
-                    vk = builder.load(builder.gep(V.data, [builder.add(builder.mul(ri, K), kl.index)]))
-                    b = builder.shuffle_vector(builder.insert_element(undef, vk, ir.Constant(i32, 0)), undef, splat)
-                    for j in range(4):
-                        builder.store(builder.call(fma, [b, ws[j], builder.load(accs[r][j])]), accs[r][j])
-            for r in range(count):
-                row = builder.add(r0, ir.Constant(i64, r))
-                dst = builder.gep(Out.data, [builder.add(builder.mul(row, ostride), col)])
-                for j in range(4):
-                    builder.store(builder.load(accs[r][j]), vptr(dst, ir.Constant(i64, j * lanes)), align=1)
-
-        group = ir.Constant(i64, ROW_GROUP)
-        groups = builder.sdiv(R, group)
-        with cgutils.for_range(builder, NP) as panel:
-            base = builder.gep(W.data, [builder.mul(panel.index, builder.mul(K, P))])
-            col = builder.mul(panel.index, P)
-            with cgutils.for_range(builder, groups) as g:
-                rows(base, col, builder.mul(g.index, group), ROW_GROUP)
-            with cgutils.for_range_slice(builder, builder.mul(groups, group), R, ir.Constant(i64, 1)) as (r, _):
-                rows(base, col, r, 1)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    for j in range(nu):
+        u = u0 + j
+        zi = a[j] + x[col + j]
+        zf = a[NR + j] + x[col + NR + j]
+        zg = a[2 * NR + j] + x[col + 2 * NR + j]
+        zo = a[3 * NR + j] + x[col + 3 * NR + j]
+        cp = c_old[u]
+        if PEEP:
+            zi += p[0, u] * cp
+            zf += p[1, u] * cp
+        i = act(GENERAL, A0, 0, zi, codes, coef, True)
+        g = act(GENERAL, A1, 1, zg, codes, coef, True)
+        if IFG:
+            c = (_like(1.0, i) - i) * cp + i * g
+        else:
+            c = act(GENERAL, A0, 0, zf, codes, coef, True) * cp + i * g
+        if PEEP:
+            zo += p[2, u] * c
+        c_new[u] = c
+        out[u] = act(GENERAL, A0, 0, zo, codes, coef, True) * act(GENERAL, A2, 2, c, codes, coef, False)
 
 
+@njit(**_INLINE)
+def gru_row(a, x, col, b_hn, h_old, h_new, u0, nu, NR, GENERAL, A0, A1, codes, coef):
+    """Reset after the product: r, z = f(.), n = g(x W_in + b_in + r (h W_hn + b_hn)), h = (1 - z) n + z h."""
+    for j in range(nu):
+        u = u0 + j
+        r = act(GENERAL, A0, 0, a[j] + x[col + j], codes, coef, True)
+        z = act(GENERAL, A0, 0, a[NR + j] + x[col + NR + j], codes, coef, True)
+        n = act(GENERAL, A1, 1, x[col + 2 * NR + j] + r * (a[2 * NR + j] + b_hn[u]), codes, coef, True)
+        h_new[u] = (_like(1.0, z) - z) * n + z * h_old[u]
+
+
+@njit(**_INLINE)
+def gru_rz_row(a, x, col, h_old, rh, zs, u0, nu, NR, GENERAL, A0, codes, coef):
+    """Reset before the product, first phase: r, z = f(.); r h, which W_hn then multiplies; z kept."""
+    for j in range(nu):
+        u = u0 + j
+        r = act(GENERAL, A0, 0, a[j] + x[col + j], codes, coef, True)
+        zs[u] = act(GENERAL, A0, 0, a[NR + j] + x[col + NR + j], codes, coef, True)
+        rh[u] = r * h_old[u]
+
+
+@njit(**_INLINE)
+def gru_n_row(a, x, col, h_old, zs, h_new, u0, nu, NR, GENERAL, A1, codes, coef):
+    """Second phase: n = g(x W_in + b_in + b_hn + (r h) W_hn^T) (both biases in x), h = (1 - z) n + z h."""
+    for j in range(nu):
+        u = u0 + j
+        n = act(GENERAL, A1, 1, x[col + 2 * NR + j] + a[j], codes, coef, True)
+        z = zs[u]
+        h_new[u] = (_like(1.0, z) - z) * n + z * h_old[u]
+
+
+@njit(**_INLINE)
+def finish_row(b, t, u0, nu, h_old, h_new, last, y, masked, r, e):
+    """Row b's state and output at step t over units [u0, u0+nu), once h_new holds the cell's result.
+
+    Unmasked: y = h. Masked (forward's lengths/mask): where the row does not run, the state is kept;
+    the output is the last output of the row where the step emits (zero before its first), else 0.
+    """
+    if not masked:
+        for j in range(nu):
+            y[t, b, u0 + j] = h_new[b, u0 + j]
+        return
+    if r:
+        for j in range(nu):
+            last[b, u0 + j] = h_new[b, u0 + j]
+    else:
+        for j in range(nu):
+            h_new[b, u0 + j] = h_old[b, u0 + j]
+    if e:
+        for j in range(nu):
+            y[t, b, u0 + j] = last[b, u0 + j]
+    else:
+        for j in range(nu):
+            y[t, b, u0 + j] = 0
+
+
+@njit(**_INLINE)
+def keep_row(b, u0, nu, old, new):
+    """new[b, units] = old[b, units]: the cell state of a row that does not run."""
+    for j in range(nu):
+        new[b, u0 + j] = old[b, u0 + j]
+
+
+# --- threads: a start check and a spin barrier on an int64 control array ------------------------------
 def _int64_slot(context, builder, signature, args):
     aty = signature.args[0]
     ary = context.make_array(aty)(context, builder, args[0])
@@ -665,343 +506,213 @@ def _barrier(ctl, nth, count):
             _yield_core()
 
 
-@njit(**_OPTS)
-def _units(k, nth, H):
-    """The k-th of nth near-equal slices of range(H)."""
-    return (H * k) // nth, (H * (k + 1)) // nth
+@njit(**_INLINE)
+def _share(k, nth, n):
+    """The k-th of nth near-equal slices of range(n)."""
+    return (n * k) // nth, (n * (k + 1)) // nth
 
 
-@njit(**_ROW)
-def _scatter(acc, dst, H, u0, u1, gates):
-    """acc holds gates x (u1 - u0) products (gate-major, the packing order): dst[g*H + u] for the slice's units."""
-    m = u1 - u0
-    for g in range(gates):
-        d = dst[g * H + u0 : g * H + u1]
-        a = acc[g * m : (g + 1) * m]
-        for j in range(m):
-            d[j] = a[j]
+# --- the kernel of a configuration -------------------------------------------------------------------
+CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # a GRU with the reset before its product: 3
+CELL_NAMES = ("rnn", "lstm", "gru", "gru_rb")
+GATES = (1, 4, 3, 3)
 
 
-@njit(**_ROW)
-def _finish_units(hn, cn, hc, cc, last, y, t, b, w0, w1, c0, c1, has_c, masked, run, emit):
-    """Row b of step t over output units [w0, w1) and cell units [c0, c1): state kept where the row does
-    not run (masks), output y[t, b] (the last output repeated, or zeros, where it is not emitted)."""
-    r = (not masked) or run[t, b] != 0
-    if not r:
-        _copy(hn[b, w0:w1], hc[b, w0:w1])
-        if has_c:
-            _copy(cn[b, c0:c1], cc[b, c0:c1])
-    if not masked:
-        _copy(y[t, b, w0:w1], hn[b, w0:w1])
-        return
-    if r:
-        _copy(last[b, w0:w1], hn[b, w0:w1])
-    out = y[t, b, w0:w1]
-    if emit[t, b] != 0:
-        _copy(out, last[b, w0:w1])
-    else:
-        for j in range(out.shape[0]):
-            out[j] = 0
+class Spec(NamedTuple):
+    """What a kernel is compiled for: everything but the sizes (which are the call's)."""
 
+    cell: int  # 0 rnn, 1 lstm, 2 gru (reset after the product), 3 gru (reset before)
+    dtype: str  # 'float32' or 'float64'
+    general: bool  # activations (any, with alpha/beta) and clip read at run time
+    acts: tuple  # the constant activation codes of the gate slots (f, g, h) when not general
+    peepholes: bool
+    input_forget: bool
+    proj: bool  # an LSTM projection (H_out < H)
+    mr: int  # block sizes of the matrix product (rnn_xp._fast._cpu.Blocking)
+    v: int
+    vb: int
+    kc: int
+    budget: int
 
-@njit(**_OPTS)
-def _vec_thread(
-    k,
-    nth,
-    ctl,
-    by_rows,
-    fused,
-    reverse,
-    cell,
-    proj,
-    wpi,
-    npi,
-    wp0,
-    np0,
-    wp1,
-    np1,
-    xs,
-    xo,
-    acc,
-    gh,
-    gn,
-    gi,
-    bias,
-    b_hn,
-    p,
-    peep,
-    input_forget,
-    hbuf,
-    cbuf,
-    hh,
-    rh,
-    last,
-    y,
-    run,
-    emit,
-    masked,
-    codes,
-    alpha,
-    beta,
-    clip,
-):
-    """Thread k of nth: the chunk's input projection and every step, for its batch rows or its units.
+    @property
+    def nr(self):
+        return self.v * (self.vb // np.dtype(self.dtype).itemsize)
 
-    fused: the default cell without masks or clip (cell 0, 1 without peepholes, input_forget or a
-    projection, or 2, with their default activations): one pass a row (rnn_fused, ...).
-
-    by_rows: each thread runs every step for its own slice of the batch rows with all the weights
-    (wpi[0], wp0[0], wp1[0]): the rows are independent sequences, so the threads never wait for each
-    other. Otherwise (few rows) each thread owns a slice of the units (its packed columns
-    wpi[k], ...) and the threads meet at a spin barrier after every step (and between the two phases
-    of a GRU with reset before the product or an LSTM with a projection).
-
-    xs (n*B, F) is the chunk's input, gi (n*B, G*H) its projection (each thread writes the elements
-    it reads later, no other). hbuf/cbuf (2, B, .) hold the state of even and odd steps (a step reads
-    one and writes the other, so no thread overwrites what another still reads); the chunk starts
-    from hbuf[0], cbuf[0]. If the threads could not run at once, every thread returns before writing
-    anything and ctl[DECISION] says ABANDONED.
-    """
-    k = np.int64(k)  # a prange index may be unsigned: int64 keeps the slice arithmetic in integers
-    sync = nth > 1 and not by_rows
-    if sync and not _start(ctl, nth):
-        return
-    B = hbuf.shape[1]
-    n = gi.shape[0] // B
-    H_out = hbuf.shape[2]
-    H = rh.shape[1]
-    G = gh.shape[2] // H
-    G0 = 2 if cell == 3 else G
-    if by_rows:
-        b0, b1 = _units(k, nth, B)
-        u0, u1, v0, v1, q = 0, H, 0, H_out, 0
-    else:
-        b0, b1 = 0, B
-        u0, u1 = _units(k, nth, H)
-        v0, v1 = _units(k, nth, H_out) if proj else (u0, u1)
-        q = k
-    wi, w0, w1 = wpi[q, : npi[q]], wp0[q, : np0[q]], wp1[q, : np1[q]]
-    a, xk, ghk, gnk = acc[k], xo[k], gh[k], gn[k]
-    rb = xk.shape[0]
-    if by_rows:  # x W_ih^T: every column, in place (gi is as wide as the packed panels)
-        for t in range(n):
-            matmul_packed(wi, xs[t * B + b0 : t * B + b1], gi[t * B + b0 : t * B + b1])
-    else:  # this thread's columns, rb rows at a time, then to their places
-        for r0 in range(0, n * B, rb):
-            r1 = min(r0 + rb, n * B)
-            matmul_packed(wi, xs[r0:r1], xk)
-            for r in range(r1 - r0):
-                _scatter(xk[r], gi[r0 + r], H, u0, u1, G)
-    count = 0
-    for s in range(n):
-        t = n - 1 - s if reverse else s
-        hc, hn = hbuf[s % 2], hbuf[(s + 1) % 2]
-        cc, cn = cbuf[s % 2], cbuf[(s + 1) % 2]
-        matmul_packed(w0, hc[b0:b1], a)
-        for b in range(b0, b1):
-            gib = gi[t * B + b]
-            if by_rows and cell != 3:  # the products are in place already (a's rows: every column in order)
-                g0 = a[b - b0]
-            else:  # to their places (cell 3: phase 1 reuses a)
-                g0 = ghk[b]
-                _scatter(a[b - b0], g0, H, u0, u1, G0)
-            if fused:  # the default cell, no mask: the output written here too
-                if cell == 0:
-                    rnn_fused(g0, gib, bias, hn[b], y[t, b], u0, u1)
-                elif cell == 1:
-                    lstm_fused(g0, gib, bias, cc[b], cn[b], hn[b], y[t, b], u0, u1)
-                else:
-                    gru_fused(g0, gib, bias, b_hn, hc[b], hn[b], y[t, b], u0, u1)
-            elif cell == 0:
-                rnn_row(g0, gib, bias, hn[b], u0, u1, codes, alpha, beta, clip)
-            elif cell == 1:
-                out = hh[b] if proj else hn[b]
-                lstm_row(g0, gib, bias, cc[b], cn[b], out, p, peep, input_forget, u0, u1, codes, alpha, beta, clip)
-            elif cell == 2:
-                gru_row(g0, gib, bias, b_hn, hc[b], hn[b], u0, u1, codes, alpha, beta, clip)
-            else:
-                gru_rz_row(g0, gib, bias, hc[b], rh[b], u0, u1, codes, alpha, beta, clip)
-        if cell == 3 or proj:
-            if sync:
-                count += 1
-                _barrier(ctl, nth, count)
-            matmul_packed(w1, rh[b0:b1] if cell == 3 else hh[b0:b1], a)
-            for b in range(b0, b1):
-                if cell == 3:
-                    _scatter(a[b - b0], gnk[b], 0, u0, u1, 1)
-                    gru_n_row(ghk[b], gnk[b], gi[t * B + b], bias, b_hn, hc[b], hn[b], u0, u1, codes, alpha, beta, clip)
-                else:
-                    _scatter(a[b - b0], hn[b], 0, v0, v1, 1)
-        if not fused:
-            for b in range(b0, b1):
-                _finish_units(hn, cn, hc, cc, last, y, t, b, v0, v1, u0, u1, cell == 1, masked, run, emit)
-        if sync:
-            count += 1
-            _barrier(ctl, nth, count)
-
-
-@njit(parallel=True, **_OPTS)
-def chunk_parallel(
-    nth,
-    ctl,
-    by_rows,
-    fused,
-    reverse,
-    cell,
-    proj,
-    wpi,
-    npi,
-    wp0,
-    np0,
-    wp1,
-    np1,
-    xs,
-    xo,
-    acc,
-    gh,
-    gn,
-    gi,
-    bias,
-    b_hn,
-    p,
-    peep,
-    input_forget,
-    hbuf,
-    cbuf,
-    hh,
-    rh,
-    last,
-    y,
-    run,
-    emit,
-    masked,
-    codes,
-    alpha,
-    beta,
-    clip,
-):
-    """Every step of a chunk on nth persistent threads (ctl[DECISION] is ABANDONED if they could not run at once)."""
-    for k in prange(nth):
-        _vec_thread(
-            k,
-            nth,
-            ctl,
-            by_rows,
-            fused,
-            reverse,
-            cell,
-            proj,
-            wpi,
-            npi,
-            wp0,
-            np0,
-            wp1,
-            np1,
-            xs,
-            xo,
-            acc,
-            gh,
-            gn,
-            gi,
-            bias,
-            b_hn,
-            p,
-            peep,
-            input_forget,
-            hbuf,
-            cbuf,
-            hh,
-            rh,
-            last,
-            y,
-            run,
-            emit,
-            masked,
-            codes,
-            alpha,
-            beta,
-            clip,
+    @property
+    def name(self):
+        """The kernel's name: its cache entry (one file per configuration) and what explain() shows."""
+        acts = "any" if self.general else "".join("rts"[c] for c in self.acts)
+        flags = "".join(f for f, on in (("p", self.peepholes), ("i", self.input_forget), ("r", self.proj)) if on)
+        return (
+            f"chunk_{CELL_NAMES[self.cell]}_{self.dtype}_{acts}{'_' + flags if flags else ''}"
+            f"_{self.mr}x{self.v}x{self.vb}k{self.kc}_{DIGEST}"
         )
 
 
-@njit(**_OPTS)
-def chunk_serial(
-    nth,
-    ctl,
-    by_rows,
-    fused,
-    reverse,
-    cell,
-    proj,
-    wpi,
-    npi,
-    wp0,
-    np0,
-    wp1,
-    np1,
-    xs,
-    xo,
-    acc,
-    gh,
-    gn,
-    gi,
-    bias,
-    b_hn,
-    p,
-    peep,
-    input_forget,
-    hbuf,
-    cbuf,
-    hh,
-    rh,
-    last,
-    y,
-    run,
-    emit,
-    masked,
-    codes,
-    alpha,
-    beta,
-    clip,
-):
-    """chunk_parallel on the calling thread (the weights packed for one thread; nth is 1)."""
-    _vec_thread(
-        0,
-        1,
-        ctl,
-        False,
-        fused,
-        reverse,
-        cell,
-        proj,
-        wpi,
-        npi,
-        wp0,
-        np0,
-        wp1,
-        np1,
-        xs,
-        xo,
-        acc,
-        gh,
-        gn,
-        gi,
-        bias,
-        b_hn,
-        p,
-        peep,
-        input_forget,
-        hbuf,
-        cbuf,
-        hh,
-        rh,
-        last,
-        y,
-        run,
-        emit,
-        masked,
-        codes,
-        alpha,
-        beta,
-        clip,
-    )
+_KERNELS = {}  # Spec -> its njit function (compiled, or loaded from numba's cache, on first use)
+
+
+def chunk_kernel(spec: Spec):
+    """The kernel of a configuration: a function of (k, nth, ctl, units, reverse, masked, par, dims, W, S, IO).
+
+    Thread k of nth runs its share of a time chunk of n steps (the rows of the batch, or with
+    ``units`` the groups of units, meeting the other threads at a spin barrier after every step):
+
+    * W = (wpi, wp1, wp2, b_hn, peep, coef, codes): the packed weights, GRU's b_hn (ng*NR,), the
+      peepholes (3, ng*NR), coef (3, 3) float64: alpha, beta per gate slot and clip, and the
+      activation codes (3,) of a general kernel;
+    * S = (hbuf, cbuf, aux, last): h and c of even and odd steps ((2, B, .): the state at step s is
+      in [(par + s) % 2]), aux (2, B, .): LSTM's h before the projection, or GRU's r h and z, and
+      the last output of each row (masks);
+    * IO = (xs, gi, y, run, emit, acc): the chunk's inputs (n*B, >= F+1) with a last feature of 1,
+      its projection (n*B, >= ng*G*NR), the outputs (n, B, H_out), the masks (n, B) uint8 (when
+      ``masked``), and each thread's products (nth, rows, >= G*NR);
+    * dims = (H, H_out).
+    """
+    fn = _KERNELS.get(spec)
+    if fn is None:
+        fn = _KERNELS[spec] = _make(spec)
+    return fn
+
+
+def _make(spec):
+    CELL = spec.cell
+    G = GATES[CELL]
+    G1 = 2 if CELL == 3 else G  # panels per group in the first product (GRU before: r, z)
+    PROJ = spec.proj
+    TWO = CELL == 3 or PROJ  # a second product per step: W_hn (r h) or W_hr (the projection)
+    GENERAL = spec.general
+    A0, A1, A2 = spec.acts
+    PEEP, IFG = spec.peepholes, spec.input_forget
+    MR, V, VB, KC = spec.mr, spec.v, spec.vb, spec.kc
+    NR = spec.nr
+    # rows of a wide tile (few rows, every panel of a group at once) within the accumulator budget
+    MRWI = max(1, spec.budget // (G * V))
+    MRW1 = max(1, spec.budget // (G1 * V))
+    MRW2 = max(1, spec.budget // V)
+
+    def chunk(k, nth, ctl, units, reverse, masked, par, dims, W, S, IO):
+        wpi, wp1, wp2, b_hn, peep, coef, codes = W
+        hbuf, cbuf, aux, last = S
+        xs, gi, y, run, emit, accs = IO
+        H, H_out = dims
+        k = np.int64(k)  # a thread index may come unsigned: int64 keeps the slice arithmetic in integers
+        sync = units and nth > 1
+        if sync and not _start(ctl, nth):
+            return
+        B = hbuf.shape[1]
+        n = y.shape[0]
+        ng = wpi.shape[0] // G  # groups of NR units
+        ngo = wp2.shape[0] if PROJ else ng  # groups of output units (the projection's)
+        if units:  # every row, the thread's groups of units
+            b0, b1 = 0, B
+            g0, g1 = _share(k, nth, ng)
+            o0, o1 = _share(k, nth, ngo)
+        else:  # the thread's rows, every unit: independent sequences, no waiting
+            b0, b1 = _share(k, nth, B)
+            g0, g1, o0, o1 = 0, ng, 0, ngo
+        R = b1 - b0
+        acc = accs[k]
+        # the chunk's input projection x W_ih^T + b, the biases riding on the constant last feature: the
+        # thread's columns of every row (units), or its rows of each step (rows)
+        steps, width = (1, n * B) if units else (n, B)
+        p0, p1 = g0 * G, g1 * G
+        for t in range(steps):
+            r0, r1 = t * width + b0, t * width + b0 + (width if units else R)
+            if r1 > r0 and p1 > p0:
+                gemm(wpi[p0:p1], xs[r0:r1], gi[r0:r1, p0 * NR : p1 * NR], MR, V, VB, KC, G, MRWI)
+        count = 0
+        for s in range(n):
+            t = n - 1 - s if reverse else s
+            cur = (par + s) % 2
+            h_old, h_new = hbuf[cur], hbuf[1 - cur]
+            c_old, c_new = cbuf[cur], cbuf[1 - cur]
+            for g in range(g0, g1):
+                u0 = g * NR
+                nu = min(NR, H - u0)
+                col = g * G * NR
+                if R > 0:
+                    gemm(wp1[g * G1 : (g + 1) * G1], h_old[b0:b1, :H_out], acc[:R], MR, V, VB, KC, G1, MRW1)
+                for b in range(b0, b1):
+                    a, x = acc[b - b0], gi[t * B + b]
+                    if CELL == 0:
+                        rnn_row(a, x, col, h_new[b], u0, nu, GENERAL, A0, codes, coef)
+                    elif CELL == 1:
+                        out = aux[0, b] if PROJ else h_new[b]
+                        lstm_row(
+                            a,
+                            x,
+                            col,
+                            c_old[b],
+                            c_new[b],
+                            out,
+                            peep,
+                            u0,
+                            nu,
+                            NR,
+                            PEEP,
+                            IFG,
+                            GENERAL,
+                            A0,
+                            A1,
+                            A2,
+                            codes,
+                            coef,
+                        )
+                        if masked and run[t, b] == 0:
+                            keep_row(b, u0, nu, c_old, c_new)
+                    elif CELL == 2:
+                        gru_row(a, x, col, b_hn, h_old[b], h_new[b], u0, nu, NR, GENERAL, A0, A1, codes, coef)
+                    else:
+                        gru_rz_row(a, x, col, h_old[b], aux[0, b], aux[1, b], u0, nu, NR, GENERAL, A0, codes, coef)
+                    if not TWO:
+                        r = masked and run[t, b] != 0
+                        e = masked and emit[t, b] != 0
+                        finish_row(b, t, u0, nu, h_old, h_new, last, y, masked, r, e)
+            if TWO:  # every unit of phase 1 is needed by every product of phase 2
+                if sync:
+                    count += 1
+                    _barrier(ctl, nth, count)
+                for g in range(o0, o1):
+                    v0 = g * NR
+                    nv = min(NR, H_out - v0)
+                    if R > 0:
+                        gemm(wp2[g : g + 1], aux[0, b0:b1, :H], acc[:R], MR, V, VB, KC, 1, MRW2)
+                    for b in range(b0, b1):
+                        a = acc[b - b0]
+                        if CELL == 3:
+                            gru_n_row(
+                                a,
+                                gi[t * B + b],
+                                g * G * NR,
+                                h_old[b],
+                                aux[1, b],
+                                h_new[b],
+                                v0,
+                                nv,
+                                NR,
+                                GENERAL,
+                                A1,
+                                codes,
+                                coef,
+                            )
+                        else:
+                            hb = h_new[b]
+                            for j in range(nv):
+                                hb[v0 + j] = a[j]
+                        r = masked and run[t, b] != 0
+                        e = masked and emit[t, b] != 0
+                        finish_row(b, t, v0, nv, h_old, h_new, last, y, masked, r, e)
+            if sync:  # the next step reads every unit of this one
+                count += 1
+                _barrier(ctl, nth, count)
+
+    chunk.__name__ = chunk.__qualname__ = spec.name  # numba's cache: one index file per configuration
+    try:
+        return njit(**_KERNEL)(chunk)
+    except RuntimeError as e:  # no folder numba can write its cache to (a read-only install, no user cache)
+        UNCACHED[spec] = str(e)
+        return njit(**dict(_KERNEL, cache=False))(chunk)
+
+
+UNCACHED = {}  # Spec -> why numba cannot cache its kernel (it is then compiled in every process)

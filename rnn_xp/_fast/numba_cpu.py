@@ -2,31 +2,27 @@
 
 Chosen by ``impl="auto"`` on NumPy when numba is installed (``pip install 'rnn_xp[numba]'``); without
 it the seam says so and runs numpy-fused. numba is imported on the first call that gets here, never
-by ``import rnn_xp``. The compiled code is in :mod:`rnn_xp._fast._numba_kernels`.
+by ``import rnn_xp``. The compiled code is in :mod:`rnn_xp._fast._numba_kernels` (a kernel per
+configuration) and :mod:`rnn_xp._fast._numba_gemm` (the matrix product).
 
-How a call runs (per layer and direction): one compiled call per time chunk does everything, the
-input projection, the recurrent products, the gate math, masks and outputs, with no BLAS and no
-Python between steps:
+How a call runs, per layer and direction (a :class:`Direction`, which rnn_xp.Stream also uses, so a
+stream and a forward call run the same code):
 
-* the weights are packed into panels of columns (:func:`_pack`) for the compiled matrix product,
-  which holds a block of rows x four SIMD vectors of accumulators in registers; the packed copies are
-  kept beside frozen params (every rnn_xp params object) and reused by later calls;
-* with at least ROWS_PER_THREAD_MIN batch rows a thread, the threads split the batch: each runs every
-  step of its own rows (independent sequences), so they never wait for each other;
-* with fewer rows (batch 1: latency), the threads split the units (every gate of a unit together):
-  each packs only its columns, which stay in its core's cache from step to step, and the threads
-  meet at a spin barrier after each step;
-* steps too small to split (under PARALLEL_MIN multiply-adds) run on the calling thread.
+* :func:`arrange` packs the weights into panels of NR columns (the biases ride as an extra input
+  row), once per params object: the packed copy is kept beside frozen params (every rnn_xp params
+  object) and reused by later calls and streams;
+* one compiled call per time chunk does everything: the input projection, each step's recurrent
+  product group by group of units with the cell's equations right after it, masks and outputs;
+* threads (rnn_xp's own, :mod:`rnn_xp._fast._threads`) split the batch rows when each gets at least
+  ROWS_PER_THREAD_MIN (independent sequences: no waiting), else the groups of units, meeting at a
+  spin barrier after every step; small calls run on the calling thread.
 
-Threads: numba's count is ``numba.get_num_threads()`` of the calling thread (``numba.set_num_threads``
-sets it). A call that starts while another is running in the process runs on its own thread: calls
-from several threads at once do not oversubscribe the cores, and this also keeps numba's workqueue
-threading layer (not thread-safe) to one caller. Results do not depend on the thread count, the split
-or concurrency: every element is computed by the same code, its sums in the same order, whichever
-thread computes it.
+Results are bit-identical whatever the thread count, the split, the batch a sequence sits in, the
+chunking of time (forward or a Stream fed in any chunks) and masks elsewhere in the batch: see the
+Arithmetic paragraphs of the two kernel modules.
 
-The first call of a new (dtype, layout) compiles the kernels it uses, then numba's on-disk cache
-(``cache=True``, next to this file or under ``NUMBA_CACHE_DIR``) serves later processes.
+Compiling: see :mod:`rnn_xp._fast._build` (in the background by default: the first call of a
+configuration on a cold cache runs numpy-fused while a child process compiles).
 """
 
 from __future__ import annotations
@@ -34,35 +30,47 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
 from ..registry import CELLS
+from . import _cpu, _threads
 
-__all__ = ["NAMESPACES", "unsupported", "unsuited", "run_direction"]
+__all__ = [
+    "NAMESPACES",
+    "unsupported",
+    "unsuited",
+    "run_direction",
+    "prepared_unsupported",
+    "prepared_unready",
+    "arrange",
+    "Direction",
+]
 
 NAMESPACES = ("numpy",)
 
 INSTALL_HINT = "pip install 'rnn_xp[numba]'"
 MIN_NUMBA = (0, 60)
 _CHUNK_CAP = 1 << 20
-# Steps of fewer multiply-adds (B * G * H * (H_out + F)) run on one thread: splitting them saves less
-# than the threads cost to meet (~0.3 us a step at the barrier, measured on 2 cores).
+# Calls of fewer multiply-adds than this run on the calling thread: waking the workers (~50-100 us)
+# would cost more than they save.
+CALL_PARALLEL_MIN = 1 << 22
+# Steps of fewer multiply-adds (B * G * H * (H_out + F)) do not split their units: the threads would
+# spend more time meeting at the barrier (~0.3 us a step, measured on 2 cores) than computing.
 PARALLEL_MIN = 1 << 15
-# The threads split the batch rows when each gets at least this many (a row group of the compiled
-# product); with fewer they split the units.
+# The threads split the batch rows when each gets at least this many; with fewer they split the units.
 ROWS_PER_THREAD_MIN = 4
-PROJECTION_ROWS = 16  # units split: input rows projected at a time by each thread
 
 
 def _cores_busy():
     """Whether other work holds the cores (1-minute load average above cores + 1/2), where it can be read.
 
     Threads that split the units meet at a barrier every step, so a descheduled thread stalls the
-    others (measured on a 2-core machine at load 5-12, with a parallel launch a step: 5-9x slower than
-    one thread). The load average counts this call's own threads too (up to the core count), so the
-    cores count as taken only when other work needs more than half a core on top of them.
+    others (measured on a 2-core machine at load 5-12: 5-9x slower than one thread). The load average
+    counts this call's own threads too, so the cores count as taken only when other work needs more
+    than half a core on top of them.
     """
     try:
         return os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5
@@ -70,9 +78,17 @@ def _cores_busy():
         return False
 
 
-_state = {"kernels": None, "reason": None}
-_active = {"calls": 0}
+_state = {"kernels": None, "reason": None, "built": None}
 _lock = threading.Lock()
+
+
+def _reset_lock():
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # another thread may hold it at the fork
+    os.register_at_fork(after_in_child=_reset_lock)
 
 
 def _load():
@@ -96,12 +112,71 @@ def _load():
                     f"numba {numba.__version__} is older than {'.'.join(map(str, MIN_NUMBA))} ({INSTALL_HINT})"
                 )
                 return None
-            from . import _numba_kernels
+            from . import _build, _numba_kernels
 
+            _state["built"] = _build.Kernels(_make, spec_to_json, "rnn_xp._fast.numba_cpu")
             _state["kernels"] = _numba_kernels
     return _state["kernels"]
 
 
+def _kernels():
+    _load()
+    return _state["built"]
+
+
+# --- what a configuration compiles to ----------------------------------------------------------------
+_DEFAULT_CODES = {"Relu": 0, "Tanh": 1, "Sigmoid": 2}  # the activations a kernel can have as constants
+
+
+def make_spec(cfg, acts, dtype):
+    """The kernel Spec of one layer direction (its activations ``acts``) in ``dtype``."""
+    k = _load()
+    dtype = np.dtype(dtype)
+    cell = k.CELL_CODES[cfg.cell] if cfg.cell != "gru" or cfg.reset_after else 3
+    names = [a.name for a in acts]
+    general = cfg.clip is not None or any(
+        a.name not in _DEFAULT_CODES or a.alpha is not None or a.beta is not None for a in acts
+    )
+    codes = (0, 0, 0) if general else tuple([_DEFAULT_CODES[n] for n in names] + [0] * (3 - len(names)))
+    b = _cpu.blocking(dtype.itemsize)
+    return k.Spec(
+        cell=cell,
+        dtype=dtype.name,
+        general=general,
+        acts=codes,
+        peepholes=bool(cfg.peepholes),
+        input_forget=bool(cfg.input_forget),
+        proj=bool(cfg.proj_size),
+        mr=b.mr,
+        v=b.v,
+        vb=b.vector_bytes,
+        kc=b.kc,
+        budget=b.accumulators,
+    )
+
+
+def spec_to_json(spec):
+    return dict(spec._asdict(), acts=list(spec.acts))
+
+
+def spec_from_json(d):
+    k = _load()
+    return k.Spec(**dict(d, acts=tuple(d["acts"])))
+
+
+def _make(spec):
+    """(kernel function, example arguments of every call's types, why it cannot be cached) for _build.Kernels."""
+    k = _load()
+    fn = k.chunk_kernel(spec)
+    return fn, _example_args(spec), k.UNCACHED.get(spec)
+
+
+def compile_spec(spec):
+    """Compile (or load from numba's cache) the kernel of a spec in this process."""
+    return _kernels().get(spec)
+
+
+# --- the seam's interface -------------------------------------------------------------------------------
 def unsupported(call):
     """Why this implementation cannot run the call, or None."""
     if call.dtype not in ("float32", "float64"):
@@ -115,32 +190,140 @@ def unsupported(call):
     return None
 
 
-MIN_AUTO_STEPS = 4
+def _specs(cfg, dtype):
+    return [make_spec(cfg, acts, dtype) for acts in cfg.activations]
 
 
 def unsuited(call):
-    """Why impl="auto" should prefer another implementation for this call (it can run it), or None."""
-    if call.steps < MIN_AUTO_STEPS:
-        return (
-            f"{call.steps} step(s): arranging the weights costs more than it saves under {MIN_AUTO_STEPS} "
-            "steps (rnn_xp.Stream arranges them once for a stream)"
-        )
+    """Why impl="auto" should run another implementation now: the kernel is being compiled in the background."""
+    return _availability(_specs(call.cfg, call.dtype))
+
+
+def _availability(specs):
+    built = _kernels()
+    for spec in dict.fromkeys(specs):
+        _, reason = built.available(spec)
+        if reason is not None:
+            return f"{reason}; kernel {spec.name}"
     return None
 
 
-def _threads():
-    """numba threads for this call: the user's setting, or 1 while another call runs in the process."""
-    import numba
+def prepared_unsupported(cfg, acts, dtype):
+    """Why a :class:`Direction` cannot run this layer (for rnn_xp.Stream), or None."""
+    name = np.dtype(dtype).name if isinstance(dtype, np.dtype) else str(dtype)
+    if name not in ("float32", "float64"):
+        return f"dtype {name} (this implementation runs float32 and float64)"
+    if _load() is None:
+        return _state["reason"]
+    return None
 
-    with _lock:
-        _active["calls"] += 1
-        alone = _active["calls"] == 1
-    return numba.get_num_threads() if alone else 1
+
+def prepared_unready(cfg, acts, dtype):
+    """Why a :class:`Direction` of this layer cannot run yet (its kernel compiling in the background), or None."""
+    return _availability([make_spec(cfg, acts, np.dtype(dtype).name)])
 
 
-def _done():
-    with _lock:
-        _active["calls"] -= 1
+def describe(cfg, dtype):
+    """What explain() says of this implementation for a configuration: the kernels and the CPU's blocking."""
+    names = ", ".join(dict.fromkeys(s.name.rsplit("_", 1)[0] for s in _specs(cfg, dtype)))
+    return f"kernel {names}; {_cpu.describe(np.dtype(dtype).itemsize)}"
+
+
+# --- the weights, arranged once per params object ----------------------------------------------------------
+class Arranged(NamedTuple):
+    """One layer direction's packed weights and constants (see _numba_kernels.chunk_kernel's W)."""
+
+    spec: object
+    wpi: np.ndarray  # (groups*G, F+1, NR): W_ih^T and the biases, by group and gate
+    wp1: np.ndarray  # (groups*G1, H_out, NR): W_hh^T (GRU reset before: r and z only)
+    wp2: np.ndarray  # (groups, H, NR) W_hn^T, or (out groups, H, NR) W_hr^T, or (0, 1, NR)
+    b_hn: np.ndarray  # (groups*NR,): GRU reset after: b_hn (r multiplies it)
+    peep: np.ndarray  # (3, groups*NR): LSTM peepholes i, f, o
+    coef: np.ndarray  # (3, 3) float64: alpha and beta per gate slot, clip (general kernels)
+    codes: np.ndarray  # (3,) int64: the activation codes (general kernels)
+    H: int
+    H_out: int
+    F: int
+
+
+def _panels(w_t, gates, nr, dtype):
+    """w_t (K, gates*n) (rnn_xp's gate order) -> (groups*gates, K, NR): panel g*gates+q holds gate q of units
+    g*NR .. g*NR+NR-1 (zero past n), row k after row k-1: what a micro-kernel streams."""
+    K = w_t.shape[0]
+    n = w_t.shape[1] // gates
+    groups = -(-n // nr)
+    out = np.zeros((groups, gates, K, nr), dtype=dtype)
+    for q in range(gates):
+        block = np.zeros((K, groups * nr), dtype=dtype)
+        block[:, :n] = w_t[:, q * n : (q + 1) * n]
+        out[:, q] = block.reshape(K, groups, nr).transpose(1, 0, 2)
+    return out.reshape(groups * gates, K, nr)
+
+
+def _by_unit(v, groups, nr, dtype):
+    out = np.zeros(groups * nr, dtype=dtype)
+    out[: len(v)] = v
+    return out
+
+
+def arrange(w, cfg, acts, dtype):
+    """The packed weights of one layer direction for the kernel of its spec (kept beside frozen weights)."""
+    dtype = np.dtype(dtype)
+    spec = make_spec(cfg, acts, dtype)
+    return _kept(w, ("arranged", spec), lambda: _arrange(w, cfg, acts, dtype, spec))
+
+
+def _arrange(w, cfg, acts, dtype, spec):
+    H, G = cfg.hidden_size, CELLS[cfg.cell].num_gates
+    nr = spec.nr
+    groups = -(-H // nr)
+    w_ih, w_hh = np.asarray(w.w_ih), np.asarray(w.w_hh)
+    F, H_out = w_ih.shape[1], w_hh.shape[1]
+    b_ih = np.zeros(G * H) if w.b_ih is None else np.asarray(w.b_ih, dtype=np.float64)
+    b_hh = np.zeros(G * H) if w.b_hh is None else np.asarray(w.b_hh, dtype=np.float64)
+    bias = b_ih + b_hh  # rounded once more than adding them one by one: within float tolerance
+    b_hn = np.zeros(H)
+    if spec.cell == 2:  # reset after the product: r multiplies W_hn h + b_hn, which stays apart
+        bias[2 * H :] = b_ih[2 * H :]
+        b_hn = b_hh[2 * H :]
+    w_in = np.empty((F + 1, G * H), dtype=dtype)  # [W_ih^T; bias]: the input's last feature is 1
+    w_in[:F] = w_ih.T
+    w_in[F] = bias
+    w_hh_t = np.ascontiguousarray(w_hh.T, dtype=dtype)  # (H_out, G*H)
+    if spec.cell == 3:  # reset before: r and z first, then W_hn (r h)
+        wp1 = _panels(w_hh_t[:, : 2 * H], 2, nr, dtype)
+        wp2 = _panels(w_hh_t[:, 2 * H :], 1, nr, dtype)
+    else:
+        wp1 = _panels(w_hh_t, G, nr, dtype)
+        if spec.proj:
+            wp2 = _panels(np.ascontiguousarray(np.asarray(w.w_hr).T, dtype=dtype), 1, nr, dtype)
+        else:
+            wp2 = np.zeros((0, 1, nr), dtype=dtype)
+    peep = np.zeros((3, groups * nr), dtype=dtype)
+    if w.p is not None:
+        p = np.asarray(w.p, dtype=dtype).reshape(3, H)  # i, f, o
+        peep[:, :H] = p
+    coef = np.zeros((3, 3), dtype=np.float64)
+    codes = np.zeros(3, dtype=np.int64)
+    k = _load()
+    for slot, a in enumerate(acts):
+        codes[slot] = k.ACT_NAMES.index(a.name)
+        coef[0, slot] = 0.0 if a.alpha is None else a.alpha
+        coef[1, slot] = 0.0 if a.beta is None else a.beta
+    coef[2, 0] = 0.0 if cfg.clip is None else cfg.clip
+    return Arranged(
+        spec=spec,
+        wpi=_panels(w_in, G, nr, dtype),
+        wp1=wp1,
+        wp2=wp2,
+        b_hn=_by_unit(b_hn, groups, nr, dtype),
+        peep=peep,
+        coef=coef,
+        codes=codes,
+        H=H,
+        H_out=H_out,
+        F=F,
+    )
 
 
 _arranged = weakref.WeakKeyDictionary()  # CellWeights -> {key: arranged copy}, freed with the weights
@@ -170,230 +353,209 @@ def _kept(w, key, make):
     return found
 
 
-def _transposed(a, dtype):
-    """(rows, cols) -> C-contiguous (cols, rows) copy, in blocks (NumPy's whole-matrix transposing copy is slower)."""
-    a = np.asarray(a)
-    out = np.empty((a.shape[1], a.shape[0]), dtype=dtype)
-    step = 256
-    for r in range(0, a.shape[0], step):
-        out[:, r : r + step] = a[r : r + step].T
-    return out
+def _ld(n, itemsize):
+    """A row length (elements) >= n for the buffers the products read by rows: whole cache lines, and not a
+    multiple of 512 bytes (rows that far apart share L1 sets: measured 30% slower at H = 1024)."""
+    line = 64 // itemsize
+    ld = -(-max(n, 1) // line) * line
+    return ld + line if (ld * itemsize) % 512 == 0 else ld
 
 
-def _vec(a, n, dtype):
-    """A (n,) array of dtype: a copy of a, or zeros where a is None."""
-    return np.zeros(n, dtype=dtype) if a is None else np.array(a, dtype=dtype)
+# --- a layer direction made ready for a batch size ----------------------------------------------------------------
+class Direction:
+    """One layer direction for batch B: its kernel, packed weights, state buffers and threads.
+
+    :meth:`run` carries the state h (B, H_out) and c (B, H) of the caller in place over a (T, B, F)
+    input; forward makes one per call and runs it once, rnn_xp.Stream keeps one and runs it per chunk
+    (the same arithmetic by construction). Not thread-safe: one Direction serves one caller at a time.
+    """
+
+    def __init__(self, arranged, cfg, acts, dtype, B, xp=None):
+        a = self.a = arranged
+        self.dtype, self.B = np.dtype(dtype), B
+        spec = a.spec
+        self.G = CELLS[cfg.cell].num_gates
+        self.G1 = 2 if spec.cell == 3 else self.G
+        self.lstm = spec.cell == 1
+        itemsize = self.dtype.itemsize
+        self.hbuf = _empty((2, B, _ld(a.H_out, itemsize)), self.dtype)  # the state of even and odd steps
+        self.cbuf = _empty((2, B, a.H), self.dtype) if self.lstm else np.zeros((2, 1, 1), self.dtype)
+        two = spec.cell == 3 or spec.proj  # LSTM: h before the projection; GRU: r h and z
+        self.aux = _empty((2, B, _ld(a.H, itemsize)), self.dtype) if two else np.zeros((2, 1, 1), self.dtype)
+        self.last = _empty((B, a.H_out), self.dtype)  # the last output of each row (masks)
+        self.par = 0  # the state is in hbuf[par], cbuf[par]
+        self.ctl = np.zeros(24, dtype=np.int64)
+        self.W = (a.wpi, a.wp1, a.wp2, a.b_hn, a.peep, a.coef, a.codes)
+        self.S = (self.hbuf, self.cbuf, self.aux, self.last)
+        self.dims = (a.H, a.H_out)
+        self.kernel = None
+        self.no_mask = np.zeros((1, 1), dtype=np.uint8)
+        self._one = None  # step1's bound buffers
+
+    def _fn(self):
+        if self.kernel is None:
+            self.kernel = _kernels().get(self.a.spec)
+        return self.kernel
+
+    def run(self, x, h, c, y, *, reverse=False, run=None, emit=None, last=None):
+        """Run over x (T, B, F), carrying the state h (B, H_out) and c (B, H) in place; y (T, B, H_out) gets
+        the outputs (every element). With ``run``/``emit`` (T, B, 1) booleans (forward's masks), ``last``
+        (B, H_out), the last output of each row (zeros for a fresh sequence), is carried in place too."""
+        T, B = x.shape[0], self.B
+        if B == 0 or T == 0:
+            return
+        a = self.a
+        masked = run is not None
+        fn = self._fn()
+        self.hbuf[self.par, :, : a.H_out] = h
+        if self.lstm:
+            self.cbuf[self.par] = c
+        if masked:
+            self.last[...] = last
+            run_u8 = np.ascontiguousarray(run[:, :, 0]).view(np.uint8)  # (T, B)
+            emit_u8 = np.ascontiguousarray(emit[:, :, 0]).view(np.uint8)
+        direct = y.flags.c_contiguous  # else a chunk buffer, copied out (a strided half of a bidirectional y)
+        GH = self.G * a.H
+        nr = a.spec.nr
+        chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
+        longest = max(t1 - t0 for t0, t1 in chunks)
+        itemsize = self.dtype.itemsize
+        xs_buf = _scratch("x", (longest * B, _ld(a.F + 1, itemsize)), self.dtype)  # (t*B, F+1): the chunk and 1
+        gi_buf = _scratch("gi", (longest * B, _ld(a.wpi.shape[0] * nr, itemsize)), self.dtype)
+        y_buf = None if direct else _scratch("y", (longest, B, a.H_out), self.dtype)
+        wanted, units = self._split(T, B)
+        claimed = _threads.claim(wanted)
+        nth, units = claimed, units and claimed > 1
+        try:
+            rows = -(-B // nth) if not units else B
+            accs = _scratch("acc", (nth, rows, self.G1 * nr), self.dtype)  # each thread's products
+            for t0, t1 in chunks:
+                n = t1 - t0
+                xs = xs_buf[: n * B]
+                xs[:, : a.F].reshape(n, B, a.F)[...] = x[t0:t1]  # (n, B, F)
+                xs[:, a.F] = 1
+                ys = y[t0:t1] if direct else y_buf[:n]  # (n, B, H_out)
+                io = (
+                    xs,
+                    gi_buf[: n * B],
+                    ys,
+                    run_u8[t0:t1] if masked else self.no_mask,
+                    emit_u8[t0:t1] if masked else self.no_mask,
+                    accs if nth > 1 else accs[:1],
+                )
+                if not self._chunk(fn, nth, units, reverse, masked, io):
+                    nth, units = 1, False  # the threads could not meet: this call goes on on one thread
+                self.par = (self.par + n) % 2
+                if not direct:
+                    y[t0:t1] = ys
+        finally:
+            _threads.release(claimed)
+        h[...] = self.hbuf[self.par, :, : a.H_out]
+        if self.lstm:
+            c[...] = self.cbuf[self.par]
+        if masked:
+            last[...] = self.last
+
+    def _chunk(self, fn, nth, units, reverse, masked, io):
+        """One chunk on nth threads; False when the threads could not run at once (the chunk then ran on one)."""
+        args = (self.ctl, units, reverse, masked, self.par, self.dims, self.W, self.S)
+        if nth == 1:
+            fn(0, 1, *args, io)
+            return True
+        k = _state["kernels"]
+        self.ctl[:] = 0
+        _threads.run(fn, nth, (*args, io))
+        if not units or self.ctl[k.DECISION] != k.ABANDONED:
+            return True
+        # nothing was written: the chunk again on this thread (units split: acc[0] has room for every row)
+        fn(0, 1, self.ctl, False, reverse, masked, self.par, self.dims, self.W, self.S, (*io[:5], io[5][:1]))
+        return False
+
+    def _split(self, T, B):
+        """(threads wanted, whether they split the units) for a call of T steps."""
+        a = self.a
+        per_step = B * self.G * a.H * (a.H_out + a.F + 1)
+        nth = _threads.get_num_threads()
+        if nth == 1 or T * per_step < CALL_PARALLEL_MIN:
+            return 1, False
+        if B >= nth * ROWS_PER_THREAD_MIN:
+            return nth, False
+        if T == 1 or per_step < PARALLEL_MIN or _cores_busy():
+            return 1, False
+        return nth, True
+
+    def step1(self, x, h, c, y):
+        """One unmasked step: x (B, F); h, c updated in place; y (B, H_out) receives h.
+
+        A stream's frame-by-frame call: the kernel's one-step call with buffers of its own, bound once,
+        so a call is the copies of the state in and out and the kernel (the same kernel as :meth:`run`).
+        """
+        one = self._one
+        if one is None:
+            one = self._one = self._one_step()
+        if one is False:  # a step big enough for threads
+            self.run(x[None], h, c, y[None])
+            return
+        fn, xs, F, H_out, io = one
+        xs[:, :F] = x
+        self.hbuf[self.par, :, :H_out] = h
+        if self.lstm:
+            self.cbuf[self.par] = c
+        fn(0, 1, self.ctl, False, False, False, self.par, self.dims, self.W, self.S, io)
+        self.par ^= 1
+        h[...] = io[2][0]
+        if self.lstm:
+            c[...] = self.cbuf[self.par]
+        y[...] = h
+
+    def _one_step(self):
+        if self._split(1, self.B)[0] > 1 or self.B == 0:
+            return False
+        a, B, dtype = self.a, self.B, self.dtype
+        nr = a.spec.nr
+        xs = _empty((B, _ld(a.F + 1, dtype.itemsize)), dtype)
+        xs[:, a.F] = 1  # the biases' input
+        gi = _empty((B, _ld(a.wpi.shape[0] * nr, dtype.itemsize)), dtype)
+        y1 = _empty((1, B, a.H_out), dtype)
+        io = (xs, gi, y1, self.no_mask, self.no_mask, _empty((1, B, self.G1 * nr), dtype))
+        return self._fn(), xs, a.F, a.H_out, io
 
 
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     """rnn_xp.loop.run_direction's contract (x (T, B, F), returns y (T, B, H_out), h_T, c_T), compiled."""
-    k = _load()
-    if k is None:
+    if _load() is None:
         raise RuntimeError(f"impl='numba' cannot run: {_state['reason']}")
-    nth = _threads()
-    try:
-        return _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out)
-    finally:
-        _done()
-
-
-def _run(k, nth, x, h0, c0, w, cfg, acts, reverse, run, emit, out):
-    T, B, F = x.shape
+    T, B, _ = x.shape
     dtype = np.dtype(x.dtype)
-    H, H_out, G = cfg.hidden_size, h0.shape[-1], cfg.gates
-    GH = G * H
-    cell = {"rnn": 0, "lstm": 1}.get(cfg.cell, 2 if cfg.reset_after else 3)
-    lstm, proj = cfg.cell == "lstm", w.w_hr is not None
+    d = Direction(arrange(w, cfg, acts, dtype), cfg, acts, dtype, B)
+    h = np.array(h0, dtype=dtype)  # copies: updated in place
+    c = None if c0 is None else np.array(c0, dtype=dtype)
+    y = _empty((T, B, h.shape[-1]), dtype) if out is None else out
+    last = np.zeros((B, h.shape[-1]), dtype=dtype) if run is not None else None
+    d.run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
+    return y, h, c
 
-    # --- the constants of the cell
-    b_ih, b_hh = _vec(w.b_ih, GH, dtype), _vec(w.b_hh, GH, dtype)
-    bias = b_ih + b_hh  # (G*H,) what adds to both products
-    b_hn = np.zeros(H, dtype=dtype)
-    if cfg.cell == "gru":  # r multiplies (or follows) W_hn h + b_hn: it stays apart
-        bias[2 * H :] = b_ih[2 * H :]
-        b_hn = b_hh[2 * H :].copy()
-    p = _vec(w.p, 3 * H if w.p is not None else 1, dtype)
-    codes = np.array([k.ACT_NAMES.index(a.name) for a in acts], dtype=np.int64)
-    alpha = np.array([0.0 if a.alpha is None else a.alpha for a in acts], dtype=np.float64)
-    beta = np.array([0.0 if a.beta is None else a.beta for a in acts], dtype=np.float64)
-    clip = dtype.type(0.0 if cfg.clip is None else cfg.clip)
-    consts = (bias, b_hn, p, cfg.peepholes, cfg.input_forget)
-    acts_args = (codes, alpha, beta, clip)
-    # the default cell in one pass a row (same arithmetic): no mask, no clip, default activations
-    fused = (
-        cell != 3  # GRU with reset before the product: two phases
-        and run is None
-        and cfg.clip is None
-        and tuple(a.name for a in acts) == CELLS[cfg.cell].default_activations
-        and not (cfg.peepholes or cfg.input_forget or proj)
+
+def _example_args(spec):
+    """Arguments of the kernel's types (tiny arrays): the signature every call of the spec compiles to."""
+    dtype = np.dtype(spec.dtype)
+    G = (1, 4, 3, 3)[spec.cell]
+    G1 = 2 if spec.cell == 3 else G
+    nr = spec.nr
+    z = lambda *shape: np.zeros(shape, dtype=dtype)  # noqa: E731
+    W = (
+        z(G, 2, nr),
+        z(G1, 1, nr),
+        z(1 if spec.cell == 3 or spec.proj else 0, 1, nr),
+        z(nr),
+        z(3, nr),
+        np.zeros((3, 3)),
+        np.zeros(3, dtype=np.int64),
     )
-
-    # --- how the threads share the work
-    by_rows = nth > 1 and B >= nth * ROWS_PER_THREAD_MIN
-    threads = nth if nth > 1 and T > 1 and B * GH * (H_out + F) >= PARALLEL_MIN else 1
-    if threads > 1 and not by_rows and _cores_busy():  # a barrier a step: a descheduled thread stalls the others
-        threads = 1
-    state = _Compiled(k, threads, by_rows and threads > 1, w, cfg, cell, proj, dtype, B, h0, c0)
-
-    masked = run is not None
-    if masked:
-        run_u8 = np.ascontiguousarray(run[:, :, 0]).view(np.uint8)  # (T, B)
-        emit_u8 = np.ascontiguousarray(emit[:, :, 0]).view(np.uint8)
-    else:
-        run_u8 = emit_u8 = np.zeros((1, 1), dtype=np.uint8)  # never read
-    y = _empty((T, B, H_out), dtype) if out is None else out
-    # the kernels see C-contiguous arrays only (one compiled signature per dtype): a strided out (one
-    # direction's half of a bidirectional layer's output) is written through a chunk buffer
-    direct = y.flags.c_contiguous
-    chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
-    longest = max((t1 - t0 for t0, t1 in chunks), default=0)
-    # the chunk's input projection (t*B, >= G*H): as wide as the packed panels, which write it in place
-    gi_buf = _scratch("gi", (longest * B, max(GH, state.gi_width)), dtype)
-    x_buf = _scratch("x", (longest * B, F), dtype)  # (t*B, F): the chunk, contiguous
-    y_buf = None if direct else _scratch("y", (longest, B, H_out), dtype)  # (t, B, H_out)
-    for t0, t1 in chunks:
-        n = t1 - t0
-        x_buf[: n * B].reshape(n, B, F)[...] = x[t0:t1]  # (n, B, F)
-        ys = y[t0:t1] if direct else y_buf[:n]  # (n, B, H_out)
-        runs = run_u8[t0:t1] if masked else run_u8
-        emits = emit_u8[t0:t1] if masked else emit_u8
-        state.chunk(reverse, fused, x_buf[: n * B], gi_buf[: n * B], consts, ys, runs, emits, masked, acts_args)
-        if not direct:
-            y[t0:t1] = ys
-    return y, state.h, (state.c if lstm else None)
-
-
-def _pack(w_t, columns, width, dtype):
-    """Each thread's columns of w_t (K, N), packed into panels: (threads, panels, K, width), panel counts.
-
-    A panel holds ``width`` consecutive columns of a thread's list row after row (zero-padded at the
-    end), so the compiled product streams it with one accumulator register per vector of columns.
-    """
-    K = w_t.shape[0]
-    counts = np.array([-(-len(c) // width) for c in columns], dtype=np.int64)
-    packed = np.zeros((len(columns), max(int(counts.max(initial=0)), 1), K, width), dtype=dtype)
-    for i, cols in enumerate(columns):
-        if len(cols):
-            block = np.zeros((K, counts[i] * width), dtype=dtype)
-            block[:, : len(cols)] = w_t[:, cols]
-            packed[i, : counts[i]] = block.reshape(K, counts[i], width).transpose(1, 0, 2)
-    return packed, counts
-
-
-def _packed(w, cfg, cell, proj, slices, width, dtype):
-    """W_ih^T, W_hh^T (and W_hr^T) packed for ``slices`` slices of the units, every gate of a unit in its slice.
-
-    Returns (packed, panel counts) for the input projection, the first recurrent product (every gate;
-    cell 3: r and z) and the second (cell 3: W_hn after r h; a projection: W_hr, sliced by output
-    unit; else empty). With one slice the columns are all of them in order, as the kernels index them.
-    """
-    H, G = cfg.hidden_size, cfg.gates
-    H_out = w.w_hh.shape[1]
-    units = [np.arange((H * i) // slices, (H * (i + 1)) // slices) for i in range(slices)]
-    w_hh_t = _transposed(w.w_hh, dtype)  # (H_out, G*H)
-    first = range(2) if cell == 3 else range(G)
-    every = [np.concatenate([g * H + u for g in range(G)]) for u in units]
-    wpi, npi = _pack(_transposed(w.w_ih, dtype), every, width, dtype)
-    wp0, np0 = _pack(w_hh_t, [np.concatenate([g * H + u for g in first]) for u in units], width, dtype)
-    if cell == 3:
-        wp1, np1 = _pack(w_hh_t, [2 * H + u for u in units], width, dtype)
-    elif proj:
-        outs = [np.arange((H_out * i) // slices, (H_out * (i + 1)) // slices) for i in range(slices)]
-        wp1, np1 = _pack(_transposed(w.w_hr, dtype), outs, width, dtype)
-    else:
-        wp1, np1 = np.zeros((slices, 1, 1, width), dtype=dtype), np.zeros(slices, dtype=np.int64)
-    return wpi, npi, wp0, np0, wp1, np1
-
-
-class _Compiled:
-    """One direction's packed weights, state and scratch over the chunks of a call."""
-
-    def __init__(self, k, nth, by_rows, w, cfg, cell, proj, dtype, B, h0, c0):
-        self.k, self.w, self.cfg, self.cell, self.proj, self.dtype, self.B = k, w, cfg, cell, proj, dtype, B
-        H, H_out = cfg.hidden_size, h0.shape[-1]
-        lstm = cfg.cell == "lstm"
-        self.hbuf = _empty((2, B, H_out), dtype)  # the state of even and odd steps
-        self.hbuf[0] = h0
-        self.cbuf = _empty((2, B, H), dtype) if lstm else np.zeros((2, B, 1), dtype=dtype)
-        if lstm:
-            self.cbuf[0] = c0
-        self.hh = _scratch("hh", (B, H), dtype) if proj else np.zeros((1, 1), dtype=dtype)  # h before the projection
-        self.rh = _scratch("rh", (B, H), dtype)  # GRU r h; its width tells the kernels H
-        self.last = np.zeros((B, H_out), dtype=dtype)  # the last output, repeated on masked steps
-        self._arrange(nth, by_rows)
-
-    def _arrange(self, nth, by_rows):
-        """The packed weights (kept beside frozen weights) for this split, and the call's scratch."""
-        cfg, dtype, B, k = self.cfg, self.dtype, self.B, self.k
-        H, G = cfg.hidden_size, cfg.gates
-        width = k.panel_width(dtype)
-        slices = 1 if by_rows else nth  # split by rows: every thread uses all the columns
-        make = lambda: _packed(self.w, cfg, self.cell, self.proj, slices, width, dtype)  # noqa: E731
-        packed = _kept(self.w, ("packed", dtype.str, slices, width), make)
-        self.wpi, self.npi, self.wp0, self.np0, self.wp1, self.np1 = packed
-        most = max(self.wp0.shape[1], self.wp1.shape[1])
-        rows = -(-B // nth) if by_rows else B
-        self.acc = _scratch("acc", (nth, rows, most * width), dtype)  # each thread's products (its rows, columns)
-        self.xo = _scratch("xo", (nth, PROJECTION_ROWS, self.wpi.shape[1] * width), dtype)  # units split: projections
-        self.gh = _scratch("gh", (nth, B, G * H), dtype)  # each thread's gates (its own rows and units only)
-        self.gn = _scratch("gn", (nth, B, H), dtype)
-        self.gi_width = self.wpi.shape[1] * width
-        self.nth, self.by_rows = nth, by_rows
-
-    def chunk(self, reverse, fused, xs, gi, consts, ys, runs, emits, masked, acts_args):
-        """The chunk's input projection (xs (n*B, F) into gi) and steps; the state ends in hbuf[0], cbuf[0]."""
-        k = self.k
-        if self.B == 0:  # nothing to compute (the kernels divide by B)
-            return
-        while True:
-            ctl = np.zeros(k.CONTROL_SIZE, dtype=np.int64)
-            kernel = k.chunk_parallel if self.nth > 1 else k.chunk_serial
-            kernel(
-                self.nth,
-                ctl,
-                self.by_rows,
-                fused,
-                reverse,
-                self.cell,
-                self.proj,
-                self.wpi,
-                self.npi,
-                self.wp0,
-                self.np0,
-                self.wp1,
-                self.np1,
-                xs,
-                self.xo,
-                self.acc,
-                self.gh,
-                self.gn,
-                gi,
-                *consts,
-                self.hbuf,
-                self.cbuf,
-                self.hh,
-                self.rh,
-                self.last,
-                ys,
-                runs,
-                emits,
-                masked,
-                *acts_args,
-            )
-            if self.nth == 1 or ctl[k.DECISION] != k.ABANDONED:
-                break
-            self._arrange(1, False)  # the threads did not run at once (nothing was written): one thread it is
-        if ys.shape[0] % 2:
-            self.hbuf[0] = self.hbuf[1]
-            self.cbuf[0] = self.cbuf[1]
-
-    @property
-    def h(self):
-        return self.hbuf[0]
-
-    @property
-    def c(self):
-        return self.cbuf[0]
+    S = (z(2, 1, 16), z(2, 1, 1), z(2, 1, 16), z(1, 1))
+    u8 = np.zeros((1, 1), dtype=np.uint8)
+    io = (z(1, 16), z(1, G * nr), z(1, 1, 1), u8, u8, z(1, 1, G1 * nr))
+    return (0, 1, np.zeros(24, dtype=np.int64), False, False, False, 0, (1, 1), W, S, io)
 
 
 def _empty(shape, dtype):
@@ -423,3 +585,10 @@ def _scratch(name, shape, dtype):
     if buf is None or buf.size < size:
         buf = bufs[key] = _empty((size,), dtype)
     return buf[:size].reshape(shape)
+
+
+if __name__ == "__main__":  # a background build (rnn_xp._fast._build): compile one spec into numba's cache
+    import json
+    import sys
+
+    compile_spec(spec_from_json(json.loads(sys.argv[1])))

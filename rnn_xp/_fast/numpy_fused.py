@@ -417,7 +417,20 @@ def _inline_loop(cfg, acts, negated, extra, w_hh_t, B, dtype):
 
 
 # --- the loop ---------------------------------------------------------------------------------
-class Direction:
+def Direction(arranged, cfg, acts, dtype, B, xp):  # noqa: N802 - made like a class, by Stream too
+    """One layer and direction made ready for batch B (see :class:`_Direction`); batch 1 runs as batch 2.
+
+    NumPy's matmul of a single row goes through BLAS's matrix-vector routine, which sums in another
+    order than the matrix product of the same row inside a batch; with two or more rows OpenBLAS
+    computes each row of a product alike whatever the rows beside it. So a sequence alone runs beside
+    a zero row (:class:`_OneRow`) and gets the bits it gets at any place of any batch.
+    """
+    if B == 1:
+        return _OneRow(arranged, cfg, acts, dtype, xp)
+    return _Direction(arranged, cfg, acts, dtype, B, xp)
+
+
+class _Direction:
     """One layer and direction made ready for batch B: everything that does not depend on the input.
 
     ``arranged`` is :func:`arrange`'s result (the weights transposed, reordered and with the biases
@@ -535,6 +548,66 @@ class Direction:
                 np.copyto(y_t, last, where=e)
         if h is not state:
             np.copyto(state, h)  # the unmasked loops leave the state in y's last step
+
+
+class _OneRow:
+    """A batch of one run as a batch of two, the second row zero: the products then sum as in any batch."""
+
+    def __init__(self, arranged, cfg, acts, dtype, xp):
+        self.inner = _Direction(arranged, cfg, acts, dtype, 2, xp)
+        self.B, self.dtype, self.GH = 1, dtype, arranged[0].shape[1]
+        self.F, self.H_out = arranged[0].shape[0] - 1, arranged[1].shape[0]
+        self.H = cfg.hidden_size
+        self.lstm = cfg.cell == "lstm"
+        self.h2 = np.zeros((2, self.H_out), dtype=dtype)
+        self.c2 = np.zeros((2, self.H), dtype=dtype) if self.lstm else None
+        self.x1 = np.zeros((2, self.F), dtype=dtype)
+        self.y1 = _empty((2, self.H_out), dtype)
+
+    def _state_in(self, h, c):
+        self.h2[0] = h[0]
+        self.h2[1] = 0
+        if self.lstm:
+            self.c2[0] = c[0]
+            self.c2[1] = 0
+
+    def _state_out(self, h, c):
+        h[0] = self.h2[0]
+        if self.lstm:
+            c[0] = self.c2[0]
+
+    def run(self, x, h, c, y, *, reverse=False, run=None, emit=None, last=None):
+        """:meth:`_Direction.run` for batch 1: chunk by chunk (bounded memory), beside a zero row."""
+        T = x.shape[0]
+        masked = run is not None
+        self._state_in(h, c)
+        last2 = None
+        if masked:
+            last2 = np.zeros((2, self.H_out), dtype=self.dtype)
+            last2[0] = last[0]
+        for t0, t1 in _loop.time_chunks(T, 2 * self.GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP)):
+            n = t1 - t0
+            x2 = np.zeros((n, 2, self.F), dtype=self.dtype)
+            x2[:, 0] = x[t0:t1, 0]
+            y2 = np.zeros((n, 2, self.H_out), dtype=self.dtype) if masked else _empty((n, 2, self.H_out), self.dtype)
+            r2 = e2 = None
+            if masked:
+                r2 = np.zeros((n, 2, 1), dtype=bool)
+                e2 = np.zeros((n, 2, 1), dtype=bool)
+                r2[:, 0], e2[:, 0] = run[t0:t1, 0], emit[t0:t1, 0]
+            self.inner.run(x2, self.h2, self.c2, y2, reverse=reverse, run=r2, emit=e2, last=last2)
+            y[t0:t1, 0] = y2[:, 0]
+        self._state_out(h, c)
+        if masked:
+            last[0] = last2[0]
+
+    def step1(self, x, h, c, y):
+        """:meth:`_Direction.step1` for batch 1."""
+        self.x1[0] = x[0]
+        self._state_in(h, c)
+        self.inner.step1(self.x1, self.h2, self.c2, self.y1)
+        self._state_out(h, c)
+        y[0] = self.y1[0]
 
 
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):

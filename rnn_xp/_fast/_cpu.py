@@ -1,0 +1,210 @@
+"""What the compiled CPU engine needs to know about the processor, and the block sizes it derives from it.
+
+The register tile and cache blocks of the matrix product (:mod:`rnn_xp._fast._numba_gemm`) follow the
+analytical model of BLIS (Low et al., "Analytical Modeling Is Enough for High-Performance BLIS",
+2016), reduced to the three facts that decide them here:
+
+* the SIMD width (bytes in a vector register) and the register count: a tile of MR rows x V vectors
+  holds MR*V accumulators, and MR*V + V + 1 registers must fit (accumulators, the V weight vectors
+  of a step of k, one broadcast) with MR*V >= FMA latency x FMA units, so the chains hide the latency:
+  24 accumulators (12 x 2) with 32 registers (AVX-512), 12 (6 x 2) with 16 (AVX2, SSE);
+* the L1 data cache: a block of KC rows of a weight panel (KC x V vectors) takes half of it, so it
+  stays there while every row tile of the batch passes over it;
+* nothing else: the weight panels stream from L2/L3 once per step, the state rows stay in L2.
+
+Nothing here ever fails a call: a processor that cannot be read gets the safe defaults (16 registers,
+32-byte vectors, a 32 KiB L1), and :func:`describe` says so (``rnn_xp.explain`` shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["CPU", "Blocking", "cpu", "blocking", "describe"]
+
+DEFAULT_L1 = 32 << 10
+DEFAULT_L2 = 1 << 20
+
+# CPU names numba accepts (NUMBA_CPU_NAME, LLVM's names) whose vectors are 64 bytes wide (AVX-512F);
+# other x86 names of the last decade have AVX2 (32 bytes); 'generic' and unknown names get 32 too
+# (LLVM splits wider vectors where the target has none, so a wrong guess costs speed, never results).
+_AVX512_NAMES = (
+    "skylake-avx512",
+    "cascadelake",
+    "cooperlake",
+    "cannonlake",
+    "icelake-client",
+    "icelake-server",
+    "tigerlake",
+    "rocketlake",
+    "sapphirerapids",
+    "emeraldrapids",
+    "graniterapids",
+    "graniterapids-d",
+    "diamondrapids",
+    "znver4",
+    "znver5",
+    "x86-64-v4",
+    "knl",
+    "knm",
+)
+
+
+@dataclass(frozen=True)
+class CPU:
+    name: str  # the processor's model name, or the machine type where none can be read
+    vector_bytes: int  # 64 (AVX-512), 32 (AVX2), 16 (SSE, NEON)
+    registers: int  # vector registers
+    l1d: int  # bytes of L1 data cache per core
+    l2: int  # bytes of L2 per core
+    source: str  # where the facts came from ('host', 'NUMBA_CPU_NAME=haswell', 'defaults: ...')
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """The matrix product's block sizes for one dtype (all compile-time constants of the kernels)."""
+
+    vector_bytes: int  # VB
+    lanes: int  # elements in a vector
+    v: int  # vectors per panel: a panel is NR = v * lanes output columns
+    mr: int  # rows of a full register tile (MR x v accumulators)
+    kc: int  # rows of k per L1 block
+    accumulators: int  # the register budget for accumulators (wide tiles: rows x panels x v <= this)
+
+    @property
+    def nr(self) -> int:
+        return self.v * self.lanes
+
+
+def _read_int(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return 0
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    try:
+        return int(text.rstrip("KMGkmg")) * scale
+    except ValueError:
+        return 0
+
+
+def _cache_size(level, kind):
+    """Bytes of the cache of this level ('Data' or 'Unified') of cpu0, from sysconf or sysfs; 0 if unknown."""
+    name = {1: "SC_LEVEL1_DCACHE_SIZE", 2: "SC_LEVEL2_CACHE_SIZE"}[level]
+    try:
+        size = os.sysconf(name)
+        if size and size > 0:
+            return int(size)
+    except (ValueError, OSError, AttributeError):
+        pass
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        entries = sorted(os.listdir(base))
+    except OSError:
+        return 0
+    for entry in entries:
+        if _read_int(f"{base}/{entry}/level") == level:
+            try:
+                with open(f"{base}/{entry}/type") as f:
+                    if f.read().strip() not in (kind, "Unified"):
+                        continue
+            except OSError:
+                continue
+            return _read_int(f"{base}/{entry}/size")
+    return 0
+
+
+def _model_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "cpu model")):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _vector_bytes():
+    """(bytes, source) of the vectors the compiled code targets: numba's CPU setting, else the host's."""
+    named = os.environ.get("NUMBA_CPU_NAME", "").strip().lower()
+    features = os.environ.get("NUMBA_CPU_FEATURES", "").strip().lower()
+    if features:
+        flags = {f[1:] for f in features.split(",") if f.startswith("+")}
+        width = 64 if "avx512f" in flags else 32 if "avx2" in flags or "avx" in flags else 16
+        return width, f"NUMBA_CPU_FEATURES={features}"
+    if named and named != "host":
+        return (64 if named in _AVX512_NAMES else 32), f"NUMBA_CPU_NAME={named}"
+    try:
+        import llvmlite.binding as llvm
+
+        host = llvm.get_host_cpu_features()
+        if host.get("avx512f", False):
+            return 64, "host"
+        if host.get("avx2", False) or host.get("avx", False):
+            return 32, "host"
+        return 16, "host"
+    except Exception as e:  # noqa: BLE001 - llvmlite absent or the query failed: the safe default
+        return 32, f"defaults (host features unreadable: {type(e).__name__})"
+
+
+@lru_cache(maxsize=1)
+def cpu() -> CPU:
+    """The processor the kernels are compiled for (read once per process)."""
+    vb, source = _vector_bytes()
+    l1, l2 = _cache_size(1, "Data"), _cache_size(2, "Unified")
+    if not l1 or not l2:
+        source += f"; cache sizes unreadable, assumed L1d {DEFAULT_L1 >> 10} KiB, L2 {DEFAULT_L2 >> 20} MiB"
+    return CPU(
+        name=_model_name(),
+        vector_bytes=vb,
+        registers=32 if vb == 64 else 16,
+        l1d=l1 or DEFAULT_L1,
+        l2=l2 or DEFAULT_L2,
+        source=source,
+    )
+
+
+def _override():
+    """RNN_XP_BLOCKING='mr,v,kc' (tuning experiments; any values give the same results, only the speed changes)."""
+    text = os.environ.get("RNN_XP_BLOCKING", "").strip()
+    if not text:
+        return None
+    try:
+        mr, v, kc = (int(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"RNN_XP_BLOCKING={text!r}; expected 'mr,v,kc', three positive integers, e.g. '12,2,256'"
+        ) from None
+    if min(mr, v, kc) < 1 or mr > 16 or v > 4:
+        raise ValueError(f"RNN_XP_BLOCKING={text!r}; expected 1 <= mr <= 16, 1 <= v <= 4, kc >= 1")
+    return mr, v, kc
+
+
+@lru_cache(maxsize=4)
+def blocking(itemsize: int) -> Blocking:
+    """The block sizes for elements of ``itemsize`` bytes on this CPU."""
+    c = cpu()
+    lanes = c.vector_bytes // itemsize
+    v = 2
+    budget = 24 if c.registers >= 32 else 12  # accumulators: MR*V + V + 1 registers, of 32 or 16
+    mr = budget // v
+    nr_bytes = v * c.vector_bytes
+    kc = max(32, (c.l1d // 2) // nr_bytes // 8 * 8)  # a KC x NR block of weights in half of L1
+    forced = _override()
+    if forced is not None:
+        mr, v, kc = forced
+    return Blocking(vector_bytes=c.vector_bytes, lanes=lanes, v=v, mr=mr, kc=kc, accumulators=budget)
+
+
+def describe(itemsize: int = 4) -> str:
+    """One line for explain(): the CPU, its vectors and caches, and the block sizes chosen."""
+    c, b = cpu(), blocking(itemsize)
+    return (
+        f"{c.name}: {c.vector_bytes * 8}-bit vectors x {c.registers} registers, L1d {c.l1d >> 10} KiB, "
+        f"L2 {c.l2 >> 10} KiB ({c.source}); tiles {b.mr} rows x {b.nr} columns, k blocks of {b.kc}"
+    )

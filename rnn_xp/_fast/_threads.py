@@ -1,0 +1,145 @@
+"""rnn_xp's own worker threads for the compiled kernels: safe under fork and from many threads.
+
+The kernels are numba functions compiled with ``nogil=True``: plain Python threads run them at once
+on different cores. rnn_xp keeps a few such threads, started on first use, and never uses numba's
+threading layers: GNU OpenMP kills a forked child ("fork() called from a process already using GNU
+OpenMP") and numba's workqueue layer aborts when two threads call into it at once. After a fork the
+child has none of the parent's threads: it starts its own when it first needs them (the locks are
+new ones too, in case another thread of the parent held one at the fork), as PyTorch rebuilds its
+pool in a pthread_atfork handler.
+
+Only one call at a time runs on the pool (:func:`claim`); a call that starts while another holds it
+runs on its own thread (so several caller threads, e.g. Dask's, never oversubscribe the cores). The
+thread count is :func:`get_num_threads`: the usable CPUs, or RNN_XP_NUM_THREADS, or what
+:func:`set_num_threads` said.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+__all__ = ["run", "claim", "release", "get_num_threads", "set_num_threads"]
+
+
+class _Worker:
+    def __init__(self):
+        self.go = threading.Event()
+        self.done = threading.Event()
+        self.job = None
+        self.error = None
+        self.thread = threading.Thread(target=self._loop, name="rnn_xp-worker", daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        while True:
+            self.go.wait()
+            self.go.clear()
+            fn, args = self.job
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller, which raises it
+                self.error = e
+            self.job = None
+            self.done.set()
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _from_env():
+    text = os.environ.get("RNN_XP_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"RNN_XP_NUM_THREADS={text!r}; expected a positive integer (the threads of a forward call)")
+    return n
+
+
+class _Pool:
+    def __init__(self):
+        self.workers = []
+        self.lock = threading.Lock()  # held by the one call that runs on the pool
+        self.calls = 0  # calls running now, on the pool or not
+        self.count_lock = threading.Lock()
+
+
+_pool = _Pool()
+_setting = {"threads": None}
+
+
+def _reset_after_fork():
+    global _pool
+    _pool = _Pool()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def get_num_threads() -> int:
+    """Threads a forward call may use: set_num_threads's value, else RNN_XP_NUM_THREADS, else the usable CPUs."""
+    n = _setting["threads"] or _from_env() or _usable_cpus()
+    return max(1, int(n))
+
+
+def set_num_threads(n: int) -> None:
+    """Use at most n threads per forward call from now on (None: back to the default)."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"set_num_threads({n!r}); expected a positive integer, or None for the default")
+    _setting["threads"] = n
+
+
+def claim(wanted: int) -> int:
+    """How many threads this call may use: ``wanted`` if no other call is running, else 1 (release() after)."""
+    pool = _pool
+    with pool.count_lock:
+        pool.calls += 1
+        alone = pool.calls == 1
+    if wanted > 1 and alone and pool.lock.acquire(blocking=False):
+        return wanted
+    return 1
+
+
+def release(nth: int) -> None:
+    """The end of a call that claim() answered with nth threads."""
+    pool = _pool
+    if nth > 1:
+        pool.lock.release()
+    with pool.count_lock:
+        pool.calls -= 1
+
+
+def run(fn, nth, args):
+    """fn(k, nth, *args) for k in range(nth) at once: k = 0 on the calling thread, the others on workers.
+
+    Only for a call that claim() gave nth > 1 threads (it holds the pool).
+    """
+    if nth == 1:
+        fn(0, 1, *args)
+        return
+    pool = _pool
+    while len(pool.workers) < nth - 1:
+        pool.workers.append(_Worker())
+    workers = pool.workers[: nth - 1]
+    for k, w in enumerate(workers, start=1):
+        w.error = None
+        w.done.clear()
+        w.job = (fn, (k, nth, *args))
+        w.go.set()
+    try:
+        fn(0, nth, *args)
+    finally:
+        for w in workers:
+            w.done.wait()
+    for w in workers:
+        if w.error is not None:
+            raise w.error

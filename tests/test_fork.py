@@ -1,0 +1,135 @@
+"""Safe under fork: after a forward that ran on rnn_xp's threads, child processes run forward and get its bits.
+
+multiprocessing pools with the fork, forkserver and spawn start methods (fork: Python's default on
+Linux before 3.14, gunicorn and Celery pre-fork workers, torch DataLoader workers) and bare os.fork
+children: 100% of them return the parent's results, none hangs (every wait has a timeout). Threads
+sharing params keep working too.
+"""
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+import numpy as np
+import pytest
+
+import rnn_xp
+from rnn_xp._fast import _threads
+
+pytest.importorskip("numba")
+
+if sys.platform == "win32":  # pragma: no cover
+    pytest.skip("fork is POSIX", allow_module_level=True)
+
+TIMEOUT = 240  # seconds: a spawned child imports rnn_xp and loads the kernel from numba's cache
+
+
+def _params():
+    return rnn_xp.init("lstm", 16, 64, seed=3)
+
+
+def _inputs():
+    rng = np.random.default_rng(5)
+    return [rng.standard_normal((B, 30, 16)).astype(np.float32) for B in (1, 8)]
+
+
+def work(k):
+    """A child's job: forward of input k (the module-level params and inputs, made in the child)."""
+    y, (h, c) = rnn_xp.forward(_inputs()[k], _params(), impl="numba")
+    return y, h, c
+
+
+@pytest.fixture
+def parent_threaded(monkeypatch):
+    """The parent's forward calls run on rnn_xp's threads (2, whatever the size), before any child starts."""
+    from rnn_xp._fast import numba_cpu
+
+    monkeypatch.setitem(_threads._setting, "threads", 2)
+    monkeypatch.setattr(numba_cpu, "CALL_PARALLEL_MIN", 0)
+    monkeypatch.setattr(numba_cpu, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(numba_cpu, "_cores_busy", lambda: False)
+    used = []
+    real = _threads.run
+    monkeypatch.setattr(_threads, "run", lambda fn, nth, args: used.append(nth) or real(fn, nth, args))
+    expected = [work(k) for k in range(2)]
+    assert used, "the parent never ran on its threads"
+    return expected
+
+
+def same(got, expected):
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_pools_of_every_start_method(parent_threaded, method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    ctx = multiprocessing.get_context(method)
+    with ctx.Pool(2) as pool:
+        results = pool.map_async(work, [0, 1, 0, 1]).get(timeout=TIMEOUT)
+    for k, got in zip([0, 1, 0, 1], results, strict=True):
+        same(got, parent_threaded[k])
+
+
+def test_bare_os_fork_children(parent_threaded):
+    children = []
+    for k in (0, 1):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its forward on the threads it starts itself, the bytes back, and out
+            code = 1
+            try:
+                os.close(read)
+                y, h, c = work(k)
+                with os.fdopen(write, "wb") as f:
+                    f.write(b"".join(np.ascontiguousarray(a).tobytes() for a in (y, h, c)))
+                code = 0
+            except BaseException:  # noqa: BLE001 - the parent sees the exit status; the traceback helps
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(write)
+        children.append((k, pid, read))
+    deadline = time.monotonic() + TIMEOUT
+    for k, pid, read in children:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"an os.fork child hung (input {k})")
+            time.sleep(0.05)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child {k} failed: status {status}"
+        with os.fdopen(read, "rb") as f:
+            data = f.read()
+        shapes = [a.shape for a in parent_threaded[k]]
+        sizes = np.cumsum([0] + [int(np.prod(s)) * 4 for s in shapes])
+        got = [np.frombuffer(data[sizes[i] : sizes[i + 1]], dtype=np.float32).reshape(s) for i, s in enumerate(shapes)]
+        same(got, parent_threaded[k])
+
+
+def test_threads_sharing_params_after_a_fork(parent_threaded):
+    """The parent goes on: 8 threads at once on the same params, every result the serial one."""
+    params, xs = _params(), _inputs()
+    results = [None] * 8
+    start = threading.Barrier(8)
+
+    def run(i):
+        start.wait()
+        results[i] = rnn_xp.forward(xs[i % 2], params, impl="numba")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+        assert not t.is_alive(), "a thread hung"
+    for i, (y, (h, c)) in enumerate(results):
+        same((y, h, c), parent_threaded[i % 2])

@@ -1,0 +1,155 @@
+"""Reproducible to the bit: a sequence gets the same outputs and final state wherever and however it runs.
+
+The guarantee (README, "Reproducible results"), for impl="numba" and impl="numpy-fused": the outputs
+and final states of a sequence are bit-identical whether it runs alone or at any position of any
+batch (with or without lengths or masks on the other rows), with any thread count or split, and
+whether it comes from forward or from a Stream fed in any chunking. Checked with hypothesis over
+cells, options, batch compositions, chunkings and thread settings.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rnn_xp
+from rnn_xp import stream as stream_mod
+from rnn_xp._fast import _threads
+
+IMPLS = ["numba", "numpy-fused"]
+CONFIGS = [  # a few kernels (each compiles once): every cell, both GRU conventions, LSTM options
+    ("rnn", {}),
+    ("lstm", {}),
+    ("gru", {}),
+    ("gru", {"reset_after": False}),
+    ("lstm", {"proj_size": 5, "peepholes": True}),
+    ("lstm", {"clip": 0.9, "activations": ["HardSigmoid", "Tanh", "Softsign"]}),
+]
+F, H = 6, 19
+_PARAMS = {}
+
+SETTINGS = settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def params_for(i, dtype="float32"):
+    key = (i, dtype)
+    if key not in _PARAMS:
+        cell, opts = CONFIGS[i]
+        _PARAMS[key] = rnn_xp.init(cell, F, H, seed=40 + i, dtype=dtype, **opts)
+    return _PARAMS[key]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request):
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    return request.param
+
+
+def threads(monkeypatch, mode):
+    """'one' thread, or two splitting the 'rows' or the 'units', whatever the size of the call."""
+    from rnn_xp._fast import numba_cpu
+
+    monkeypatch.setitem(_threads._setting, "threads", 1 if mode == "one" else 2)
+    monkeypatch.setattr(numba_cpu, "CALL_PARALLEL_MIN", 0)
+    monkeypatch.setattr(numba_cpu, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(numba_cpu, "_cores_busy", lambda: False)
+    monkeypatch.setattr(numba_cpu, "ROWS_PER_THREAD_MIN", 1 if mode == "rows" else 1 << 62)
+
+
+def flat(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def assert_same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@SETTINGS
+@given(
+    config=st.integers(0, len(CONFIGS) - 1),
+    B=st.integers(2, 7),
+    T=st.integers(1, 14),
+    data=st.data(),
+    mode=st.sampled_from(["one", "rows", "units"]),
+)
+def test_a_sequence_alone_or_anywhere_in_any_batch(impl, monkeypatch, config, B, T, data, mode):
+    params = params_for(config)
+    rng = np.random.default_rng([config, B, T])
+    x = rng.standard_normal((B, T, F)).astype(np.float32)
+    pos = data.draw(st.integers(0, B - 1), label="position")
+    length = data.draw(st.integers(0, T), label="its length")
+    masked = data.draw(st.sampled_from(["none", "lengths", "mask"]), label="masks")
+    threads(monkeypatch, mode)
+    alone_y, alone_state = rnn_xp.forward(x[pos : pos + 1, :length], params, impl=impl)
+    kw = {}
+    if masked == "lengths":
+        lengths = rng.integers(0, T + 1, size=B)
+        lengths[pos] = length
+        kw["lengths"] = lengths
+    elif masked == "mask":
+        mask = rng.random((B, T)) < 0.7
+        mask[pos] = np.arange(T) < length
+        kw["mask"] = mask
+    else:
+        x[pos, length:] = rng.standard_normal((T - length, F))  # its own length: the steps after it differ
+    y, state = rnn_xp.forward(x if kw else x[:, :length], params, impl=impl, **kw)
+    assert_same_bits(np.ascontiguousarray(y[pos, :length]), alone_y[0])
+    if kw:
+        tail = y[pos, length:]
+        if masked == "lengths":
+            assert not tail.any()  # zero past its length
+    for a, b in zip(flat(state), flat(alone_state), strict=True):
+        assert_same_bits(np.ascontiguousarray(a[:, pos]), b[:, 0])
+
+
+@SETTINGS
+@given(
+    config=st.integers(0, len(CONFIGS) - 1),
+    B=st.integers(1, 5),
+    cuts=st.lists(st.integers(0, 6), min_size=1, max_size=6),
+    mode=st.sampled_from(["one", "rows", "units"]),
+)
+def test_a_stream_in_any_chunks_is_forward(impl, monkeypatch, config, B, cuts, mode):
+    params = params_for(config)
+    if params.config.direction != "forward":
+        return
+    T = sum(cuts)
+    x = np.random.default_rng([config, B, T]).standard_normal((B, T, F)).astype(np.float32)
+    threads(monkeypatch, mode)
+    monkeypatch.setattr(stream_mod, "PREPARED", ("numba_cpu",) if impl == "numba" else ("numpy_fused",))
+    y, state = rnn_xp.forward(x, params, impl=impl)
+    s = rnn_xp.Stream(params)
+    got, t = [], 0
+    for n in cuts:
+        got.append(s(x[:, t : t + n]))
+        t += n
+    assert_same_bits(np.concatenate(got, axis=1), y)
+    for a, b in zip(flat(s.state), flat(state), strict=True):
+        assert_same_bits(a, b)
+
+
+@pytest.mark.parametrize("config", range(len(CONFIGS)))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_frame_by_frame_is_forward(impl, monkeypatch, config, dtype):
+    """The one-step path of a Stream (a frame a call, batch 1 and 3) gives forward's bits."""
+    params = params_for(config, dtype)
+    monkeypatch.setattr(stream_mod, "PREPARED", ("numba_cpu",) if impl == "numba" else ("numpy_fused",))
+    for B in (1, 3):
+        x = np.random.default_rng(B).standard_normal((B, 9, F)).astype(dtype)
+        y, state = rnn_xp.forward(x, params, impl=impl)
+        s = rnn_xp.Stream(params)
+        got = np.concatenate([s(x[:, t : t + 1]) for t in range(9)], axis=1)
+        assert_same_bits(got, y)
+        for a, b in zip(flat(s.state), flat(state), strict=True):
+            assert_same_bits(a, b)
+
+
+def test_the_stream_runs_the_compiled_engine_where_it_is_installed():
+    pytest.importorskip("numba")
+    s = rnn_xp.Stream(params_for(1))
+    s(np.zeros((2, 3, F), dtype=np.float32))
+    assert s._units[0].prepared[0].__name__ == "rnn_xp._fast.numba_cpu"
