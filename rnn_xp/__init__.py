@@ -13,7 +13,7 @@ Array-API namespace; the numbers match PyTorch, Keras and ONNX.
 
 from .activations import Activation, softmax
 from .backend import Backend, select_backend
-from .cpu import get_num_threads, set_num_threads
+from .cpu import get_num_threads, set_num_threads, warmup
 from .engine import explain, forward
 from .importers import from_keras, from_onnx, from_torch, to_torch_state_dict
 from .importers.onnx import OnnxGraph
@@ -78,4 +78,5 @@ __all__ = [
     "text_classifier",
     "to_device",
     "to_torch_state_dict",
+    "warmup",
 ]

@@ -17,7 +17,19 @@ import time
 
 DESCRIPTION = """\
 rnn_xp runs the forward pass of SimpleRNN, LSTM and GRU networks on NumPy, CuPy (GPU) or any
-Array-API namespace. This command line has one command, `demo`, a first check of an install."""
+Array-API namespace. Commands: `demo`, a first check of an install; `warmup`, the compiled CPU
+engine's kernels built ahead of time."""
+
+WARMUP_HELP = "compile the CPU engine's kernels for a model or cells now, into numba's cache"
+
+WARMUP_DESCRIPTION = """\
+Compiles the kernels of the compiled CPU engine (impl="numba") that the given models or params
+files use, or the given cells with their default options, into numba's on-disk cache: later
+processes load them in a fraction of a second instead of compiling them (seconds each) in the
+background on their first call. Files: rnn_xp.save files, Keras .keras/.h5, ONNX .onnx. With
+neither files nor --cell: the cells rnn, lstm and gru. The cache is numba's: next to the installed
+package where it is writable, else the user's cache folder, or NUMBA_CACHE_DIR; kernels are
+compiled for this machine's CPU (another CPU kind compiles its own on first use)."""
 
 DEMO_HELP = "build a small text classifier and time it on the backend rnn_xp picks"
 
@@ -145,7 +157,42 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive, default=250, metavar="N", help="token ids per sequence")
     p.add_argument("--repeats", type=_positive, default=5, metavar="N", help="timed forward passes (after one warm-up)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    w = sub.add_parser("warmup", help=WARMUP_HELP, description=WARMUP_DESCRIPTION, formatter_class=fmt)
+    w.add_argument("files", nargs="*", metavar="FILE", help="models or params whose kernels to compile")
+    w.add_argument(
+        "--cell",
+        action="append",
+        choices=sorted(rnn_xp.cpu.CELLS),
+        default=None,
+        help="a cell with its default options (repeat for more)",
+    )
+    w.add_argument(
+        "--dtype",
+        action="append",
+        choices=["float32", "float64"],
+        default=None,
+        help="dtypes for --cell (repeat for more; default float32)",
+    )
+    w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     return ap
+
+
+def warmup(args) -> int:
+    """Compile the kernels of the files and cells given, one line per kernel."""
+    import rnn_xp
+
+    cells = args.cell or ([] if args.files else ["rnn", "lstm", "gru"])
+    try:
+        done = rnn_xp.warmup(
+            *args.files, cells=cells, dtypes=args.dtype or ["float32"], progress=lambda line: print(line, flush=True)
+        )
+    except RuntimeError as e:  # numba missing
+        raise UsageError(f"{e}") from e
+    except (OSError, ValueError, TypeError) as e:  # a file that cannot be read
+        raise UsageError(f"{type(e).__name__}: {e}") from e
+    total = sum(seconds for _, seconds, _ in done)
+    print(f"{len(done)} kernel(s) ready in numba's cache ({total:.1f} s)")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -153,7 +200,7 @@ def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
     try:
-        return demo(args)
+        return warmup(args) if args.command == "warmup" else demo(args)
     except UsageError as e:
         if args.debug:
             raise

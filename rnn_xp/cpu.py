@@ -1,11 +1,11 @@
-"""Controls of the compiled CPU engine (impl="numba"): its threads and its compiled kernels.
+"""Controls of the compiled CPU engine (impl="numba"): its threads and its compiled kernels (warmup).
 
 Nothing here imports numba until it is needed (``import rnn_xp`` never does).
 """
 
 from __future__ import annotations
 
-__all__ = ["set_num_threads", "get_num_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "warmup", "CELLS"]
 
 
 def set_num_threads(n):
@@ -25,3 +25,117 @@ def get_num_threads() -> int:
     from ._fast import _threads
 
     return _threads.get_num_threads()
+
+
+# the cells rnn-xp warmup compiles by name, with their default options
+CELLS = {
+    "rnn": ("rnn", {}),
+    "lstm": ("lstm", {}),
+    "gru": ("gru", {}),  # reset after the product: PyTorch's, Keras's default
+    "gru-before": ("gru", {"reset_after": False}),  # ONNX's default, Keras reset_after=False
+}
+
+
+def _params_in(obj, seen=None):
+    """Every RNNParams inside params, a layer, a model, an ONNX graph or a Stream (a walk over their fields)."""
+    import dataclasses
+
+    from .params import RNNParams
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, RNNParams):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [p for item in obj for p in _params_in(item, seen)]
+    if isinstance(obj, dict):
+        return [p for item in obj.values() for p in _params_in(item, seen)]
+    units = getattr(obj, "_units", None)  # a Stream
+    if units is not None:
+        return [p for u in units for p in _params_in(u.params, seen)]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [p for f in dataclasses.fields(obj) for p in _params_in(getattr(obj, f.name), seen)]
+    return []
+
+
+def _read(path):
+    """A model or params from a file: rnn_xp.save's files, Keras (.keras, .h5) or ONNX (.onnx)."""
+    import os
+
+    from .importers import from_keras, from_onnx
+    from .io import load
+
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix in (".keras", ".h5", ".hdf5"):
+        return from_keras(path)
+    if suffix == ".onnx":
+        return from_onnx(path)
+    import numpy as np
+
+    return load(path, xp=np)
+
+
+def warmup(*objs, cells=(), dtypes=("float32",), progress=None):
+    """Compile the compiled engine's kernels that ``objs`` (and ``cells``) use, now, into numba's cache.
+
+    Each configuration (cell, options, dtype) compiles once, in seconds, and numba's on-disk cache
+    keeps it for every later process: after a warm-up no call runs numpy-fused while a kernel
+    compiles in the background, from the first call on. Also ``rnn-xp warmup`` on the command line.
+
+    Parameters
+    ----------
+    *objs : params, layers, models (Sequential, Keras/ONNX imports), Streams, or paths of files
+        (``rnn_xp.save`` files, ``.keras``/``.h5`` Keras files, ``.onnx`` files).
+    cells : names from :data:`CELLS` ("rnn", "lstm", "gru", "gru-before"), with default options.
+    dtypes : the dtypes to compile ``cells`` for ("float32", "float64"); params use their own
+        (float16 and bfloat16 compute in float32).
+    progress : callable(str), optional, told of each kernel before and after it is built.
+
+    Returns the list of (what the kernel is for, seconds, "compiled" or "from the cache").
+    """
+    import os
+    import time
+
+    from ._fast import numba_cpu
+
+    if numba_cpu._load() is None:
+        raise RuntimeError(f"nothing to warm up: {numba_cpu._state['reason']}")
+    from . import _xp
+    from .params import init
+
+    found = []
+    for obj in objs:
+        if isinstance(obj, (str, bytes, os.PathLike)):
+            obj = _read(obj)
+        params = _params_in(obj)
+        if not params:
+            raise TypeError(f"warmup() found no recurrent layer in {type(obj).__name__}; expected params or a model")
+        found += params
+    for name in cells:
+        if name not in CELLS:
+            raise ValueError(f"cell {name!r}; expected one of {sorted(CELLS)}")
+        for dtype in dtypes:
+            if dtype not in ("float32", "float64"):
+                raise ValueError(f"dtype {dtype!r}; expected 'float32' or 'float64'")
+            cell, opts = CELLS[name]
+            found.append(init(cell, 1, 2, dtype=dtype, **opts))
+    specs = []
+    for p in found:
+        dtype = "float32" if p.config.dtype in _xp.HALF_DTYPES else p.config.dtype
+        specs += [numba_cpu.make_spec(p.config, acts, dtype) for acts in p.config.activations]
+    specs = list(dict.fromkeys(specs))
+    kernels = numba_cpu._kernels()
+    done = []
+    for i, spec in enumerate(specs, start=1):
+        if progress is not None:
+            progress(f"[{i}/{len(specs)}] {spec.label}: building")
+        t = time.perf_counter()
+        how = "from the cache" if kernels._load_cached(spec) else "compiled"
+        numba_cpu.compile_spec(spec)
+        seconds = time.perf_counter() - t
+        done.append((spec.label, seconds, how))
+        if progress is not None:
+            progress(f"[{i}/{len(specs)}] {spec.label}: {how} in {seconds:.1f} s")
+    return done

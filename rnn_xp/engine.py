@@ -8,7 +8,7 @@ from typing import NamedTuple
 from . import _xp
 from ._validate import check_bool, check_forward_inputs
 from .params import CellWeights, RNNParams
-from .seam import Call, Choice, select_runner
+from .seam import Call, Choice, described, select_runner
 
 __all__ = ["forward", "explain", "prepare"]
 
@@ -81,6 +81,11 @@ def explain(
 
         implementation: numpy-fused
           skipped numba: numba is not installed (pip install 'rnn_xp[numba]')
+
+    or, with numba, the kernel and the CPU's blocking it runs with::
+
+        implementation: numba
+          kernel lstm float32 (sigmoid, tanh, tanh); AMD EPYC: 512-bit vectors x 32 registers, ...
     """
     if _xp.is_dask_array(x):  # each chunk's forward: see rnn_xp._dask
         from . import _dask  # given this module: it runs engine.forward per chunk, never imports it
@@ -97,7 +102,7 @@ def explain(
             trace=trace,
         )
     p = prepare(x, params, initial_state, lengths=lengths, mask=mask, time_major=time_major, trace=trace)
-    return select_runner(p.call, impl)
+    return described(select_runner(p.call, impl), p.call)
 
 
 def forward(

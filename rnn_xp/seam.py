@@ -21,13 +21,13 @@ imported on first use, so ``import rnn_xp`` imports no fast path (and never CuPy
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from . import _xp
 from .params import RNNConfig
 
-__all__ = ["Call", "Choice", "select_runner", "implementations", "IMPLEMENTATIONS"]
+__all__ = ["Call", "Choice", "select_runner", "described", "implementations", "IMPLEMENTATIONS"]
 
 
 class Implementation(NamedTuple):
@@ -72,9 +72,12 @@ class Choice:
     implementation: str
     skipped: tuple = field(default=())  # ((name, reason), ...)
     runner: object = field(default=None, repr=False, compare=False)
+    detail: str = ""  # what the implementation says of how it runs the call (explain only)
 
     def __str__(self):
         lines = [f"implementation: {self.implementation}"]
+        if self.detail:
+            lines.append(f"  {self.detail}")
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
         return "\n".join(lines)
 
@@ -123,6 +126,12 @@ def select_runner(call: Call, impl: str = "auto") -> Choice:
             return Choice(candidate.name, tuple(skipped), _module(candidate).run_direction)
         skipped.append((candidate.name, reason))
     raise AssertionError("the reference implementation declined a call")  # it declines nothing
+
+
+def described(choice: Choice, call: Call) -> Choice:
+    """``choice`` with the detail its implementation gives of the call (``describe(call)``, where it has one)."""
+    describe = getattr(_module(_BY_NAME[choice.implementation]), "describe", None)
+    return choice if describe is None else replace(choice, detail=describe(call))
 
 
 def implementations(xp=None) -> list[str]:

@@ -154,3 +154,36 @@ def test_a_bad_mode_is_refused_with_the_fix(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode != 0
     assert "ValueError: RNN_XP_COMPILE='later'; expected 'background'" in done.stderr
+
+
+def _cli(tmp_path, *args):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    env.pop("RNN_XP_COMPILE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "rnn_xp", "warmup", *args], env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def test_rnn_xp_warmup_fills_the_cache_for_a_model_file_and_for_cells(tmp_path):
+    import rnn_xp
+
+    path = tmp_path / "model.npz"
+    rnn_xp.save(rnn_xp.text_classifier(seed=0), path)
+    done = _cli(tmp_path, str(path), "--cell", "lstm")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "[1/2] rnn float32 (tanh): building", lines
+    assert lines[1].startswith("[1/2] rnn float32 (tanh): compiled in "), lines
+    assert lines[3].startswith("[2/2] lstm float32 (sigmoid, tanh, tanh): compiled in "), lines
+    assert lines[-1].startswith("2 kernel(s) ready in numba's cache"), lines
+    again = _cli(tmp_path, "--cell", "lstm")
+    assert "lstm float32 (sigmoid, tanh, tanh): from the cache in" in again.stdout, again.stdout
+    # a new process: the kernel from its first call on
+    got = run(tmp_path, 'out["explain"] = str(rnn_xp.explain(x, params))')
+    assert got["explain"].startswith("implementation: numba"), got
+
+
+def test_rnn_xp_warmup_refuses_what_it_cannot_read(tmp_path):
+    done = _cli(tmp_path, str(tmp_path / "missing.keras"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "missing.keras" in done.stderr

@@ -96,7 +96,19 @@ def test_image_writes_results_to_a_volume_and_offers_the_peers():
     run = " ".join(args for i, args in ins if i == "RUN")
     assert "mkdir -p /results" in run and "chown 10001 /results" in run
     assert ["BENCH=0"] == [args for i, args in ins if i == "ARG"]
-    assert '"$BENCH" = "1"' in run and ".[cuda13,bench]" in run
+    assert '"$BENCH" = "1"' in run and ".[cuda13,numba,bench]" in run
+
+
+def test_image_has_the_cpu_engine_with_its_kernels_compiled_at_build_time():
+    """The CPU fallback is the compiled engine, its kernels built into numba's cache when the image is."""
+    run = [args for i, args in _instructions() if i == "RUN" and "pip install" in args]
+    assert run and '".[cuda13,numba]"' in run[0]
+    warm = run[0].split("rnn-xp warmup", 1)
+    assert len(warm) == 2, "the image does not run rnn-xp warmup after installing rnn_xp"
+    cells = re.findall(r"--cell (\S+)", warm[1])
+    from rnn_xp.cpu import CELLS
+
+    assert set(cells) == set(CELLS), cells  # every cell rnn-xp warmup knows
     readme = (ROOT / "docker" / "README.md").read_text()
     assert '-v "$PWD/results:/results"' in readme and "--build-arg BENCH=1" in readme
     assert '-u "$(id -u):$(id -g)"' in readme

@@ -300,11 +300,15 @@ def apply_activation(v, code):
 # a: the row's recurrent products for the group (gate q at a[q*NR:]), x: the row of the input
 # projection with the biases (gate q of the group at x[col + q*NR:]), u0: the group's first unit, nu
 # its units (fewer than NR in the last group). The constants (upper case) come from the kernel's spec.
+# Each loop runs over range(nu) on views: with an index that provably starts at 0, numba drops the
+# negative-index check and LLVM vectorises the loop, float64 sigmoid and tanh included (indexed as
+# x[col + j], the checks stayed and every activation ran one element at a time: 3x slower).
 @njit(**_INLINE)
 def rnn_row(a, x, col, h_new, u0, nu, GENERAL, A0, codes, coef):
     """h = f(x W_ih^T + b + h W_hh^T)."""
+    av, xv, hv = a[0:nu], x[col : col + nu], h_new[u0 : u0 + nu]
     for j in range(nu):
-        h_new[u0 + j] = act(GENERAL, A0, 0, a[j] + x[col + j], codes, coef, True)
+        hv[j] = act(GENERAL, A0, 0, av[j] + xv[j], codes, coef, True)
 
 
 @njit(**_INLINE)
@@ -313,16 +317,20 @@ def lstm_row(a, x, col, c_old, c_new, out, p, u0, nu, NR, PEEP, IFG, GENERAL, A0
 
     Peepholes (ONNX): i and f see c_{t-1}, o sees the new c.
     """
+    ai, af, ag, ao = a[0:nu], a[NR : NR + nu], a[2 * NR : 2 * NR + nu], a[3 * NR : 3 * NR + nu]
+    xi, xf = x[col : col + nu], x[col + NR : col + NR + nu]
+    xg, xo = x[col + 2 * NR : col + 2 * NR + nu], x[col + 3 * NR : col + 3 * NR + nu]
+    c0, c1, hv = c_old[u0 : u0 + nu], c_new[u0 : u0 + nu], out[u0 : u0 + nu]
+    pi, pf, po = p[0, u0 : u0 + nu], p[1, u0 : u0 + nu], p[2, u0 : u0 + nu]
     for j in range(nu):
-        u = u0 + j
-        zi = a[j] + x[col + j]
-        zf = a[NR + j] + x[col + NR + j]
-        zg = a[2 * NR + j] + x[col + 2 * NR + j]
-        zo = a[3 * NR + j] + x[col + 3 * NR + j]
-        cp = c_old[u]
+        zi = ai[j] + xi[j]
+        zf = af[j] + xf[j]
+        zg = ag[j] + xg[j]
+        zo = ao[j] + xo[j]
+        cp = c0[j]
         if PEEP:
-            zi += p[0, u] * cp
-            zf += p[1, u] * cp
+            zi += pi[j] * cp
+            zf += pf[j] * cp
         i = act(GENERAL, A0, 0, zi, codes, coef, True)
         g = act(GENERAL, A1, 1, zg, codes, coef, True)
         if IFG:
@@ -330,40 +338,52 @@ def lstm_row(a, x, col, c_old, c_new, out, p, u0, nu, NR, PEEP, IFG, GENERAL, A0
         else:
             c = act(GENERAL, A0, 0, zf, codes, coef, True) * cp + i * g
         if PEEP:
-            zo += p[2, u] * c
-        c_new[u] = c
-        out[u] = act(GENERAL, A0, 0, zo, codes, coef, True) * act(GENERAL, A2, 2, c, codes, coef, False)
+            zo += po[j] * c
+        c1[j] = c
+        hv[j] = act(GENERAL, A0, 0, zo, codes, coef, True) * act(GENERAL, A2, 2, c, codes, coef, False)
 
 
 @njit(**_INLINE)
 def gru_row(a, x, col, b_hn, h_old, h_new, u0, nu, NR, GENERAL, A0, A1, codes, coef):
     """Reset after the product: r, z = f(.), n = g(x W_in + b_in + r (h W_hn + b_hn)), h = (1 - z) n + z h."""
+    ar, az, an = a[0:nu], a[NR : NR + nu], a[2 * NR : 2 * NR + nu]
+    xr, xz, xn = x[col : col + nu], x[col + NR : col + NR + nu], x[col + 2 * NR : col + 2 * NR + nu]
+    bh, h0, h1 = b_hn[u0 : u0 + nu], h_old[u0 : u0 + nu], h_new[u0 : u0 + nu]
     for j in range(nu):
-        u = u0 + j
-        r = act(GENERAL, A0, 0, a[j] + x[col + j], codes, coef, True)
-        z = act(GENERAL, A0, 0, a[NR + j] + x[col + NR + j], codes, coef, True)
-        n = act(GENERAL, A1, 1, x[col + 2 * NR + j] + r * (a[2 * NR + j] + b_hn[u]), codes, coef, True)
-        h_new[u] = (_like(1.0, z) - z) * n + z * h_old[u]
+        r = act(GENERAL, A0, 0, ar[j] + xr[j], codes, coef, True)
+        z = act(GENERAL, A0, 0, az[j] + xz[j], codes, coef, True)
+        n = act(GENERAL, A1, 1, xn[j] + r * (an[j] + bh[j]), codes, coef, True)
+        h1[j] = (_like(1.0, z) - z) * n + z * h0[j]
 
 
 @njit(**_INLINE)
 def gru_rz_row(a, x, col, h_old, rh, zs, u0, nu, NR, GENERAL, A0, codes, coef):
     """Reset before the product, first phase: r, z = f(.); r h, which W_hn then multiplies; z kept."""
+    ar, az = a[0:nu], a[NR : NR + nu]
+    xr, xz = x[col : col + nu], x[col + NR : col + NR + nu]
+    h0, rv, zv = h_old[u0 : u0 + nu], rh[u0 : u0 + nu], zs[u0 : u0 + nu]
     for j in range(nu):
-        u = u0 + j
-        r = act(GENERAL, A0, 0, a[j] + x[col + j], codes, coef, True)
-        zs[u] = act(GENERAL, A0, 0, a[NR + j] + x[col + NR + j], codes, coef, True)
-        rh[u] = r * h_old[u]
+        r = act(GENERAL, A0, 0, ar[j] + xr[j], codes, coef, True)
+        zv[j] = act(GENERAL, A0, 0, az[j] + xz[j], codes, coef, True)
+        rv[j] = r * h0[j]
 
 
 @njit(**_INLINE)
 def gru_n_row(a, x, col, h_old, zs, h_new, u0, nu, NR, GENERAL, A1, codes, coef):
     """Second phase: n = g(x W_in + b_in + b_hn + (r h) W_hn^T) (both biases in x), h = (1 - z) n + z h."""
+    an, xn = a[0:nu], x[col + 2 * NR : col + 2 * NR + nu]
+    h0, zv, h1 = h_old[u0 : u0 + nu], zs[u0 : u0 + nu], h_new[u0 : u0 + nu]
     for j in range(nu):
-        u = u0 + j
-        n = act(GENERAL, A1, 1, x[col + 2 * NR + j] + a[j], codes, coef, True)
-        z = zs[u]
-        h_new[u] = (_like(1.0, z) - z) * n + z * h_old[u]
+        n = act(GENERAL, A1, 1, xn[j] + an[j], codes, coef, True)
+        z = zv[j]
+        h1[j] = (_like(1.0, z) - z) * n + z * h0[j]
+
+
+@njit(**_INLINE)
+def _copy(dst, src):
+    """dst[:] = src, as a loop: numba's slice assignment may copy src first (it cannot rule out overlap)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
 
 
 @njit(**_INLINE)
@@ -373,29 +393,26 @@ def finish_row(b, t, u0, nu, h_old, h_new, last, y, masked, r, e):
     Unmasked: y = h. Masked (forward's lengths/mask): where the row does not run, the state is kept;
     the output is the last output of the row where the step emits (zero before its first), else 0.
     """
+    hv, out = h_new[b, u0 : u0 + nu], y[t, b, u0 : u0 + nu]
     if not masked:
-        for j in range(nu):
-            y[t, b, u0 + j] = h_new[b, u0 + j]
+        _copy(out, hv)
         return
+    lv = last[b, u0 : u0 + nu]
     if r:
-        for j in range(nu):
-            last[b, u0 + j] = h_new[b, u0 + j]
+        _copy(lv, hv)
     else:
-        for j in range(nu):
-            h_new[b, u0 + j] = h_old[b, u0 + j]
+        _copy(hv, h_old[b, u0 : u0 + nu])
     if e:
-        for j in range(nu):
-            y[t, b, u0 + j] = last[b, u0 + j]
+        _copy(out, lv)
     else:
         for j in range(nu):
-            y[t, b, u0 + j] = 0
+            out[j] = 0
 
 
 @njit(**_INLINE)
 def keep_row(b, u0, nu, old, new):
     """new[b, units] = old[b, units]: the cell state of a row that does not run."""
-    for j in range(nu):
-        new[b, u0 + j] = old[b, u0 + j]
+    _copy(new[b, u0 : u0 + nu], old[b, u0 : u0 + nu])
 
 
 # --- threads: a start check and a spin barrier on an int64 control array ------------------------------
@@ -516,6 +533,7 @@ def _share(k, nth, n):
 CELL_CODES = {"rnn": 0, "lstm": 1, "gru": 2}  # a GRU with the reset before its product: 3
 CELL_NAMES = ("rnn", "lstm", "gru", "gru_rb")
 GATES = (1, 4, 3, 3)
+SLOTS = (1, 3, 2, 2)  # activation slots: rnn f; lstm f, g, h; gru f, g
 
 
 class Spec(NamedTuple):
@@ -540,13 +558,28 @@ class Spec(NamedTuple):
 
     @property
     def name(self):
-        """The kernel's name: its cache entry (one file per configuration) and what explain() shows."""
-        acts = "any" if self.general else "".join("rts"[c] for c in self.acts)
+        """The kernel's name: its cache entry in numba's cache folder (one index file per configuration)."""
+        acts = "any" if self.general else "".join("rts"[c] for c in self.acts[: SLOTS[self.cell]])
         flags = "".join(f for f, on in (("p", self.peepholes), ("i", self.input_forget), ("r", self.proj)) if on)
         return (
             f"chunk_{CELL_NAMES[self.cell]}_{self.dtype}_{acts}{'_' + flags if flags else ''}"
             f"_{self.mr}x{self.v}x{self.vb}k{self.kc}_{DIGEST}"
         )
+
+    @property
+    def label(self):
+        """What the kernel is for, in words (explain, warmup)."""
+        cell = ("rnn", "lstm", "gru (reset after)", "gru (reset before)")[self.cell]
+        if self.general:
+            acts = "any activations, clip"
+        else:
+            acts = ", ".join(("relu", "tanh", "sigmoid")[c] for c in self.acts[: SLOTS[self.cell]])
+        flags = [
+            f
+            for f, on in (("peepholes", self.peepholes), ("input_forget", self.input_forget), ("projection", self.proj))
+            if on
+        ]
+        return f"{cell} {self.dtype} ({', '.join([acts, *flags])})"
 
 
 _KERNELS = {}  # Spec -> its njit function (compiled, or loaded from numba's cache, on first use)
@@ -696,10 +729,8 @@ def _make(spec):
                                 codes,
                                 coef,
                             )
-                        else:
-                            hb = h_new[b]
-                            for j in range(nv):
-                                hb[v0 + j] = a[j]
+                        else:  # the projection's output is the state
+                            _copy(h_new[b, v0 : v0 + nv], a[0:nv])
                         r = masked and run[t, b] != 0
                         e = masked and emit[t, b] != 0
                         finish_row(b, t, v0, nv, h_old, h_new, last, y, masked, r, e)

@@ -204,7 +204,7 @@ def _availability(specs):
     for spec in dict.fromkeys(specs):
         _, reason = built.available(spec)
         if reason is not None:
-            return f"{reason}; kernel {spec.name}"
+            return f"{reason}; kernel {spec.label}"
     return None
 
 
@@ -223,10 +223,10 @@ def prepared_unready(cfg, acts, dtype):
     return _availability([make_spec(cfg, acts, np.dtype(dtype).name)])
 
 
-def describe(cfg, dtype):
-    """What explain() says of this implementation for a configuration: the kernels and the CPU's blocking."""
-    names = ", ".join(dict.fromkeys(s.name.rsplit("_", 1)[0] for s in _specs(cfg, dtype)))
-    return f"kernel {names}; {_cpu.describe(np.dtype(dtype).itemsize)}"
+def describe(call):
+    """What explain() says of this implementation for a call: its kernels and the CPU's blocking."""
+    kernels = "; ".join(dict.fromkeys(s.label for s in _specs(call.cfg, call.dtype)))
+    return f"kernel {kernels}; {_cpu.describe(np.dtype(call.dtype).itemsize)}"
 
 
 # --- the weights, arranged once per params object ----------------------------------------------------------
