@@ -214,9 +214,19 @@ def test_the_stream_benchmark_checks_its_workers_and_tabulates():
     from bench import stream as bench_stream
 
     records = bench_stream.run(
-        batches=(2,), hidden=(8,), backends=("rnn_xp-stream", "rnn_xp-forward"), rounds=2, calls=3, progress=False
+        cases=[("lstm", 2, 5, 8), ("gru", 3, 4, 6)],
+        backends=("rnn_xp-stream", "rnn_xp-forward"),
+        rounds=2,
+        calls=3,
+        progress=False,
     )
-    assert [r["backend"] for r in records] == ["rnn_xp-stream", "rnn_xp-forward"]
+    assert [(r["cell"], r["backend"]) for r in records] == [
+        ("lstm", "rnn_xp-stream"),
+        ("lstm", "rnn_xp-forward"),
+        ("gru", "rnn_xp-stream"),
+        ("gru", "rnn_xp-forward"),
+    ]
     assert all(r["verified"] and r["max_abs_err"] < 1e-5 and len(r["round_medians_us"]) == 2 for r in records)
-    table = bench_stream.table(records)
-    assert table.splitlines()[2].startswith("| 2 | 8 | ") and table.splitlines()[2].endswith("| - |")
+    lines = bench_stream.table(records).splitlines()
+    assert lines[2].startswith("| lstm | 2 | 5 | 8 | ") and lines[2].endswith("| - | - |")
+    assert lines[3].startswith("| gru | 3 | 4 | 6 | ")

@@ -45,10 +45,13 @@ class _Worker:
 
 
 def _usable_cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """The CPUs this process may run on (read once: a system call per forward call would show)."""
+    if _setting["cpus"] is None:
+        try:
+            _setting["cpus"] = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            _setting["cpus"] = os.cpu_count() or 1
+    return _setting["cpus"]
 
 
 def _from_env():
@@ -73,12 +76,13 @@ class _Pool:
 
 
 _pool = _Pool()
-_setting = {"threads": None}
+_setting = {"threads": None, "cpus": None}
 
 
 def _reset_after_fork():
     global _pool
     _pool = _Pool()
+    _setting["cpus"] = None  # a child may be pinned elsewhere
 
 
 if hasattr(os, "register_at_fork"):

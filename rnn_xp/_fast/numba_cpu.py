@@ -27,6 +27,7 @@ configuration on a cold cache runs numpy-fused while a child process compiles).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import weakref
@@ -129,7 +130,24 @@ _DEFAULT_CODES = {"Relu": 0, "Tanh": 1, "Sigmoid": 2}  # the activations a kerne
 
 
 def make_spec(cfg, acts, dtype):
-    """The kernel Spec of one layer direction (its activations ``acts``) in ``dtype``."""
+    """The kernel Spec of one layer direction (its activations ``acts``) in ``dtype`` (remembered: every
+    call asks, and a config's spec never changes within a process)."""
+    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    key = (id(cfg), id(acts), name)  # by identity: hashing a config costs more than making the spec
+    found = _SPECS.get(key)
+    if found is not None and found[0] is cfg and found[1] is acts:
+        return found[2]
+    if len(_SPECS) > 4096:  # configs made in a loop: start over rather than grow
+        _SPECS.clear()
+    spec = _make_spec(cfg, acts, name)
+    _SPECS[key] = (cfg, acts, spec)  # holding cfg and acts keeps their ids from being reused
+    return spec
+
+
+_SPECS = {}
+
+
+def _make_spec(cfg, acts, dtype):
     k = _load()
     dtype = np.dtype(dtype)
     cell = k.CELL_CODES[cfg.cell] if cfg.cell != "gru" or cfg.reset_after else 3
@@ -338,18 +356,18 @@ def _kept(w, key, make):
     """
     from ..params import _frozen
 
+    try:
+        found = _arranged.get(w, {}).get(key)  # kept only for frozen weights, which stay frozen
+    except TypeError:  # not weak-referenceable
+        return make()
+    if found is not None:
+        return found
     arrays = [a for a in (w.w_ih, w.w_hh, w.w_hr, w.b_ih, w.b_hh, w.p) if a is not None]
     if not all(_frozen(a) for a in arrays):
         return make()
-    try:
-        with _lock:
-            found = _arranged.setdefault(w, {}).get(key)
-    except TypeError:  # not weak-referenceable
-        return make()
-    if found is None:
-        found = make()
-        with _lock:
-            _arranged[w][key] = found
+    found = make()
+    with _lock:
+        _arranged.setdefault(w, {})[key] = found
     return found
 
 
@@ -475,8 +493,10 @@ class Direction:
         """(threads wanted, whether they split the units) for a call of T steps."""
         a = self.a
         per_step = B * self.G * a.H * (a.H_out + a.F + 1)
+        if T * per_step < CALL_PARALLEL_MIN:
+            return 1, False
         nth = _threads.get_num_threads()
-        if nth == 1 or T * per_step < CALL_PARALLEL_MIN:
+        if nth == 1:
             return 1, False
         if B >= nth * ROWS_PER_THREAD_MIN:
             return nth, False
@@ -579,8 +599,8 @@ def _scratch(name, shape, dtype):
     bufs = getattr(_pool, "bufs", None)
     if bufs is None:
         bufs = _pool.bufs = {}
-    size = int(np.prod(shape))
-    key = (name, np.dtype(dtype).str)
+    size = math.prod(shape)
+    key = (name, dtype.str)
     buf = bufs.get(key)
     if buf is None or buf.size < size:
         buf = bufs[key] = _empty((size,), dtype)
