@@ -38,7 +38,8 @@ Builds a Keras-style text classifier with random weights, Embedding(5000, 32) ->
 -> Dense(1, sigmoid) (173,401 parameters, rnn_xp.text_classifier()), on the backend
 rnn_xp.select_backend() picks: CuPy when a CUDA GPU answers, NumPy otherwise. It prints the backend
 and why, the model's summary, the implementation that runs the SimpleRNN, and the time of a forward
-pass over a batch of random token ids."""
+pass over a batch of random token ids. On NumPy with numba installed, the SimpleRNN's compiled kernel is
+built first (seconds, once per machine: numba's on-disk cache keeps it)."""
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -104,8 +105,15 @@ def demo(args) -> int:
     ids = _xp.from_host(ids_host, backend.xp, backend.device)
     print(f"input: token ids {tuple(ids.shape)} ({_xp.namespace_name(backend.xp)}, {_xp.dtype_name(ids.dtype)})")
     embedding, recurrent = model.layers[0], model.layers[1]
+    if backend.name == "numpy":  # the compiled engine's kernel now, rather than numpy-fused while it compiles
+        try:
+            for what, seconds, how in rnn_xp.warmup(model):
+                note = " (once: numba's on-disk cache keeps it)" if how == "compiled" else ""
+                print(f"numba kernel {what}: {how} in {seconds:.1f} s{note}")
+        except RuntimeError:  # numba is not installed: explain says so below
+            pass
     print(f"SimpleRNN {rnn_xp.explain(embedding(ids)[0], recurrent.params)}")
-    out = model(ids)  # warm-up (kernel compilation on a GPU; numba's on the first run of a new configuration)
+    out = model(ids)  # warm-up (kernel compilation on a GPU)
     _sync(backend.name)
     times = []
     for _ in range(args.repeats):

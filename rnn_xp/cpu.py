@@ -93,7 +93,7 @@ def warmup(*objs, cells=(), dtypes=("float32",), progress=None):
         (float16 and bfloat16 compute in float32).
     progress : callable(str), optional, told of each kernel before and after it is built.
 
-    Returns the list of (what the kernel is for, seconds, "compiled" or "from the cache").
+    Returns the list of (what the kernel is for, seconds, "compiled" or "loaded from the cache").
     """
     import os
     import time
@@ -132,7 +132,7 @@ def warmup(*objs, cells=(), dtypes=("float32",), progress=None):
         if progress is not None:
             progress(f"[{i}/{len(specs)}] {spec.label}: building")
         t = time.perf_counter()
-        how = "from the cache" if kernels._load_cached(spec) else "compiled"
+        how = "loaded from the cache" if kernels._load_cached(spec) else "compiled"
         numba_cpu.compile_spec(spec)
         seconds = time.perf_counter() - t
         done.append((spec.label, seconds, how))

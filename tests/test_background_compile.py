@@ -177,7 +177,7 @@ def test_rnn_xp_warmup_fills_the_cache_for_a_model_file_and_for_cells(tmp_path):
     assert lines[3].startswith("[2/2] lstm float32 (sigmoid, tanh, tanh): compiled in "), lines
     assert lines[-1].startswith("2 kernel(s) ready in numba's cache"), lines
     again = _cli(tmp_path, "--cell", "lstm")
-    assert "lstm float32 (sigmoid, tanh, tanh): from the cache in" in again.stdout, again.stdout
+    assert "lstm float32 (sigmoid, tanh, tanh): loaded from the cache in" in again.stdout, again.stdout
     # a new process: the kernel from its first call on
     got = run(tmp_path, 'out["explain"] = str(rnn_xp.explain(x, params))')
     assert got["explain"].startswith("implementation: numba"), got
