@@ -97,6 +97,8 @@ def test_image_writes_results_to_a_volume_and_offers_the_peers():
     assert "mkdir -p /results" in run and "chown 10001 /results" in run
     assert ["BENCH=0"] == [args for i, args in ins if i == "ARG"]
     assert '"$BENCH" = "1"' in run and ".[cuda13,bench]" in run
+    # the benchmark's own imports (tqdm, threadpoolctl) in every image, peers or not
+    assert re.search(r'pip install [^&]*"\.\[cuda13,bench-tools\]"', run), run
     readme = (ROOT / "docker" / "README.md").read_text()
     assert '-v "$PWD/results:/results"' in readme and "--build-arg BENCH=1" in readme
     assert '-u "$(id -u):$(id -g)"' in readme
@@ -148,7 +150,8 @@ def test_image_command_refuses_an_unwritable_results_folder(tmp_path):
 def test_image_command_runs_here(tmp_path):
     """What the image runs (docker/run-quick.sh) works outside it: backend report, then the quick benchmark.
 
-    The image holds rnn_xp, NumPy and CuPy only, so the benchmark runs the backends those give.
+    The image holds rnn_xp, NumPy, CuPy and the benchmark's tools only, so the benchmark runs the backends
+    those give.
     """
     if not (ROOT / "bench" / "__main__.py").is_file():
         pytest.skip("bench/ is not in this checkout yet")
