@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import threadpoolctl
 
 import rnn_xp
 
@@ -30,30 +31,13 @@ class Backend:
 
 
 def blas_threads() -> int | None:
-    """OpenBLAS's thread count as NumPy's OpenBLAS reports it (None if it cannot be asked)."""
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        paths = set()
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sym in (
-            "scipy_openblas_get_num_threads64_",
-            "scipy_openblas_get_num_threads",
-            "openblas_get_num_threads64_",
-            "openblas_get_num_threads",
-        ):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                return int(fn())
-    env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    return int(env) if env else os.cpu_count()
+    """The thread count of NumPy's BLAS, as threadpoolctl reads it from the loaded library (None if no
+    BLAS library that threadpoolctl knows is loaded)."""
+    blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    # NumPy's wheels carry their OpenBLAS in numpy.libs/; another BLAS may be loaded beside it (torch's MKL)
+    numpys = [p for p in blas if os.path.basename(os.path.dirname(p["filepath"])).startswith("numpy")]
+    pools = numpys or blas
+    return pools[0]["num_threads"] if pools else None
 
 
 def _host_pair(y, h):

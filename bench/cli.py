@@ -24,6 +24,7 @@ import time
 from importlib import metadata
 
 import numpy as np
+from tqdm import tqdm
 
 from . import configs as _configs
 from .reference import forward64
@@ -240,31 +241,13 @@ def plan(cfg, have, impls):
     return jobs
 
 
-class Progress:
-    """A one-line progress bar on stderr (a line per update when stderr is not a terminal)."""
-
-    def __init__(self, total, enabled=True):
-        self.total, self.done, self.t0, self.enabled = max(1, total), 0, time.time(), enabled
-        self.tty = sys.stderr.isatty()
-
-    def step(self, what, n=1):
-        self.done += n
-        if not self.enabled:
-            return
-        frac = min(1.0, self.done / self.total)
-        el = time.time() - self.t0
-        eta = el / frac - el if frac > 0 else 0
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        line = f"[{bar}] {100 * frac:5.1f}% {el:5.0f}s elapsed, ~{eta:4.0f}s left  {what}"
-        if self.tty:
-            sys.stderr.write("\r" + line[:150].ljust(150))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def close(self):
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+def progress_bar(total, enabled=True):
+    """tqdm's bar on stderr. On a terminal it redraws in place every 0.1 s; elsewhere (a CI log, a file)
+    each redraw adds the whole line again, so it redraws at most every 10 s there."""
+    tty = sys.stderr.isatty()
+    return tqdm(
+        total=max(1, total), disable=not enabled, file=sys.stderr, unit="step", mininterval=0.1 if tty else 10.0
+    )
 
 
 class Worker:
@@ -385,7 +368,7 @@ def run_config(cfg, have, impls, tmp, opts, progress, machine):
 
     params, x = make_inputs(cfg)
     w = params.layers[0][0]
-    progress.step(f"{cfg.name}: float64 reference", 0)
+    progress.set_postfix_str(f"{cfg.name}: float64 reference")
     y, h, _ = forward64(cfg.cell, x, {k: np.asarray(getattr(w, k)) for k in ("w_ih", "w_hh", "b_ih", "b_hh")})
     ref = os.path.join(tmp, f"{cfg.name}-ref.npz")
     np.savez(ref, y=y, h=h)
@@ -408,9 +391,9 @@ def run_config(cfg, have, impls, tmp, opts, progress, machine):
             "perturb": opts.perturb.get(backend, 0.0),
             "warmup_s": opts.warmup_s,
         }
-        progress.step(f"{cfg.name}: setting up {backend} {impl or ''}{' tf32' if tf32 else ''}", 0)
+        progress.set_postfix_str(f"{cfg.name}: setting up {backend} {impl or ''}{' tf32' if tf32 else ''}")
         workers.append(Worker(job, tmp, f"-{cfg.name}-{k}"))
-        progress.step(f"{cfg.name}: {backend} ready")
+        progress.update()
     try:
         live = [wk for wk in workers if wk.timeable]
         for r in range(opts.rounds):
@@ -420,8 +403,11 @@ def run_config(cfg, have, impls, tmp, opts, progress, machine):
                     continue
                 wk.time_round(opts.budget_s, opts.max_calls)
                 time.sleep(opts.settle_s)
-                progress.step(f"{cfg.name}: round {r + 1}/{opts.rounds} {wk.job['backend']} {wk.job['impl'] or ''}")
-            progress.step("", len(workers) - len(order))
+                progress.set_postfix_str(
+                    f"{cfg.name}: round {r + 1}/{opts.rounds} {wk.job['backend']} {wk.job['impl'] or ''}", refresh=False
+                )
+                progress.update()
+            progress.update(len(workers) - len(order))  # the workers that failed their check are not timed
     finally:
         for wk in workers:
             wk.close()
@@ -512,7 +498,6 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
     total = sum(len(plan(c, have, impls)) * (1 + opts.rounds) for c in cfgs)
-    progress = Progress(total, enabled=not opts.no_progress)
     records = []
     t0 = time.time()
     load_start = os.getloadavg()
@@ -544,12 +529,14 @@ def main(argv=None):
             "records": records,
         }
 
-    with tempfile.TemporaryDirectory(prefix="rnn_xp-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="rnn_xp-bench-") as tmp,
+        progress_bar(total, enabled=not opts.no_progress) as progress,
+    ):
         for cfg in cfgs:
             records += run_config(cfg, have, impls, tmp, opts, progress, machine)
             with open(out, "w") as f:  # after every config: a run cut short keeps what it measured
                 json.dump(snapshot(False), f, indent=1)
-    progress.close()
     result = snapshot(True)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

@@ -3,7 +3,8 @@
 Errors in an LSTM's gates accumulate in its cell state over long sequences, so an activation that is
 a few ULP off on average (biased) shows after hundreds of steps. Each CPU implementation runs the
 same float32 inputs as torch.nn.LSTM in float32; both are compared with a float64 computation
-(torch.nn.LSTM in float64), and rnn_xp's error must stay within 1.25x torch's:
+(torch.nn.LSTM in float64), and rnn_xp's error must stay within 1.25x torch's (these tests skip
+without torch):
 
 * a 500-step LSTM whose forget gates sit near 1 (forget bias +3) and whose input gates are mostly
   closed (bias -4: sigmoid of negative inputs, where 0.5*tanh(0.5x)+0.5 cancels), with a
@@ -22,8 +23,6 @@ import pytest
 
 import rnn_xp
 from rnn_xp import activations
-
-torch = pytest.importorskip("torch")
 
 RATIO = 1.25  # rnn_xp's error / torch's error, at most
 DATA = os.path.join(os.path.dirname(__file__), "data", "trained_lstm_digits.npz")
@@ -46,8 +45,13 @@ PATHS += [
 PATH_IDS = ["reference", "numpy-fused", "numpy-fused-B1", "numba", "numba-B1"]
 
 
+def _torch():
+    return pytest.importorskip("torch", reason="torch is not installed: the yardstick of the LSTM tests")
+
+
 def _torch_errors(params64, x):
     """(y64, c64) of torch.nn.LSTM in float64, and torch float32's mean absolute errors (y, c_n) against them."""
+    torch = _torch()
     cfg = params64.config
     m = torch.nn.LSTM(cfg.input_size, cfg.hidden_size, batch_first=True).double()
     m.load_state_dict(rnn_xp.to_torch_state_dict(params64))
@@ -87,6 +91,7 @@ def _long_memory_lstm(seed, H=64, F=16):
 @pytest.fixture(scope="module")
 def long_memory():
     """[(params64, x, y64, c64, torch's errors)] for two seeds: 16 sequences of 500 steps each."""
+    _torch()
     cases = []
     for seed in (0, 1):
         params = _long_memory_lstm(seed)
@@ -114,6 +119,7 @@ def test_the_500_step_test_catches_a_biased_sigmoid(long_memory, monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained():
+    torch = _torch()
     with np.load(DATA) as f:
         arrays = {k: f[k] for k in f.files}
     x = arrays.pop("x_uint8").astype(np.float64) * float(arrays.pop("scale"))  # (4, 512, 8) digit rows

@@ -178,8 +178,8 @@ def test_to_device_round_trip_and_dtype(xp):
 
 
 def test_to_device_copies():
+    torch = pytest.importorskip("torch")
     host = rnn_xp.init("rnn", 2, 3, seed=1, xp=np)
-    import torch
 
     t = rnn_xp.to_device(host, torch)
     t.layers[0][0].w_ih.add_(1.0)  # a torch tensor is writable; the numpy params must not change

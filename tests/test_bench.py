@@ -3,10 +3,15 @@
 import importlib.util
 import json
 import os
+import re
+import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+for _dep in ("tqdm", "threadpoolctl"):  # the bench-tools extra (in the bench and test extras too)
+    pytest.importorskip(_dep, reason=f"{_dep} is not installed (pip install -e '.[bench-tools]')")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -69,7 +74,6 @@ def test_a_tiny_run_writes_json_markdown_and_marks_wrong_results(tmp_path, monke
             "--out",
             str(out),
             "--no-plots",
-            "--no-progress",
             "--rounds",
             "1",
             "--budget",
@@ -79,7 +83,10 @@ def test_a_tiny_run_writes_json_markdown_and_marks_wrong_results(tmp_path, monke
         ]
     )
     assert rc == 0
-    stdout = capsys.readouterr().out
+    stdout, stderr = capsys.readouterr()
+    # tqdm's bar (stderr is no terminal here): its last state counts every planned step once
+    done, total = map(int, re.findall(r"(\d+)/(\d+) \[", stderr)[-1])
+    assert done == total and "100%" in stderr, stderr[-300:]
     assert stdout.rstrip().endswith(f"results:\n  {out}\n  {tmp_path / 'r.md'}"), stdout[-300:]  # on stdout
     assert "Load average (1 min)" in stdout and "on 2 cores" in stdout
     res = json.loads(out.read_text())
@@ -230,3 +237,18 @@ def test_the_stream_benchmark_checks_its_workers_and_tabulates():
     lines = bench_stream.table(records).splitlines()
     assert lines[2].startswith("| lstm | 2 | 5 | 8 | ") and lines[2].endswith("| - | - |")
     assert lines[3].startswith("| gru | 3 | 4 | 6 | ")
+
+
+def test_no_progress_writes_no_bar(capsys):
+    with cli.progress_bar(3, enabled=False) as bar:
+        bar.set_postfix_str("step")
+        bar.update(3)
+    assert capsys.readouterr().err == ""
+
+
+def test_blas_threads_reads_numpys_blas_through_threadpoolctl():
+    """In a fresh process: OpenBLAS reads its thread count from the environment when it loads."""
+    code = "import sys; sys.path.insert(0, '.')\nfrom bench.backends import blas_threads\nprint(blas_threads())"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    assert out.stdout.strip() == "1", out

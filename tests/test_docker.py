@@ -97,12 +97,14 @@ def test_image_writes_results_to_a_volume_and_offers_the_peers():
     assert "mkdir -p /results" in run and "chown 10001 /results" in run
     assert ["BENCH=0"] == [args for i, args in ins if i == "ARG"]
     assert '"$BENCH" = "1"' in run and ".[cuda13,numba,bench]" in run
+    # the benchmark's own imports (tqdm, threadpoolctl) in every image, peers or not
+    assert re.search(r'pip install [^&]*"\.\[cuda13,numba,bench-tools\]"', run), run
 
 
 def test_image_has_the_cpu_engine_with_its_kernels_compiled_at_build_time():
     """The CPU fallback is the compiled engine, its kernels built into numba's cache when the image is."""
     run = [args for i, args in _instructions() if i == "RUN" and "pip install" in args]
-    assert run and '".[cuda13,numba]"' in run[0]
+    assert run and '".[cuda13,numba,bench-tools]"' in run[0]
     warm = run[0].split("rnn-xp warmup", 1)
     assert len(warm) == 2, "the image does not run rnn-xp warmup after installing rnn_xp"
     cells = re.findall(r"--cell (\S+)", warm[1])
@@ -160,7 +162,8 @@ def test_image_command_refuses_an_unwritable_results_folder(tmp_path):
 def test_image_command_runs_here(tmp_path):
     """What the image runs (docker/run-quick.sh) works outside it: backend report, then the quick benchmark.
 
-    The image holds rnn_xp, NumPy and CuPy only, so the benchmark runs the backends those give.
+    The image holds rnn_xp, NumPy, CuPy and the benchmark's tools only, so the benchmark runs the backends
+    those give.
     """
     if not (ROOT / "bench" / "__main__.py").is_file():
         pytest.skip("bench/ is not in this checkout yet")

@@ -5,12 +5,18 @@ commands need a Docker engine. Without a usable GPU, ``import cupy`` is read as
 ``import numpy as cupy``: the same calls run on the CPU (the README says so to its readers). With a
 GPU, the examples run on CuPy as written. Lines that are comments are never run.
 
+Where a peer library is not installed (the floor leg of .ci/run has no torch, Keras, onnx, dask nor
+matplotlib), an example that needs it is skipped with the reason, and so are the examples after it
+that use what it made: the later blocks of its section, and any block that then meets an undefined name.
+
 The section files that once repeated README text (bench/README_SECTION.md,
 docker/README_SECTION.md) are gone: each text lives in one file, which the last test checks.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -74,7 +80,7 @@ def namespace(tmp_path_factory):
     old = os.getcwd()
     os.chdir(folder)
     try:
-        yield {"__name__": "__readme__"}
+        yield {"__name__": "__readme__", "__skipped__": {}}
     finally:
         os.chdir(old)
 
@@ -92,7 +98,39 @@ def test_readme_example_runs(namespace, heading, index, code, request):
         request.applymarker(pytest.mark.xfail(reason=XFAIL[heading], strict=True))
     if not _gpu_usable():
         code = re.sub(r"^(\s*)import cupy\b", r"\1import numpy as cupy", code, flags=re.M)
-    exec(compile(code, f"README.md: {heading} (block {index})", "exec"), namespace)  # noqa: S102
+    skipped = namespace["__skipped__"]  # heading -> why an example of that section was skipped
+    if heading in skipped:
+        pytest.skip(f"an earlier example of this section was skipped: {skipped[heading]}")
+    missing = _missing_imports(code)
+    if missing:
+        skipped[heading] = f"{', '.join(missing)} not installed"
+        pytest.skip(skipped[heading])
+    try:
+        exec(compile(code, f"README.md: {heading} (block {index})", "exec"), namespace)  # noqa: S102
+    except NameError as e:
+        if not skipped:
+            raise
+        skipped[heading] = f"uses {e.name!r}, made by an example skipped above ({'; '.join(skipped.values())})"
+        pytest.skip(skipped[heading])
+    except ImportError as e:
+        # a peer that the example or rnn_xp imports on demand (onnx for from_onnx, ...); rnn_xp's own
+        # ImportErrors for a missing peer say what to pip install
+        peer = isinstance(e, ModuleNotFoundError) and not (e.name or "rnn_xp").startswith("rnn_xp")
+        if not (peer or "pip install" in str(e)):
+            raise
+        skipped[heading] = str(e)
+        pytest.skip(skipped[heading])
+
+
+def _missing_imports(code):
+    """The top-level modules that code imports and that are not installed."""
+    names = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return sorted(n for n in names if importlib.util.find_spec(n) is None)
 
 
 def test_readme_sections_have_one_source():

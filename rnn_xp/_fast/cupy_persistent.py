@@ -296,7 +296,7 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     The seam asks :func:`unsupported` first; called directly on a direction the kernels do not cover,
     this raises ValueError with the reason (it never falls back on its own)."""
     cp = _cupy()
-    limits = _limits(x.device)
+    limits = _limits(_device(x))
     why = declines(x.shape[0], x.shape[1], _xp.dtype_name(x.dtype), cfg, acts, w.w_hr is not None, limits)
     if why is not None:
         raise ValueError(
