@@ -209,13 +209,14 @@ def _tile_function(module, elt, dtype, rows, npan, nv, vb):
 
 
 @njit(**_GEMM)
-def gemm(W, A, C, MR, V, VB, KC, NPW, MRW):
+def gemm(W, A, C, MR, V, VB, KC, NPW, MRW, L2B):
     """C[:, :panels*NR] = A W: W (panels, K, NR) packed, A (R, K) and C (R, >= panels*NR) with contiguous rows.
 
-    MR x V tiles with KC-blocking over k when there are at least MR/2 rows (the batch's rows share
-    each block of weights from L1), else MRW-row tiles over NPW panels at once (a few rows: each
-    weight is used once, and NPW * V chains of multiply-adds hide the FMA latency); NPW divides the
-    panel count. The constants (MR ... MRW) make a function per block shape, compiled once per
+    At least MR/2 rows: MR x V tiles; the rows go in blocks of at most L2B bytes of A (which stay in
+    L2 while every panel passes over them), k in near-equal blocks of at most KC (a block of a panel
+    is reused by every row tile of the row block). Fewer rows: MRW-row tiles over NPW panels at once
+    (each weight is used once, and NPW * V chains of multiply-adds hide the FMA latency); NPW divides
+    the panel count. The constants (MR ... L2B) make a function per block shape, compiled once per
     process and shared by every kernel that uses it.
     """
     NP, K, NR = W.shape
@@ -224,31 +225,36 @@ def gemm(W, A, C, MR, V, VB, KC, NPW, MRW):
     ldc = C.strides[0] // C.itemsize
     ps = K * NR
     if 2 * R >= MR:
-        for q in range(NP):
-            for k0 in range(0, K, KC):
-                kn = min(KC, K - k0)
-                r0 = 0
-                while r0 < R:
-                    m = _next_rows(R - r0, MR)
-                    tile(
-                        W,
-                        A,
-                        C,
-                        q * ps + k0 * NR,
-                        r0 * lda + k0,
-                        r0 * ldc + q * NR,
-                        ps,
-                        lda,
-                        ldc,
-                        m,
-                        kn,
-                        k0 == 0,
-                        MR,
-                        1,
-                        V,
-                        VB,
-                    )
-                    r0 += m
+        mc = max(MR, L2B // (K * A.itemsize) // MR * MR)
+        nkb = (K + KC - 1) // KC
+        kc = (K + nkb - 1) // nkb  # near-equal blocks: no block of a few k paying a tile's loads and stores
+        for rb in range(0, R, mc):
+            re = min(R, rb + mc)
+            for q in range(NP):
+                for k0 in range(0, K, kc):
+                    kn = min(kc, K - k0)
+                    r0 = rb
+                    while r0 < re:
+                        m = _next_rows(re - r0, MR)
+                        tile(
+                            W,
+                            A,
+                            C,
+                            q * ps + k0 * NR,
+                            r0 * lda + k0,
+                            r0 * ldc + q * NR,
+                            ps,
+                            lda,
+                            ldc,
+                            m,
+                            kn,
+                            k0 == 0,
+                            MR,
+                            1,
+                            V,
+                            VB,
+                        )
+                        r0 += m
         return
     for q in range(0, NP, NPW):
         r0 = 0

@@ -551,6 +551,7 @@ class Spec(NamedTuple):
     vb: int
     kc: int
     budget: int
+    l2b: int  # bytes of a row block of the products' left operand
 
     @property
     def nr(self):
@@ -563,7 +564,7 @@ class Spec(NamedTuple):
         flags = "".join(f for f, on in (("p", self.peepholes), ("i", self.input_forget), ("r", self.proj)) if on)
         return (
             f"chunk_{CELL_NAMES[self.cell]}_{self.dtype}_{acts}{'_' + flags if flags else ''}"
-            f"_{self.mr}x{self.v}x{self.vb}k{self.kc}_{DIGEST}"
+            f"_{self.mr}x{self.v}x{self.vb}k{self.kc}m{self.l2b >> 10}_{DIGEST}"
         )
 
     @property
@@ -617,7 +618,7 @@ def _make(spec):
     GENERAL = spec.general
     A0, A1, A2 = spec.acts
     PEEP, IFG = spec.peepholes, spec.input_forget
-    MR, V, VB, KC = spec.mr, spec.v, spec.vb, spec.kc
+    MR, V, VB, KC, L2B = spec.mr, spec.v, spec.vb, spec.kc, spec.l2b
     NR = spec.nr
     # rows of a wide tile (few rows, every panel of a group at once) within the accumulator budget
     MRWI = max(1, spec.budget // (G * V))
@@ -653,7 +654,7 @@ def _make(spec):
         for t in range(steps):
             r0, r1 = t * width + b0, t * width + b0 + (width if units else R)
             if r1 > r0 and p1 > p0:
-                gemm(wpi[p0:p1], xs[r0:r1], gi[r0:r1, p0 * NR : p1 * NR], MR, V, VB, KC, G, MRWI)
+                gemm(wpi[p0:p1], xs[r0:r1], gi[r0:r1, p0 * NR : p1 * NR], MR, V, VB, KC, G, MRWI, L2B)
         count = 0
         for s in range(n):
             t = n - 1 - s if reverse else s
@@ -665,7 +666,7 @@ def _make(spec):
                 nu = min(NR, H - u0)
                 col = g * G * NR
                 if R > 0:
-                    gemm(wp1[g * G1 : (g + 1) * G1], h_old[b0:b1, :H_out], acc[:R], MR, V, VB, KC, G1, MRW1)
+                    gemm(wp1[g * G1 : (g + 1) * G1], h_old[b0:b1, :H_out], acc[:R], MR, V, VB, KC, G1, MRW1, L2B)
                 for b in range(b0, b1):
                     a, x = acc[b - b0], gi[t * B + b]
                     if CELL == 0:
@@ -710,7 +711,7 @@ def _make(spec):
                     v0 = g * NR
                     nv = min(NR, H_out - v0)
                     if R > 0:
-                        gemm(wp2[g : g + 1], aux[0, b0:b1, :H], acc[:R], MR, V, VB, KC, 1, MRW2)
+                        gemm(wp2[g : g + 1], aux[0, b0:b1, :H], acc[:R], MR, V, VB, KC, 1, MRW2, L2B)
                     for b in range(b0, b1):
                         a = acc[b - b0]
                         if CELL == 3:

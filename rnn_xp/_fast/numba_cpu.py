@@ -170,6 +170,7 @@ def _make_spec(cfg, acts, dtype):
         vb=b.vector_bytes,
         kc=b.kc,
         budget=b.accumulators,
+        l2b=b.l2_half,
     )
 
 
