@@ -129,18 +129,19 @@ class _Source:
     backend: str | None = None
 
     @property
-    def _standalone(self):
-        """(major, minor) of standalone Keras 2.0-2.3 (tf.keras writes 2.x.y-tf or, from TF 2.4 on, >= 2.4)."""
+    def _standalone_minor(self):
+        """The minor version of standalone Keras 2.0-2.3, None for any other (tf.keras records 2.x.y-tf, and from
+        TF 2.4 on versions >= 2.4; Keras 3 records 3.x)."""
         if self.major != 2 or self.version is None or self.version.endswith("-tf"):
             return None
-        major, minor = (int(v) for v in re.match(r"(\d+)\.(\d+)", self.version).groups())
-        return (major, minor) if minor < 4 else None
+        minor = int(re.match(r"\d+\.(\d+)", self.version).group(1))
+        return minor if minor < 4 else None
 
     @property
     def before_2_3(self):
         """Standalone Keras 2.0-2.2: hard_sigmoid gates by default, masked steps repeat the last output."""
-        old = self._standalone
-        return old is not None and old[1] < 3
+        minor = self._standalone_minor
+        return minor is not None and minor < 3
 
     @property
     def recurrent_activation(self):
@@ -150,7 +151,7 @@ class _Source:
     @property
     def reset_after(self):
         """GRU's default: False in standalone Keras 2 (2.0's configs lack the key), True in tf.keras 2 and Keras 3."""
-        return self._standalone is None
+        return self._standalone_minor is None
 
     def describe(self, what):
         recorded = f"keras_version {self.version}" if self.version else "keras_version not recorded"
