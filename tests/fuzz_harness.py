@@ -10,7 +10,8 @@ Two kinds of mutants: bytes (flips, splices, length fields) of a valid seed file
 keep the container valid and change what is inside it: the JSON of .npz and .keras configs (renamed, duplicated
 and cyclic layer references, hostile values), .npy headers (shapes, dtypes, byte orders), torch's pickled
 tensor records (sizes, strides, offsets, storage types), zip members recompressed with other methods or declaring
-other sizes, and ONNX graphs whose weights are computed (Shape, Reshape, Expand, ConstantOfShape, Range, Tile).
+other sizes, ONNX graphs whose weights are computed (Shape, Reshape, Expand, ConstantOfShape, Range, Tile), and
+legacy Keras .h5 models (their model_config JSON, layer_names and weight_names lists, attribute types, weights).
 
     python tests/fuzz_harness.py --seconds 1800 --seed 1 --out fuzz-findings    # a longer run
     python tests/fuzz_harness.py --replay fuzz-findings/crash-onnx-....onnx    # one saved input again

@@ -79,9 +79,9 @@ def test_structure_aware_mutants_keep_their_container(target, corpus):
 
 
 def test_c_parsers_survive_mutated_files(tmp_path):
-    """Mutants of a .keras archive, its HDF5 weights, an .onnx model, a torch.save file, a safetensors file and
-    an .npz file, bytes and structure: each loads or raises ValueError in its child; any crash, hang,
-    MemoryError or other exception is listed with the saved input."""
+    """Mutants of a .keras archive, its HDF5 weights, a legacy .h5 model, an .onnx model, a torch.save file, a
+    safetensors file and an .npz file, bytes and structure: each loads or raises ValueError in its child; any
+    crash, hang, MemoryError or other exception is listed with the saved input."""
     out = tmp_path / "findings"
     findings, counts = fuzz_harness.fuzz(SECONDS, seed=0, out_dir=out, batch=100, log=lambda *a: None)
     assert all(n >= 100 for n in counts.values()), counts
