@@ -8,6 +8,7 @@ They use only the protocol every rnn_xp layer and model speaks (see :mod:`rnn_xp
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from . import _xp
 from .layers import REGISTRY, Recurrent, Sequential
@@ -94,7 +95,7 @@ def summary(obj, input_shape=None) -> str:
     elif getattr(obj, "kind", None) != "model":
         obj = Sequential([obj], input_shape, obj.name)
     elif input_shape is not None and isinstance(obj, Sequential):
-        obj = Sequential(obj.layers, input_shape, obj.name)
+        obj = replace(obj, input_shape=input_shape)
     rows = [
         (_describe(layer), _fmt_shape(shape), f"{count_params(layer):,}")
         for layer, shape in zip(obj.layers, obj.output_shapes(), strict=True)
@@ -105,12 +106,8 @@ def summary(obj, input_shape=None) -> str:
     ]
     w = [max(w[0], 28), max(w[1], 22), max(w[2], 10)]
     line = "─" * (sum(w) + 6)
-    out = [
-        f'Model: "{obj.name}"',
-        line,
-        f"{'Layer (type)':<{w[0]}}   {'Output Shape':<{w[1]}}   {'Param #':>{w[2]}}",
-        line,
-    ]
+    out = [f'Model: "{obj.name}"', *([obj.origin] if getattr(obj, "origin", "") else []), line]
+    out += [f"{'Layer (type)':<{w[0]}}   {'Output Shape':<{w[1]}}   {'Param #':>{w[2]}}", line]
     out += [f"{a:<{w[0]}}   {b:<{w[1]}}   {c:>{w[2]}}" for a, b, c in rows]
     total = count_params(obj)
     out += [line, f"Total params: {total:,}", line]

@@ -10,7 +10,8 @@ Two kinds of mutants: bytes (flips, splices, length fields) of a valid seed file
 keep the container valid and change what is inside it: the JSON of .npz and .keras configs (renamed, duplicated
 and cyclic layer references, hostile values), .npy headers (shapes, dtypes, byte orders), torch's pickled
 tensor records (sizes, strides, offsets, storage types), zip members recompressed with other methods or declaring
-other sizes, and ONNX graphs whose weights are computed (Shape, Reshape, Expand, ConstantOfShape, Range, Tile).
+other sizes, ONNX graphs whose weights are computed (Shape, Reshape, Expand, ConstantOfShape, Range, Tile), and
+legacy Keras .h5 models (their model_config JSON, layer_names and weight_names lists, attribute types, weights).
 
     python tests/fuzz_harness.py --seconds 1800 --seed 1 --out fuzz-findings    # a longer run
     python tests/fuzz_harness.py --replay fuzz-findings/crash-onnx-....onnx    # one saved input again
@@ -159,6 +160,12 @@ def _safetensors_file(path):
     save_file(torch.nn.GRU(3, 4, bidirectional=True).state_dict(), str(path))
 
 
+def _legacy_h5_file(path):
+    """A whole model as tf-keras 2.21 saved it (HDF5, variable-length string attributes): Masking, Dense, dropout
+    layers, LSTM(go_backwards), Bidirectional(GRU), Activation (tests/data/make_keras2_h5.py wrote it)."""
+    path.write_bytes((Path(__file__).resolve().parent / "data" / "keras2" / "functional.h5").read_bytes())
+
+
 # target -> (suffix, make the starting file, the loader's name in the child); "-s" targets mutate structure
 TARGETS = {
     "h5": (".keras", _keras_file, "from_keras"),  # mutants of model.weights.h5 inside a sound zip: HDF5 itself
@@ -171,6 +178,8 @@ TARGETS = {
     "keras-s": (".keras", _keras_functional_file, "from_keras"),  # the config's layers and references, weights
     "pt-s": (".pt", _torch_file, "from_torch"),  # the pickled tensor records, storages, zip methods
     "onnx-s": (".onnx", _onnx_file, "from_onnx"),  # computed weights and shapes, attributes
+    "legacy-h5": (".h5", _legacy_h5_file, "from_keras"),  # a Keras 2 .h5 model's bytes: HDF5, its global heaps
+    "legacy-h5-s": (".h5", _legacy_h5_file, "from_keras"),  # its model_config, layer_names, weight_names, weights
 }
 
 
@@ -573,6 +582,65 @@ def _retype_h5(h5_bytes, rng):
         return path.read_bytes()
 
 
+HOSTILE_NAMES = ["", ".", "..", "/", "a//b", "../model_weights", "model_weights", "top_level_model_weights", "x" * 300]
+
+
+def _legacy_h5_mutant(data, rng):
+    """A legacy HDF5 model whose model_config JSON changes (hostile values, renamed, repeated or re-wired layers),
+    whose layer_names / weight_names lists lose, repeat, reorder or rename entries (as variable-length or
+    fixed-length strings), or whose weights change dtype, byte order or shape."""
+    import h5py
+    import numpy as np
+
+    kind = rng.choice(["config", "config", "names", "names", "weights", "attribute"])
+    if kind == "weights":
+        return _retype_h5(data, rng)
+    with tempfile.TemporaryDirectory(prefix="rnn_xp-fuzz-legacy-") as d:
+        path = Path(d) / "m.h5"
+        path.write_bytes(data)
+        with h5py.File(path, "a") as f:
+            if kind == "config":
+                spec = json.loads(f.attrs["model_config"])
+                layers = spec.get("config", {}).get("layers", [])
+                names = [e.get("name") for e in layers if isinstance(e, dict)]
+                for _ in range(rng.randint(1, 3)):
+                    spec = mutate_json(spec, rng, [*names, "LSTM", "GRU", "CuDNNGRU", "Bidirectional", "Model"])
+                f.attrs["model_config"] = _dumps(spec).decode()
+            elif kind == "names":
+                groups = [f["model_weights"], *(f["model_weights"][n] for n in f["model_weights"])]
+                g = rng.choice(groups)
+                key = "layer_names" if g.name == "/model_weights" else "weight_names"
+                values = [v.decode() if isinstance(v, bytes) else str(v) for v in g.attrs[key]]
+                change = rng.choice(["drop", "repeat", "reverse", "rename", "chunk"])
+                if change == "drop" and values:
+                    del values[rng.randrange(len(values))]
+                elif change == "repeat" and values:
+                    values.insert(rng.randrange(len(values) + 1), rng.choice(values))
+                elif change == "reverse":
+                    values.reverse()
+                elif change == "rename" and values:
+                    values[rng.randrange(len(values))] = rng.choice([*HOSTILE_NAMES, *values])
+                fixed = rng.random() < 0.3  # as h5py 2.x wrote them, fixed-length bytes
+
+                def store(name, items, fixed=fixed):
+                    g.attrs[name] = np.array([v.encode() for v in items]) if fixed and items else items
+
+                if change == "chunk":  # Keras's split of a long list: key0, key1, ...
+                    del g.attrs[key]
+                    store(f"{key}0", values[: len(values) // 2])
+                    store(f"{key}1", values[len(values) // 2 :])
+                else:
+                    store(key, values)
+            else:  # an attribute of another type where Keras writes strings
+                target = rng.choice([f, f["model_weights"]])
+                key = rng.choice([k for k in target.attrs])
+                target.attrs[key] = rng.choice([np.arange(3), np.float64(1.5), np.array([[b"a"]]), b"", "\xff"])
+        out = path.read_bytes()
+    if out == data:
+        raise ValueError("the change left the file as it was")  # mutant() draws again
+    return out
+
+
 _PICKLE_INTS = ("BININT", "BININT1", "BININT2", "LONG1")
 _STORAGES = [
     "torch FloatStorage",
@@ -766,6 +834,7 @@ MUTATORS = {
     "keras-s": _keras_mutant,
     "pt-s": _torch_mutant,
     "onnx-s": _onnx_mutant,
+    "legacy-h5-s": _legacy_h5_mutant,
 }
 
 

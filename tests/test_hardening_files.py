@@ -1,4 +1,4 @@
-"""Hostile files for every loader: load (.npz), from_torch (.pt, .safetensors), from_keras (.keras), from_onnx
+"""Hostile files for every loader: load (.npz), from_torch (.pt, .safetensors), from_keras (.keras, .h5), from_onnx
 (path and bytes). Each either returns a valid object or raises ValueError (FileNotFoundError for a missing path),
 never runs pickled code, never writes to disk, and refuses huge declared sizes before reading them."""
 
@@ -8,6 +8,7 @@ import pickle
 import random
 import tempfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,6 +58,11 @@ def _make_keras(path):
     _keras_model().save(path)
 
 
+def _make_legacy_h5(path):
+    """A whole model as tf-keras 2.21 saved it (model.save("m.h5")), committed under tests/data/keras2."""
+    path.write_bytes((Path(__file__).resolve().parent / "data" / "keras2" / "functional.h5").read_bytes())
+
+
 def _onnx_bytes():
     pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
@@ -103,6 +109,7 @@ LOADERS = {
     "pt": (".pt", _make_pt, rnn_xp.from_torch),
     "safetensors": (".safetensors", _make_safetensors, rnn_xp.from_torch),
     "keras": (".keras", _make_keras, rnn_xp.from_keras),
+    "h5": (".h5", _make_legacy_h5, rnn_xp.from_keras),
     "onnx": (".onnx", _make_onnx, rnn_xp.from_onnx),
     "onnx-bytes": (".onnx", _make_onnx, _load_onnx_bytes),
 }
@@ -401,3 +408,79 @@ def test_onnx_names_that_are_not_utf8(tmp_path):
         bad = data[:at] + b"\x80" + data[at + 1 :]
         with pytest.raises(ValueError, match="not UTF-8"):
             rnn_xp.from_onnx(bad)
+
+
+# --- legacy Keras HDF5 ---------------------------------------------------------------------------------------
+def _edit_h5(data, tmp_path, edit):
+    import h5py
+
+    path = tmp_path / "edited.h5"
+    path.write_bytes(data)
+    with h5py.File(path, "a") as f:
+        edit(f)
+    return path.read_bytes()
+
+
+def test_legacy_h5_weights_missing_linked_or_huge(good, tmp_path):
+    import h5py
+
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["secret"] = np.ones((4, 15), np.float32)
+    lstm = "model_weights/lstm_3/lstm_3/lstm_cell"
+
+    def missing(f):
+        del f[f"{lstm}/bias:0"]
+
+    def linked(f):
+        del f[f"{lstm}/kernel:0"]
+        f[f"{lstm}/kernel:0"] = h5py.ExternalLink(str(other), "secret")
+
+    def soft(f):
+        del f[f"{lstm}/kernel:0"]
+        f[f"{lstm}/kernel:0"] = h5py.SoftLink("/model_weights/dense_4/dense_4/kernel:0")
+
+    def huge(f):  # ~40 GB declared, stored as nothing: chunks never written take no space
+        del f[f"{lstm}/kernel:0"]
+        f.create_dataset(f"{lstm}/kernel:0", shape=(100_000, 100_000), dtype=np.float32, chunks=(100, 100))
+
+    def hard_links(f):  # one dataset under many names: each read is small, all of them together are not
+        g = f["model_weights/lstm_3"]
+        names = [f"lstm_3/lstm_cell/k{i}" for i in range(2000)]
+        for n in names:
+            g[n] = g["lstm_3/lstm_cell/recurrent_kernel:0"]
+        g.attrs["weight_names"] = ["lstm_3/lstm_cell/kernel:0", *names]
+
+    def references(f):  # an attribute of object references where Keras writes strings
+        f["model_weights"].attrs["layer_names"] = np.array([f["model_weights"].ref], dtype=h5py.ref_dtype)
+
+    def unknown_layer(f):
+        f["model_weights"].attrs["layer_names"] = ["lstm_3", "nowhere"]
+
+    for edit, match in (
+        (missing, "does not hold it"),
+        (linked, "links outside itself"),
+        (soft, "links outside itself"),
+        (huge, "more than the file holds"),
+        (hard_links, "more than the file holds"),
+        (references, "expected strings"),
+        (unknown_layer, "lists 'nowhere', which the file does not hold"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            _run("h5", tmp_path, _edit_h5(good["h5"], tmp_path, edit), edit.__name__)
+
+
+def test_damaged_global_heaps_are_refused_before_hdf5_reads_them(good, tmp_path):
+    """HDF5 2.0 walks a global heap by its objects' declared sizes and loops forever on a free-space object of size
+    0; Keras's attributes (model_config, layer_names) are variable-length strings stored there."""
+    data = good["h5"]
+    at = data.find(b"GCOL")
+    assert at > 0 and data[at + 4] == 1  # a global heap collection, version 1
+    zero_free = bytearray(data)
+    zero_free[at + 16 : at + 32] = bytes(16)  # the first object: index 0 (free space), size 0
+    beyond = bytearray(data)
+    beyond[at + 24 : at + 32] = (1 << 40).to_bytes(8, "little")  # an object larger than its collection
+    short = data[: at + 64]  # a collection cut short
+    for name, bad in (("zero", zero_free), ("beyond", beyond), ("short", short)):
+        with pytest.raises(ValueError, match="damaged HDF5 file"):
+            _run("h5", tmp_path, bytes(bad), name)

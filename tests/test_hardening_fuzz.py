@@ -55,7 +55,7 @@ def corpus(tmp_path_factory):
 @pytest.mark.parametrize("target", sorted(fuzz_harness.MUTATORS))
 def test_structure_aware_mutants_keep_their_container(target, corpus):
     """The structure-aware mutants are deterministic, differ from each other and mostly stay a sound zip (or
-    ONNX protobuf), so that what they change reaches the loader's checks behind the container."""
+    ONNX protobuf, or HDF5 file), so that what they change reaches the loader's checks behind the container."""
     onnx = pytest.importorskip("onnx")
     a = [fuzz_harness.mutant(target, corpus[target], 5, i) for i in range(40)]
     assert a == [fuzz_harness.mutant(target, corpus[target], 5, i) for i in range(40)]
@@ -65,6 +65,10 @@ def test_structure_aware_mutants_keep_their_container(target, corpus):
         try:
             if target.startswith("onnx"):
                 onnx.load_from_string(data)
+            elif target.startswith("legacy-h5"):
+                import h5py
+
+                h5py.File(io.BytesIO(data), "r").close()
             else:
                 zipfile.ZipFile(io.BytesIO(data)).namelist()
         except Exception:  # noqa: BLE001 - any failure to parse counts as not sound
@@ -75,9 +79,9 @@ def test_structure_aware_mutants_keep_their_container(target, corpus):
 
 
 def test_c_parsers_survive_mutated_files(tmp_path):
-    """Mutants of a .keras archive, its HDF5 weights, an .onnx model, a torch.save file, a safetensors file and
-    an .npz file, bytes and structure: each loads or raises ValueError in its child; any crash, hang,
-    MemoryError or other exception is listed with the saved input."""
+    """Mutants of a .keras archive, its HDF5 weights, a legacy .h5 model, an .onnx model, a torch.save file, a
+    safetensors file and an .npz file, bytes and structure: each loads or raises ValueError in its child; any
+    crash, hang, MemoryError or other exception is listed with the saved input."""
     out = tmp_path / "findings"
     findings, counts = fuzz_harness.fuzz(SECONDS, seed=0, out_dir=out, batch=100, log=lambda *a: None)
     assert all(n >= 100 for n in counts.values()), counts

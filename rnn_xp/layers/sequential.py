@@ -21,12 +21,14 @@ class Sequential:
     On a dask array the model runs lazily, one task per batch chunk (the batch is axis 0), and
     returns dask arrays chunked like x along the batch.
 
-    ``input_shape`` (without the batch axis) is only used by :func:`rnn_xp.summary`.
+    ``input_shape`` (without the batch axis) is only used by :func:`rnn_xp.summary`; so is ``origin``, a line
+    that says where an imported model came from and which framework semantics it was read with.
     """
 
     layers: tuple
     input_shape: tuple | None = None
     name: str = "sequential"
+    origin: str = ""
     kind = "model"
     type_name = "Sequential"
 
@@ -44,6 +46,8 @@ class Sequential:
                     f"batch axis; got {shape!r}"
                 )
             object.__setattr__(self, "input_shape", tuple(shape))
+        if not isinstance(self.origin, str):
+            raise TypeError(f"origin must be a str (a line for summary()); got {type(self.origin).__name__}")
         for layer in self.layers:
             if getattr(type(layer), "kind", None) != "layer" or REGISTRY.get(type(layer).__name__) is not type(layer):
                 raise TypeError(
@@ -128,6 +132,7 @@ class Sequential:
             "name": self.name,
             "input_shape": self.input_shape,
             "layers": [layer.config() for layer in self.layers],
+            **({"origin": self.origin} if self.origin else {}),
         }
 
     @classmethod
@@ -140,6 +145,7 @@ class Sequential:
             [from_config(lc, sub_arrays(arrays, f"layer{i}.")) for i, lc in enumerate(layers)],
             None if shape is None else tuple(shape),
             str(config.get("name", "sequential")),
+            config.get("origin", ""),
         )
 
     def map_arrays(self, fn):
