@@ -187,3 +187,24 @@ def test_rnn_xp_warmup_refuses_what_it_cannot_read(tmp_path):
     done = _cli(tmp_path, str(tmp_path / "missing.keras"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "missing.keras" in done.stderr
+
+
+def test_a_stream_moves_to_the_kernel_once_it_is_built(tmp_path):
+    got = run(
+        tmp_path,
+        """
+        stream = rnn_xp.Stream(params)
+        ys = [stream(x[:, :10])]
+        out["first"] = stream._units[0].prepared[0].__name__
+        from rnn_xp._fast import numba_cpu
+        numba_cpu._kernels().wait(timeout=300)
+        for t in range(10, 50, 10):
+            ys.append(stream(x[:, t : t + 10]))
+        out["then"] = stream._units[0].prepared[0].__name__
+        y, (h, c) = rnn_xp.forward(x, params, impl="numba")
+        out["close"] = bool(np.allclose(np.concatenate(ys, axis=1), y, atol=2e-5, rtol=1e-4))
+        out["state_close"] = bool(np.allclose(stream.state[0], h, atol=2e-5, rtol=1e-4))
+        """,
+    )
+    assert got["first"] == "rnn_xp._fast.numpy_fused" and got["then"] == "rnn_xp._fast.numba_cpu", got
+    assert got["close"] and got["state_close"], got

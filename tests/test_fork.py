@@ -21,6 +21,8 @@ import rnn_xp
 from rnn_xp._fast import _threads
 
 pytest.importorskip("numba")
+# JAX, when another test imported it, warns at every fork that its own threads make fork unsafe: not rnn_xp's
+pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
 
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("fork is POSIX", allow_module_level=True)
