@@ -12,9 +12,9 @@ Rows per config (``configs.DASK``: the keras-text cell and the lstm-med cell at 
 
 Dask's nanny sets OMP_NUM_THREADS = MKL_NUM_THREADS = OPENBLAS_NUM_THREADS = 1 in each worker
 before it starts (``distributed.nanny.pre-spawn-environ``); the workers' settings are read back and
-recorded. rnn_xp's CPU path inside a worker is numba where installed (its threads: NUMBA_NUM_THREADS,
-or the core count when unset; rnn_xp runs it on one thread while the machine's load is high), NumPy
-with OpenBLAS otherwise.
+recorded. rnn_xp's CPU path inside a worker is numba where installed (its own threads: RNN_XP_NUM_THREADS,
+or the CPUs the worker may use when unset; a call that starts while another runs in the worker runs on one
+thread), NumPy with OpenBLAS otherwise.
 
 Derived: ``speedup`` of 2 workers over 1, ``efficiency`` = speedup / workers, ``vs numpy`` = the
 all-cores NumPy time / the 2-worker time, and the scheduler's per-task overhead, measured twice: a
@@ -40,7 +40,7 @@ import numpy as np
 from . import configs as _configs
 from .cli import ROOT, _child_env, _cpu_model, _slug, _version
 
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RNN_XP_NUM_THREADS")
 GOAL_SPEEDUP, GOAL_VS_NUMPY = 1.6, 0.85
 
 
@@ -342,7 +342,8 @@ def main(argv=None):
     note = (
         f"numpy rows: {'/'.join(THREAD_VARS[:3])} = the thread count given; dask workers (read back from each): "
         + ", ".join(f"{k}={first.get(k)}" for k in THREAD_VARS)
-        + f"; BLAS pools {first.get('threadpools')}; numba threads: NUMBA_NUM_THREADS above (None: the core count)"
+        + f"; BLAS pools {first.get('threadpools')}; "
+        + "rnn_xp's threads: RNN_XP_NUM_THREADS above (None: the worker's CPUs)"
     )
     result = {
         "date": date.strftime("%Y-%m-%dT%H:%M:%SZ"),
