@@ -561,7 +561,7 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
 def _example_args(spec):
     """Arguments of the kernel's types (tiny arrays): the signature every call of the spec compiles to."""
     dtype = np.dtype(spec.dtype)
-    G = (1, 4, 3, 3)[spec.cell]
+    G = _load().GATES[spec.cell]
     G1 = 2 if spec.cell == 3 else G
     nr = spec.nr
     z = lambda *shape: np.zeros(shape, dtype=dtype)  # noqa: E731
