@@ -404,7 +404,7 @@ class Direction:
         self.aux = _empty((2, B, _ld(a.H, itemsize)), self.dtype) if two else np.zeros((2, 1, 1), self.dtype)
         self.last = _empty((B, a.H_out), self.dtype)  # the last output of each row (masks)
         self.par = 0  # the state is in hbuf[par], cbuf[par]
-        self.ctl = np.zeros(24, dtype=np.int64)
+        self.ctl = np.zeros(_load().CONTROL_SIZE, dtype=np.int64)  # the threads' start check and barrier
         self.W = (a.wpi, a.wp1, a.wp2, a.b_hn, a.peep, a.coef, a.codes)
         self.S = (self.hbuf, self.cbuf, self.aux, self.last)
         self.dims = (a.H, a.H_out)
@@ -461,7 +461,7 @@ class Direction:
                     ys,
                     run_u8[t0:t1] if masked else self.no_mask,
                     emit_u8[t0:t1] if masked else self.no_mask,
-                    accs if nth > 1 else accs[:1],
+                    accs,
                 )
                 if not self._chunk(fn, nth, units, reverse, masked, io):
                     nth, units = 1, False  # the threads could not meet: this call goes on on one thread
@@ -577,7 +577,7 @@ def _example_args(spec):
     S = (z(2, 1, 16), z(2, 1, 1), z(2, 1, 16), z(1, 1))
     u8 = np.zeros((1, 1), dtype=np.uint8)
     io = (z(1, 16), z(1, G * nr), z(1, 1, 1), u8, u8, z(1, 1, G1 * nr))
-    return (0, 1, np.zeros(24, dtype=np.int64), False, False, False, 0, (1, 1), W, S, io)
+    return (0, 1, np.zeros(_load().CONTROL_SIZE, dtype=np.int64), False, False, False, 0, (1, 1), W, S, io)
 
 
 def _empty(shape, dtype):
