@@ -212,8 +212,8 @@ def _tile_function(module, elt, dtype, rows, npan, nv, vb):
 def gemm(W, A, C, MR, V, VB, KC, NPW, MRW, L2B):
     """C[:, :panels*NR] = A W: W (panels, K, NR) packed, A (R, K) and C (R, >= panels*NR) with contiguous rows.
 
-    At least MR/2 rows: MR x V tiles; the rows go in blocks of at most L2B bytes of A (which stay in
-    L2 while every panel passes over them), k in near-equal blocks of at most KC (a block of a panel
+    At least MR/2 rows: MR x V tiles; the rows go in near-equal blocks of about L2B bytes of A (which
+    stay in L2 while every panel passes over them), k in near-equal blocks of at most KC (a block of a panel
     is reused by every row tile of the row block). Fewer rows: MRW-row tiles over NPW panels at once
     (each weight is used once, and NPW * V chains of multiply-adds hide the FMA latency); NPW divides
     the panel count. The constants (MR ... L2B) make a function per block shape, compiled once per
@@ -225,7 +225,12 @@ def gemm(W, A, C, MR, V, VB, KC, NPW, MRW, L2B):
     ldc = C.strides[0] // C.itemsize
     ps = K * NR
     if 2 * R >= MR:
-        mc = max(MR, L2B // (K * A.itemsize) // MR * MR)
+        # near-equal row blocks of up to 1.25x L2B bytes of A (at L2B exactly, 128 rows of 1025 floats went
+        # as 126 + 2, and the 2-row block streamed every weight once more for 2 rows)
+        cap = max(MR, L2B // (K * A.itemsize) // MR * MR)
+        cap += cap // 4
+        nrb = (R + cap - 1) // cap
+        mc = ((R + nrb - 1) // nrb + MR - 1) // MR * MR
         nkb = (K + KC - 1) // KC
         kc = (K + nkb - 1) // nkb  # near-equal blocks: no block of a few k paying a tile's loads and stores
         for rb in range(0, R, mc):

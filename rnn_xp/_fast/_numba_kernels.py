@@ -27,11 +27,13 @@ instead of a Python exception check in every loop, which keeps the loops vectori
 never made), ``nogil=True`` (threads of rnn_xp's own pool run it at once) and ``_nrt=False`` (the
 kernels allocate nothing; views then cost nothing).
 
-float32 sigmoid and tanh are computed in float64 and rounded once: exp(-|x|) (or expm1) from a
-Cody-Waite reduction and a Taylor polynomial, with 2^n built from its bits, which LLVM vectorises
-(libm's scalar calls cost 4-15 ns an element; these ~1). Measured on 1.5M float32 inputs over
-[-30, 30] against float64: both within 0.50 ULP (correctly rounded but for rare near-ties), mean
-signed error under 0.001 ULP. float64 uses libm (math.exp, math.tanh).
+float32 sigmoid is computed in float32 (exp(-|x|) from a Cody-Waite reduction and a Taylor
+polynomial, 2^n built from its bits; LLVM vectorises it 16 lanes wide: 0.3 ns an element against
+1.1 computed in float64), within 2.3 ULP of float64 over [-87, 87] and unbiased (mean signed error
+under 0.01 ULP). float32 tanh is computed in float64 the same way and rounded once (within 0.5 ULP):
+computed in float32 (2.5 ULP), a trained LSTM's outputs over 512 steps drifted 1.28x further from
+float64 than PyTorch's (tests/test_accuracy.py allows 1.25x). libm's scalar calls cost 4-15 ns an
+element. float64 uses libm (math.exp, math.tanh).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ _SOURCES = ("_numba_kernels.py", "_numba_gemm.py")
 DIGEST = hashlib.sha256(b"".join((Path(__file__).parent / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
 
 
-# --- float32 sigmoid and tanh: computed in float64, rounded once (vectorisable) ------------------
+# --- float32 tanh: computed in float64, rounded once (vectorisable) -------------------------------------
 @intrinsic
 def _f64_from_bits(typingctx, n):
     """The float64 whose bits are the int64 n (2^k as ((k + 1023) << 52))."""
@@ -111,7 +113,7 @@ def _f64_from_bits(typingctx, n):
 
 
 @njit(**_INLINE)
-def _exp_parts(y):
+def _exp_parts64(y):
     """(2^n, expm1(r)) with y = n ln2 + r, |r| <= ln2/2, for -200 <= y <= 0, in float64.
 
     expm1(r) by its Taylor series to r^9 (relative error below 1e-11): a float32 result computed
@@ -133,18 +135,60 @@ def _exp_parts(y):
 
 
 @njit(**_INLINE)
-def _sigmoid32(x):
-    s, m = _exp_parts(-abs(np.float64(x)))
-    e = s * m + s  # exp(-|x|)
-    d = 1.0 / (1.0 + e)
-    return np.float32(d if x >= 0 else e * d)
+def _tanh32(x):
+    s, m = _exp_parts64(-2.0 * abs(np.float64(x)))
+    q = s * m + (s - 1.0)  # expm1(-2|x|) <= 0: no cancellation (m itself when n = 0)
+    return np.float32(math.copysign(abs(q) / (2.0 + q), x))
+
+
+# --- float32 sigmoid in float32 arithmetic (vectorisable: 16 lanes of AVX-512) ----------------------------
+@intrinsic
+def _f32_from_bits(typingctx, n):
+    """The float32 whose bits are the int32 n (2^k as ((k + 127) << 23))."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+_F32 = np.float32
 
 
 @njit(**_INLINE)
-def _tanh32(x):
-    s, m = _exp_parts(-2.0 * abs(np.float64(x)))
-    q = s * m + (s - 1.0)  # expm1(-2|x|) <= 0: no cancellation (m itself when n = 0)
-    return np.float32(math.copysign(abs(q) / (2.0 + q), x))
+def _pow2(n):
+    """2^n for an integral float32 n in [-126, 127]."""
+    return _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit(**_INLINE)
+def _exp_parts32(y):
+    """(n, expm1(r)) in float32 with y = n ln2 + r, |r| <= ln2/2, for -104 <= y <= 0 (y clamped there).
+
+    Cody-Waite reduction (n times the high part of ln2 is exact), expm1 by its Taylor series to r^7
+    (truncation below 0.3 ULP of the result), Horner in float32.
+    """
+    y = max(y, _F32(-104.0))  # exp(-104) rounds to 0 in float32
+    n = np.floor(y * _F32(1.44269504) + _F32(0.5))
+    r = y - n * _F32(0.693359375)  # ln2 = 0.693359375 - 2.12194440e-4
+    r = r + n * _F32(2.12194440e-4)
+    p = _F32(1.0 / 5040.0)
+    p = p * r + _F32(1.0 / 720.0)
+    p = p * r + _F32(1.0 / 120.0)
+    p = p * r + _F32(1.0 / 24.0)
+    p = p * r + _F32(1.0 / 6.0)
+    p = p * r + _F32(0.5)
+    return n, p * (r * r) + r
+
+
+@njit(**_INLINE)
+def _sigmoid32(x):
+    n, m = _exp_parts32(-abs(x))
+    n1 = np.floor(n * _F32(0.5))  # 2^n as 2^n1 2^(n - n1): exp(-|x|) reaches the subnormals as it should
+    s1 = _pow2(n1)
+    e = (s1 * m + s1) * _pow2(n - n1)  # exp(-|x|)
+    return (_F32(1.0) if x >= 0 else e) / (_F32(1.0) + e)
 
 
 @njit(**_INLINE)
@@ -598,10 +642,13 @@ def chunk_kernel(spec: Spec):
     * S = (hbuf, cbuf, aux, last): h and c of even and odd steps ((2, B, .): the state at step s is
       in [(par + s) % 2]), aux (2, B, .): LSTM's h before the projection, or GRU's r h and z, and
       the last output of each row (masks);
-    * IO = (xs, gi, y, run, emit, acc): the chunk's inputs (n*B, >= F+1) with a last feature of 1,
-      its projection (n*B, >= ng*G*NR), the outputs (n, B, H_out), the masks (n, B) uint8 (when
-      ``masked``), and each thread's products (nth, rows, >= G*NR);
-    * dims = (H, H_out).
+    * IO = (xs, xin, gi, y, run, emit, acc): the chunk's inputs (n*B, >= F+1) with a last feature of 1,
+      the caller's input rows (any count, F) (see dims), its projection (n*B, >= ng*G*NR), the outputs
+      (n, B, H_out), the masks (n, B) uint8 (when ``masked``), and each thread's products (nth, rows,
+      >= G*NR);
+    * dims = (H, H_out, copy, x0, st, sb): with ``copy``, threads that split the rows copy their rows
+      of each step into xs as the step starts (step t, row b from xin[x0 + t*st + b*sb]: in parallel,
+      and in cache for the product), else the caller filled xs.
     """
     fn = _KERNELS.get(spec)
     if fn is None:
@@ -628,8 +675,8 @@ def _make(spec):
     def chunk(k, nth, ctl, units, reverse, masked, par, dims, W, S, IO):
         wpi, wp1, wp2, b_hn, peep, coef, codes = W
         hbuf, cbuf, aux, last = S
-        xs, gi, y, run, emit, accs = IO
-        H, H_out = dims
+        xs, xin, gi, y, run, emit, accs = IO
+        H, H_out, copy, x0, st, sb = dims
         k = np.int64(k)  # a thread index may come unsigned: int64 keeps the slice arithmetic in integers
         sync = units and nth > 1
         if sync and not _start(ctl, nth):
@@ -647,20 +694,26 @@ def _make(spec):
             g0, g1, o0, o1 = 0, ng, 0, ngo
         R = b1 - b0
         acc = accs[k]
-        # the chunk's input projection x W_ih^T + b, the biases riding on the constant last feature: the
-        # thread's columns of every row (units), or its rows of each step (rows)
-        steps, width = (1, n * B) if units else (n, B)
+        # the input projection x W_ih^T + b, the biases riding on the constant last feature: with the units
+        # split, the thread's columns of every row of the chunk at once; with the rows split, the thread's rows
+        # at the start of each step (that step's projection is still in L2 when the cell reads it: projected
+        # a chunk ahead, it came back from memory, ~10% of a step at H 256)
         p0, p1 = g0 * G, g1 * G
-        for t in range(steps):
-            r0, r1 = t * width + b0, t * width + b0 + (width if units else R)
-            if r1 > r0 and p1 > p0:
-                gemm(wpi[p0:p1], xs[r0:r1], gi[r0:r1, p0 * NR : p1 * NR], MR, V, VB, KC, G, MRWI, L2B)
+        ahead = units and 2 * B < MR  # few rows: the chunk's rows at once use each weight more than once
+        if ahead and p1 > p0:
+            gemm(wpi[p0:p1], xs[0 : n * B], gi[0 : n * B, p0 * NR : p1 * NR], MR, V, VB, KC, G, MRWI, L2B)
         count = 0
         for s in range(n):
             t = n - 1 - s if reverse else s
             cur = (par + s) % 2
             h_old, h_new = hbuf[cur], hbuf[1 - cur]
             c_old, c_new = cbuf[cur], cbuf[1 - cur]
+            if not ahead and R > 0 and p1 > p0:
+                r0 = t * B + b0
+                if copy:  # the step's rows of x, copied here: in parallel, and in cache for the product
+                    for b in range(b0, b1):
+                        _copy(xs[t * B + b, : xin.shape[1]], xin[x0 + t * st + b * sb])
+                gemm(wpi[p0:p1], xs[r0 : r0 + R], gi[r0 : r0 + R, p0 * NR : p1 * NR], MR, V, VB, KC, G, MRWI, L2B)
             for g in range(g0, g1):
                 u0 = g * NR
                 nu = min(NR, H - u0)

@@ -407,7 +407,7 @@ class Direction:
         self.ctl = np.zeros(_load().CONTROL_SIZE, dtype=np.int64)  # the threads' start check and barrier
         self.W = (a.wpi, a.wp1, a.wp2, a.b_hn, a.peep, a.coef, a.codes)
         self.S = (self.hbuf, self.cbuf, self.aux, self.last)
-        self.dims = (a.H, a.H_out)
+        self.dims = (a.H, a.H_out, 0, 0, 0, 0)  # the caller fills xs (see _numba_kernels.chunk_kernel)
         self.kernel = None
         self.no_mask = np.zeros((1, 1), dtype=np.uint8)
         self._one = None  # step1's bound buffers
@@ -449,21 +449,29 @@ class Direction:
         try:
             rows = -(-B // nth) if not units else B
             accs = _scratch("acc", (nth, rows, self.G1 * nr), self.dtype)  # each thread's products
+            # threads that split the rows copy their own rows of x into xs (in parallel: a copy here, before
+            # the kernel, took ~1 ms of a 6-8 ms call, x coming from memory); the units split reads every row
+            src = None if units else _rows_of(x, self.dtype)
             for t0, t1 in chunks:
                 n = t1 - t0
                 xs = xs_buf[: n * B]
-                xs[:, : a.F].reshape(n, B, a.F)[...] = x[t0:t1]  # (n, B, F)
+                if src is None:
+                    xs[:, : a.F].reshape(n, B, a.F)[...] = x[t0:t1]  # (n, B, F)
+                    xin, dims = xs, self.dims
+                else:
+                    xin, dims = src[0], (a.H, a.H_out, 1, t0 * src[1], src[1], src[2])
                 xs[:, a.F] = 1
                 ys = y[t0:t1] if direct else y_buf[:n]  # (n, B, H_out)
                 io = (
                     xs,
+                    xin,
                     gi_buf[: n * B],
                     ys,
                     run_u8[t0:t1] if masked else self.no_mask,
                     emit_u8[t0:t1] if masked else self.no_mask,
                     accs,
                 )
-                if not self._chunk(fn, nth, units, reverse, masked, io):
+                if not self._chunk(fn, nth, units, reverse, masked, dims, io):
                     nth, units = 1, False  # the threads could not meet: this call goes on on one thread
                 self.par = (self.par + n) % 2
                 if not direct:
@@ -476,9 +484,9 @@ class Direction:
         if masked:
             last[...] = self.last
 
-    def _chunk(self, fn, nth, units, reverse, masked, io):
+    def _chunk(self, fn, nth, units, reverse, masked, dims, io):
         """One chunk on nth threads; False when the threads could not run at once (the chunk then ran on one)."""
-        args = (self.ctl, units, reverse, masked, self.par, self.dims, self.W, self.S)
+        args = (self.ctl, units, reverse, masked, self.par, dims, self.W, self.S)
         if nth == 1:
             fn(0, 1, *args, io)
             return True
@@ -488,7 +496,7 @@ class Direction:
         if not units or self.ctl[k.DECISION] != k.ABANDONED:
             return True
         # nothing was written: the chunk again on this thread (units split: acc[0] has room for every row)
-        fn(0, 1, self.ctl, False, reverse, masked, self.par, self.dims, self.W, self.S, (*io[:5], io[5][:1]))
+        fn(0, 1, self.ctl, False, reverse, masked, self.par, dims, self.W, self.S, (*io[:6], io[6][:1]))
         return False
 
     def _split(self, T, B):
@@ -525,7 +533,7 @@ class Direction:
             self.cbuf[self.par] = c
         fn(0, 1, self.ctl, False, False, False, self.par, self.dims, self.W, self.S, io)
         self.par ^= 1
-        h[...] = io[2][0]
+        h[...] = io[3][0]
         if self.lstm:
             c[...] = self.cbuf[self.par]
         y[...] = h
@@ -539,7 +547,7 @@ class Direction:
         xs[:, a.F] = 1  # the biases' input
         gi = _empty((B, _ld(a.wpi.shape[0] * nr, dtype.itemsize)), dtype)
         y1 = _empty((1, B, a.H_out), dtype)
-        io = (xs, gi, y1, self.no_mask, self.no_mask, _empty((1, B, self.G1 * nr), dtype))
+        io = (xs, xs, gi, y1, self.no_mask, self.no_mask, _empty((1, B, self.G1 * nr), dtype))
         return self._fn(), xs, a.F, a.H_out, io
 
 
@@ -576,8 +584,23 @@ def _example_args(spec):
     )
     S = (z(2, 1, 16), z(2, 1, 1), z(2, 1, 16), z(1, 1))
     u8 = np.zeros((1, 1), dtype=np.uint8)
-    io = (z(1, 16), z(1, G * nr), z(1, 1, 1), u8, u8, z(1, 1, G1 * nr))
-    return (0, 1, np.zeros(_load().CONTROL_SIZE, dtype=np.int64), False, False, False, 0, (1, 1), W, S, io)
+    io = (z(1, 16), z(1, 16), z(1, G * nr), z(1, 1, 1), u8, u8, z(1, 1, G1 * nr))
+    dims = (1, 1, 0, 0, 0, 0)
+    return (0, 1, np.zeros(_load().CONTROL_SIZE, dtype=np.int64), False, False, False, 0, dims, W, S, io)
+
+
+def _rows_of(x, dtype):
+    """x (T, B, F) as (rows, st, sb): a (T*B, F) C-contiguous view whose row t*st + b*sb is x[t, b] (time-major
+    or batch-first memory), or None (another layout or dtype: the caller copies it)."""
+    if x.dtype != dtype:
+        return None
+    T, B, F = x.shape
+    if x.flags.c_contiguous:
+        return x.reshape(T * B, F), B, 1
+    xt = x.transpose(1, 0, 2)
+    if xt.flags.c_contiguous:
+        return xt.reshape(B * T, F), 1, T
+    return None
 
 
 def _empty(shape, dtype):
