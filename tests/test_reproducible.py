@@ -153,3 +153,33 @@ def test_the_stream_runs_the_compiled_engine_where_it_is_installed():
     s = rnn_xp.Stream(params_for(1))
     s(np.zeros((2, 3, F), dtype=np.float32))
     assert s._units[0].prepared[0].__name__ == "rnn_xp._fast.numba_cpu"
+
+
+@pytest.mark.parametrize("mode", ["one", "rows", "units"])
+@pytest.mark.parametrize("config", [0, 1, 3])
+def test_the_input_layout_does_not_change_the_bits(impl, monkeypatch, config, mode):
+    """Batch-first or time-major, read-only, strided: the kernel reads the rows of x where they lie (the
+    threads copying their own), or x is copied first (other layouts); every way gives the same bits."""
+    params = params_for(config)
+    threads(monkeypatch, mode)
+    rng = np.random.default_rng(config)
+    wide = rng.standard_normal((5, 11, 2 * F)).astype(np.float32)
+    x = np.ascontiguousarray(wide[:, :, ::2])  # (B, T, F)
+    y, state = rnn_xp.forward(x, params, impl=impl)
+    frozen = x.copy()
+    frozen.setflags(write=False)
+    ways = {
+        "time-major": rnn_xp.forward(np.ascontiguousarray(x.transpose(1, 0, 2)), params, impl=impl, time_major=True),
+        "read-only": rnn_xp.forward(frozen, params, impl=impl),
+        "strided": rnn_xp.forward(wide[:, :, ::2], params, impl=impl),
+    }
+    for name, (y2, state2) in ways.items():
+        y2 = y2.transpose(1, 0, 2) if name == "time-major" else y2
+        assert_same_bits(np.ascontiguousarray(y2), np.ascontiguousarray(y)), name
+        for a, b in zip(flat(state2), flat(state), strict=True):
+            assert_same_bits(a, b)
+    if impl == "numba":  # one compiled signature per kernel: no layout or flag made numba compile another
+        from rnn_xp._fast import _numba_kernels
+
+        for fn in _numba_kernels._KERNELS.values():
+            assert len(fn.signatures) <= 1, fn.signatures

@@ -591,8 +591,9 @@ def _example_args(spec):
 
 def _rows_of(x, dtype):
     """x (T, B, F) as (rows, st, sb): a (T*B, F) C-contiguous view whose row t*st + b*sb is x[t, b] (time-major
-    or batch-first memory), or None (another layout or dtype: the caller copies it)."""
-    if x.dtype != dtype:
+    or batch-first memory), or None (another layout, dtype, read-only or unaligned memory: the caller copies
+    it; the kernel is compiled for writable, aligned arrays, and any other type would compile it again)."""
+    if x.dtype != dtype or not (x.flags.writeable and x.flags.aligned):
         return None
     T, B, F = x.shape
     if x.flags.c_contiguous:
