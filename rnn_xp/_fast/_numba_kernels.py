@@ -695,9 +695,9 @@ def _make(spec):
         R = b1 - b0
         acc = accs[k]
         # the input projection x W_ih^T + b, the biases riding on the constant last feature: with the units
-        # split, the thread's columns of every row of the chunk at once; with the rows split, the thread's rows
-        # at the start of each step (that step's projection is still in L2 when the cell reads it: projected
-        # a chunk ahead, it came back from memory, ~10% of a step at H 256)
+        # split and few rows, the thread's columns of every row of the chunk at once; else the thread's rows
+        # (its columns) at the start of each step: that step's projection is still in L2 when the cell reads
+        # it (projected a chunk ahead, it came back from memory)
         p0, p1 = g0 * G, g1 * G
         ahead = units and 2 * B < MR  # few rows: the chunk's rows at once use each weight more than once
         if ahead and p1 > p0:
