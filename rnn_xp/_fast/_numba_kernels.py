@@ -100,18 +100,21 @@ _SOURCES = ("_numba_kernels.py", "_numba_gemm.py")
 DIGEST = hashlib.sha256(b"".join((Path(__file__).parent / f).read_bytes() for f in _SOURCES)).hexdigest()[:16]
 
 
-# --- float32 tanh: computed in float64, rounded once (vectorisable) -------------------------------------
+# --- 2^n from its bits -------------------------------------------------------------------------------------
 @intrinsic
-def _f64_from_bits(typingctx, n):
-    """The float64 whose bits are the int64 n (2^k as ((k + 1023) << 52))."""
-    sig = types.float64(types.int64)
+def _float_from_bits(typingctx, n, like):
+    """The float of like's type whose bits are the integer n: 2^k is ((k + 1023) << 52) as a float64,
+    ((k + 127) << 23) as a float32 (n is converted to an integer of the float's width first)."""
+    single = like == types.float32
+    sig = types.float32(types.int32, like) if single else types.float64(types.int64, like)
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        return builder.bitcast(args[0], ir.FloatType() if single else ir.DoubleType())
 
     return sig, codegen
 
 
+# --- float32 tanh: computed in float64, rounded once (vectorisable) -------------------------------------
 @njit(**_INLINE)
 def _exp_parts64(y):
     """(2^n, expm1(r)) with y = n ln2 + r, |r| <= ln2/2, for -200 <= y <= 0, in float64.
@@ -131,7 +134,7 @@ def _exp_parts64(y):
     p = p * r + 1.0 / 24.0
     p = p * r + 1.0 / 6.0
     p = p * r + 0.5
-    return _f64_from_bits((np.int64(n) + np.int64(1023)) << np.int64(52)), p * r * r + r
+    return _float_from_bits((np.int64(n) + np.int64(1023)) << np.int64(52), 0.0), p * r * r + r
 
 
 @njit(**_INLINE)
@@ -142,24 +145,13 @@ def _tanh32(x):
 
 
 # --- float32 sigmoid in float32 arithmetic (vectorisable: 16 lanes of AVX-512) ----------------------------
-@intrinsic
-def _f32_from_bits(typingctx, n):
-    """The float32 whose bits are the int32 n (2^k as ((k + 127) << 23))."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
-
-
 _F32 = np.float32
 
 
 @njit(**_INLINE)
 def _pow2(n):
     """2^n for an integral float32 n in [-126, 127]."""
-    return _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    return _float_from_bits((np.int32(n) + np.int32(127)) << np.int32(23), _F32(0.0))
 
 
 @njit(**_INLINE)
