@@ -215,5 +215,5 @@ def describe(itemsize: int = 4) -> str:
     return (
         f"{c.name}: {c.vector_bytes * 8}-bit vectors x {c.registers} registers, L1d {c.l1d >> 10} KiB, "
         f"L2 {c.l2 >> 10} KiB ({c.source}); tiles {b.mr} rows x {b.nr} columns, k blocks of {b.kc}, "
-        f"row blocks of {b.l2_half >> 10} KiB"
+        f"row blocks of about {b.l2_half >> 10} KiB"
     )
