@@ -175,7 +175,7 @@ def test_the_input_layout_does_not_change_the_bits(impl, monkeypatch, config, mo
     }
     for name, (y2, state2) in ways.items():
         y2 = y2.transpose(1, 0, 2) if name == "time-major" else y2
-        assert_same_bits(np.ascontiguousarray(y2), np.ascontiguousarray(y)), name
+        assert_same_bits(np.ascontiguousarray(y2), np.ascontiguousarray(y))
         for a, b in zip(flat(state2), flat(state), strict=True):
             assert_same_bits(a, b)
     if impl == "numba":  # one compiled signature per kernel: no layout or flag made numba compile another
