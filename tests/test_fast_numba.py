@@ -235,13 +235,22 @@ def test_tiny_chunks_and_time_major(rng, monkeypatch):
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-12)
 
 
-def test_chunk_buffer_is_bounded_by_a_chunk_not_by_T(rng, monkeypatch, poisoned):
+@pytest.mark.parametrize("cell,rows,chunks", [("gru", 4, 25), ("lstm", 1, 1), ("rnn", 1, 1)])
+def test_chunk_buffer_is_bounded_by_a_chunk_not_by_T(rng, monkeypatch, poisoned, cell, rows, chunks):
+    """GRU: the chunk's x rows and projection (t*B rows), a chunk at a time (G*H = 12, B = 2: 2 steps a
+    chunk); rnn and lstm on the caller's x need no buffer by time at all: the whole call is one kernel call."""
     monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 64)
-    params = rnn_xp.init("lstm", 3, 4, seed=15, xp=np)  # G*H = 16, B = 2: 2 steps a chunk
-    rnn_xp.forward(rng.standard_normal((2, 50, 3)).astype("float32"), params, impl=IMPL)
-    # the projection buffer (t*B, G*H), as wide as the packed panels (>= G*H)
+    mod = impl_module(IMPL)
+    calls, run_chunk = [], mod.Direction._chunk
+    monkeypatch.setattr(mod.Direction, "_chunk", lambda self, *a: calls.append(1) or run_chunk(self, *a))
+    params = rnn_xp.init(cell, 3, 4, seed=15, xp=np)
+    x = rng.standard_normal((2, 50, 3)).astype("float32")
+    got = rnn_xp.forward(x, params, impl=IMPL)
+    np.testing.assert_allclose(got[0], rnn_xp.forward(x, params, impl="reference")[0], rtol=0, atol=2e-6)
+    assert len(calls) == chunks
+    # the x and projection buffers (rows, >= 16): as wide as a row of x and 1, or as the packed panels
     big = [s for s in poisoned if len(s) == 2 and s[1] >= 16 and s[0] != 2]
-    assert big and all(s[0] <= 4 for s in big), poisoned
+    assert big and all(s[0] <= rows for s in big), poisoned
 
 
 @pytest.mark.parametrize("B,T,H", [(1, 1, 1), (0, 4, 3), (2, 0, 3), (0, 0, 2), (1, 0, 2)])

@@ -6,14 +6,15 @@ loops around it in numba (:func:`gemm`), with the block sizes from the running C
 
 Layout. W is packed into panels, ``(panels, K, NR)``, C-contiguous: panel q holds NR = V SIMD
 vectors of consecutive output columns, row k of the panel after row k-1, so a micro-kernel streams
-it. A is (R, K) with contiguous rows (the rows of a batch: states or inputs), C is (R, >= panels*NR)
-with contiguous rows.
+it (a product may use a range of its rows). A is (R, K) with contiguous rows (the rows of a batch:
+states or inputs), C is (R, >= panels*NR) with contiguous rows.
 
 Arithmetic. Every output element is one chain of fused multiply-adds over k = 0 .. K-1 in order,
-starting from 0: blocking over k stores the partial sum in C and the next block continues the same
-chain from it (a float stored and loaded is unchanged). So an element's value does not depend on
-the tile shape, the block sizes, the SIMD width, the rows beside it or the thread that computes it:
-a sequence gives the same bits alone or at any place in any batch (the reproducibility guarantee).
+starting from 0 (and with ``add``, added to C at the end): blocking over k stores the partial sum in
+C and the next block continues the same chain from it (a float stored and loaded is unchanged). So
+an element's value does not depend on the tile shape, the block sizes, the SIMD width, the rows
+beside it or the thread that computes it: a sequence gives the same bits alone or at any place in
+any batch (the reproducibility guarantee).
 
 Loops. ``tall`` (R >= MR/2 rows): for each panel, for each block of KC values of k (so the block of
 the panel, KC x NR, stays in L1), for each tile of MR rows: MR x V accumulators in registers, each
@@ -78,6 +79,9 @@ def _no_unroll(module):
     return node
 
 
+CONTINUE, FRESH, ADD = 0, 1, 2  # a tile's accumulators: from C, from 0, from 0 and added to C at the end
+
+
 def _literal(ty, name):
     if not isinstance(ty, types.IntegerLiteral):
         raise TypeError(f"tile(): {name} must be a compile-time integer constant, got {ty}")
@@ -85,23 +89,24 @@ def _literal(ty, name):
 
 
 @intrinsic(prefer_literal=True)
-def tile(typingctx, W, A, C, w0, a0, c0, ps, lda, ldc, m, kn, first, MR, NPAN, V, VB):
+def tile(typingctx, W, A, C, w0, a0, c0, ps, lda, ldc, m, kn, mode, MR, NPAN, V, VB):
     """One register tile: C[c0 + r*ldc + q*NR + j] (=|+=) sum of A[a0 + r*lda + k] W[w0 + q*ps + k*NR + j], k < kn.
 
     r < m rows (at run time, m is MR or a power of two below it: :func:`_tile_rows`), q < NPAN panels
-    (ps elements apart), j < NR = V vectors of VB bytes. ``first``: the accumulators start at 0, else
-    from C (the chain of the previous k block goes on). MR, NPAN, V and VB are compile-time constants:
-    each row count is a function of the module (:func:`_tile_function`).
+    (ps elements apart), j < NR = V vectors of VB bytes. ``mode``: FRESH, the accumulators start at 0;
+    CONTINUE, from C (the chain of the previous k block goes on); ADD, at 0, and C + the sum is stored.
+    MR, NPAN, V and VB are compile-time constants: each row count is a function of the module
+    (:func:`_tile_function`).
     """
     mr, npan, nv, vb = (_literal(t, n) for t, n in ((MR, "MR"), (NPAN, "NPAN"), (V, "V"), (VB, "VB")))
-    sig = types.void(W, A, C, w0, a0, c0, ps, lda, ldc, m, kn, first, MR, NPAN, V, VB)
+    sig = types.void(W, A, C, w0, a0, c0, ps, lda, ldc, m, kn, mode, MR, NPAN, V, VB)
 
     def codegen(context, builder, signature, args):
         wty = signature.args[0]
         ptrs = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in range(3)]
         i64 = ir.IntType(64)
         ints = [context.cast(builder, args[i], signature.args[i], types.int64) for i in range(3, 11)]
-        first = builder.zext(context.cast(builder, args[11], signature.args[11], types.boolean), ir.IntType(8))
+        mode = builder.trunc(context.cast(builder, args[11], signature.args[11], types.int64), ir.IntType(8))
         m = ints[6]
         end = builder.append_basic_block("tile.end")
         switch = builder.switch(m, end)
@@ -110,7 +115,7 @@ def tile(typingctx, W, A, C, w0, a0, c0, ps, lda, ldc, m, kn, first, MR, NPAN, V
             switch.add_case(ir.Constant(i64, rows), block)
             builder.position_at_end(block)
             fn = _tile_function(builder.module, context.get_data_type(wty.dtype), wty.dtype, rows, npan, nv, vb)
-            builder.call(fn, [*ptrs, *ints[:6], ints[7], first])
+            builder.call(fn, [*ptrs, *ints[:6], ints[7], mode])
             builder.branch(end)
         builder.position_at_end(end)
         return context.get_dummy_value()
@@ -154,7 +159,7 @@ def _tile_function(module, elt, dtype, rows, npan, nv, vb):
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     fn.attributes.add("nounwind")
-    Wd, Ad, Cd, w0_, a0_, c0_, ps_, lda_, ldc_, kn_, first = fn.args
+    Wd, Ad, Cd, w0_, a0_, c0_, ps_, lda_, ldc_, kn_, mode = fn.args
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     nr = nv * lanes
     vec = ir.VectorType(elt, lanes)
@@ -173,7 +178,7 @@ def _tile_function(module, elt, dtype, rows, npan, nv, vb):
     accs = [[[cgutils.alloca_once(builder, vec) for _ in range(nv)] for _ in range(npan)] for _ in range(rows)]
     cbase = [builder.add(c0_, builder.mul(c64(r), ldc_)) for r in range(rows)]
     abase = [builder.add(a0_, builder.mul(c64(r), lda_)) for r in range(rows)]
-    with builder.if_else(builder.icmp_unsigned("!=", first, ir.Constant(i8, 0))) as (then, otherwise):
+    with builder.if_else(builder.icmp_unsigned("!=", mode, ir.Constant(i8, CONTINUE))) as (then, otherwise):
         with then:
             for r in range(rows):
                 for q in range(npan):
@@ -199,31 +204,39 @@ def _tile_function(module, elt, dtype, rows, npan, nv, vb):
                 for j in range(nv):
                     acc = accs[r][q][j]
                     builder.store(builder.call(fma, [b, ws[q][j], builder.load(acc)]), acc)
+    add = builder.icmp_unsigned("==", mode, ir.Constant(i8, ADD))
     for r in range(rows):
         for q in range(npan):
             for j in range(nv):
                 off = builder.add(cbase[r], c64(q * nr + j * lanes))
-                builder.store(builder.load(accs[r][q][j]), vptr(Cd, off), align=1)
+                total = builder.load(accs[r][q][j])
+                added = builder.fadd(builder.load(vptr(Cd, off), align=1), total)  # one rounding, no contraction
+                builder.store(builder.select(add, added, total), vptr(Cd, off), align=1)
     builder.ret_void()
     return fn
 
 
 @njit(**_GEMM)
-def gemm(W, A, C, MR, V, VB, KC, NPW, MRW, L2B):
-    """C[:, :panels*NR] = A W: W (panels, K, NR) packed, A (R, K) and C (R, >= panels*NR) with contiguous rows.
+def gemm(W, kw, A, C, add, MR, V, VB, KC, NPW, MRW, L2B):
+    """C[:, :panels*NR] = A W[:, kw : kw+K] (with ``add``: C += A W[:, kw : kw+K]): W (panels, >= kw+K, NR) packed,
+    A (R, K) and C (R, >= panels*NR) with contiguous rows.
 
-    At least MR/2 rows: MR x V tiles; the rows go in near-equal blocks of about L2B bytes of A (which
-    stay in L2 while every panel passes over them), k in near-equal blocks of at most KC (a block of a panel
-    is reused by every row tile of the row block). Fewer rows: MRW-row tiles over NPW panels at once
+    ``add``: each element's sum is one chain from 0 over all of K (k is not blocked), added to C once at
+    the end: C + the sum, rounded once, the same bits as the sum stored and added after (a step's
+    recurrent product added to its input projection, without storing it in between). At least MR/2
+    rows: MR x V tiles; the rows go in near-equal blocks of about L2B bytes of A (which stay in L2
+    while every panel passes over them), k in near-equal blocks of at most KC (a block of a panel is
+    reused by every row tile of the row block). Fewer rows: MRW-row tiles over NPW panels at once
     (each weight is used once, and NPW * V chains of multiply-adds hide the FMA latency); NPW divides
     the panel count. The constants (MR ... L2B) make a function per block shape, compiled once per
     process and shared by every kernel that uses it.
     """
-    NP, K, NR = W.shape
-    R = A.shape[0]
+    NP, KW, NR = W.shape
+    R, K = A.shape
     lda = A.strides[0] // A.itemsize
     ldc = C.strides[0] // C.itemsize
-    ps = K * NR
+    ps = KW * NR
+    w0 = kw * NR
     if 2 * R >= MR:
         # near-equal row blocks of up to 1.25x L2B bytes of A (at L2B exactly, 128 rows of 1025 floats went
         # as 126 + 2, and the 2-row block streamed every weight once more for 2 rows)
@@ -231,13 +244,14 @@ def gemm(W, A, C, MR, V, VB, KC, NPW, MRW, L2B):
         cap += cap // 4
         nrb = (R + cap - 1) // cap
         mc = ((R + nrb - 1) // nrb + MR - 1) // MR * MR
-        nkb = (K + KC - 1) // KC
+        nkb = 1 if add else (K + KC - 1) // KC
         kc = (K + nkb - 1) // nkb  # near-equal blocks: no block of a few k paying a tile's loads and stores
         for rb in range(0, R, mc):
             re = min(R, rb + mc)
             for q in range(NP):
                 for k0 in range(0, K, kc):
                     kn = min(kc, K - k0)
+                    mode = ADD if add else (FRESH if k0 == 0 else CONTINUE)
                     r0 = rb
                     while r0 < re:
                         m = _next_rows(re - r0, MR)
@@ -245,7 +259,7 @@ def gemm(W, A, C, MR, V, VB, KC, NPW, MRW, L2B):
                             W,
                             A,
                             C,
-                            q * ps + k0 * NR,
+                            w0 + q * ps + k0 * NR,
                             r0 * lda + k0,
                             r0 * ldc + q * NR,
                             ps,
@@ -253,7 +267,7 @@ def gemm(W, A, C, MR, V, VB, KC, NPW, MRW, L2B):
                             ldc,
                             m,
                             kn,
-                            k0 == 0,
+                            mode,
                             MR,
                             1,
                             V,
@@ -261,9 +275,10 @@ def gemm(W, A, C, MR, V, VB, KC, NPW, MRW, L2B):
                         )
                         r0 += m
         return
+    mode = ADD if add else FRESH
     for q in range(0, NP, NPW):
         r0 = 0
         while r0 < R:
             m = _next_rows(R - r0, MRW)
-            tile(W, A, C, q * ps, r0 * lda, r0 * ldc + q * NR, ps, lda, ldc, m, K, True, MRW, NPW, V, VB)
+            tile(W, A, C, w0 + q * ps, r0 * lda, r0 * ldc + q * NR, ps, lda, ldc, m, K, mode, MRW, NPW, V, VB)
             r0 += m

@@ -1,19 +1,23 @@
 """The compiled pieces of the numba implementation (rnn_xp._fast.numba_cpu imports this on first use).
 
 One kernel per configuration. :func:`chunk_kernel` makes, for a :class:`Spec` (the cell, its
-options, the dtype and the block sizes), a function that runs one thread's share of a time chunk:
-the chunk's input projection, then every step: the recurrent product of each group of units
-(:func:`rnn_xp._fast._numba_gemm.gemm`) followed by the cell's equations on that group (the
-epilogue), masks and outputs. The spec's values are constants of the function: numba drops every
+options, the dtype and the block sizes), a function that runs one thread's share of a time chunk,
+step by step: the product of each group of units (:func:`rnn_xp._fast._numba_gemm.gemm`) followed
+by the cell's equations on that group (the epilogue), masks and outputs. For rnn and lstm the
+step's products read the state rows [x, 1, h] group by group: [x, 1] times [W_ih^T; b], then h
+W_hh^T added to it as the tile stores it (nothing of the step's projection is stored apart); a GRU's
+n gate needs its input and recurrent parts apart, so a GRU projects x first (the step's rows, or the
+chunk's at once) and multiplies h after. The spec's values are constants of the function: numba drops every
 branch that does not apply before it compiles, so a configuration compiles only its own code (a few
 seconds) and the on-disk cache keeps one entry per configuration. Calls differ only in sizes.
 
 Layout. Units come in groups of NR (a panel's width); a group's G gates are G consecutive panels.
 Packed weights: W_ih with the biases as an extra input row (``wpi``, (groups*G, F+1, NR)), W_hh
 (``wp1``, (groups*G1, H_out, NR); G1 = 2 for a GRU with reset before the product: r and z) and the
-second product where there is one (``wp2``: W_hn, or the LSTM projection W_hr by output group). The
-input projection ``gi`` (rows, groups*G*NR) is in the same column order, so the epilogue of a group
-reads its gates side by side. Padded units (past H) are computed and never read.
+second product where there is one (``wp2``: W_hn, or the LSTM projection W_hr by output group); for
+rnn and lstm ``wpi`` is [W_ih^T; b; W_hh^T] (groups*G, F+1+H_out, NR) and ``wp1`` the same array.
+The input projection ``gi`` (rows, groups*G*NR) is in the same column order, so the epilogue of a
+group reads its gates side by side. Padded units (past H) are computed and never read.
 
 Arithmetic. Each element of a product is one chain of multiply-adds over k in order (see
 _numba_gemm); the epilogue applies the same operations to each element whichever thread, row
@@ -334,24 +338,25 @@ def apply_activation(v, code):
 
 # --- the epilogues: a cell's equations on one row of one group of units ----------------------------
 # a: the row's recurrent products for the group (gate q at a[q*NR:]), x: the row of the input
-# projection with the biases (gate q of the group at x[col + q*NR:]), u0: the group's first unit, nu
+# projection with the biases (gate q of the group at x[col + q*NR:]); rnn and lstm without SUM: a holds
+# the pre-activations (the step's products over [x, 1, h]), x is not read. u0: the group's first unit, nu
 # its units (fewer than NR in the last group). The constants (upper case) come from the kernel's spec.
 # Each loop runs over range(nu) on views: with an index that provably starts at 0, numba drops the
 # negative-index check and LLVM vectorises the loop, float64 sigmoid and tanh included (indexed as
 # x[col + j], the checks stayed and every activation ran one element at a time: 3x slower).
 @njit(**_INLINE)
-def rnn_row(a, x, col, h_new, u0, nu, GENERAL, A0, codes, coef):
+def rnn_row(a, x, col, h_new, u0, nu, SUM, GENERAL, A0, codes, coef):
     """h = f(x W_ih^T + b + h W_hh^T)."""
     av, xv, hv = a[0:nu], x[col : col + nu], h_new[u0 : u0 + nu]
     for j in range(nu):
-        hv[j] = act(GENERAL, A0, 0, av[j] + xv[j], codes, coef, True)
+        hv[j] = act(GENERAL, A0, 0, av[j] + xv[j] if SUM else av[j], codes, coef, True)
 
 
 @njit(**_INLINE)
-def lstm_row(a, x, col, c_old, c_new, out, p, u0, nu, NR, PEEP, IFG, GENERAL, A0, A1, A2, codes, coef):
+def lstm_row(a, x, col, c_old, c_new, out, p, u0, nu, NR, SUM, PEEP, IFG, GENERAL, A0, A1, A2, codes, coef):
     """i, f, g, o; c = f c + i g (f = 1 - i with input_forget); out = o h(c): the state, or what W_hr projects.
 
-    Peepholes (ONNX): i and f see c_{t-1}, o sees the new c.
+    Peepholes (ONNX): i and f see c_{t-1}, o sees the new c. Without SUM, a holds the whole pre-activations.
     """
     ai, af, ag, ao = a[0:nu], a[NR : NR + nu], a[2 * NR : 2 * NR + nu], a[3 * NR : 3 * NR + nu]
     xi, xf = x[col : col + nu], x[col + NR : col + NR + nu]
@@ -359,10 +364,10 @@ def lstm_row(a, x, col, c_old, c_new, out, p, u0, nu, NR, PEEP, IFG, GENERAL, A0
     c0, c1, hv = c_old[u0 : u0 + nu], c_new[u0 : u0 + nu], out[u0 : u0 + nu]
     pi, pf, po = p[0, u0 : u0 + nu], p[1, u0 : u0 + nu], p[2, u0 : u0 + nu]
     for j in range(nu):
-        zi = ai[j] + xi[j]
-        zf = af[j] + xf[j]
-        zg = ag[j] + xg[j]
-        zo = ao[j] + xo[j]
+        zi = ai[j] + xi[j] if SUM else ai[j]
+        zf = af[j] + xf[j] if SUM else af[j]
+        zg = ag[j] + xg[j] if SUM else ag[j]
+        zo = ao[j] + xo[j] if SUM else ao[j]
         cp = c0[j]
         if PEEP:
             zi += pi[j] * cp
@@ -423,21 +428,28 @@ def _copy(dst, src):
 
 
 @njit(**_INLINE)
-def finish_row(b, t, u0, nu, h_old, h_new, last, y, masked, r, e):
-    """Row b's state and output at step t over units [u0, u0+nu), once h_new holds the cell's result.
+def _x_rows(dst, xin, base, sb, b0, b1, F):
+    """dst[b, :F] = xin[base + b*sb, :F] for b0 <= b < b1: one step's rows of x, into state rows [x, 1, h]."""
+    for b in range(b0, b1):
+        _copy(dst[b, :F], xin[base + b * sb, :F])
+
+
+@njit(**_INLINE)
+def finish_row(u0, nu, h_old, h_new, last, y, masked, r, e):
+    """A row's state and output at a step over units [u0, u0+nu), once h_new (its row) holds the cell's result.
 
     Unmasked: y = h. Masked (forward's lengths/mask): where the row does not run, the state is kept;
     the output is the last output of the row where the step emits (zero before its first), else 0.
     """
-    hv, out = h_new[b, u0 : u0 + nu], y[t, b, u0 : u0 + nu]
+    hv, out = h_new[u0 : u0 + nu], y[u0 : u0 + nu]
     if not masked:
         _copy(out, hv)
         return
-    lv = last[b, u0 : u0 + nu]
+    lv = last[u0 : u0 + nu]
     if r:
         _copy(lv, hv)
     else:
-        _copy(hv, h_old[b, u0 : u0 + nu])
+        _copy(hv, h_old[u0 : u0 + nu])
     if e:
         _copy(out, lv)
     else:
@@ -631,16 +643,19 @@ def chunk_kernel(spec: Spec):
     * W = (wpi, wp1, wp2, b_hn, peep, coef, codes): the packed weights, GRU's b_hn (ng*NR,), the
       peepholes (3, ng*NR), coef (3, 3) float64: alpha, beta per gate slot and clip, and the
       activation codes (3,) of a general kernel;
-    * S = (hbuf, cbuf, aux, last): h and c of even and odd steps ((2, B, .): the state at step s is
-      in [(par + s) % 2]), aux (2, B, .): LSTM's h before the projection, or GRU's r h and z, and
-      the last output of each row (masks);
+    * S = (hbuf, cbuf, aux, last): the state rows and c of even and odd steps ((2, B, .): the state at
+      step s is in [(par + s) % 2]; a state row is [x, 1, h] for rnn and lstm, with x copied in as the
+      step starts and 1 set by the caller, else h), aux (2, B, .): LSTM's h before the projection, or
+      GRU's r h and z, and the last output of each row (masks);
     * IO = (xs, xin, gi, y, run, emit, acc): the chunk's inputs (n*B, >= F+1) with a last feature of 1,
-      the caller's input rows (any count, F) (see dims), its projection (n*B, >= ng*G*NR), the outputs
-      (n, B, H_out), the masks (n, B) uint8 (when ``masked``), and each thread's products (nth, rows,
-      >= G*NR);
-    * dims = (H, H_out, copy, x0, st, sb): with ``copy``, threads that split the rows copy their rows
-      of each step into xs as the step starts (step t, row b from xin[x0 + t*st + b*sb]: in parallel,
-      and in cache for the product), else the caller filled xs.
+      input rows (see dims), the projection (n*B, >= ng*G*NR), the outputs (n, B, H_out), the masks
+      (n, B) uint8 (when ``masked``), and each thread's products (nth, rows, >= G*NR); xs and gi are
+      read only where a chunk's rows are projected at once (GRU; few rows split by units) or with
+      ``copy`` (GRU: a row of xs per step and row);
+    * dims = (H, H_out, F, copy, x0, st, sb): step t's row b of x is xin[x0 + t*st + b*sb, :F] (the
+      caller's memory, or xs). rnn and lstm copy it into their state rows (the threads that split the
+      rows their own, in parallel and in cache for the product); a GRU copies it into xs with ``copy``,
+      else the caller filled xs.
     """
     fn = _KERNELS.get(spec)
     if fn is None:
@@ -663,18 +678,27 @@ def _make(spec):
     MRWI = max(1, spec.budget // (G * V))
     MRW1 = max(1, spec.budget // (G1 * V))
     MRW2 = max(1, spec.budget // V)
+    FUSED = CELL in (0, 1)  # every gate is f(x W_i + b + h W_h): a step's products read state rows [x, 1, h]
+    SUM = not FUSED  # the cells add the input's projection to the recurrent product (else it is in the product)
 
     def chunk(k, nth, ctl, units, reverse, masked, par, dims, W, S, IO):
         wpi, wp1, wp2, b_hn, peep, coef, codes = W
         hbuf, cbuf, aux, last = S
         xs, xin, gi, y, run, emit, accs = IO
-        H, H_out, copy, x0, st, sb = dims
+        H, H_out, F, copy, x0, st, sb = dims
         k = np.int64(k)  # a thread index may come unsigned: int64 keeps the slice arithmetic in integers
+        B = hbuf.shape[1]
+        n = y.shape[0]
+        XO = F + 1 if FUSED else 0  # a state row: [x, 1, h] (FUSED), else h
+        KF = XO + H_out
+        # few rows: the input projection of the chunk's rows at once (each weight is used more than once)
+        ahead = units and 2 * B < MR
+        if FUSED and units and not ahead:  # the first step's x, in the threads' shares of the rows
+            c0, c1 = _share(k, nth, B)
+            _x_rows(hbuf[par], xin, x0 + (n - 1 if reverse else 0) * st, sb, c0, c1, F)
         sync = units and nth > 1
         if sync and not _start(ctl, nth):
             return
-        B = hbuf.shape[1]
-        n = y.shape[0]
         ng = wpi.shape[0] // G  # groups of NR units
         ngo = wp2.shape[0] if PROJ else ng  # groups of output units (the projection's)
         if units:  # every row, the thread's groups of units
@@ -686,42 +710,117 @@ def _make(spec):
             g0, g1, o0, o1 = 0, ng, 0, ngo
         R = b1 - b0
         acc = accs[k]
-        # the input projection x W_ih^T + b, the biases riding on the constant last feature: with the units
-        # split and few rows, the thread's columns of every row of the chunk at once; else the thread's rows
-        # (its columns) at the start of each step: that step's projection is still in L2 when the cell reads
-        # it (projected a chunk ahead, it came back from memory)
+        # the input projection x W_ih^T + b (the biases ride on the constant feature 1). FUSED cells (rnn,
+        # lstm): per group, the state rows [x, 1, h] times [W_ih^T; b], then + h W_hh^T as the tiles store it
+        # (two chains added once, as torch adds its two products: one chain over [x, 1, h] made every term
+        # after a large bias lose bits, 1.3x torch's error on an LSTM with forget bias 3, against 1.05x); with
+        # few rows, [x, 1] W for the chunk's rows at once, each step adding h W_hh^T to it in place. GRU: n's
+        # input and recurrent parts stay apart, so a projection of the thread's rows (its columns) at the start
+        # of each step (still in L2 when the cell reads it; a chunk ahead, it came
+        # back from memory), or the chunk's at once with few rows.
         p0, p1 = g0 * G, g1 * G
-        ahead = units and 2 * B < MR  # few rows: the chunk's rows at once use each weight more than once
         if ahead and p1 > p0:
-            gemm(wpi[p0:p1], xs[0 : n * B], gi[0 : n * B, p0 * NR : p1 * NR], MR, V, VB, KC, G, MRWI, L2B)
+            gemm(
+                wpi[p0:p1],
+                0,
+                xs[0 : n * B, : F + 1],
+                gi[0 : n * B, p0 * NR : p1 * NR],
+                False,
+                MR,
+                V,
+                VB,
+                KC,
+                G,
+                MRWI,
+                L2B,
+            )
         count = 0
         for s in range(n):
             t = n - 1 - s if reverse else s
             cur = (par + s) % 2
-            h_old, h_new = hbuf[cur], hbuf[1 - cur]
+            hx_old, hx_new = hbuf[cur], hbuf[1 - cur]  # rows [x, 1, h] or h: h at XO (row views stay contiguous)
             c_old, c_new = cbuf[cur], cbuf[1 - cur]
             if not ahead and R > 0 and p1 > p0:
                 r0 = t * B + b0
-                if copy:  # the step's rows of x, copied here: in parallel, and in cache for the product
-                    for b in range(b0, b1):
-                        _copy(xs[t * B + b, : xin.shape[1]], xin[x0 + t * st + b * sb])
-                gemm(wpi[p0:p1], xs[r0 : r0 + R], gi[r0 : r0 + R, p0 * NR : p1 * NR], MR, V, VB, KC, G, MRWI, L2B)
+                if FUSED:
+                    if not units:  # the thread's rows of this step's x, into its state rows
+                        _x_rows(hbuf[cur], xin, x0 + t * st, sb, b0, b1, F)
+                else:
+                    if copy:  # the step's rows of x, copied here: in parallel, and in cache for the product
+                        for b in range(b0, b1):
+                            _copy(xs[t * B + b, :F], xin[x0 + t * st + b * sb, :F])
+                    gemm(
+                        wpi[p0:p1],
+                        0,
+                        xs[r0 : r0 + R, : F + 1],
+                        gi[r0 : r0 + R, p0 * NR : p1 * NR],
+                        False,
+                        MR,
+                        V,
+                        VB,
+                        KC,
+                        G,
+                        MRWI,
+                        L2B,
+                    )
             for g in range(g0, g1):
                 u0 = g * NR
                 nu = min(NR, H - u0)
                 col = g * G * NR
                 if R > 0:
-                    gemm(wp1[g * G1 : (g + 1) * G1], h_old[b0:b1, :H_out], acc[:R], MR, V, VB, KC, G1, MRW1, L2B)
+                    if not FUSED:
+                        gemm(
+                            wp1[g * G1 : (g + 1) * G1],
+                            0,
+                            hbuf[cur, b0:b1, :H_out],
+                            acc[:R],
+                            False,
+                            MR,
+                            V,
+                            VB,
+                            KC,
+                            G1,
+                            MRW1,
+                            L2B,
+                        )
+                    elif ahead:  # the chain of the step over [x, 1] goes on over h, in place
+                        r0 = t * B + b0
+                        gemm(
+                            wpi[g * G : (g + 1) * G],
+                            XO,
+                            hbuf[cur, b0:b1, XO:KF],
+                            gi[r0 : r0 + R, col : col + G * NR],
+                            True,
+                            MR,
+                            V,
+                            VB,
+                            KC,
+                            G,
+                            MRWI,
+                            L2B,
+                        )
+                    else:  # [x, 1] W, then + h W_hh
+                        wg = wpi[g * G : (g + 1) * G]
+                        gemm(wg, 0, hbuf[cur, b0:b1, :XO], acc[:R], False, MR, V, VB, KC, G, MRWI, L2B)
+                        gemm(wg, XO, hbuf[cur, b0:b1, XO:KF], acc[:R], True, MR, V, VB, KC, G, MRWI, L2B)
                 for b in range(b0, b1):
-                    a, x = acc[b - b0], gi[t * B + b]
+                    ho, hn = hx_old[b, XO:], hx_new[b, XO:]
+                    if not FUSED:  # the recurrent products, and the input's at col
+                        a, x, xc = acc[b - b0], gi[t * B + b], col
+                    elif ahead:  # the pre-activations, in the projection's row
+                        a = x = gi[t * B + b, col : col + G * NR]
+                        xc = 0
+                    else:
+                        a = x = acc[b - b0]
+                        xc = 0
                     if CELL == 0:
-                        rnn_row(a, x, col, h_new[b], u0, nu, GENERAL, A0, codes, coef)
+                        rnn_row(a, x, xc, hn, u0, nu, SUM, GENERAL, A0, codes, coef)
                     elif CELL == 1:
-                        out = aux[0, b] if PROJ else h_new[b]
+                        out = aux[0, b] if PROJ else hn
                         lstm_row(
                             a,
                             x,
-                            col,
+                            xc,
                             c_old[b],
                             c_new[b],
                             out,
@@ -729,6 +828,7 @@ def _make(spec):
                             u0,
                             nu,
                             NR,
+                            SUM,
                             PEEP,
                             IFG,
                             GENERAL,
@@ -741,13 +841,13 @@ def _make(spec):
                         if masked and run[t, b] == 0:
                             keep_row(b, u0, nu, c_old, c_new)
                     elif CELL == 2:
-                        gru_row(a, x, col, b_hn, h_old[b], h_new[b], u0, nu, NR, GENERAL, A0, A1, codes, coef)
+                        gru_row(a, x, col, b_hn, ho, hn, u0, nu, NR, GENERAL, A0, A1, codes, coef)
                     else:
-                        gru_rz_row(a, x, col, h_old[b], aux[0, b], aux[1, b], u0, nu, NR, GENERAL, A0, codes, coef)
+                        gru_rz_row(a, x, col, ho, aux[0, b], aux[1, b], u0, nu, NR, GENERAL, A0, codes, coef)
                     if not TWO:
                         r = masked and run[t, b] != 0
                         e = masked and emit[t, b] != 0
-                        finish_row(b, t, u0, nu, h_old, h_new, last, y, masked, r, e)
+                        finish_row(u0, nu, ho, hn, last[b], y[t, b], masked, r, e)
             if TWO:  # every unit of phase 1 is needed by every product of phase 2
                 if sync:
                     count += 1
@@ -756,30 +856,22 @@ def _make(spec):
                     v0 = g * NR
                     nv = min(NR, H_out - v0)
                     if R > 0:
-                        gemm(wp2[g : g + 1], aux[0, b0:b1, :H], acc[:R], MR, V, VB, KC, 1, MRW2, L2B)
+                        gemm(wp2[g : g + 1], 0, aux[0, b0:b1, :H], acc[:R], False, MR, V, VB, KC, 1, MRW2, L2B)
                     for b in range(b0, b1):
                         a = acc[b - b0]
+                        ho, hn = hx_old[b, XO:], hx_new[b, XO:]
                         if CELL == 3:
                             gru_n_row(
-                                a,
-                                gi[t * B + b],
-                                g * G * NR,
-                                h_old[b],
-                                aux[1, b],
-                                h_new[b],
-                                v0,
-                                nv,
-                                NR,
-                                GENERAL,
-                                A1,
-                                codes,
-                                coef,
+                                a, gi[t * B + b], g * G * NR, ho, aux[1, b], hn, v0, nv, NR, GENERAL, A1, codes, coef
                             )
                         else:  # the projection's output is the state
-                            _copy(h_new[b, v0 : v0 + nv], a[0:nv])
+                            _copy(hn[v0 : v0 + nv], a[0:nv])
                         r = masked and run[t, b] != 0
                         e = masked and emit[t, b] != 0
-                        finish_row(b, t, v0, nv, h_old, h_new, last, y, masked, r, e)
+                        finish_row(v0, nv, ho, hn, last[b], y[t, b], masked, r, e)
+            if FUSED and units and not ahead and s + 1 < n:  # the next step's x, into the free x of h_new's rows
+                c0, c1 = _share(k, nth, B)
+                _x_rows(hbuf[1 - cur], xin, x0 + (t - 1 if reverse else t + 1) * st, sb, c0, c1, F)
             if sync:  # the next step reads every unit of this one
                 count += 1
                 _barrier(ctl, nth, count)

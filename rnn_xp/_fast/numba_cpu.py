@@ -11,8 +11,10 @@ stream and a forward call run the same code):
 * :func:`arrange` packs the weights into panels of NR columns (the biases ride as an extra input
   row), once per params object: the packed copy is kept beside frozen params (every rnn_xp params
   object) and reused by later calls and streams;
-* one compiled call per time chunk does everything: the input projection, each step's recurrent
-  product group by group of units with the cell's equations right after it, masks and outputs;
+* one compiled call per time chunk does everything: each step's product group by group of units
+  (rnn, lstm: over the state rows [x, 1, h]; GRU: the input projection, then the recurrent product) with the
+  cell's equations right after it, masks and outputs. rnn and lstm on the caller's x (time-major or
+  batch-first memory) need no scratch by time: the whole call is one chunk;
 * threads (rnn_xp's own, :mod:`rnn_xp._fast._threads`) split the batch rows when each gets at least
   ROWS_PER_THREAD_MIN (independent sequences: no waiting), else the groups of units, meeting at a
   spin barrier after every step; small calls run on the calling thread.
@@ -254,8 +256,8 @@ class Arranged(NamedTuple):
     """One layer direction's packed weights and constants (see _numba_kernels.chunk_kernel's W)."""
 
     spec: object
-    wpi: np.ndarray  # (groups*G, F+1, NR): W_ih^T and the biases, by group and gate
-    wp1: np.ndarray  # (groups*G1, H_out, NR): W_hh^T (GRU reset before: r and z only)
+    wpi: np.ndarray  # (groups*G, F+1, NR): W_ih^T and the biases, by group and gate; rnn, lstm: (., F+1+H_out, NR)
+    wp1: np.ndarray  # (groups*G1, H_out, NR): W_hh^T (GRU reset before: r and z only); rnn, lstm: wpi itself
     wp2: np.ndarray  # (groups, H, NR) W_hn^T, or (out groups, H, NR) W_hr^T, or (0, 1, NR)
     b_hn: np.ndarray  # (groups*NR,): GRU reset after: b_hn (r multiplies it)
     peep: np.ndarray  # (3, groups*NR): LSTM peepholes i, f, o
@@ -310,11 +312,17 @@ def _arrange(w, cfg, acts, dtype, spec):
     w_in[:F] = w_ih.T
     w_in[F] = bias
     w_hh_t = np.ascontiguousarray(w_hh.T, dtype=dtype)  # (H_out, G*H)
+    fused = spec.cell in (0, 1)  # rnn, lstm: the state rows are [x, 1, h], the panels [W_ih^T; bias; W_hh^T]
+    if fused:
+        wpi = wp1 = _panels(np.concatenate([w_in, w_hh_t]), G, nr, dtype)
+    else:
+        wpi = _panels(w_in, G, nr, dtype)
     if spec.cell == 3:  # reset before: r and z first, then W_hn (r h)
         wp1 = _panels(w_hh_t[:, : 2 * H], 2, nr, dtype)
         wp2 = _panels(w_hh_t[:, 2 * H :], 1, nr, dtype)
     else:
-        wp1 = _panels(w_hh_t, G, nr, dtype)
+        if not fused:
+            wp1 = _panels(w_hh_t, G, nr, dtype)
         if spec.proj:
             wp2 = _panels(np.ascontiguousarray(np.asarray(w.w_hr).T, dtype=dtype), 1, nr, dtype)
         else:
@@ -333,7 +341,7 @@ def _arrange(w, cfg, acts, dtype, spec):
     coef[2, 0] = 0.0 if cfg.clip is None else cfg.clip
     return Arranged(
         spec=spec,
-        wpi=_panels(w_in, G, nr, dtype),
+        wpi=wpi,
         wp1=wp1,
         wp2=wp2,
         b_hn=_by_unit(b_hn, groups, nr, dtype),
@@ -398,7 +406,13 @@ class Direction:
         self.G1 = 2 if spec.cell == 3 else self.G
         self.lstm = spec.cell == 1
         itemsize = self.dtype.itemsize
-        self.hbuf = _empty((2, B, _ld(a.H_out, itemsize)), self.dtype)  # the state of even and odd steps
+        # the state of even and odd steps; a row is [x, 1, h] for rnn and lstm (the step's product reads it
+        # whole: x is copied in as the step starts), else h
+        self.fused = spec.cell in (0, 1)
+        self.xo = a.F + 1 if self.fused else 0  # where h starts in a state row
+        self.hbuf = _empty((2, B, _ld(self.xo + a.H_out, itemsize)), self.dtype)
+        if self.fused:
+            self.hbuf[:, :, a.F] = 1  # the biases' input (never written again)
         self.cbuf = _empty((2, B, a.H), self.dtype) if self.lstm else np.zeros((2, 1, 1), self.dtype)
         two = spec.cell == 3 or spec.proj  # LSTM: h before the projection; GRU: r h and z
         self.aux = _empty((2, B, _ld(a.H, itemsize)), self.dtype) if two else np.zeros((2, 1, 1), self.dtype)
@@ -407,7 +421,7 @@ class Direction:
         self.ctl = np.zeros(_load().CONTROL_SIZE, dtype=np.int64)  # the threads' start check and barrier
         self.W = (a.wpi, a.wp1, a.wp2, a.b_hn, a.peep, a.coef, a.codes)
         self.S = (self.hbuf, self.cbuf, self.aux, self.last)
-        self.dims = (a.H, a.H_out, 0, 0, 0, 0)  # the caller fills xs (see _numba_kernels.chunk_kernel)
+        self.dims = (a.H, a.H_out, a.F, 0, 0, B, 1)  # x from xs, which the caller fills (see chunk_kernel)
         self.kernel = None
         self.no_mask = np.zeros((1, 1), dtype=np.uint8)
         self._one = None  # step1's bound buffers
@@ -427,7 +441,8 @@ class Direction:
         a = self.a
         masked = run is not None
         fn = self._fn()
-        self.hbuf[self.par, :, : a.H_out] = h
+        hv = self.hbuf[:, :, self.xo : self.xo + a.H_out]
+        hv[self.par] = h
         if self.lstm:
             self.cbuf[self.par] = c
         if masked:
@@ -437,35 +452,44 @@ class Direction:
         direct = y.flags.c_contiguous  # else a chunk buffer, copied out (a strided half of a bidirectional y)
         GH = self.G * a.H
         nr = a.spec.nr
-        chunks = _loop.time_chunks(T, B * GH, reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
-        longest = max(t1 - t0 for t0, t1 in chunks)
         itemsize = self.dtype.itemsize
-        xs_buf = _scratch("x", (longest * B, _ld(a.F + 1, itemsize)), self.dtype)  # (t*B, F+1): the chunk and 1
-        gi_buf = _scratch("gi", (longest * B, _ld(a.wpi.shape[0] * nr, itemsize)), self.dtype)
-        y_buf = None if direct else _scratch("y", (longest, B, a.H_out), self.dtype)
         wanted, units = self._split(T, B)
         claimed = _threads.claim(wanted)
         nth, units = claimed, units and claimed > 1
         try:
+            # x: the kernel copies each step's rows from the caller's array (time-major or batch-first memory:
+            # in parallel, and in cache for the product), else from xs, which is filled here chunk by chunk:
+            # other layouts, and what needs the chunk's rows at once (the units split of a GRU, or few rows)
+            src = _rows_of(x, self.dtype)
+            fill = src is None or (units and (not self.fused or 2 * B < a.spec.mr))
+            # scratch by time chunk: xs (the chunk's x with a feature of 1) and gi (its projection) where used,
+            # a chunk of y when y is not contiguous; rnn and lstm on rows they copy themselves need neither
+            staged = fill or not self.fused  # the chunk's x rows and projection have buffers
+            per_step = B * GH if staged else 0
+            per_step += 0 if direct else B * a.H_out
+            chunks = _loop.time_chunks(T, max(per_step, 1), reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
+            longest = max(t1 - t0 for t0, t1 in chunks)
+            rows_s = longest * B if staged else 1
+            xs_buf = _scratch("x", (rows_s, _ld(a.F + 1, itemsize)), self.dtype)  # (t*B, F+1): the chunk and 1
+            gi_buf = _scratch("gi", (rows_s, _ld(a.wpi.shape[0] * nr, itemsize)), self.dtype)
+            y_buf = None if direct else _scratch("y", (longest, B, a.H_out), self.dtype)
             rows = -(-B // nth) if not units else B
             accs = _scratch("acc", (nth, rows, self.G1 * nr), self.dtype)  # each thread's products
-            # threads that split the rows copy their own rows of x into xs (in parallel: a copy here, before
-            # the kernel, took ~1 ms of a 6-8 ms call, x coming from memory); the units split reads every row
-            src = None if units else _rows_of(x, self.dtype)
             for t0, t1 in chunks:
                 n = t1 - t0
-                xs = xs_buf[: n * B]
-                if src is None:
+                xs, gi = (xs_buf[: n * B], gi_buf[: n * B]) if staged else (xs_buf, gi_buf)
+                if fill:
                     xs[:, : a.F].reshape(n, B, a.F)[...] = x[t0:t1]  # (n, B, F)
                     xin, dims = xs, self.dims
                 else:
-                    xin, dims = src[0], (a.H, a.H_out, 1, t0 * src[1], src[1], src[2])
-                xs[:, a.F] = 1
+                    xin, dims = src[0], (a.H, a.H_out, a.F, 1, t0 * src[1], src[1], src[2])
+                if staged:
+                    xs[:, a.F] = 1
                 ys = y[t0:t1] if direct else y_buf[:n]  # (n, B, H_out)
                 io = (
                     xs,
                     xin,
-                    gi_buf[: n * B],
+                    gi,
                     ys,
                     run_u8[t0:t1] if masked else self.no_mask,
                     emit_u8[t0:t1] if masked else self.no_mask,
@@ -478,7 +502,7 @@ class Direction:
                     y[t0:t1] = ys
         finally:
             _threads.release(claimed)
-        h[...] = self.hbuf[self.par, :, : a.H_out]
+        h[...] = hv[self.par]
         if self.lstm:
             c[...] = self.cbuf[self.par]
         if masked:
@@ -528,7 +552,7 @@ class Direction:
             return
         fn, xs, F, H_out, io = one
         xs[:, :F] = x
-        self.hbuf[self.par, :, :H_out] = h
+        self.hbuf[self.par, :, self.xo : self.xo + H_out] = h
         if self.lstm:
             self.cbuf[self.par] = c
         fn(0, 1, self.ctl, False, False, False, self.par, self.dims, self.W, self.S, io)
@@ -585,7 +609,7 @@ def _example_args(spec):
     S = (z(2, 1, 16), z(2, 1, 1), z(2, 1, 16), z(1, 1))
     u8 = np.zeros((1, 1), dtype=np.uint8)
     io = (z(1, 16), z(1, 16), z(1, G * nr), z(1, 1, 1), u8, u8, z(1, 1, G1 * nr))
-    dims = (1, 1, 0, 0, 0, 0)
+    dims = (1, 1, 1, 0, 0, 1, 1)
     return (0, 1, np.zeros(_load().CONTROL_SIZE, dtype=np.int64), False, False, False, 0, dims, W, S, io)
 
 
