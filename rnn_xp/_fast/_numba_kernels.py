@@ -427,7 +427,7 @@ def _copy(dst, src):
         dst[j] = src[j]
 
 
-@njit(**_INLINE)
+@njit(nogil=True, error_model="numpy", _nrt=False)  # not inlined: its three call sites share one compiled copy
 def _x_rows(dst, xin, base, sb, b0, b1, F):
     """dst[b, :F] = xin[base + b*sb, :F] for b0 <= b < b1: one step's rows of x, into state rows [x, 1, h]."""
     for b in range(b0, b1):
@@ -687,6 +687,9 @@ def _make(spec):
         xs, xin, gi, y, run, emit, accs = IO
         H, H_out, F, copy, x0, st, sb = dims
         k = np.int64(k)  # a thread index may come unsigned: int64 keeps the slice arithmetic in integers
+        # gemm's row offset and add flag as run-time values: literals (0, False, True) made a gemm for each
+        K0 = np.int64(0)
+        NO, YES = K0 != 0, K0 == 0
         B = hbuf.shape[1]
         n = y.shape[0]
         XO = F + 1 if FUSED else 0  # a state row: [x, 1, h] (FUSED), else h
@@ -722,10 +725,10 @@ def _make(spec):
         if ahead and p1 > p0:
             gemm(
                 wpi[p0:p1],
-                0,
+                K0,
                 xs[0 : n * B, : F + 1],
                 gi[0 : n * B, p0 * NR : p1 * NR],
-                False,
+                NO,
                 MR,
                 V,
                 VB,
@@ -751,10 +754,10 @@ def _make(spec):
                             _copy(xs[t * B + b, :F], xin[x0 + t * st + b * sb, :F])
                     gemm(
                         wpi[p0:p1],
-                        0,
+                        K0,
                         xs[r0 : r0 + R, : F + 1],
                         gi[r0 : r0 + R, p0 * NR : p1 * NR],
-                        False,
+                        NO,
                         MR,
                         V,
                         VB,
@@ -771,10 +774,10 @@ def _make(spec):
                     if not FUSED:
                         gemm(
                             wp1[g * G1 : (g + 1) * G1],
-                            0,
+                            K0,
                             hbuf[cur, b0:b1, :H_out],
                             acc[:R],
-                            False,
+                            NO,
                             MR,
                             V,
                             VB,
@@ -783,14 +786,14 @@ def _make(spec):
                             MRW1,
                             L2B,
                         )
-                    elif ahead:  # the chain of the step over [x, 1] goes on over h, in place
+                    elif ahead:  # h W_hh^T, added to the step's projection in place
                         r0 = t * B + b0
                         gemm(
                             wpi[g * G : (g + 1) * G],
                             XO,
                             hbuf[cur, b0:b1, XO:KF],
                             gi[r0 : r0 + R, col : col + G * NR],
-                            True,
+                            YES,
                             MR,
                             V,
                             VB,
@@ -801,8 +804,8 @@ def _make(spec):
                         )
                     else:  # [x, 1] W, then + h W_hh
                         wg = wpi[g * G : (g + 1) * G]
-                        gemm(wg, 0, hbuf[cur, b0:b1, :XO], acc[:R], False, MR, V, VB, KC, G, MRWI, L2B)
-                        gemm(wg, XO, hbuf[cur, b0:b1, XO:KF], acc[:R], True, MR, V, VB, KC, G, MRWI, L2B)
+                        gemm(wg, K0, hbuf[cur, b0:b1, :XO], acc[:R], NO, MR, V, VB, KC, G, MRWI, L2B)
+                        gemm(wg, XO, hbuf[cur, b0:b1, XO:KF], acc[:R], YES, MR, V, VB, KC, G, MRWI, L2B)
                 for b in range(b0, b1):
                     ho, hn = hx_old[b, XO:], hx_new[b, XO:]
                     if not FUSED:  # the recurrent products, and the input's at col
@@ -856,7 +859,7 @@ def _make(spec):
                     v0 = g * NR
                     nv = min(NR, H_out - v0)
                     if R > 0:
-                        gemm(wp2[g : g + 1], 0, aux[0, b0:b1, :H], acc[:R], False, MR, V, VB, KC, 1, MRW2, L2B)
+                        gemm(wp2[g : g + 1], K0, aux[0, b0:b1, :H], acc[:R], NO, MR, V, VB, KC, 1, MRW2, L2B)
                     for b in range(b0, b1):
                         a = acc[b - b0]
                         ho, hn = hx_old[b, XO:], hx_new[b, XO:]
