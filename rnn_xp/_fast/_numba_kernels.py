@@ -716,11 +716,11 @@ def _make(spec):
         # the input projection x W_ih^T + b (the biases ride on the constant feature 1). FUSED cells (rnn,
         # lstm): per group, the state rows [x, 1, h] times [W_ih^T; b], then + h W_hh^T as the tiles store it
         # (two chains added once, as torch adds its two products: one chain over [x, 1, h] made every term
-        # after a large bias lose bits, 1.3x torch's error on an LSTM with forget bias 3, against 1.05x); with
-        # few rows, [x, 1] W for the chunk's rows at once, each step adding h W_hh^T to it in place. GRU: n's
-        # input and recurrent parts stay apart, so a projection of the thread's rows (its columns) at the start
-        # of each step (still in L2 when the cell reads it; a chunk ahead, it came
-        # back from memory), or the chunk's at once with few rows.
+        # after a large bias lose bits, 2.5x torch's error on an LSTM with forget bias 3, and 1.27x over
+        # [x, h, 1], against 1.05x); with few rows, [x, 1] W for the chunk's rows at once, each step adding
+        # h W_hh^T to it in place. GRU: n's input and recurrent parts stay apart, so a projection of the
+        # thread's rows (its columns) at the start of each step (still in L2 when the cell reads it; a chunk
+        # ahead, it came back from memory), or the chunk's at once with few rows.
         p0, p1 = g0 * G, g1 * G
         if ahead and p1 > p0:
             gemm(
