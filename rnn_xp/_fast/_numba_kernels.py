@@ -723,20 +723,8 @@ def _make(spec):
         # ahead, it came back from memory), or the chunk's at once with few rows.
         p0, p1 = g0 * G, g1 * G
         if ahead and p1 > p0:
-            gemm(
-                wpi[p0:p1],
-                K0,
-                xs[0 : n * B, : F + 1],
-                gi[0 : n * B, p0 * NR : p1 * NR],
-                NO,
-                MR,
-                V,
-                VB,
-                KC,
-                G,
-                MRWI,
-                L2B,
-            )
+            x_all, gi_all = xs[0 : n * B, : F + 1], gi[0 : n * B, p0 * NR : p1 * NR]
+            gemm(wpi[p0:p1], K0, x_all, gi_all, NO, MR, V, VB, KC, G, MRWI, L2B)
         count = 0
         for s in range(n):
             t = n - 1 - s if reverse else s
@@ -752,56 +740,20 @@ def _make(spec):
                     if copy:  # the step's rows of x, copied here: in parallel, and in cache for the product
                         for b in range(b0, b1):
                             _copy(xs[t * B + b, :F], xin[x0 + t * st + b * sb, :F])
-                    gemm(
-                        wpi[p0:p1],
-                        K0,
-                        xs[r0 : r0 + R, : F + 1],
-                        gi[r0 : r0 + R, p0 * NR : p1 * NR],
-                        NO,
-                        MR,
-                        V,
-                        VB,
-                        KC,
-                        G,
-                        MRWI,
-                        L2B,
-                    )
+                    xr, gr = xs[r0 : r0 + R, : F + 1], gi[r0 : r0 + R, p0 * NR : p1 * NR]
+                    gemm(wpi[p0:p1], K0, xr, gr, NO, MR, V, VB, KC, G, MRWI, L2B)
             for g in range(g0, g1):
                 u0 = g * NR
                 nu = min(NR, H - u0)
                 col = g * G * NR
                 if R > 0:
                     if not FUSED:
-                        gemm(
-                            wp1[g * G1 : (g + 1) * G1],
-                            K0,
-                            hbuf[cur, b0:b1, :H_out],
-                            acc[:R],
-                            NO,
-                            MR,
-                            V,
-                            VB,
-                            KC,
-                            G1,
-                            MRW1,
-                            L2B,
-                        )
+                        wg, hr = wp1[g * G1 : (g + 1) * G1], hbuf[cur, b0:b1, :H_out]
+                        gemm(wg, K0, hr, acc[:R], NO, MR, V, VB, KC, G1, MRW1, L2B)
                     elif ahead:  # h W_hh^T, added to the step's projection in place
                         r0 = t * B + b0
-                        gemm(
-                            wpi[g * G : (g + 1) * G],
-                            XO,
-                            hbuf[cur, b0:b1, XO:KF],
-                            gi[r0 : r0 + R, col : col + G * NR],
-                            YES,
-                            MR,
-                            V,
-                            VB,
-                            KC,
-                            G,
-                            MRWI,
-                            L2B,
-                        )
+                        hr, gr = hbuf[cur, b0:b1, XO:KF], gi[r0 : r0 + R, col : col + G * NR]
+                        gemm(wpi[g * G : (g + 1) * G], XO, hr, gr, YES, MR, V, VB, KC, G, MRWI, L2B)
                     else:  # [x, 1] W, then + h W_hh
                         wg = wpi[g * G : (g + 1) * G]
                         gemm(wg, K0, hbuf[cur, b0:b1, :XO], acc[:R], NO, MR, V, VB, KC, G, MRWI, L2B)
