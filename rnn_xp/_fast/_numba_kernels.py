@@ -602,6 +602,11 @@ class Spec(NamedTuple):
     l2b: int  # bytes of a row block of the products' left operand
 
     @property
+    def fused(self):
+        """rnn and lstm: every gate is f(x W_i + b + h W_h), so a step's products read state rows [x, 1, h]."""
+        return self.cell in (0, 1)
+
+    @property
     def nr(self):
         return self.v * (self.vb // np.dtype(self.dtype).itemsize)
 
@@ -678,7 +683,7 @@ def _make(spec):
     MRWI = max(1, spec.budget // (G * V))
     MRW1 = max(1, spec.budget // (G1 * V))
     MRW2 = max(1, spec.budget // V)
-    FUSED = CELL in (0, 1)  # every gate is f(x W_i + b + h W_h): a step's products read state rows [x, 1, h]
+    FUSED = spec.fused
     SUM = not FUSED  # the cells add the input's projection to the recurrent product (else it is in the product)
 
     def chunk(k, nth, ctl, units, reverse, masked, par, dims, W, S, IO):

@@ -312,21 +312,18 @@ def _arrange(w, cfg, acts, dtype, spec):
     w_in[:F] = w_ih.T
     w_in[F] = bias
     w_hh_t = np.ascontiguousarray(w_hh.T, dtype=dtype)  # (H_out, G*H)
-    fused = spec.cell in (0, 1)  # rnn, lstm: the state rows are [x, 1, h], the panels [W_ih^T; bias; W_hh^T]
-    if fused:
+    if spec.fused:  # rnn, lstm: state rows [x, 1, h], one matrix [W_ih^T; bias; W_hh^T]
         wpi = wp1 = _panels(np.concatenate([w_in, w_hh_t]), G, nr, dtype)
+    elif spec.cell == 3:  # reset before: r and z first, then W_hn (r h)
+        wpi, wp1 = _panels(w_in, G, nr, dtype), _panels(w_hh_t[:, : 2 * H], 2, nr, dtype)
     else:
-        wpi = _panels(w_in, G, nr, dtype)
-    if spec.cell == 3:  # reset before: r and z first, then W_hn (r h)
-        wp1 = _panels(w_hh_t[:, : 2 * H], 2, nr, dtype)
+        wpi, wp1 = _panels(w_in, G, nr, dtype), _panels(w_hh_t, G, nr, dtype)
+    if spec.cell == 3:
         wp2 = _panels(w_hh_t[:, 2 * H :], 1, nr, dtype)
+    elif spec.proj:
+        wp2 = _panels(np.ascontiguousarray(np.asarray(w.w_hr).T, dtype=dtype), 1, nr, dtype)
     else:
-        if not fused:
-            wp1 = _panels(w_hh_t, G, nr, dtype)
-        if spec.proj:
-            wp2 = _panels(np.ascontiguousarray(np.asarray(w.w_hr).T, dtype=dtype), 1, nr, dtype)
-        else:
-            wp2 = np.zeros((0, 1, nr), dtype=dtype)
+        wp2 = np.zeros((0, 1, nr), dtype=dtype)
     peep = np.zeros((3, groups * nr), dtype=dtype)
     if w.p is not None:
         p = np.asarray(w.p, dtype=dtype).reshape(3, H)  # i, f, o
@@ -408,7 +405,7 @@ class Direction:
         itemsize = self.dtype.itemsize
         # the state of even and odd steps; a row is [x, 1, h] for rnn and lstm (the step's product reads it
         # whole: x is copied in as the step starts), else h
-        self.fused = spec.cell in (0, 1)
+        self.fused = spec.fused
         self.xo = a.F + 1 if self.fused else 0  # where h starts in a state row
         self.hbuf = _empty((2, B, _ld(self.xo + a.H_out, itemsize)), self.dtype)
         if self.fused:
