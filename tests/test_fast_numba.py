@@ -12,6 +12,7 @@ The helpers take an implementation name so that they serve any NumPy implementat
 import importlib
 import itertools
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -388,6 +389,119 @@ def test_threads_that_cannot_meet_abandon_and_the_call_runs_on_one(rng, monkeypa
     got = compare(IMPL, params, rng.standard_normal((1, 9, 5)), "float64")
     assert calls == [2]  # once: the rest of the call stays on one thread
     assert got[0].shape == (1, 9, 3)
+
+
+def on_teams(monkeypatch):
+    """A Stream's one-step calls on a team of two resident threads, whatever the size of the step; the calls
+    the team runs are counted."""
+    mod = impl_module(IMPL)
+    threaded(monkeypatch)
+    monkeypatch.setattr(mod, "TEAM_STEP_MIN", 0)
+    monkeypatch.setattr(mod, "TEAM_GAP", float("inf"))
+    monkeypatch.setattr(mod, "_cores_busy_cached", lambda: False)
+    teams = []
+    real = _threads.run_team
+    monkeypatch.setattr(_threads, "run_team", lambda fn, nth, *a: teams.append(nth) or real(fn, nth, *a))
+    return teams
+
+
+def frames(s, x):
+    """A stream fed x (B, T, F) a frame a call: its outputs (B, T, H_out)."""
+    return np.concatenate([s(x[:, t : t + 1]) for t in range(x.shape[1])], axis=1)
+
+
+def same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):
+    """Two streams' one-step calls on teams of resident threads, one after the other, and threaded forward calls
+    between them (each takes the workers from the other's loop): every result is the one-thread one, bit for
+    bit, and no call waits forever."""
+    pa = rnn_xp.init("lstm", 6, 150, seed=31, xp=np)  # three groups of units (float32, AVX-512): both threads work
+    pb = rnn_xp.init("gru", 5, 70, seed=32, xp=np, reset_after=False)
+    xa = rng.standard_normal((3, 12, 6)).astype(np.float32)
+    xb = rng.standard_normal((1, 12, 5)).astype(np.float32)
+    xf = rng.standard_normal((4, 7, 6)).astype(np.float32)
+    monkeypatch.setitem(_threads._setting, "threads", 1)
+    want_a, want_b, want_f = (rnn_xp.forward(x, p, impl=IMPL)[0] for x, p in ((xa, pa), (xb, pb), (xf, pa)))
+    teams = on_teams(monkeypatch)
+    sa, sb = rnn_xp.Stream(pa), rnn_xp.Stream(pb)
+    ya, yb = [], []
+    for t in range(12):
+        ya.append(sa(xa[:, t : t + 1]))
+        yb.append(sb(xb[:, t : t + 1]))
+        if t % 4 == 3:
+            same_bits(rnn_xp.forward(xf, pa, impl=IMPL)[0], want_f)
+    same_bits(np.concatenate(ya, axis=1), want_a)
+    same_bits(np.concatenate(yb, axis=1), want_b)
+    assert len(teams) == 2 * 11  # every call but each stream's first
+
+
+def test_a_team_that_cannot_meet_runs_the_step_on_one_thread(rng, monkeypatch):
+    mod = impl_module(IMPL)
+    k = mod._load()
+    params = rnn_xp.init("lstm", 5, 150, seed=33, xp=np, proj_size=7)
+    x = rng.standard_normal((1, 6, 5)).astype(np.float32)
+    monkeypatch.setitem(_threads._setting, "threads", 1)
+    want = rnn_xp.forward(x, params, impl=IMPL)[0]
+    on_teams(monkeypatch)
+    calls = []
+
+    def never_together(fn, nth, args, resident, ctl, team):
+        calls.append(nth)
+        ctl[k.DECISION] = k.ABANDONED  # what the threads decide when they cannot all start
+
+    monkeypatch.setattr(_threads, "run_team", never_together)
+    same_bits(frames(rnn_xp.Stream(params), x), want)
+    assert calls == [2] * 5
+
+
+def test_a_team_worker_that_stops_early_raises_and_the_pool_goes_on():
+    """A worker whose loop ends without running its part of a call (an error before its kernel): the call
+    raises instead of waiting for it forever, and the workers serve the next calls."""
+    mod = impl_module(IMPL)
+    k = mod._load()
+    ctl = np.zeros(k.control_size(2), dtype=np.int64)
+
+    def broken(i, nth):
+        if i > 0:
+            raise ValueError("no kernel")
+
+    with pytest.raises(RuntimeError, match="stopped before running its part") as e:
+        _threads.run_team(broken, 2, (), (), ctl, mod._TEAM)
+    assert isinstance(e.value.__cause__, ValueError)
+    seen = []
+    _threads.run(lambda i, nth: seen.append(i), 2, ())
+    assert sorted(seen) == [0, 1]
+
+
+def test_only_back_to_back_steps_of_some_size_wake_a_team(monkeypatch):
+    """A stream's step goes to a team when it is big enough to split and the calls come back to back (or the
+    step alone pays for waking threads); small steps and calls far apart run on the calling thread."""
+    mod = impl_module(IMPL)
+    monkeypatch.setitem(_threads._setting, "threads", 2)
+    monkeypatch.setattr(mod, "_cores_busy_cached", lambda: False)
+    monkeypatch.setattr(mod, "TEAM_GAP", 1.0)  # back to back: the last call ended under 1 s ago
+
+    def on_team(B, F, H, ago):
+        params = rnn_xp.init("lstm", F, H, seed=34, xp=np)
+        w, cfg = params.layers[0][0], params.config
+        d = mod.Direction(mod.arrange(w, cfg, cfg.activations[0], "float32"), cfg, cfg.activations[0], "float32", B)
+        d._one = d._one_step()
+        d._ended = time.perf_counter() - ago
+        return d._team(d._one[0])
+
+    assert not on_team(1, 128, 128, 0)  # 128 Ki multiply-adds a step: one thread is faster
+    assert on_team(1, 128, 512, 0)  # 1.3 Mi, back to back
+    assert not on_team(1, 128, 512, 10)  # calls 10 s apart: waking the threads would cost more than they save
+    assert on_team(32, 512, 512, 10)  # 67 Mi: the threads pay even cold
+    monkeypatch.setattr(mod, "_cores_busy_cached", lambda: True)
+    assert not on_team(1, 128, 512, 0)  # batch 1 splits the units: a barrier a step, not on a busy machine
+    assert on_team(32, 512, 512, 0)  # rows: the threads never wait for each other
+    monkeypatch.setitem(_threads._setting, "threads", 1)
+    assert not on_team(32, 512, 512, 0)
 
 
 def test_scratch_is_reused_across_calls_without_leaking(rng, monkeypatch):

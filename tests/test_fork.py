@@ -78,18 +78,19 @@ def test_pools_of_every_start_method(parent_threaded, method):
         same(got, parent_threaded[k])
 
 
-def test_bare_os_fork_children(parent_threaded):
+def _in_children(jobs):
+    """Run each job (a function returning arrays) in a bare os.fork child; the bytes of each one's arrays."""
     children = []
-    for k in (0, 1):
+    for k, job in enumerate(jobs):
         read, write = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: its forward on the threads it starts itself, the bytes back, and out
+        if pid == 0:  # the child: its job on the threads it starts itself, the bytes back, and out
             code = 1
             try:
                 os.close(read)
-                y, h, c = work(k)
+                arrays = job()
                 with os.fdopen(write, "wb") as f:
-                    f.write(b"".join(np.ascontiguousarray(a).tobytes() for a in (y, h, c)))
+                    f.write(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
                 code = 0
             except BaseException:  # noqa: BLE001 - the parent sees the exit status; the traceback helps
                 traceback.print_exc()
@@ -98,6 +99,7 @@ def test_bare_os_fork_children(parent_threaded):
         os.close(write)
         children.append((k, pid, read))
     deadline = time.monotonic() + TIMEOUT
+    out = []
     for k, pid, read in children:
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -106,15 +108,52 @@ def test_bare_os_fork_children(parent_threaded):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                pytest.fail(f"an os.fork child hung (input {k})")
+                pytest.fail(f"an os.fork child hung (job {k})")
             time.sleep(0.05)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child {k} failed: status {status}"
         with os.fdopen(read, "rb") as f:
-            data = f.read()
-        shapes = [a.shape for a in parent_threaded[k]]
-        sizes = np.cumsum([0] + [int(np.prod(s)) * 4 for s in shapes])
-        got = [np.frombuffer(data[sizes[i] : sizes[i + 1]], dtype=np.float32).reshape(s) for i, s in enumerate(shapes)]
-        same(got, parent_threaded[k])
+            out.append(f.read())
+    return out
+
+
+def _from_bytes(data, like):
+    sizes = np.cumsum([0] + [a.nbytes for a in like])
+    return [np.frombuffer(data[sizes[i] : sizes[i + 1]], dtype=a.dtype).reshape(a.shape) for i, a in enumerate(like)]
+
+
+def test_bare_os_fork_children(parent_threaded):
+    got = _in_children([lambda k=k: work(k) for k in (0, 1)])
+    for k in (0, 1):
+        same(_from_bytes(got[k], parent_threaded[k]), parent_threaded[k])
+
+
+@pytest.mark.parametrize("B", [1, 8], ids=["units", "rows"])
+def test_a_stream_on_resident_threads_forks(monkeypatch, B):
+    """A stream whose one-step calls run on threads that stay resident between calls (still in their loop at
+    the fork): forked children go on streaming on threads of their own and get the parent's bits."""
+    from rnn_xp._fast import numba_cpu
+
+    monkeypatch.setitem(_threads._setting, "threads", 2)
+    for name, value in (("TEAM_STEP_MIN", 0), ("TEAM_GAP", float("inf")), ("_cores_busy_cached", lambda: False)):
+        monkeypatch.setattr(numba_cpu, name, value)
+    teams = []
+    real = _threads.run_team
+    monkeypatch.setattr(_threads, "run_team", lambda fn, nth, *a: teams.append(nth) or real(fn, nth, *a))
+    x = _inputs()[B > 1]
+    s = rnn_xp.Stream(_params())
+
+    def rest():  # the second half of the sequence, frame by frame
+        ys = [s(x[:, t : t + 1]) for t in range(15, 30)]
+        h, c = s.state
+        return np.concatenate(ys, axis=1), h, c
+
+    for t in range(15):
+        s(x[:, t : t + 1])
+    got = _in_children([rest, rest])  # forked right after a step: the workers wait in their loop
+    expected = rest()
+    assert teams, "the parent's stream never ran on a team"
+    for data in got:
+        same(_from_bytes(data, expected), expected)
 
 
 def test_threads_sharing_params_after_a_fork(parent_threaded):

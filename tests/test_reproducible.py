@@ -49,13 +49,16 @@ def impl(request):
 
 
 def threads(monkeypatch, mode):
-    """'one' thread, or two splitting the 'rows' or the 'units', whatever the size of the call."""
+    """'one' thread, or two splitting the 'rows' or the 'units', whatever the size of the call (a Stream's
+    one-step calls on a team of resident threads)."""
     from rnn_xp._fast import numba_cpu
 
     monkeypatch.setitem(_threads._setting, "threads", 1 if mode == "one" else 2)
     monkeypatch.setattr(numba_cpu, "CALL_PARALLEL_MIN", 0)
     monkeypatch.setattr(numba_cpu, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(numba_cpu, "TEAM_STEP_MIN", 0)
     monkeypatch.setattr(numba_cpu, "_cores_busy", lambda: False)
+    monkeypatch.setattr(numba_cpu, "_cores_busy_cached", lambda: False)
     monkeypatch.setattr(numba_cpu, "ROWS_PER_THREAD_MIN", 1 if mode == "rows" else 1 << 62)
 
 
@@ -132,20 +135,35 @@ def test_a_stream_in_any_chunks_is_forward(impl, monkeypatch, config, B, cuts, m
         assert_same_bits(a, b)
 
 
+@pytest.mark.parametrize("mode", ["one", "rows", "units"])
 @pytest.mark.parametrize("config", range(len(CONFIGS)))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_frame_by_frame_is_forward(impl, monkeypatch, config, dtype):
-    """The one-step path of a Stream (a frame a call, batch 1 and 3) gives forward's bits."""
+def test_frame_by_frame_is_forward(impl, monkeypatch, config, dtype, mode):
+    """The one-step path of a Stream (a frame a call, batch 1 and 3; on one thread or a team of resident
+    threads splitting the rows or the units) gives forward's bits."""
     params = params_for(config, dtype)
     monkeypatch.setattr(stream_mod, "PREPARED", ("numba_cpu",) if impl == "numba" else ("numpy_fused",))
+    y_one = {}
     for B in (1, 3):
         x = np.random.default_rng(B).standard_normal((B, 9, F)).astype(dtype)
-        y, state = rnn_xp.forward(x, params, impl=impl)
+        y_one[B] = rnn_xp.forward(x, params, impl=impl)  # on one thread
+    threads(monkeypatch, mode)
+    if impl == "numba":
+        from rnn_xp._fast import numba_cpu
+
+        monkeypatch.setattr(numba_cpu, "TEAM_GAP", float("inf"))  # every call after the first on the team
+    teams = []
+    real = _threads.run_team
+    monkeypatch.setattr(_threads, "run_team", lambda fn, nth, *a: teams.append(nth) or real(fn, nth, *a))
+    for B in (1, 3):
+        x = np.random.default_rng(B).standard_normal((B, 9, F)).astype(dtype)
+        y, state = y_one[B]
         s = rnn_xp.Stream(params)
         got = np.concatenate([s(x[:, t : t + 1]) for t in range(9)], axis=1)
         assert_same_bits(got, y)
         for a, b in zip(flat(s.state), flat(state), strict=True):
             assert_same_bits(a, b)
+    assert len(teams) == (16 * params.config.num_layers if impl == "numba" and mode != "one" else 0)
 
 
 def test_the_stream_runs_the_compiled_engine_where_it_is_installed():

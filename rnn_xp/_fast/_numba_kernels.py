@@ -522,12 +522,20 @@ def _yield_core(typingctx):
     return sig, codegen
 
 
-# ctl: int64[CONTROL_SIZE] per chunk, three counters 64 bytes apart: threads arrived, start decision, barrier
-ARRIVED, DECISION, BARRIER = 0, 8, 16
-CONTROL_SIZE = 24
+# ctl: int64 counters 64 bytes apart: threads arrived, start decision, barrier (reset by the caller before each
+# chunk); then a team's (resident workers'): the state's parity of the job, and worker k's slot at SLOT0 + 8k
+ARRIVED, DECISION, BARRIER, PAR, SLOT0 = 0, 8, 16, 24, 32
+CONTROL_SIZE = 32  # + 8 per thread of a team (control_size)
 GO, ABANDONED = 1, 2
+AWAY, IDLE, JOB = 0, 1, 2  # a worker's slot: not in the team's loop, waiting for a job, a job posted
 SPINS = 2000  # spins (a few us) before a waiting thread yields its core
 START_YIELDS = 5000  # ~20 ms of waiting for the other threads to start: then the chunk runs on one thread
+RESIDENT_SPINS = 1 << 17  # a resident worker's wait for the next job (~0.1-0.3 ms), then it leaves the loop
+
+
+def control_size(nth):
+    """The length of a ctl array for teams of up to nth threads."""
+    return CONTROL_SIZE + 8 * nth
 
 
 @njit(**_INLINE)
@@ -569,6 +577,61 @@ def _barrier(ctl, nth, count):
         if spins >= SPINS:
             spins = 0
             _yield_core()
+
+
+@njit(**_INLINE)
+def _next_job(ctl, k):
+    """A resident worker's next job: its state parity, or -1 when told to leave or after RESIDENT_SPINS idle spins.
+
+    Resident workers serve the one-step calls of a stream fed step by step (numba_cpu.Direction.step1):
+    between calls each stays in its kernel, spinning on its slot of ctl, so a call costs an atomic
+    store and load instead of waking a sleeping thread (~50-100 us on a VM) and taking the GIL twice.
+    """
+    slot = SLOT0 + 8 * k
+    spins = 0
+    while True:
+        s = _atomic_load(ctl, slot)
+        if s == JOB:
+            return _atomic_load(ctl, PAR)
+        if s == AWAY:
+            return -1
+        spins += 1
+        if spins >= RESIDENT_SPINS and _compare_swap(ctl, slot, IDLE, AWAY) == IDLE:
+            return -1
+
+
+@njit(**_INLINE)
+def _job_done(ctl, k):
+    _compare_swap(ctl, SLOT0 + 8 * k, JOB, IDLE)
+
+
+def _helper(fn):
+    """A small compiled function called from Python: cached on disk where numba can write its cache."""
+    try:
+        return njit(cache=True, nogil=True, _nrt=False)(fn)
+    except RuntimeError:  # no folder numba can write its cache to: compiled in each process (a fraction of a second)
+        return njit(nogil=True, _nrt=False)(fn)
+
+
+@_helper
+def post_job(ctl, k):
+    """Hand worker k of a team a job if it waits for one in its loop (True); False if it has left (or is leaving)."""
+    return _compare_swap(ctl, SLOT0 + 8 * k, IDLE, JOB) == IDLE
+
+
+@_helper
+def wait_jobs(ctl, nth, spins):
+    """Whether workers 1 .. nth-1 of a team have all finished their jobs (waiting up to ``spins`` spins)."""
+    for k in range(1, nth):
+        slot = SLOT0 + 8 * k
+        n = 0
+        while _atomic_load(ctl, slot) == JOB:
+            n += 1
+            if n >= spins:
+                return False
+            if n % SPINS == 0:
+                _yield_core()
+    return True
 
 
 @njit(**_INLINE)
@@ -643,7 +706,9 @@ def chunk_kernel(spec: Spec):
     """The kernel of a configuration: a function of (k, nth, ctl, units, reverse, masked, par, dims, W, S, IO).
 
     Thread k of nth runs its share of a time chunk of n steps (the rows of the batch, or with
-    ``units`` the groups of units, meeting the other threads at a spin barrier after every step):
+    ``units`` the groups of units, meeting the other threads at a spin barrier after every step).
+    With ``par`` < 0 a worker stays resident: it runs a share of each job posted to its slot of ctl
+    (the job's parity at ctl[PAR]), and returns when told to leave or after a while without a job:
 
     * W = (wpi, wp1, wp2, b_hn, peep, coef, codes): the packed weights, GRU's b_hn (ng*NR,), the
       peepholes (3, ng*NR), coef (3, 3) float64: alpha, beta per gate slot and clip, and the
@@ -697,144 +762,168 @@ def _make(spec):
         NO, YES = K0 != 0, K0 == 0
         B = hbuf.shape[1]
         n = y.shape[0]
-        XO = F + 1 if FUSED else 0  # a state row: [x, 1, h] (FUSED), else h
-        KF = XO + H_out
-        # few rows: the input projection of the chunk's rows at once (each weight is used more than once)
-        ahead = units and 2 * B < MR
-        if FUSED and units and not ahead:  # the first step's x, in the threads' shares of the rows
-            c0, c1 = _share(k, nth, B)
-            _x_rows(hbuf[par], xin, x0 + (n - 1 if reverse else 0) * st, sb, c0, c1, F)
-        sync = units and nth > 1
-        if sync and not _start(ctl, nth):
-            return
-        ng = wpi.shape[0] // G  # groups of NR units
-        ngo = wp2.shape[0] if PROJ else ng  # groups of output units (the projection's)
-        if units:  # every row, the thread's groups of units
-            b0, b1 = 0, B
-            g0, g1 = _share(k, nth, ng)
-            o0, o1 = _share(k, nth, ngo)
-        else:  # the thread's rows, every unit: independent sequences, no waiting
-            b0, b1 = _share(k, nth, B)
-            g0, g1, o0, o1 = 0, ng, 0, ngo
-        R = b1 - b0
-        acc = accs[k]
-        # the input projection x W_ih^T + b (the biases ride on the constant feature 1). FUSED cells (rnn,
-        # lstm): per group, the state rows [x, 1, h] times [W_ih^T; b], then + h W_hh^T as the tiles store it
-        # (two chains added once, as torch adds its two products: one chain over [x, 1, h] made every term
-        # after a large bias lose bits, 2.5x torch's error on an LSTM with forget bias 3, and 1.27x over
-        # [x, h, 1], against 1.05x); with few rows, [x, 1] W for the chunk's rows at once, each step adding
-        # h W_hh^T to it in place. GRU: n's input and recurrent parts stay apart, so a projection of the
-        # thread's rows (its columns) at the start of each step (still in L2 when the cell reads it; a chunk
-        # ahead, it came back from memory), or the chunk's at once with few rows.
-        p0, p1 = g0 * G, g1 * G
-        if ahead and p1 > p0:
-            x_all, gi_all = xs[0 : n * B, : F + 1], gi[0 : n * B, p0 * NR : p1 * NR]
-            gemm(wpi[p0:p1], K0, x_all, gi_all, NO, MR, V, VB, KC, G, MRWI, L2B)
-        count = 0
-        for s in range(n):
-            t = n - 1 - s if reverse else s
-            cur = (par + s) % 2
-            hx_old, hx_new = hbuf[cur], hbuf[1 - cur]  # rows [x, 1, h] or h: h at XO (row views stay contiguous)
-            c_old, c_new = cbuf[cur], cbuf[1 - cur]
-            if not ahead and R > 0 and p1 > p0:
-                r0 = t * B + b0
-                if FUSED:
-                    if not units:  # the thread's rows of this step's x, into its state rows
-                        _x_rows(hbuf[cur], xin, x0 + t * st, sb, b0, b1, F)
-                else:
-                    if copy:  # the step's rows of x, copied here: in parallel, and in cache for the product
+        resident = par < 0  # a resident worker: one-step jobs until told to leave (see _next_job)
+        while True:
+            if resident:
+                par = _next_job(ctl, k)
+                if par < 0:
+                    return
+            XO = F + 1 if FUSED else 0  # a state row: [x, 1, h] (FUSED), else h
+            KF = XO + H_out
+            # few rows: the input projection of the chunk's rows at once (each weight is used more than once)
+            ahead = units and 2 * B < MR
+            if FUSED and units and not ahead:  # the first step's x, in the threads' shares of the rows
+                c0, c1 = _share(k, nth, B)
+                _x_rows(hbuf[par], xin, x0 + (n - 1 if reverse else 0) * st, sb, c0, c1, F)
+            sync = units and nth > 1
+            if sync and not _start(ctl, nth):
+                if not resident:
+                    return
+                _job_done(ctl, k)  # the caller runs the step on one thread
+                continue
+            ng = wpi.shape[0] // G  # groups of NR units
+            ngo = wp2.shape[0] if PROJ else ng  # groups of output units (the projection's)
+            if units:  # every row, the thread's groups of units
+                b0, b1 = 0, B
+                g0, g1 = _share(k, nth, ng)
+                o0, o1 = _share(k, nth, ngo)
+            else:  # the thread's rows, every unit: independent sequences, no waiting
+                b0, b1 = _share(k, nth, B)
+                g0, g1, o0, o1 = 0, ng, 0, ngo
+            R = b1 - b0
+            acc = accs[k]
+            # the input projection x W_ih^T + b (the biases ride on the constant feature 1). FUSED cells (rnn,
+            # lstm): per group, the state rows [x, 1, h] times [W_ih^T; b], then + h W_hh^T as the tiles store it
+            # (two chains added once, as torch adds its two products: one chain over [x, 1, h] made every term
+            # after a large bias lose bits, 2.5x torch's error on an LSTM with forget bias 3, and 1.27x over
+            # [x, h, 1], against 1.05x); with few rows, [x, 1] W for the chunk's rows at once, each step adding
+            # h W_hh^T to it in place. GRU: n's input and recurrent parts stay apart, so a projection of the
+            # thread's rows (its columns) at the start of each step (still in L2 when the cell reads it; a chunk
+            # ahead, it came back from memory), or the chunk's at once with few rows.
+            p0, p1 = g0 * G, g1 * G
+            if ahead and p1 > p0:
+                x_all, gi_all = xs[0 : n * B, : F + 1], gi[0 : n * B, p0 * NR : p1 * NR]
+                gemm(wpi[p0:p1], K0, x_all, gi_all, NO, MR, V, VB, KC, G, MRWI, L2B)
+            count = 0
+            for s in range(n):
+                t = n - 1 - s if reverse else s
+                cur = (par + s) % 2
+                hx_old, hx_new = hbuf[cur], hbuf[1 - cur]  # rows [x, 1, h] or h: h at XO (row views stay contiguous)
+                c_old, c_new = cbuf[cur], cbuf[1 - cur]
+                if not ahead and R > 0 and p1 > p0:
+                    r0 = t * B + b0
+                    if FUSED:
+                        if not units:  # the thread's rows of this step's x, into its state rows
+                            _x_rows(hbuf[cur], xin, x0 + t * st, sb, b0, b1, F)
+                    else:
+                        if copy:  # the step's rows of x, copied here: in parallel, and in cache for the product
+                            for b in range(b0, b1):
+                                _copy(xs[t * B + b, :F], xin[x0 + t * st + b * sb, :F])
+                        xr, gr = xs[r0 : r0 + R, : F + 1], gi[r0 : r0 + R, p0 * NR : p1 * NR]
+                        gemm(wpi[p0:p1], K0, xr, gr, NO, MR, V, VB, KC, G, MRWI, L2B)
+                for g in range(g0, g1):
+                    u0 = g * NR
+                    nu = min(NR, H - u0)
+                    col = g * G * NR
+                    if R > 0:
+                        if not FUSED:
+                            wg, hr = wp1[g * G1 : (g + 1) * G1], hbuf[cur, b0:b1, :H_out]
+                            gemm(wg, K0, hr, acc[:R], NO, MR, V, VB, KC, G1, MRW1, L2B)
+                        elif ahead:  # h W_hh^T, added to the step's projection in place
+                            r0 = t * B + b0
+                            hr, gr = hbuf[cur, b0:b1, XO:KF], gi[r0 : r0 + R, col : col + G * NR]
+                            gemm(wpi[g * G : (g + 1) * G], XO, hr, gr, YES, MR, V, VB, KC, G, MRWI, L2B)
+                        else:  # [x, 1] W, then + h W_hh
+                            wg = wpi[g * G : (g + 1) * G]
+                            gemm(wg, K0, hbuf[cur, b0:b1, :XO], acc[:R], NO, MR, V, VB, KC, G, MRWI, L2B)
+                            gemm(wg, XO, hbuf[cur, b0:b1, XO:KF], acc[:R], YES, MR, V, VB, KC, G, MRWI, L2B)
+                    for b in range(b0, b1):
+                        ho, hn = hx_old[b, XO:], hx_new[b, XO:]
+                        if not FUSED:  # the recurrent products, and the input's at col
+                            a, x, xc = acc[b - b0], gi[t * B + b], col
+                        elif ahead:  # the pre-activations, in the projection's row
+                            a = x = gi[t * B + b, col : col + G * NR]
+                            xc = 0
+                        else:
+                            a = x = acc[b - b0]
+                            xc = 0
+                        if CELL == 0:
+                            rnn_row(a, x, xc, hn, u0, nu, SUM, GENERAL, A0, codes, coef)
+                        elif CELL == 1:
+                            out = aux[0, b] if PROJ else hn
+                            lstm_row(
+                                a,
+                                x,
+                                xc,
+                                c_old[b],
+                                c_new[b],
+                                out,
+                                peep,
+                                u0,
+                                nu,
+                                NR,
+                                SUM,
+                                PEEP,
+                                IFG,
+                                GENERAL,
+                                A0,
+                                A1,
+                                A2,
+                                codes,
+                                coef,
+                            )
+                            if masked and run[t, b] == 0:
+                                keep_row(b, u0, nu, c_old, c_new)
+                        elif CELL == 2:
+                            gru_row(a, x, col, b_hn, ho, hn, u0, nu, NR, GENERAL, A0, A1, codes, coef)
+                        else:
+                            gru_rz_row(a, x, col, ho, aux[0, b], aux[1, b], u0, nu, NR, GENERAL, A0, codes, coef)
+                        if not TWO:
+                            r = masked and run[t, b] != 0
+                            e = masked and emit[t, b] != 0
+                            finish_row(u0, nu, ho, hn, last[b], y[t, b], masked, r, e)
+                if TWO:  # every unit of phase 1 is needed by every product of phase 2
+                    if sync:
+                        count += 1
+                        _barrier(ctl, nth, count)
+                    for g in range(o0, o1):
+                        v0 = g * NR
+                        nv = min(NR, H_out - v0)
+                        if R > 0:
+                            gemm(wp2[g : g + 1], K0, aux[0, b0:b1, :H], acc[:R], NO, MR, V, VB, KC, 1, MRW2, L2B)
                         for b in range(b0, b1):
-                            _copy(xs[t * B + b, :F], xin[x0 + t * st + b * sb, :F])
-                    xr, gr = xs[r0 : r0 + R, : F + 1], gi[r0 : r0 + R, p0 * NR : p1 * NR]
-                    gemm(wpi[p0:p1], K0, xr, gr, NO, MR, V, VB, KC, G, MRWI, L2B)
-            for g in range(g0, g1):
-                u0 = g * NR
-                nu = min(NR, H - u0)
-                col = g * G * NR
-                if R > 0:
-                    if not FUSED:
-                        wg, hr = wp1[g * G1 : (g + 1) * G1], hbuf[cur, b0:b1, :H_out]
-                        gemm(wg, K0, hr, acc[:R], NO, MR, V, VB, KC, G1, MRW1, L2B)
-                    elif ahead:  # h W_hh^T, added to the step's projection in place
-                        r0 = t * B + b0
-                        hr, gr = hbuf[cur, b0:b1, XO:KF], gi[r0 : r0 + R, col : col + G * NR]
-                        gemm(wpi[g * G : (g + 1) * G], XO, hr, gr, YES, MR, V, VB, KC, G, MRWI, L2B)
-                    else:  # [x, 1] W, then + h W_hh
-                        wg = wpi[g * G : (g + 1) * G]
-                        gemm(wg, K0, hbuf[cur, b0:b1, :XO], acc[:R], NO, MR, V, VB, KC, G, MRWI, L2B)
-                        gemm(wg, XO, hbuf[cur, b0:b1, XO:KF], acc[:R], YES, MR, V, VB, KC, G, MRWI, L2B)
-                for b in range(b0, b1):
-                    ho, hn = hx_old[b, XO:], hx_new[b, XO:]
-                    if not FUSED:  # the recurrent products, and the input's at col
-                        a, x, xc = acc[b - b0], gi[t * B + b], col
-                    elif ahead:  # the pre-activations, in the projection's row
-                        a = x = gi[t * B + b, col : col + G * NR]
-                        xc = 0
-                    else:
-                        a = x = acc[b - b0]
-                        xc = 0
-                    if CELL == 0:
-                        rnn_row(a, x, xc, hn, u0, nu, SUM, GENERAL, A0, codes, coef)
-                    elif CELL == 1:
-                        out = aux[0, b] if PROJ else hn
-                        lstm_row(
-                            a,
-                            x,
-                            xc,
-                            c_old[b],
-                            c_new[b],
-                            out,
-                            peep,
-                            u0,
-                            nu,
-                            NR,
-                            SUM,
-                            PEEP,
-                            IFG,
-                            GENERAL,
-                            A0,
-                            A1,
-                            A2,
-                            codes,
-                            coef,
-                        )
-                        if masked and run[t, b] == 0:
-                            keep_row(b, u0, nu, c_old, c_new)
-                    elif CELL == 2:
-                        gru_row(a, x, col, b_hn, ho, hn, u0, nu, NR, GENERAL, A0, A1, codes, coef)
-                    else:
-                        gru_rz_row(a, x, col, ho, aux[0, b], aux[1, b], u0, nu, NR, GENERAL, A0, codes, coef)
-                    if not TWO:
-                        r = masked and run[t, b] != 0
-                        e = masked and emit[t, b] != 0
-                        finish_row(u0, nu, ho, hn, last[b], y[t, b], masked, r, e)
-            if TWO:  # every unit of phase 1 is needed by every product of phase 2
-                if sync:
+                            a = acc[b - b0]
+                            ho, hn = hx_old[b, XO:], hx_new[b, XO:]
+                            if CELL == 3:
+                                gru_n_row(
+                                    a,
+                                    gi[t * B + b],
+                                    g * G * NR,
+                                    ho,
+                                    aux[1, b],
+                                    hn,
+                                    v0,
+                                    nv,
+                                    NR,
+                                    GENERAL,
+                                    A1,
+                                    codes,
+                                    coef,
+                                )
+                            else:  # the projection's output is the state
+                                _copy(hn[v0 : v0 + nv], a[0:nv])
+                            r = masked and run[t, b] != 0
+                            e = masked and emit[t, b] != 0
+                            finish_row(v0, nv, ho, hn, last[b], y[t, b], masked, r, e)
+                if FUSED and units and not ahead and s + 1 < n:  # the next step's x, into the free x of h_new's rows
+                    c0, c1 = _share(k, nth, B)
+                    _x_rows(hbuf[1 - cur], xin, x0 + (t - 1 if reverse else t + 1) * st, sb, c0, c1, F)
+                if sync:  # the next step reads every unit of this one
                     count += 1
                     _barrier(ctl, nth, count)
-                for g in range(o0, o1):
-                    v0 = g * NR
-                    nv = min(NR, H_out - v0)
-                    if R > 0:
-                        gemm(wp2[g : g + 1], K0, aux[0, b0:b1, :H], acc[:R], NO, MR, V, VB, KC, 1, MRW2, L2B)
-                    for b in range(b0, b1):
-                        a = acc[b - b0]
-                        ho, hn = hx_old[b, XO:], hx_new[b, XO:]
-                        if CELL == 3:
-                            gru_n_row(
-                                a, gi[t * B + b], g * G * NR, ho, aux[1, b], hn, v0, nv, NR, GENERAL, A1, codes, coef
-                            )
-                        else:  # the projection's output is the state
-                            _copy(hn[v0 : v0 + nv], a[0:nv])
-                        r = masked and run[t, b] != 0
-                        e = masked and emit[t, b] != 0
-                        finish_row(v0, nv, ho, hn, last[b], y[t, b], masked, r, e)
-            if FUSED and units and not ahead and s + 1 < n:  # the next step's x, into the free x of h_new's rows
-                c0, c1 = _share(k, nth, B)
-                _x_rows(hbuf[1 - cur], xin, x0 + (t - 1 if reverse else t + 1) * st, sb, c0, c1, F)
-            if sync:  # the next step reads every unit of this one
-                count += 1
-                _barrier(ctl, nth, count)
+            if not resident:
+                return
+            _job_done(ctl, k)
 
     chunk.__name__ = chunk.__qualname__ = spec.name  # numba's cache: one index file per configuration
     try:

@@ -8,6 +8,10 @@ child has none of the parent's threads: it starts its own when it first needs th
 new ones too, in case another thread of the parent held one at the fork), as PyTorch rebuilds its
 pool in a pthread_atfork handler.
 
+:func:`run_team` keeps the workers in a loop of the kernel between back-to-back calls (a stream fed a
+step a call): a worker that runs one is this pool's like any other, and any other call takes it back
+(it is told to leave the loop, and waited for) before giving it a job.
+
 Only one call at a time runs on the pool (:func:`claim`); a call that starts while another holds it
 runs on its own thread (so several caller threads, e.g. Dask's, never oversubscribe the cores). The
 thread count is :func:`get_num_threads`: the usable CPUs, or RNN_XP_NUM_THREADS, or what
@@ -19,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["run", "claim", "release", "get_num_threads", "set_num_threads"]
+__all__ = ["run", "run_team", "claim", "release", "get_num_threads", "set_num_threads"]
 
 
 class _Worker:
@@ -28,6 +32,7 @@ class _Worker:
         self.done = threading.Event()
         self.job = None
         self.error = None
+        self.tenant = None  # (ctl, k, team): the team whose resident loop this worker runs (until done is set)
         self.thread = threading.Thread(target=self._loop, name="rnn_xp-worker", daemon=True)
         self.thread.start()
 
@@ -122,6 +127,29 @@ def release(nth: int) -> None:
         pool.calls -= 1
 
 
+def _workers(n):
+    pool = _pool
+    while len(pool.workers) < n:
+        pool.workers.append(_Worker())
+    return pool.workers[:n]
+
+
+def _vacate(w):
+    """Make w free for a new job: a resident loop it runs is told to leave, and its end waited for."""
+    if w.tenant is not None:
+        ctl, k, team = w.tenant
+        team.leave(ctl, k)
+        w.done.wait()
+        w.tenant = None
+
+
+def _post(w, fn, args):
+    w.error = None
+    w.done.clear()
+    w.job = (fn, args)
+    w.go.set()
+
+
 def run(fn, nth, args):
     """fn(k, nth, *args) for k in range(nth) at once: k = 0 on the calling thread, the others on workers.
 
@@ -130,15 +158,10 @@ def run(fn, nth, args):
     if nth == 1:
         fn(0, 1, *args)
         return
-    pool = _pool
-    while len(pool.workers) < nth - 1:
-        pool.workers.append(_Worker())
-    workers = pool.workers[: nth - 1]
+    workers = _workers(nth - 1)
     for k, w in enumerate(workers, start=1):
-        w.error = None
-        w.done.clear()
-        w.job = (fn, (k, nth, *args))
-        w.go.set()
+        _vacate(w)
+        _post(w, fn, (k, nth, *args))
     try:
         fn(0, nth, *args)
     finally:
@@ -147,3 +170,37 @@ def run(fn, nth, args):
     for w in workers:
         if w.error is not None:
             raise w.error
+
+
+def run_team(fn, nth, args, resident_args, ctl, team):
+    """fn(k, nth, *args) for k in range(nth) at once, as run(), with workers that stay resident between calls.
+
+    For back-to-back calls (a stream fed step by step): worker k runs ``fn(k, nth, *resident_args)``, a
+    loop that serves the calls of the team whose control array is ``ctl`` (posted to its slot there:
+    ``team.post(ctl, k)``) and leaves when told (``team.leave``) or after a while without one. A
+    worker already in the loop gets the call by an atomic store; one that is not is armed
+    (``team.arm``) and started as in run(). ``team.wait(ctl, nth, spins)`` says whether every worker
+    has finished the call. Only for a call that claim() gave nth > 1 threads.
+    """
+    workers = _workers(nth - 1)
+    for k, w in enumerate(workers, start=1):
+        if w.tenant is not None and w.tenant[0] is ctl and w.tenant[1] == k and team.post(ctl, k):
+            continue  # in the loop and waiting: it has the call
+        _vacate(w)
+        team.arm(ctl, k)
+        w.tenant = (ctl, k, team)
+        _post(w, fn, (k, nth, *resident_args))
+    try:
+        fn(0, nth, *args)
+    finally:
+        _finish_team(workers, ctl, nth, team)
+
+
+def _finish_team(workers, ctl, nth, team):
+    """Wait until every worker has finished the call; raise if one's loop ended without running it (an error)."""
+    while not team.wait(ctl, nth, 1 << 20):  # ~1 ms at a time
+        for k, w in enumerate(workers, start=1):
+            if w.done.is_set() and team.pending(ctl, k):  # its loop ended with the call still posted
+                for j in range(1, nth):
+                    team.leave(ctl, j)
+                raise RuntimeError("a worker thread of rnn_xp stopped before running its part of a call") from w.error

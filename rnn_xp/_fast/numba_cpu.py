@@ -17,7 +17,11 @@ stream and a forward call run the same code):
   batch-first memory) need no scratch by time: the whole call is one chunk;
 * threads (rnn_xp's own, :mod:`rnn_xp._fast._threads`) split the batch rows when each gets at least
   ROWS_PER_THREAD_MIN (independent sequences: no waiting), else the groups of units, meeting at a
-  spin barrier after every step; small calls run on the calling thread.
+  spin barrier after every step; small calls run on the calling thread;
+* a stream fed a step a call (:meth:`Direction.step1`) shares big enough steps with a team of
+  workers that stay in the kernel between back-to-back calls, spinning on a slot of a control array
+  for the next step (~0.1-0.3 ms, then they leave it): a call hands them its share by an atomic
+  store instead of waking sleeping threads (~50-100 us a call on a VM, more than a step takes).
 
 Results are bit-identical whatever the thread count, the split, the batch a sequence sits in, the
 chunking of time (forward or a Stream fed in any chunks) and masks elsewhere in the batch: see the
@@ -32,6 +36,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 import weakref
 from typing import NamedTuple
 
@@ -66,6 +71,12 @@ CALL_PARALLEL_MIN = 1 << 25
 PARALLEL_MIN = 1 << 15
 # The threads split the batch rows when each gets at least this many; with fewer they split the units.
 ROWS_PER_THREAD_MIN = 4
+# A stream's one-step calls (Direction.step1) share a step of at least this many multiply-adds among threads
+# that stay resident between calls ending at most TEAM_GAP s apart. Measured on 2 cores (LSTM, one thread
+# against two): 9.8 vs 12.0 us at 128 Ki multiply-adds (B1 H128 in 128), even at ~256 Ki, 23.1 vs 20.3 at
+# 385 Ki (B1 H256), 28.7 vs 22.0 at 1 Mi (B8 H128); B32 H128: 102 vs 63 us a stream call.
+TEAM_STEP_MIN = 1 << 19
+TEAM_GAP = 1e-4
 
 
 def _cores_busy():
@@ -80,6 +91,17 @@ def _cores_busy():
         return os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5
     except (AttributeError, OSError):  # no load average (Windows)
         return False
+
+
+_busy = {"at": -math.inf, "busy": False}
+
+
+def _cores_busy_cached():
+    """_cores_busy(), read at most every 0.1 s (a stream's steps take microseconds; reading the load takes ~10)."""
+    now = time.perf_counter()
+    if now - _busy["at"] > 0.1:
+        _busy["at"], _busy["busy"] = now, _cores_busy()
+    return _busy["busy"]
 
 
 _state = {"kernels": None, "reason": None, "built": None}
@@ -422,6 +444,8 @@ class Direction:
         self.kernel = None
         self.no_mask = np.zeros((1, 1), dtype=np.uint8)
         self._one = None  # step1's bound buffers
+        self._teams = {}  # nth -> (ctl, io): step1's teams of threads
+        self._ended = -math.inf  # when the last step1 call ended (time.perf_counter)
 
     def _fn(self):
         if self.kernel is None:
@@ -540,28 +564,29 @@ class Direction:
 
         A stream's frame-by-frame call: the kernel's one-step call with buffers of its own, bound once,
         so a call is the copies of the state in and out and the kernel (the same kernel as :meth:`run`).
+        Steps big enough share the step among threads that stay resident between back-to-back calls
+        (see :meth:`_team`): a call then hands them its share by an atomic store.
         """
+        if self.B == 0:
+            return
         one = self._one
         if one is None:
             one = self._one = self._one_step()
-        if one is False:  # a step big enough for threads
-            self.run(x[None], h, c, y[None])
-            return
         fn, xs, F, H_out, io = one
         xs[:, :F] = x
         self.hbuf[self.par, :, self.xo : self.xo + H_out] = h
         if self.lstm:
             self.cbuf[self.par] = c
-        fn(0, 1, self.ctl, False, False, False, self.par, self.dims, self.W, self.S, io)
+        if not self._team(fn):
+            fn(0, 1, self.ctl, False, False, False, self.par, self.dims, self.W, self.S, io)
         self.par ^= 1
+        self._ended = time.perf_counter()
         h[...] = io[3][0]
         if self.lstm:
             c[...] = self.cbuf[self.par]
         y[...] = h
 
     def _one_step(self):
-        if self._split(1, self.B)[0] > 1 or self.B == 0:
-            return False
         a, B, dtype = self.a, self.B, self.dtype
         nr = a.spec.nr
         xs = _empty((B, _ld(a.F + 1, dtype.itemsize)), dtype)
@@ -570,6 +595,87 @@ class Direction:
         y1 = _empty((1, B, a.H_out), dtype)
         io = (xs, xs, gi, y1, self.no_mask, self.no_mask, _empty((1, B, self.G1 * nr), dtype))
         return self._fn(), xs, a.F, a.H_out, io
+
+    def _team(self, fn):
+        """Run the bound step on a team of threads (True), or say it is better run on this thread (False).
+
+        A team is worth it when the step is big enough to split (TEAM_STEP_MIN multiply-adds) and either the
+        last step ended under TEAM_GAP s ago (calls back to back: the workers are still in their loop, or
+        the first call wakes them and the next ones find them there) or the step alone pays for waking
+        them (CALL_PARALLEL_MIN); not when the units would be split (a barrier a step) on a busy machine.
+        Results are the same bits whichever runs it.
+        """
+        B, a = self.B, self.a
+        per_step = B * self.G * a.H * (a.H_out + a.F + 1)
+        if per_step < TEAM_STEP_MIN:
+            return False
+        nth = _threads.get_num_threads()
+        if nth == 1:
+            return False
+        warm = time.perf_counter() - self._ended < TEAM_GAP  # calls back to back
+        if not warm and per_step < CALL_PARALLEL_MIN:
+            return False
+        units = B < nth * ROWS_PER_THREAD_MIN
+        if units and _cores_busy_cached():
+            return False
+        claimed = _threads.claim(nth)
+        try:
+            if claimed < nth:
+                return False
+            team = self._teams.get(nth)
+            if team is None:
+                team = self._teams[nth] = self._make_team(nth, units)
+            ctl, io = team
+            k = _state["kernels"]
+            ctl[: k.PAR] = 0
+            ctl[k.PAR] = self.par
+            common = (units, False, False)
+            args = (ctl, *common, self.par, self.dims, self.W, self.S, io)
+            resident = (ctl, *common, -1, self.dims, self.W, self.S, io)
+            _threads.run_team(fn, nth, args, resident, ctl, _TEAM)
+            if units and ctl[k.DECISION] == k.ABANDONED:
+                return False  # the threads could not meet: nothing was written, this thread runs the step
+            return True
+        finally:
+            _threads.release(claimed)
+
+    def _make_team(self, nth, units):
+        """(ctl, io) of a team of nth threads: its control array and the step's buffers with nth products."""
+        _, xs, _, _, io = self._one
+        rows = self.B if units else -(-self.B // nth)
+        acc = _empty((nth, rows, self.G1 * self.a.spec.nr), self.dtype)
+        ctl = np.zeros(_state["kernels"].control_size(nth), dtype=np.int64)
+        return ctl, (*io[:6], acc)
+
+
+class _Team:
+    """The control-array protocol of resident workers (_numba_kernels._next_job), for _threads.run_team."""
+
+    @staticmethod
+    def post(ctl, k):
+        return _state["kernels"].post_job(ctl, k)
+
+    @staticmethod
+    def arm(ctl, k):
+        k_ = _state["kernels"]
+        ctl[k_.SLOT0 + 8 * k] = k_.JOB
+
+    @staticmethod
+    def leave(ctl, k):
+        k_ = _state["kernels"]
+        ctl[k_.SLOT0 + 8 * k] = k_.AWAY
+
+    @staticmethod
+    def pending(ctl, k):
+        k_ = _state["kernels"]
+        return ctl[k_.SLOT0 + 8 * k] == k_.JOB
+
+    @staticmethod
+    def wait(ctl, nth, spins):
+        return _state["kernels"].wait_jobs(ctl, nth, spins)
+
+
+_TEAM = _Team()
 
 
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
