@@ -399,6 +399,7 @@ def on_teams(monkeypatch):
     monkeypatch.setattr(mod, "TEAM_STEP_MIN", 0)
     monkeypatch.setattr(mod, "TEAM_GAP", float("inf"))
     monkeypatch.setattr(mod, "_cores_busy_cached", lambda: False)
+    monkeypatch.setattr(mod, "_held_elsewhere", lambda ctl: False)  # a team takes the workers from any other
     teams = []
     real = _threads.run_team
     monkeypatch.setattr(_threads, "run_team", lambda fn, nth, *a: teams.append(nth) or real(fn, nth, *a))
@@ -418,7 +419,9 @@ def same_bits(a, b):
 def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):
     """Two streams' one-step calls on teams of resident threads, one after the other, and threaded forward calls
     between them (each takes the workers from the other's loop): every result is the one-thread one, bit for
-    bit, and no call waits forever."""
+    bit, and no call waits forever. Left to itself, the stream that has the team keeps it while the other's
+    calls come between (as a stream's layers do), and the other runs on its own thread."""
+    mod = impl_module(IMPL)
     pa = rnn_xp.init("lstm", 6, 150, seed=31, xp=np)  # three groups of units (float32, AVX-512): both threads work
     pb = rnn_xp.init("gru", 5, 70, seed=32, xp=np, reset_after=False)
     xa = rng.standard_normal((3, 12, 6)).astype(np.float32)
@@ -427,16 +430,46 @@ def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):
     monkeypatch.setitem(_threads._setting, "threads", 1)
     want_a, want_b, want_f = (rnn_xp.forward(x, p, impl=IMPL)[0] for x, p in ((xa, pa), (xb, pb), (xf, pa)))
     teams = on_teams(monkeypatch)
-    sa, sb = rnn_xp.Stream(pa), rnn_xp.Stream(pb)
-    ya, yb = [], []
-    for t in range(12):
-        ya.append(sa(xa[:, t : t + 1]))
-        yb.append(sb(xb[:, t : t + 1]))
-        if t % 4 == 3:
-            same_bits(rnn_xp.forward(xf, pa, impl=IMPL)[0], want_f)
-    same_bits(np.concatenate(ya, axis=1), want_a)
-    same_bits(np.concatenate(yb, axis=1), want_b)
-    assert len(teams) == 2 * 11  # every call but each stream's first
+    for take_turns in (True, False):
+        teams.clear()
+        if not take_turns:  # the rule of the library: not while the workers wait in another team's loop
+            monkeypatch.setattr(mod, "_held_elsewhere", lambda ctl: _threads.resident_elsewhere(ctl, mod._TEAM))
+        sa, sb = rnn_xp.Stream(pa), rnn_xp.Stream(pb)
+        ya, yb = [], []
+        for t in range(12):
+            for s, x, y in ((sa, xa, ya), (sb, xb, yb)):
+                y.append(s(x[:, t : t + 1]))
+            if t % 4 == 3 and take_turns:
+                same_bits(rnn_xp.forward(xf, pa, impl=IMPL)[0], want_f)
+        same_bits(np.concatenate(ya, axis=1), want_a)
+        same_bits(np.concatenate(yb, axis=1), want_b)
+        if take_turns:
+            assert len(teams) == 2 * 11  # every call but each stream's first
+        else:
+            assert 11 <= len(teams) < 2 * 11  # a's calls; b's only where a's workers had left their loop
+
+
+def test_a_team_leaves_the_workers_to_another_only_once_they_left_its_loop(monkeypatch):
+    """While a worker waits in one team's loop, another team does not take it (a stream's layers would take
+    it from each other every step); once it has left (told to, or after a while), anyone may."""
+    mod = impl_module(IMPL)
+    on_teams(monkeypatch)
+    monkeypatch.setattr(mod, "_held_elsewhere", lambda ctl: _threads.resident_elsewhere(ctl, mod._TEAM))
+    s = rnn_xp.Stream(rnn_xp.init("lstm", 5, 150, seed=35, xp=np))
+    x = np.ones((1, 1, 5), dtype=np.float32)
+    s(x)
+    ctl = None
+    for _ in range(50):  # a step, then at once the question (a busy machine may delay it past the wait)
+        s(x)
+        d = s._units[0].dirs[0]
+        ctl = d._teams[2][0]
+        if mod._held_elsewhere(None) and mod._held_elsewhere(np.zeros(1)) and not mod._held_elsewhere(ctl):
+            break
+    else:
+        pytest.fail("the worker was never seen in the team's loop right after a step")
+    w = _threads._pool.workers[0]
+    _threads._vacate(w)  # told to leave, and waited for
+    assert not mod._held_elsewhere(None)
 
 
 def test_a_team_that_cannot_meet_runs_the_step_on_one_thread(rng, monkeypatch):

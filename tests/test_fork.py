@@ -134,7 +134,9 @@ def test_a_stream_on_resident_threads_forks(monkeypatch, B):
     from rnn_xp._fast import numba_cpu
 
     monkeypatch.setitem(_threads._setting, "threads", 2)
-    for name, value in (("TEAM_STEP_MIN", 0), ("TEAM_GAP", float("inf")), ("_cores_busy_cached", lambda: False)):
+    forced = {"TEAM_STEP_MIN": 0, "TEAM_GAP": float("inf"), "_cores_busy_cached": lambda: False}
+    forced["_held_elsewhere"] = lambda ctl: False
+    for name, value in forced.items():
         monkeypatch.setattr(numba_cpu, name, value)
     teams = []
     real = _threads.run_team

@@ -59,6 +59,7 @@ def threads(monkeypatch, mode):
     monkeypatch.setattr(numba_cpu, "TEAM_STEP_MIN", 0)
     monkeypatch.setattr(numba_cpu, "_cores_busy", lambda: False)
     monkeypatch.setattr(numba_cpu, "_cores_busy_cached", lambda: False)
+    monkeypatch.setattr(numba_cpu, "_held_elsewhere", lambda ctl: False)
     monkeypatch.setattr(numba_cpu, "ROWS_PER_THREAD_MIN", 1 if mode == "rows" else 1 << 62)
 
 

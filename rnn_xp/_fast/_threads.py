@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["run", "run_team", "claim", "release", "get_num_threads", "set_num_threads"]
+__all__ = ["run", "run_team", "resident_elsewhere", "claim", "release", "get_num_threads", "set_num_threads"]
 
 
 class _Worker:
@@ -194,6 +194,15 @@ def run_team(fn, nth, args, resident_args, ctl, team):
         fn(0, nth, *args)
     finally:
         _finish_team(workers, ctl, nth, team)
+
+
+def resident_elsewhere(ctl, team):
+    """Whether a worker is in the loop of a team whose control array is not ``ctl``, waiting for its next call."""
+    for w in _pool.workers:
+        t = w.tenant
+        if t is not None and t[0] is not ctl and not w.done.is_set() and team.idle(t[0], t[1]):
+            return True
+    return False
 
 
 def _finish_team(workers, ctl, nth, team):

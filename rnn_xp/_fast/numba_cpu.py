@@ -602,8 +602,10 @@ class Direction:
         A team is worth it when the step is big enough to split (TEAM_STEP_MIN multiply-adds) and either the
         last step ended under TEAM_GAP s ago (calls back to back: the workers are still in their loop, or
         the first call wakes them and the next ones find them there) or the step alone pays for waking
-        them (CALL_PARALLEL_MIN); not when the units would be split (a barrier a step) on a busy machine.
-        Results are the same bits whichever runs it.
+        them (CALL_PARALLEL_MIN); not when the units would be split (a barrier a step) on a busy machine,
+        nor while the workers wait in another team's loop (the other layers of a stream take turns with
+        this one: taking the workers from each other every step costs more than it saves, measured; the
+        first layer keeps the team). Results are the same bits whichever runs it.
         """
         B, a = self.B, self.a
         per_step = B * self.G * a.H * (a.H_out + a.F + 1)
@@ -612,9 +614,12 @@ class Direction:
         nth = _threads.get_num_threads()
         if nth == 1:
             return False
-        warm = time.perf_counter() - self._ended < TEAM_GAP  # calls back to back
+        now = time.perf_counter()
+        warm = now - self._ended < TEAM_GAP  # calls back to back
         if not warm and per_step < CALL_PARALLEL_MIN:
             return False
+        if _held_elsewhere(self._teams.get(nth, (None,))[0]):
+            return False  # the workers wait in another team's loop (a stream's other layer): taking them costs more
         units = B < nth * ROWS_PER_THREAD_MIN
         if units and _cores_busy_cached():
             return False
@@ -648,6 +653,11 @@ class Direction:
         return ctl, (*io[:6], acc)
 
 
+def _held_elsewhere(ctl):
+    """Whether a worker waits in the loop of a team other than the one of ``ctl`` (None: no team yet)."""
+    return _threads.resident_elsewhere(ctl, _TEAM)
+
+
 class _Team:
     """The control-array protocol of resident workers (_numba_kernels._next_job), for _threads.run_team."""
 
@@ -669,6 +679,11 @@ class _Team:
     def pending(ctl, k):
         k_ = _state["kernels"]
         return ctl[k_.SLOT0 + 8 * k] == k_.JOB
+
+    @staticmethod
+    def idle(ctl, k):
+        k_ = _state["kernels"]
+        return ctl[k_.SLOT0 + 8 * k] == k_.IDLE
 
     @staticmethod
     def wait(ctl, nth, spins):
