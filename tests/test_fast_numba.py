@@ -419,8 +419,8 @@ def same_bits(a, b):
 def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):
     """Two streams' one-step calls on teams of resident threads, one after the other, and threaded forward calls
     between them (each takes the workers from the other's loop): every result is the one-thread one, bit for
-    bit, and no call waits forever. Left to itself, the stream that has the team keeps it while the other's
-    calls come between (as a stream's layers do), and the other runs on its own thread."""
+    bit, and no call waits forever; also with the library's rule, where a team waits for the workers to have
+    left another's loop (which of the two gets them then depends on timing)."""
     mod = impl_module(IMPL)
     pa = rnn_xp.init("lstm", 6, 150, seed=31, xp=np)  # three groups of units (float32, AVX-512): both threads work
     pb = rnn_xp.init("gru", 5, 70, seed=32, xp=np, reset_after=False)
@@ -445,8 +445,6 @@ def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):
         same_bits(np.concatenate(yb, axis=1), want_b)
         if take_turns:
             assert len(teams) == 2 * 11  # every call but each stream's first
-        else:
-            assert 11 <= len(teams) < 2 * 11  # a's calls; b's only where a's workers had left their loop
 
 
 def test_a_team_leaves_the_workers_to_another_only_once_they_left_its_loop(monkeypatch):
@@ -455,6 +453,8 @@ def test_a_team_leaves_the_workers_to_another_only_once_they_left_its_loop(monke
     mod = impl_module(IMPL)
     on_teams(monkeypatch)
     monkeypatch.setattr(mod, "_held_elsewhere", lambda ctl: _threads.resident_elsewhere(ctl, mod._TEAM))
+    for w in _threads._pool.workers:  # none still in an earlier test's loop (a descheduled worker stays longer)
+        _threads._vacate(w)
     s = rnn_xp.Stream(rnn_xp.init("lstm", 5, 150, seed=35, xp=np))
     x = np.ones((1, 1, 5), dtype=np.float32)
     s(x)
@@ -517,6 +517,7 @@ def test_only_back_to_back_steps_of_some_size_wake_a_team(monkeypatch):
     monkeypatch.setitem(_threads._setting, "threads", 2)
     monkeypatch.setattr(mod, "_cores_busy_cached", lambda: False)
     monkeypatch.setattr(mod, "TEAM_GAP", 1.0)  # back to back: the last call ended under 1 s ago
+    monkeypatch.setattr(mod, "_held_elsewhere", lambda ctl: False)  # the last case's workers may still wait
 
     def on_team(B, F, H, ago):
         params = rnn_xp.init("lstm", F, H, seed=34, xp=np)

@@ -596,6 +596,8 @@ def _next_job(ctl, k):
         if s == AWAY:
             return -1
         spins += 1
+        if spins % SPINS == 0:
+            _yield_core()  # another thread waiting for this core (more threads than cores) gets it
         if spins >= RESIDENT_SPINS and _compare_swap(ctl, slot, IDLE, AWAY) == IDLE:
             return -1
 
