@@ -494,7 +494,7 @@ class Direction:
             xs_buf = _scratch("x", (rows_s, _ld(a.F + 1, itemsize)), self.dtype)  # (t*B, F+1): the chunk and 1
             gi_buf = _scratch("gi", (rows_s, _ld(a.wpi.shape[0] * nr, itemsize)), self.dtype)
             y_buf = None if direct else _scratch("y", (longest, B, a.H_out), self.dtype)
-            rows = -(-B // nth) if not units else B
+            rows = self._rows(nth, units)
             accs = _scratch("acc", (nth, rows, self.G1 * nr), self.dtype)  # each thread's products
             for t0, t1 in chunks:
                 n = t1 - t0
@@ -544,10 +544,18 @@ class Direction:
         fn(0, 1, self.ctl, False, reverse, masked, self.par, dims, self.W, self.S, (*io[:6], io[6][:1]))
         return False
 
+    def _step_macs(self):
+        """The multiply-adds of one step of the batch (what decides whether threads pay)."""
+        a = self.a
+        return self.B * self.G * a.H * (a.H_out + a.F + 1)
+
+    def _rows(self, nth, units):
+        """Rows of each thread's products: every row when the threads split the units, else a share."""
+        return self.B if units else -(-self.B // nth)
+
     def _split(self, T, B):
         """(threads wanted, whether they split the units) for a call of T steps."""
-        a = self.a
-        per_step = B * self.G * a.H * (a.H_out + a.F + 1)
+        per_step = self._step_macs()
         if T * per_step < CALL_PARALLEL_MIN:
             return 1, False
         nth = _threads.get_num_threads()
@@ -608,8 +616,8 @@ class Direction:
         vs 185-190 us a call); the first layer keeps the team (157-163 us). Results are the same bits
         whichever runs it.
         """
-        B, a = self.B, self.a
-        per_step = B * self.G * a.H * (a.H_out + a.F + 1)
+        B = self.B
+        per_step = self._step_macs()
         if per_step < TEAM_STEP_MIN:
             return False
         nth = _threads.get_num_threads()
@@ -647,7 +655,7 @@ class Direction:
     def _make_team(self, nth, units):
         """(ctl, io) of a team of nth threads: its control array and the step's buffers with nth products."""
         _, xs, _, _, io = self._one
-        rows = self.B if units else -(-self.B // nth)
+        rows = self._rows(nth, units)
         acc = _empty((nth, rows, self.G1 * self.a.spec.nr), self.dtype)
         ctl = np.zeros(_state["kernels"].control_size(nth), dtype=np.int64)
         return ctl, (*io[:6], acc)
