@@ -165,6 +165,8 @@ def machine_info(have, quick=False) -> dict:
 
         versions["rnn_xp"] = rnn_xp.__version__ + " (source tree)"
     info["versions"] = versions
+    # the compiled engine's CPU facts and block sizes (analytical, tuned by rnn-xp tune, or RNN_XP_BLOCKING)
+    info["rnn_xp_cpu"] = _py("from rnn_xp._fast import _cpu; print(_cpu.describe())")
     # the compute floor: the best float32 GEMM rate of the BLAS libraries here, each in a fresh process
     repeats = 3 if quick else 7
     rates = {}

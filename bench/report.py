@@ -188,6 +188,7 @@ def markdown(result) -> str:
         "",
         load_line(result),
         "",
+        *([f"rnn_xp's compiled engine: {m['rnn_xp_cpu']}.", ""] if m.get("rnn_xp_cpu") else []),
         "Median of the repeats (min-max), each backend in its own process, rounds alternating. "
         "`numpy-loop`: a per-sample NumPy loop as tutorials write it (bench/numpy_loop.py). "
         "`vs best peer`: time / the faster of torch-cpu and ort-cpu on the same config "

@@ -18,7 +18,7 @@ import time
 DESCRIPTION = """\
 rnn_xp runs the forward pass of SimpleRNN, LSTM and GRU networks on NumPy, CuPy (GPU) or any
 Array-API namespace. Commands: `demo`, a first check of an install; `warmup`, the compiled CPU
-engine's kernels built ahead of time."""
+engine's kernels built ahead of time; `tune`, its block sizes measured on this CPU."""
 
 WARMUP_HELP = "compile the CPU engine's kernels for a model or cells now, into numba's cache"
 
@@ -30,6 +30,19 @@ background on their first call. Files: rnn_xp.save files, Keras .keras/.h5, ONNX
 neither files nor --cell: the cells rnn, lstm and gru. The cache is numba's: next to the installed
 package where it is writable, else the user's cache folder, or NUMBA_CACHE_DIR; kernels are
 compiled for this machine's CPU (another CPU kind compiles its own on first use)."""
+
+TUNE_HELP = "measure the CPU engine's matrix-product block sizes on this CPU and keep the fastest"
+
+TUNE_DESCRIPTION = """\
+The compiled CPU engine (impl="numba") derives the register tile and k block of its matrix product
+from the CPU (vector width, registers, L1 and L2 caches). This measures that choice against a few
+others (k blocks of half to four L1 caches; the other tiles that fit the vector registers) on LSTM
+float32 calls of batch 64, prints the table, and keeps the fastest for this CPU when it beats the
+analytical choice by more than 3% (else the analytical choice). About a minute, mostly compiling a
+kernel per candidate. Later processes on this CPU use the choice; rnn_xp.explain says where the block
+sizes came from. Results never depend on them, only the speed does. The choice is kept in
+RNN_XP_TUNING_FILE, else rnn_xp/tuning.json in the user's cache folder (XDG_CACHE_HOME or ~/.cache);
+RNN_XP_BLOCKING=mr,v,kc overrides it for one process. Run it on a quiet machine."""
 
 DEMO_HELP = "build a small text classifier and time it on the backend rnn_xp picks"
 
@@ -182,6 +195,15 @@ def parser() -> argparse.ArgumentParser:
         help="dtypes for --cell (repeat for more; default float32)",
     )
     w.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    t = sub.add_parser("tune", help=TUNE_HELP, description=TUNE_DESCRIPTION, formatter_class=fmt)
+    t.add_argument(
+        "--rounds", type=_positive, default=15, metavar="N", help="rounds in which the candidates take turns"
+    )
+    what = t.add_mutually_exclusive_group()
+    what.add_argument("--no-save", action="store_true", help="measure and print, keep nothing")
+    what.add_argument("--show", action="store_true", help="print the block sizes in use and where they come from")
+    what.add_argument("--forget", action="store_true", help="remove this CPU's choice (back to the analytical one)")
+    t.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     return ap
 
 
@@ -203,12 +225,50 @@ def warmup(args) -> int:
     return 0
 
 
+def tune(args) -> int:
+    """Measure the block sizes (or show or forget the kept ones); a line per step, then the table."""
+    from rnn_xp._fast import _cpu, _tune, numba_cpu
+
+    if args.show or args.forget:
+        if args.forget:
+            try:
+                path, had = _tune.forget()
+            except OSError as e:
+                raise UsageError(f"the tuning file could not be rewritten ({type(e).__name__}: {e})") from e
+            print(f"{'removed' if had else 'no'} entry for this CPU in {path}" if path else "tuning file off")
+        print(f"tuning file: {_cpu.tuning_file() or 'off (RNN_XP_TUNING_FILE)'}")
+        print(f"this CPU: {_cpu.cpu_key()}")
+        print(_cpu.describe())
+        return 0
+    if numba_cpu._load() is None:
+        raise UsageError(f"nothing to tune: {numba_cpu._state['reason']}")
+    try:
+        result = _tune.tune(rounds=args.rounds, save=not args.no_save, progress=lambda line: print(line, flush=True))
+    except OSError as e:
+        raise UsageError(
+            f"the tuning file could not be written ({type(e).__name__}: {e}); fix: RNN_XP_TUNING_FILE=<a writable "
+            "path>, or --no-save"
+        ) from e
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    print(result.table())
+    score = dict((c, s) for c, s, _ in result.rows)[result.chosen]
+    how = (
+        "the analytical choice (no other was more than 3% faster)"
+        if result.chosen == result.analytical
+        else f"{100 * (1 / score - 1):.0f}% faster than the analytical {result.analytical}"
+    )
+    where = f"kept for this CPU in {result.path}" if result.path else "not saved (--no-save)"
+    print(f"chosen: {result.chosen}, {how}; {where} ({result.seconds:.0f} s)")
+    return 0
+
+
 def main(argv=None) -> int:
     """Run ``rnn-xp``; returns the exit status (2 for a mistake in the command or the environment)."""
     ap = parser()
     args = ap.parse_args(argv)
     try:
-        return warmup(args) if args.command == "warmup" else demo(args)
+        return {"warmup": warmup, "tune": tune}.get(args.command, demo)(args)
     except UsageError as e:
         if args.debug:
             raise

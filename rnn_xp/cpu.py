@@ -1,11 +1,12 @@
-"""Controls of the compiled CPU engine (impl="numba"): its threads and its compiled kernels (warmup).
+"""Controls of the compiled CPU engine (impl="numba"): its threads, its compiled kernels (warmup) and the
+block sizes of its matrix product measured on this CPU (tune).
 
 Nothing here imports numba until it is needed (``import rnn_xp`` never does).
 """
 
 from __future__ import annotations
 
-__all__ = ["set_num_threads", "get_num_threads", "warmup", "CELLS"]
+__all__ = ["set_num_threads", "get_num_threads", "warmup", "tune", "CELLS"]
 
 
 def set_num_threads(n):
@@ -139,3 +140,29 @@ def warmup(*objs, cells=(), dtypes=("float32",), progress=None):
         if progress is not None:
             progress(f"[{i}/{len(specs)}] {spec.label}: {how} in {seconds:.1f} s")
     return done
+
+
+def tune(rounds=15, save=True, progress=None):
+    """Measure the compiled engine's matrix-product block sizes on this CPU and keep the fastest for it.
+
+    The engine derives its register tile and k block from the CPU (vector width, registers, L1, L2);
+    this measures that choice against a few others (k blocks of half to four L1 caches, the other
+    tiles that fit the registers) on LSTM float32 calls of batch 64, and keeps another only when it is
+    more than 3% faster. About a minute, mostly compiling a kernel per candidate. Results never depend
+    on the block sizes (each candidate's outputs are checked to be the same bits); only the speed does.
+    Also ``rnn-xp tune`` on the command line.
+
+    Parameters
+    ----------
+    rounds : rounds in which the candidates take turns (each keeps its fastest call).
+    save : keep the choice in the tuning file (``RNN_XP_TUNING_FILE``, else ``rnn_xp/tuning.json`` in
+        the user's cache folder), by CPU: later processes on this CPU use it (``rnn_xp.explain`` says so).
+    progress : callable(str), optional, told of each step.
+
+    Returns an object with ``chosen`` and ``analytical`` (mr, v, kc), ``rows`` (candidate, score, best
+    seconds per shape; score = time relative to the analytical choice), ``path`` (where it was saved)
+    and ``table()``.
+    """
+    from ._fast import _tune
+
+    return _tune.tune(rounds=rounds, save=save, progress=progress)

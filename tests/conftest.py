@@ -6,6 +6,8 @@ import os
 # The tests compile numba's kernels in the calling process (tests of the background compile set the mode
 # they test): a test then sees the implementation it asks for, not numpy-fused while a kernel compiles.
 os.environ.setdefault("RNN_XP_COMPILE", "wait")
+# Block sizes a developer kept with `rnn-xp tune` stay out of the tests (tests/test_tune.py sets its own file).
+os.environ.setdefault("RNN_XP_TUNING_FILE", "off")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

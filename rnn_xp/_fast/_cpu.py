@@ -5,9 +5,10 @@ analytical model of BLIS (Low et al., "Analytical Modeling Is Enough for High-Pe
 2016), reduced to the three facts that decide them here:
 
 * the SIMD width (bytes in a vector register) and the register count: a tile of MR rows x V vectors
-  holds MR*V accumulators, and MR*V + V + 1 registers must fit (accumulators, the V weight vectors
-  of a step of k, one broadcast) with MR*V >= FMA latency x FMA units, so the chains hide the latency:
-  24 accumulators (6 x 4) with 32 registers (AVX-512), 12 (3 x 4) with 16 (AVX2, SSE). Of the
+  holds MR*V accumulators, which with a broadcast must fit the registers (the V weight vectors of a
+  step of k too where there is room; else the FMAs read them from memory), with MR*V >= FMA latency x
+  FMA units, so the chains hide the latency: 24 accumulators (6 x 4) with 32 registers (AVX-512), 12
+  (3 x 4) with 16 (AVX2, SSE). Of the
   shapes that fit, 4 vectors wide loads the fewest bytes per multiply-add: measured on Zen 4 (whole
   LSTM calls, one thread), 6 x 4 ran lstm-med in 212 ms against 262 for 12 x 2 and 260 for 8 x 3;
   with AVX2 code on the same CPU, 3 x 4 in 236 ms against 299 for 6 x 2;
@@ -19,18 +20,27 @@ analytical model of BLIS (Low et al., "Analytical Modeling Is Enough for High-Pe
   so a block of rows stays there while every weight panel passes over it;
 * nothing else: the weight panels stream from L2/L3 once per step, the state rows stay in L2.
 
+Where the model is not the fastest choice on a CPU, ``rnn-xp tune`` (:mod:`rnn_xp._fast._tune`)
+measures a few other tiles and k blocks on it and keeps the fastest in a small JSON file, by CPU
+(:func:`tuning_file`); :func:`blocking` then uses it. Which one ran, and why, is in :func:`describe`.
+Block sizes only change the speed: every element is the same chain of multiply-adds whatever they are.
+
 Nothing here ever fails a call: a processor that cannot be read gets the safe defaults (16 registers,
-32-byte vectors, a 32 KiB L1), and :func:`describe` says so (``rnn_xp.explain`` shows it).
+32-byte vectors, a 32 KiB L1), a tuning file that cannot be read or holds nonsense is ignored, and
+:func:`describe` says so (``rnn_xp.explain`` shows it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
-__all__ = ["CPU", "Blocking", "cpu", "blocking", "describe"]
+__all__ = ["CPU", "Blocking", "cpu", "analytical", "blocking", "describe", "tuning_file", "cpu_key", "read_tuned"]
 
 DEFAULT_L1 = 32 << 10
 DEFAULT_L2 = 1 << 20
@@ -81,6 +91,7 @@ class Blocking:
     kc: int  # rows of k per L1 block
     accumulators: int  # the register budget for accumulators (wide tiles: rows x panels x v <= this)
     l2_half: int  # bytes of rows of A a row block may hold (half of L2): many rows go in such blocks
+    source: str = "analytical"  # where mr, v, kc come from: 'analytical', 'tuned ...', 'RNN_XP_BLOCKING=...'
 
     @property
     def nr(self) -> int:
@@ -177,6 +188,15 @@ def cpu() -> CPU:
     )
 
 
+def _check(mr, v, kc):
+    """Why (mr, v, kc) are not block sizes the kernels take, or None."""
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (mr, v, kc)):
+        return "expected three integers"
+    if not (1 <= mr <= 16 and 1 <= v <= 4 and 1 <= kc <= 4096):
+        return "expected 1 <= mr <= 16, 1 <= v <= 4, 1 <= kc <= 4096"
+    return None
+
+
 def _override():
     """RNN_XP_BLOCKING='mr,v,kc' (tuning experiments; any values give the same results, only the speed changes)."""
     text = os.environ.get("RNN_XP_BLOCKING", "").strip()
@@ -188,25 +208,108 @@ def _override():
         raise ValueError(
             f"RNN_XP_BLOCKING={text!r}; expected 'mr,v,kc', three positive integers, e.g. '12,2,256'"
         ) from None
-    if min(mr, v, kc) < 1 or mr > 16 or v > 4:
-        raise ValueError(f"RNN_XP_BLOCKING={text!r}; expected 1 <= mr <= 16, 1 <= v <= 4, kc >= 1")
+    why = _check(mr, v, kc)
+    if why is not None:
+        raise ValueError(f"RNN_XP_BLOCKING={text!r}; {why}")
     return mr, v, kc
+
+
+# --- the choices of rnn-xp tune, kept per CPU ---------------------------------------------------------------
+TUNING_FILE_MAX = 1 << 20  # bytes: a bigger tuning file is not one rnn-xp wrote (it is ignored, unread)
+
+
+def tuning_file():
+    """Where ``rnn-xp tune`` keeps its choices: RNN_XP_TUNING_FILE, else rnn_xp/tuning.json in the user's
+    cache folder (XDG_CACHE_HOME, else ~/.cache); None when RNN_XP_TUNING_FILE is 'off' (or no home)."""
+    named = os.environ.get("RNN_XP_TUNING_FILE")
+    if named is not None and named.strip():
+        named = named.strip()
+        return None if named.lower() in ("off", "none", "0") else Path(named).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    if not base:
+        home = os.path.expanduser("~")
+        if home == "~":
+            return None
+        base = os.path.join(home, ".cache")
+    return Path(base) / "rnn_xp" / "tuning.json"
+
+
+def cpu_key(c=None) -> str:
+    """What a tuned choice is kept under: the processor and what the kernels are compiled for on it."""
+    c = cpu() if c is None else c
+    return f"{c.name} | {c.vector_bytes * 8}-bit x {c.registers} | L1d {c.l1d >> 10} KiB | L2 {c.l2 >> 10} KiB"
+
+
+def _load_tuning(path):
+    """The tuning file's contents ({"cpus": {key: entry}}), {} when it is absent; raises ValueError/OSError."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return {}
+    if not stat.S_ISREG(st.st_mode):  # a folder, or a pipe that would block the read
+        raise ValueError("not a regular file")
+    if st.st_size > TUNING_FILE_MAX:
+        raise ValueError(f"{st.st_size} bytes, more than any tuning file rnn-xp writes ({TUNING_FILE_MAX})")
+    with open(path, encoding="utf-8") as f:
+        data = json.loads(f.read(TUNING_FILE_MAX + 1))
+    if not isinstance(data, dict) or not isinstance(data.get("cpus", {}), dict):
+        raise ValueError("not a tuning file (expected an object with 'cpus')")
+    return data
+
+
+def read_tuned(c=None):
+    """(entry, None) with the entry ``rnn-xp tune`` saved for this CPU (its "mr", "v", "kc", "measured"...), or
+    (None, why there is none to use). Never raises: a file that cannot be read or holds nonsense is ignored."""
+    path = tuning_file()
+    if path is None:
+        return None, "tuning file off (RNN_XP_TUNING_FILE)"
+    try:
+        data = _load_tuning(path)
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the file (even JSON nested too deep), a call runs
+        return None, f"tuning file {path} ignored ({type(e).__name__}: {str(e)[:200]}); fix: run `rnn-xp tune` again"
+    entry = data.get("cpus", {}).get(cpu_key(c))
+    if entry is None:
+        return None, None
+    if not isinstance(entry, dict):
+        return None, f"tuning file {path} ignored (its entry for this CPU is not an object); fix: `rnn-xp tune`"
+    why = _check(entry.get("mr"), entry.get("v"), entry.get("kc"))
+    if why is not None:
+        return None, f"tuning file {path} ignored (block sizes of this CPU: {why}); fix: `rnn-xp tune`"
+    return entry, None
+
+
+def analytical(itemsize: int) -> Blocking:
+    """The model's block sizes for elements of ``itemsize`` bytes on this CPU (see the module docstring)."""
+    c = cpu()
+    v = 4
+    budget = 24 if c.registers >= 32 else 12  # accumulators of 32 or 16 registers (see the module docstring)
+    kc = min(512, max(64, (2 * c.l1d) // (v * c.vector_bytes) // 8 * 8))  # a KC x NR block of weights: twice L1
+    return Blocking(
+        vector_bytes=c.vector_bytes,
+        lanes=c.vector_bytes // itemsize,
+        v=v,
+        mr=budget // v,
+        kc=kc,
+        accumulators=budget,
+        l2_half=c.l2 // 2,
+    )
 
 
 @lru_cache(maxsize=4)
 def blocking(itemsize: int) -> Blocking:
-    """The block sizes for elements of ``itemsize`` bytes on this CPU."""
-    c = cpu()
-    lanes = c.vector_bytes // itemsize
-    v = 4
-    budget = 24 if c.registers >= 32 else 12  # accumulators: MR*V + V + 1 registers, of 32 or 16
-    mr = budget // v
-    nr_bytes = v * c.vector_bytes
-    kc = min(512, max(64, (2 * c.l1d) // nr_bytes // 8 * 8))  # a KC x NR block of weights: twice L1
+    """The block sizes for elements of ``itemsize`` bytes on this CPU: RNN_XP_BLOCKING, else what
+    ``rnn-xp tune`` measured and kept for this CPU, else the analytical choice."""
+    b = analytical(itemsize)
     forced = _override()
     if forced is not None:
         mr, v, kc = forced
-    return Blocking(vector_bytes=c.vector_bytes, lanes=lanes, v=v, mr=mr, kc=kc, accumulators=budget, l2_half=c.l2 // 2)
+        return replace(b, mr=mr, v=v, kc=kc, source="RNN_XP_BLOCKING=" + os.environ["RNN_XP_BLOCKING"].strip())
+    entry, why = read_tuned()
+    if entry is not None:
+        when = entry.get("measured")
+        when = when[:40] if isinstance(when, str) else "undated"
+        return replace(b, mr=entry["mr"], v=entry["v"], kc=entry["kc"], source=f"measured by rnn-xp tune ({when})")
+    return b if why is None else replace(b, source=f"analytical; {why}")
 
 
 def describe(itemsize: int = 4) -> str:
@@ -215,5 +318,5 @@ def describe(itemsize: int = 4) -> str:
     return (
         f"{c.name}: {c.vector_bytes * 8}-bit vectors x {c.registers} registers, L1d {c.l1d >> 10} KiB, "
         f"L2 {c.l2 >> 10} KiB ({c.source}); tiles {b.mr} rows x {b.nr} columns, k blocks of {b.kc}, "
-        f"row blocks of about {b.l2_half >> 10} KiB"
+        f"row blocks of about {b.l2_half >> 10} KiB; block sizes {b.source}"
     )
