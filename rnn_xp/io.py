@@ -57,11 +57,17 @@ def save(obj, path) -> None:
     # the header lists every array's shape so that load() can bound each read before it happens
     header = {"format": FORMAT, "version": VERSION, **header, "arrays": {n: list(a.shape) for n, a in payload.items()}}
     payload[_CONFIG_KEY] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    write_atomically(path, lambda f: np.savez(f, **payload))
+
+
+def write_atomically(path, write, *, text=False):
+    """``write(f)`` into a temporary file beside ``path``, flushed to disk, then renamed over ``path``: readers
+    see the old file or the new one, and a crash leaves no half-written file (the temporary one is removed)."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".rnn_xp-", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
+        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8"} if text else {})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

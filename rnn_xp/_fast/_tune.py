@@ -28,12 +28,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import NamedTuple
 
 import numpy as np
 
+from ..io import write_atomically
 from . import _cpu
 
 __all__ = ["tune", "forget", "TuneResult", "SHAPES", "MARGIN"]
@@ -232,18 +232,7 @@ def _rewrite(path, change):
     data = {"format": 1, "cpus": dict(data.get("cpus", {}))}
     change(data["cpus"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tuning-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True) + "\n"), text=True)
 
 
 def _writable(path):
