@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -260,6 +261,12 @@ def tune(args) -> int:
     )
     where = f"kept for this CPU in {result.path}" if result.path else "not saved (--no-save)"
     print(f"chosen: {result.chosen}, {how}; {where} ({result.seconds:.0f} s)")
+    if result.busy:
+        load = " then ".join(f"{v:.1f}" for v in result.load)
+        print(
+            f"note: the machine was busy while it measured (load average {load} on {os.cpu_count()} cores): "
+            "the times include other work; run it again on a quiet machine"
+        )
     return 0
 
 

@@ -91,7 +91,9 @@ class Blocking:
     kc: int  # rows of k per L1 block
     accumulators: int  # the register budget for accumulators (wide tiles: rows x panels x v <= this)
     l2_half: int  # bytes of rows of A a row block may hold (half of L2): many rows go in such blocks
-    source: str = "analytical"  # where mr, v, kc come from: 'analytical', 'tuned ...', 'RNN_XP_BLOCKING=...'
+    source: str = (
+        "analytical"  # where mr, v, kc come from: 'analytical...', 'measured by rnn-xp tune ...', 'RNN_XP_BLOCKING=...'
+    )
 
     @property
     def nr(self) -> int:
@@ -309,7 +311,9 @@ def blocking(itemsize: int) -> Blocking:
         when = entry.get("measured")
         when = when[:40] if isinstance(when, str) else "undated"
         return replace(b, mr=entry["mr"], v=entry["v"], kc=entry["kc"], source=f"measured by rnn-xp tune ({when})")
-    return b if why is None else replace(b, source=f"analytical; {why}")
+    if why is None:
+        return replace(b, source="analytical (`rnn-xp tune` measures others on this CPU)")
+    return replace(b, source=f"analytical; {why}")
 
 
 def describe(itemsize: int = 4) -> str:

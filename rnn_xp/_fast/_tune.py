@@ -62,6 +62,12 @@ class TuneResult(NamedTuple):
     rows: list
     path: object  # where it was saved (a Path), or None when not saved
     seconds: float  # the whole tune, compiles included
+    load: tuple = ()  # the 1-minute load average at the start and the end of the measurements (where readable)
+
+    @property
+    def busy(self) -> bool:
+        """Whether other work held the cores while it measured (load above cores + 1/2): noise, measure again."""
+        return bool(self.load) and max(self.load) > (os.cpu_count() or 1) + 0.5
 
     def table(self) -> str:
         heads = [f"B{b} in{f} H{h} T{t}" for b, f, h, t in SHAPES]
@@ -206,6 +212,7 @@ def tune(rounds=15, calls=2, save=True, progress=None, *, candidates=None):
 
     steps = _steps(c, analytical) if candidates is None else [lambda scores: [Candidate(*k) for k in candidates]]
     scores, best_all = {}, {}
+    load = [_load_average()]
     for i, step in enumerate(steps, start=1):
         cands = list(dict.fromkeys([analytical, *step(scores)]))
         say(f"step {i}/{len(steps)}: {', '.join(map(str, cands))}")
@@ -213,6 +220,7 @@ def tune(rounds=15, calls=2, save=True, progress=None, *, candidates=None):
         best = _measure(nc, cases_of, cands, int(rounds), int(calls), progress)
         for cand in cands:  # relative to the analytical choice measured in the same rounds
             scores[cand], best_all[cand] = _score(best[cand], best[analytical]), best[cand]
+    load.append(_load_average())
     chosen = choose(scores, analytical)
     rows = sorted(((k, scores[k], best_all[k]) for k in scores), key=lambda r: r[1])
     key = _cpu.cpu_key(c)
@@ -220,7 +228,15 @@ def tune(rounds=15, calls=2, save=True, progress=None, *, candidates=None):
     if save:
         path = _save(key, chosen, analytical, scores)
         _cpu.blocking.cache_clear()  # this process uses it from its next new configuration on
-    return TuneResult(key, analytical, chosen, rows, path, time.perf_counter() - started)
+    load = tuple(v for v in load if v is not None)
+    return TuneResult(key, analytical, chosen, rows, path, time.perf_counter() - started, load)
+
+
+def _load_average():
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        return None
 
 
 def _rewrite(path, change):
