@@ -1,6 +1,6 @@
 """``rnn-xp tune``: the matrix product's block sizes measured on this CPU, and kept for it.
 
-The analytical choice (:func:`rnn_xp._fast._cpu.blocking`) was fitted on one processor; another may
+The analytical choice (:func:`rnn_xp._fast._cpu.analytical`) was fitted on one processor; another may
 prefer a smaller k block (an L2 that feeds the FMAs more slowly) or another register tile. This
 measures, on the machine at hand, whole LSTM float32 calls of the compiled engine (batch 64, two
 GEMM-bound shapes, the thread count a call gets) with:
