@@ -54,7 +54,9 @@ def test_tune_saves_its_choice_for_this_cpu_and_later_calls_use_it(tuning, monke
     assert all(len(best) == len(SMALL) and min(best) > 0 for _, _, best in result.rows)
     assert dict((c, s) for c, s, _ in result.rows)[analytical] == 1.0
     assert any("ready in" in line for line in lines) and any("round 2/2" in line for line in lines)
-    assert f"{pick}" in result.table() and "<- chosen" in result.table()
+    table = result.table()
+    assert f"{pick}" in table and "<- chosen" in table and table.count("GF/s") == 2 * len(SMALL), table
+    assert "B8 in16 H24 T3" in table
     assert result.path == tuning
     saved = json.loads(tuning.read_text())["cpus"][_cpu.cpu_key()]
     assert (saved["mr"], saved["v"], saved["kc"]) == tuple(pick)

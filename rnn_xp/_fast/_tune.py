@@ -69,13 +69,17 @@ class TuneResult(NamedTuple):
         """Whether other work held the cores while it measured (load above cores + 1/2): noise, measure again."""
         return bool(self.load) and max(self.load) > (os.cpu_count() or 1) + 0.5
 
+    shapes: tuple = SHAPES  # (batch, inputs, hidden, steps) of the calls, in the order of each row's times
+
     def table(self) -> str:
-        heads = [f"B{b} in{f} H{h} T{t}" for b, f, h, t in SHAPES]
-        lines = [f"{'tile k block':<14} {'score':>6}  " + "  ".join(f"{h:>18}" for h in heads)]
+        """A line per candidate, best first: its score and, per shape, its best time and GFLOP/s."""
+        heads = [f"B{b} in{f} H{h} T{t}" for b, f, h, t in self.shapes]
+        flops = [2 * b * t * 4 * h * (f + 1 + h) for b, f, h, t in self.shapes]  # the LSTM's products
+        lines = [f"{'tile k block':<14} {'score':>6}  " + "  ".join(f"{h:>22}" for h in heads)]
         for cand, score, best in self.rows:
             mark = "  <- chosen" if cand == self.chosen else ("  (analytical)" if cand == self.analytical else "")
-            times = "  ".join(f"{1e3 * s:>15.2f} ms" for s in best)
-            lines.append(f"{cand!s:<14} {score:>6.3f}  {times}{mark}")
+            cells = "  ".join(f"{1e3 * s:>8.2f} ms {n / s / 1e9:>5.0f} GF/s" for s, n in zip(best, flops, strict=True))
+            lines.append(f"{cand!s:<14} {score:>6.3f}  {cells}{mark}")
         return "\n".join(lines)
 
 
@@ -229,7 +233,7 @@ def tune(rounds=15, calls=2, save=True, progress=None, *, candidates=None):
         path = _save(key, chosen, analytical, scores)
         _cpu.blocking.cache_clear()  # this process uses it from its next new configuration on
     load = tuple(v for v in load if v is not None)
-    return TuneResult(key, analytical, chosen, rows, path, time.perf_counter() - started, load)
+    return TuneResult(key, analytical, chosen, rows, path, time.perf_counter() - started, load, SHAPES)
 
 
 def _load_average():
