@@ -39,7 +39,8 @@ The compiled CPU engine (impl="numba") derives the register tile and k block of 
 from the CPU (vector width, registers, L1 and L2 caches). This measures that choice against a few
 others (k blocks of half to four L1 caches; the other tiles that fit the vector registers) on LSTM
 float32 calls of batch 64, prints the table, and keeps the fastest for this CPU when it beats the
-analytical choice by more than 3% (else the analytical choice). About a minute, mostly compiling a
+analytical choice by more than 3%, twice (side by side with the others, then head to head; else
+the analytical choice). About a minute, mostly compiling a
 kernel per candidate. Later processes on this CPU use the choice; rnn_xp.explain says where the block
 sizes came from. Results never depend on them, only the speed does. The choice is kept in
 RNN_XP_TUNING_FILE, else rnn_xp/tuning.json in the user's cache folder (XDG_CACHE_HOME or ~/.cache);
@@ -253,12 +254,17 @@ def tune(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from e
     print(result.table())
-    score = dict((c, s) for c, s, _ in result.rows)[result.chosen]
-    how = (
-        "the analytical choice (no other was more than 3% faster)"
-        if result.chosen == result.analytical
-        else f"{100 * (1 / score - 1):.0f}% faster than the analytical {result.analytical}"
-    )
+    scores = {c: s for c, s, _ in result.rows}
+    if result.confirmed is None:
+        how = "the analytical choice (no other was more than 3% faster)"
+    else:
+        other, again = result.confirmed
+        versus = f"{other} took {scores[other]:.3f} of its time, {again:.3f} head to head"
+        how = (
+            f"faster than the analytical {result.analytical}: {versus}"
+            if result.chosen == other
+            else f"the analytical choice: {versus} (not confirmed)"
+        )
     where = f"kept for this CPU in {result.path}" if result.path else "not saved (--no-save)"
     print(f"chosen: {result.chosen}, {how}; {where} ({result.seconds:.0f} s)")
     if result.busy:

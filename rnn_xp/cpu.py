@@ -148,8 +148,9 @@ def tune(rounds=15, save=True, progress=None):
     The engine derives its register tile and k block from the CPU (vector width, registers, L1, L2);
     this measures that choice against a few others (k blocks of half to four L1 caches, the other
     tiles that fit the registers) on LSTM float32 calls of batch 64, and keeps another only when it is
-    more than 3% faster. About a minute, mostly compiling a kernel per candidate. Results never depend
-    on the block sizes (each candidate's outputs are checked to be the same bits); only the speed does.
+    more than 3% faster, side by side with the others and again head to head. About a minute, mostly
+    compiling a kernel per candidate. Results never depend on the block sizes (each candidate's outputs
+    are checked to be the same bits); only the speed does.
     Also ``rnn-xp tune`` on the command line.
 
     Parameters
@@ -160,8 +161,9 @@ def tune(rounds=15, save=True, progress=None):
     progress : callable(str), optional, told of each step.
 
     Returns an object with ``chosen`` and ``analytical`` (mr, v, kc), ``rows`` (candidate, score, best
-    seconds per shape; score = time relative to the analytical choice), ``path`` (where it was saved)
-    and ``table()``.
+    seconds per shape; score = time relative to the analytical choice), ``confirmed`` (the best other
+    candidate and its score head to head, when one beat the margin), ``path`` (where it was saved) and
+    ``table()``.
     """
     from ._fast import _tune
 

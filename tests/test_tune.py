@@ -54,6 +54,7 @@ def test_tune_saves_its_choice_for_this_cpu_and_later_calls_use_it(tuning, monke
     assert all(len(best) == len(SMALL) and min(best) > 0 for _, _, best in result.rows)
     assert dict((c, s) for c, s, _ in result.rows)[analytical] == 1.0
     assert any("ready in" in line for line in lines) and any("round 2/2" in line for line in lines)
+    assert any(line.startswith("confirming:") for line in lines) and result.confirmed[0] == pick
     table = result.table()
     assert f"{pick}" in table and "<- chosen" in table and table.count("GF/s") == 2 * len(SMALL), table
     assert "B8 in16 H24 T3" in table
@@ -234,3 +235,29 @@ def test_the_command_line_refuses_bad_options_and_unwritable_files(tuning, monke
     assert cli.main(["tune", "--rounds", "1"]) == 2
     err = capsys.readouterr().err
     assert "could not be written" in err and "--no-save" in err, err
+
+
+@pytest.mark.parametrize("again,kept", [(0.90, True), (1.01, False)])
+def test_a_faster_choice_must_be_confirmed_head_to_head(tuning, monkeypatch, capsys, again, kept):
+    """A candidate 10% faster in the side-by-side step is kept only if the head-to-head run agrees."""
+    ana = _cpu.analytical(4)
+    analytical, pick = _tune.Candidate(ana.mr, ana.v, ana.kc), _tune.Candidate(2, 1, 32)
+    runs = []
+
+    def measured(nc, cases_of, cands, rounds, calls, progress):  # the timings, made up: the logic is tested
+        runs.append(list(cands))
+        fast = 0.9 if len(runs) == 1 else again
+        return {c: [1.0 if c == analytical else fast] * len(SMALL) for c in cands}
+
+    monkeypatch.setattr(_tune, "_measure", measured)
+    monkeypatch.setattr(_tune, "tune", functools.partial(_tune.tune, calls=1, candidates=[tuple(pick)]))
+    assert cli.main(["tune", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert runs == [[analytical, pick], [analytical, pick]]
+    saved = json.loads(tuning.read_text())["cpus"][_cpu.cpu_key()]
+    assert (saved["mr"], saved["v"], saved["kc"]) == tuple(pick if kept else analytical)
+    versus = f"{pick} took 0.900 of its time, {again:.3f} head to head"
+    if kept:
+        assert f"chosen: {pick}, faster than the analytical {analytical}: {versus};" in out, out
+    else:
+        assert f"chosen: {analytical}, the analytical choice: {versus} (not confirmed);" in out, out
