@@ -40,11 +40,11 @@ from the CPU (vector width, registers, L1 and L2 caches). This measures that cho
 others (k blocks of half to four L1 caches; the other tiles that fit the vector registers) on LSTM
 float32 calls of batch 64, prints the table, and keeps the fastest for this CPU when it beats the
 analytical choice by more than 3%, twice (side by side with the others, then head to head; else
-the analytical choice). About a minute, mostly compiling a
-kernel per candidate. Later processes on this CPU use the choice; rnn_xp.explain says where the block
-sizes came from. Results never depend on them, only the speed does. The choice is kept in
-RNN_XP_TUNING_FILE, else rnn_xp/tuning.json in the user's cache folder (XDG_CACHE_HOME or ~/.cache);
-RNN_XP_BLOCKING=mr,v,kc overrides it for one process. Run it on a quiet machine."""
+the analytical choice). About a minute, mostly compiling a kernel per candidate. Later processes on
+this CPU use the choice; rnn_xp.explain says where the block sizes came from. Results never depend
+on them, only the speed does. The choice is kept in RNN_XP_TUNING_FILE, else rnn_xp/tuning.json in
+the user's cache folder (XDG_CACHE_HOME or ~/.cache); RNN_XP_BLOCKING=mr,v,kc overrides it for one
+process. Run it on a quiet machine."""
 
 DEMO_HELP = "build a small text classifier and time it on the backend rnn_xp picks"
 

@@ -244,7 +244,7 @@ def test_a_faster_choice_must_be_confirmed_head_to_head(tuning, monkeypatch, cap
     analytical, pick = _tune.Candidate(ana.mr, ana.v, ana.kc), _tune.Candidate(2, 1, 32)
     runs = []
 
-    def measured(nc, cases_of, cands, rounds, calls, progress):  # the timings, made up: the logic is tested
+    def measured(cases_of, cands, rounds, calls, progress):  # the timings, made up: the logic is tested
         runs.append(list(cands))
         fast = 0.9 if len(runs) == 1 else again
         return {c: [1.0 if c == analytical else fast] * len(SMALL) for c in cands}

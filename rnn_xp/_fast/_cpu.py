@@ -40,7 +40,18 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["CPU", "Blocking", "cpu", "analytical", "blocking", "describe", "tuning_file", "cpu_key", "read_tuned"]
+__all__ = [
+    "CPU",
+    "Blocking",
+    "cpu",
+    "analytical",
+    "blocking",
+    "describe",
+    "tuning_file",
+    "cpu_key",
+    "load_tuning",
+    "read_tuned",
+]
 
 DEFAULT_L1 = 32 << 10
 DEFAULT_L2 = 1 << 20
@@ -91,9 +102,7 @@ class Blocking:
     kc: int  # rows of k per L1 block
     accumulators: int  # the register budget for accumulators (wide tiles: rows x panels x v <= this)
     l2_half: int  # bytes of rows of A a row block may hold (half of L2): many rows go in such blocks
-    source: str = (
-        "analytical"  # where mr, v, kc come from: 'analytical...', 'measured by rnn-xp tune ...', 'RNN_XP_BLOCKING=...'
-    )
+    source: str = "analytical"  # where mr, v, kc come from (see blocking())
 
     @property
     def nr(self) -> int:
@@ -242,8 +251,16 @@ def cpu_key(c=None) -> str:
     return f"{c.name} | {c.vector_bytes * 8}-bit x {c.registers} | L1d {c.l1d >> 10} KiB | L2 {c.l2 >> 10} KiB"
 
 
+def load_tuning(path):
+    """(the tuning file's contents {"cpus": {key: entry}}, None), ({}, None) when it is absent, or ({}, the
+    exception) when it cannot be read or is not a tuning file. Never raises."""
+    try:
+        return _load_tuning(path), None
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the file (even JSON nested too deep)
+        return {}, e
+
+
 def _load_tuning(path):
-    """The tuning file's contents ({"cpus": {key: entry}}), {} when it is absent; raises ValueError/OSError."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -265,9 +282,8 @@ def read_tuned(c=None):
     path = tuning_file()
     if path is None:
         return None, "tuning file off (RNN_XP_TUNING_FILE)"
-    try:
-        data = _load_tuning(path)
-    except Exception as e:  # noqa: BLE001 - whatever is wrong with the file (even JSON nested too deep), a call runs
+    data, e = load_tuning(path)
+    if e is not None:
         return None, f"tuning file {path} ignored ({type(e).__name__}: {str(e)[:200]}); fix: run `rnn-xp tune` again"
     entry = data.get("cpus", {}).get(cpu_key(c))
     if entry is None:

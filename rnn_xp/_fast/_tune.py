@@ -14,8 +14,8 @@ candidates take turns round after round, and each keeps its fastest call (noise 
 only ever adds time); a candidate's score is the geometric mean over the shapes of its time over the
 analytical choice's. The fastest is kept only when it beats the analytical choice by more than
 ``MARGIN``, and again in a head-to-head confirmation of the two (else the analytical choice is kept,
-and saved as such). Every candidate's outputs are
-checked to be the analytical choice's bits: block sizes change the speed, never a result.
+and saved as such). Every candidate's outputs are checked to be the analytical choice's bits: block
+sizes change the speed, never a result.
 
 The choice is saved in :func:`rnn_xp._fast._cpu.tuning_file` under :func:`~rnn_xp._fast._cpu.cpu_key`
 (the processor, the code's vector width, the caches), and serves both dtypes (a k block of the same
@@ -64,14 +64,13 @@ class TuneResult(NamedTuple):
     path: object  # where it was saved (a Path), or None when not saved
     seconds: float  # the whole tune, compiles included
     load: tuple = ()  # the 1-minute load average at the start and the end of the measurements (where readable)
+    shapes: tuple = SHAPES  # (batch, inputs, hidden, steps) of the calls, in the order of each row's times
+    confirmed: tuple = None  # (the best other candidate, its score head to head with the analytical one), if run
 
     @property
     def busy(self) -> bool:
         """Whether other work held the cores while it measured (load above cores + 1/2): noise, measure again."""
         return bool(self.load) and max(self.load) > (os.cpu_count() or 1) + 0.5
-
-    shapes: tuple = SHAPES  # (batch, inputs, hidden, steps) of the calls, in the order of each row's times
-    confirmed: tuple = None  # (the best other candidate, its score head to head with the analytical one), if run
 
     def table(self) -> str:
         """A line per candidate, best first: its score and, per shape, its best time and GFLOP/s."""
@@ -127,9 +126,9 @@ class _Case:
         return self.y.tobytes() + self.h.tobytes() + self.c.tobytes()
 
 
-def _measure(nc, cases_of, cands, rounds, calls, progress):
+def _measure(cases_of, cands, rounds, calls, progress):
     """{candidate: [best seconds per shape]} over ``rounds`` rounds in turn (rotated each round)."""
-    best = {c: [math.inf] * len(SHAPES) for c in cands}
+    best = {c: [math.inf] * len(cases_of[c]) for c in cands}
     for r in range(rounds):
         order = cands[r % len(cands) :] + cands[: r % len(cands)]
         for cand in order:
@@ -178,7 +177,8 @@ def tune(rounds=15, calls=2, save=True, progress=None, *, candidates=None):
 
     if nc._load() is None:
         raise RuntimeError(f"nothing to tune: {nc._state['reason']}")
-    if int(rounds) < 1 or int(calls) < 1:
+    rounds, calls = int(rounds), int(calls)
+    if rounds < 1 or calls < 1:
         raise ValueError(f"rounds={rounds}, calls={calls}; expected whole numbers >= 1")
     say = progress or (lambda line: None)
     started = time.perf_counter()
@@ -223,13 +223,13 @@ def tune(rounds=15, calls=2, save=True, progress=None, *, candidates=None):
         cands = list(dict.fromkeys([analytical, *step(scores)]))
         say(f"step {i}/{len(steps)}: {', '.join(map(str, cands))}")
         prepare(cands)
-        best = _measure(nc, cases_of, cands, int(rounds), int(calls), progress)
+        best = _measure(cases_of, cands, rounds, calls, progress)
         for cand in cands:  # relative to the analytical choice measured in the same rounds
             scores[cand], best_all[cand] = _score(best[cand], best[analytical]), best[cand]
     chosen, confirmed = choose(scores, analytical), None
     if chosen != analytical:  # one lucky step is not enough: the two again, head to head, must agree
         say(f"confirming: {chosen} against {analytical}")
-        again = _measure(nc, cases_of, [analytical, chosen], int(rounds), int(calls), progress)
+        again = _measure(cases_of, [analytical, chosen], rounds, calls, progress)
         confirmed = (chosen, _score(again[chosen], again[analytical]))
         chosen = choose({analytical: 1.0, chosen: confirmed[1]}, analytical)
     load.append(_load_average())
@@ -253,10 +253,7 @@ def _load_average():
 
 def _rewrite(path, change):
     """Read the tuning file (a broken one starts over), apply change(data), write it back atomically."""
-    try:
-        data = _cpu._load_tuning(path)
-    except (OSError, ValueError, UnicodeDecodeError):
-        data = {}
+    data, _ = _cpu.load_tuning(path)  # a broken file starts over
     data = {"format": 1, "cpus": dict(data.get("cpus", {}))}
     change(data["cpus"])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,10 +291,7 @@ def forget():
     if path is None:
         return None, False
     key = _cpu.cpu_key()
-    try:
-        had = key in _cpu._load_tuning(path).get("cpus", {})
-    except (OSError, ValueError, UnicodeDecodeError):
-        had = False
+    had = key in _cpu.load_tuning(path)[0].get("cpus", {})
     if had:
         _rewrite(path, lambda cpus: cpus.pop(key, None))
     _cpu.blocking.cache_clear()
