@@ -65,10 +65,12 @@ def test_other_block_sizes_give_the_same_bits(here, blocking):
 
 
 def test_avx2_code_gives_the_same_bits(here):
-    """NUMBA_CPU_NAME=haswell: 256-bit vectors, 16 registers, tiles of 3 rows: the same numbers."""
+    """NUMBA_CPU_NAME=haswell: 256-bit vectors, 16 registers, another register tile: the same numbers."""
     other = child(NUMBA_CPU_NAME="haswell")
     assert other["cpu"]["vector_bytes"] == 32 and other["cpu"]["registers"] == 16
-    assert other["blocking"]["mr"] == 3
+    assert other["cpu"]["host"] == here["cpu"]["host"]  # the hardware, not the code's target
+    tile = (3, 4) if other["cpu"]["host"] in _cpu.MEMORY_OPERAND_HOSTS else (6, 2)
+    assert (other["blocking"]["mr"], other["blocking"]["v"]) == tile
     assert other["results"] == here["results"]
 
 
@@ -84,6 +86,38 @@ def test_an_unreadable_cpu_gets_safe_defaults_that_explain_states(monkeypatch):
     finally:
         _cpu.cpu.cache_clear()
         _cpu.blocking.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "vector_bytes,host,tile,kc",
+    [
+        (64, "znver4", (6, 4), 256),  # 32 registers: the weight vectors, the broadcast and 24 accumulators
+        (64, "sapphirerapids", (6, 4), 256),
+        (32, "znver1", (6, 2), 512),  # 16 registers: 12 accumulators + 2 weight vectors + a broadcast
+        (32, "haswell", (6, 2), 512),
+        (32, "", (6, 2), 512),  # an unknown host: the tile that fits the registers
+        (32, "znver4", (3, 4), 512),  # AVX2 code on a host whose loads feed FMAs from memory
+        (16, "znver1", (6, 2), 512),
+    ],
+)
+def test_the_analytical_tile_follows_the_registers_and_the_host(monkeypatch, vector_bytes, host, tile, kc):
+    fake = _cpu.CPU("test", vector_bytes, 32 if vector_bytes == 64 else 16, 32 << 10, 1 << 20, "test", host)
+    monkeypatch.setattr(_cpu, "cpu", lambda: fake)
+    b = _cpu.analytical(4)
+    assert (b.mr, b.v, b.kc) == (*tile, kc)
+    assert b.mr * b.v <= b.accumulators
+    assert b.mr * b.v + (b.v if (vector_bytes == 64 or host not in _cpu.MEMORY_OPERAND_HOSTS) else 0) + 1 <= (
+        fake.registers
+    )
+
+
+def test_the_host_is_the_hardware_whatever_numba_compiles_for(monkeypatch):
+    monkeypatch.setenv("NUMBA_CPU_NAME", "haswell")
+    import llvmlite.binding as llvm
+
+    assert _cpu._host_name() in (llvm.get_host_cpu_name(), "")
+    monkeypatch.setattr(llvm, "get_host_cpu_name", lambda: (_ for _ in ()).throw(RuntimeError("no")))
+    assert _cpu._host_name() == ""  # a failed query: unknown, never an error
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,16 @@ analytical model of BLIS (Low et al., "Analytical Modeling Is Enough for High-Pe
 2016), reduced to the three facts that decide them here:
 
 * the SIMD width (bytes in a vector register) and the register count: a tile of MR rows x V vectors
-  holds MR*V accumulators, which with a broadcast must fit the registers (the V weight vectors of a
-  step of k too where there is room; else the FMAs read them from memory), with MR*V >= FMA latency x
-  FMA units, so the chains hide the latency: 24 accumulators (6 x 4) with 32 registers (AVX-512), 12
-  (3 x 4) with 16 (AVX2, SSE). Of the
-  shapes that fit, 4 vectors wide loads the fewest bytes per multiply-add: measured on Zen 4 (whole
-  LSTM calls, one thread), 6 x 4 ran lstm-med in 212 ms against 262 for 12 x 2 and 260 for 8 x 3;
-  with AVX2 code on the same CPU, 3 x 4 in 236 ms against 299 for 6 x 2;
+  holds MR*V accumulators, which with the V weight vectors of a step of k and a broadcast must fit
+  the registers, with MR*V >= FMA latency x FMA units, so the chains hide the latency. With 32
+  registers (AVX-512): 6 x 4 (24 + 4 + 1); of the shapes that fit, 4 vectors wide loads the fewest
+  bytes per multiply-add: measured on Zen 4 (whole LSTM calls, one thread), 6 x 4 ran lstm-med in
+  212 ms against 262 for 12 x 2 and 260 for 8 x 3. With 16 (AVX2, SSE): 6 x 2 (12 + 2 + 1), the
+  shape BLIS's Haswell and Zen kernels use; 16 columns divide the usual hidden sizes (4 x 3's 24
+  columns computed 72 for H 64, 8% slower there). One exception, measured: a host whose loads keep
+  up with FMAs that read their weights from memory (:data:`MEMORY_OPERAND_HOSTS`, Zen 4 and 5) runs
+  3 x 4 (12 accumulators, 4 weight vectors read by the FMAs) 6-13% faster than the others; on Zen 1,
+  whose two 128-bit load ports deliver one 256-bit vector a cycle, 3 x 4 took 1.17x 6 x 2's time;
 * the L1 data cache: a block of KC rows of a weight panel is reused by every row tile of the batch.
   BLIS keeps it in half of L1; on Zen 4 a block of twice L1 (KC = 256 at 4 vectors) ran 10-20%
   faster than half L1 (its L2 feeds the FMAs fast enough, and fewer blocks mean fewer partial sums
@@ -81,6 +84,11 @@ _AVX512_NAMES = (
 )
 
 
+# Hosts (LLVM's CPU names) whose loads feed 16-register tiles that leave the weight vectors to the FMAs'
+# memory operands (3 x 4; see the module docstring): measured on Zen 4 with AVX2 code; Zen 5 loads more.
+MEMORY_OPERAND_HOSTS = ("znver4", "znver5")
+
+
 @dataclass(frozen=True)
 class CPU:
     name: str  # the processor's model name, or the machine type where none can be read
@@ -89,6 +97,7 @@ class CPU:
     l1d: int  # bytes of L1 data cache per core
     l2: int  # bytes of L2 per core
     source: str  # where the facts came from ('host', 'NUMBA_CPU_NAME=haswell', 'defaults: ...')
+    host: str = ""  # LLVM's name of the host processor ('znver1', 'sapphirerapids'; '' if unknown)
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,17 @@ def _vector_bytes():
         return 32, f"defaults (host features unreadable: {type(e).__name__})"
 
 
+def _host_name():
+    """LLVM's name of the host processor (the hardware, whatever NUMBA_CPU_NAME compiles for), or ''."""
+    try:
+        import llvmlite.binding as llvm
+
+        name = llvm.get_host_cpu_name()
+    except Exception:  # noqa: BLE001 - llvmlite absent or the query failed: unknown
+        return ""
+    return name if isinstance(name, str) and name != "generic" else ""
+
+
 @lru_cache(maxsize=1)
 def cpu() -> CPU:
     """The processor the kernels are compiled for (read once per process)."""
@@ -196,6 +216,7 @@ def cpu() -> CPU:
         l1d=l1 or DEFAULT_L1,
         l2=l2 or DEFAULT_L2,
         source=source,
+        host=_host_name(),
     )
 
 
@@ -299,14 +320,19 @@ def read_tuned(c=None):
 def analytical(itemsize: int) -> Blocking:
     """The model's block sizes for elements of ``itemsize`` bytes on this CPU (see the module docstring)."""
     c = cpu()
-    v = 4
+    if c.registers >= 32:
+        mr, v = 6, 4
+    elif c.host in MEMORY_OPERAND_HOSTS:
+        mr, v = 3, 4
+    else:
+        mr, v = 6, 2
     budget = 24 if c.registers >= 32 else 12  # accumulators of 32 or 16 registers (see the module docstring)
     kc = min(512, max(64, (2 * c.l1d) // (v * c.vector_bytes) // 8 * 8))  # a KC x NR block of weights: twice L1
     return Blocking(
         vector_bytes=c.vector_bytes,
         lanes=c.vector_bytes // itemsize,
         v=v,
-        mr=budget // v,
+        mr=mr,
         kc=kc,
         accumulators=budget,
         l2_half=c.l2 // 2,
@@ -335,8 +361,9 @@ def blocking(itemsize: int) -> Blocking:
 def describe(itemsize: int = 4) -> str:
     """One line for explain(): the CPU, its vectors and caches, and the block sizes chosen."""
     c, b = cpu(), blocking(itemsize)
+    host = f" ({c.host})" if c.host else ""
     return (
-        f"{c.name}: {c.vector_bytes * 8}-bit vectors x {c.registers} registers, L1d {c.l1d >> 10} KiB, "
+        f"{c.name}{host}: {c.vector_bytes * 8}-bit vectors x {c.registers} registers, L1d {c.l1d >> 10} KiB, "
         f"L2 {c.l2 >> 10} KiB ({c.source}); tiles {b.mr} rows x {b.nr} columns, k blocks of {b.kc}, "
         f"row blocks of about {b.l2_half >> 10} KiB; block sizes {b.source}"
     )
