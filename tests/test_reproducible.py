@@ -4,7 +4,9 @@ The guarantee (README, "Reproducible results"), for impl="numba" and impl="numpy
 and final states of a sequence are bit-identical whether it runs alone or at any position of any
 batch (with or without lengths or masks on the other rows), with any thread count or split, and
 whether it comes from forward or from a Stream fed in any chunking. Checked with hypothesis over
-cells, options, batch compositions, chunkings and thread settings.
+cells, options, batch compositions, chunkings and thread settings. numpy-fused's batch compositions hold
+only where NumPy's BLAS computes each row of a product alike whatever the rows beside it (its probe,
+numpy_fused.rows_alike, says; tested here both ways).
 """
 
 import numpy as np
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 import rnn_xp
 from rnn_xp import stream as stream_mod
-from rnn_xp._fast import _threads
+from rnn_xp._fast import _threads, numpy_fused
 
 IMPLS = ["numba", "numpy-fused"]
 CONFIGS = [  # a few kernels (each compiles once): every cell, both GRU conventions, LSTM options
@@ -81,6 +83,8 @@ def assert_same_bits(a, b):
     mode=st.sampled_from(["one", "rows", "units"]),
 )
 def test_a_sequence_alone_or_anywhere_in_any_batch(impl, monkeypatch, config, B, T, data, mode):
+    if impl == "numpy-fused" and not numpy_fused.rows_alike("float32"):
+        pytest.skip("NumPy's BLAS here sums a row by the rows beside it (explain says so: tested below)")
     params = params_for(config)
     rng = np.random.default_rng([config, B, T])
     x = rng.standard_normal((B, T, F)).astype(np.float32)
@@ -202,3 +206,54 @@ def test_the_input_layout_does_not_change_the_bits(impl, monkeypatch, config, mo
 
         for fn in _numba_kernels._KERNELS.values():
             assert len(fn.signatures) <= 1, fn.signatures
+
+
+_MATMUL = np.matmul  # the real one (the fakes below stand in for it)
+
+
+def _row_by_row(a, b, out=None):
+    """A matmul that computes each row on its own (a BLAS whose rows do not see each other)."""
+    r = np.stack([np.dot(row, b) for row in a]) if a.ndim == 2 else np.dot(a, b)
+    if out is None:
+        return r
+    out[...] = r
+    return out
+
+
+def _by_row_count(a, b, out=None):
+    """A matmul whose rows' last bits depend on how many rows there are (OpenBLAS's Haswell kernels)."""
+    r = _MATMUL(a, b)
+    if a.ndim == 2 and a.shape[0] >= 4:
+        r = np.nextafter(r, np.inf)
+    return r
+
+
+@pytest.mark.parametrize("fake,alike", [(_row_by_row, True), (_by_row_count, False)])
+def test_numpy_fused_asks_its_blas_whether_rows_stay_apart(monkeypatch, fake, alike):
+    numpy_fused.rows_alike.cache_clear()
+    try:
+        monkeypatch.setattr(numpy_fused.np, "matmul", fake)
+        assert numpy_fused.rows_alike("float32") is alike
+        params = rnn_xp.init("lstm", 3, 4, seed=0)
+        text = str(rnn_xp.explain(np.zeros((2, 5, 3), np.float32), params, impl="numpy-fused"))
+    finally:
+        monkeypatch.undo()
+        numpy_fused.rows_alike.cache_clear()
+    assert text.splitlines()[0] == "implementation: numpy-fused", text
+    if alike:
+        assert "alike whatever the rows beside it" in text, text
+    else:
+        assert "depend on its batch" in text and "impl='numba'" in text, text
+
+
+def test_numpy_fused_keeps_its_word_on_this_blas():
+    """What the probe says of the BLAS at hand holds for real calls: sequences alone and in batches of 5, 13, 64."""
+    params = rnn_xp.init("lstm", 96, 64, seed=3)
+    x = np.random.default_rng(3).standard_normal((64, 6, 96)).astype(np.float32)
+    alone = [rnn_xp.forward(x[b : b + 1], params, impl="numpy-fused")[0][0] for b in range(5)]
+    same = [
+        np.array_equal(rnn_xp.forward(x[:n], params, impl="numpy-fused")[0][b], alone[b])
+        for n in (5, 13, 64)
+        for b in range(5)
+    ]
+    assert all(same) if numpy_fused.rows_alike("float32") else not all(same)

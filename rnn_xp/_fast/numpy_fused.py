@@ -37,6 +37,8 @@ W_hh (L2-bandwidth bound on one core: OpenBLAS does not thread it) plus ~11 ufun
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
@@ -72,6 +74,47 @@ def unsuited(call):
             "steps (rnn_xp.Stream arranges them once for a stream)"
         )
     return None
+
+
+def describe(call):
+    """One line for explain(): whether this BLAS keeps a sequence's bits apart from its batch (:func:`rows_alike`)."""
+    if call.dtype not in ("float32", "float64"):
+        return ""
+    if rows_alike(call.dtype):
+        return (
+            "NumPy's BLAS computes each row of a matrix product alike whatever the rows beside it (probed): "
+            "a sequence gets the same bits alone or in any batch"
+        )
+    return (
+        "NumPy's BLAS sums a row of a matrix product by how many rows are beside it (probed; OpenBLAS's "
+        "Haswell kernels, which it runs on AVX2-only CPUs, do): a sequence's last bits depend on its batch "
+        "here; impl='numba' is reproducible by construction (pip install 'rnn_xp[numba]')"
+    )
+
+
+@lru_cache(maxsize=2)
+def rows_alike(dtype) -> bool:
+    """Whether NumPy's BLAS computes each row of a product alike whatever the rows beside it (two or more).
+
+    numpy-fused's reproducibility rests on it (a lone sequence runs beside a zero row, see
+    :func:`Direction`). OpenBLAS's AVX-512 kernels do (measured on an Intel Xeon and on Zen 4); its
+    Haswell kernels, which it runs on AVX2-only CPUs, do not: measured on Zen 1, a row of a (n, 64) x
+    (64, 256) float32 product had one value for n = 2-3, another for 4-11 and another for 12-23. So
+    this asks the BLAS at hand, once per process and dtype (a few small products, about a millisecond):
+    each row of products of 2 to 64 rows against the same row beside a zero row.
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 96)).astype(dtype)
+    w = rng.standard_normal((96, 256)).astype(dtype)
+    pair = np.zeros((2, a.shape[1]), dtype)
+    alone = []
+    for row in a:
+        pair[0] = row
+        alone.append(np.matmul(pair, w)[0].copy())
+    for n in (2, 3, 4, 5, 7, 8, 12, 13, 17, 24, 31, 33, 64):
+        if not np.array_equal(np.matmul(a[:n], w), np.stack(alone[:n])):
+            return False
+    return True
 
 
 def prepared_unsupported(cfg, acts, dtype):
