@@ -70,14 +70,25 @@ def _version(dist: str):
 
 
 def _cpu_model() -> str:
+    """The CPU's model name and, where llvmlite can tell, its core's generation: a VM's "AMD EPYC" is
+    a Zen 1 or a Zen 4 ("AMD EPYC (znver1)"), whose results must not share a file name."""
+    name = ""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                    name = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = name or platform.processor() or platform.machine()
+    try:
+        import llvmlite.binding as llvm
+
+        core = llvm.get_host_cpu_name()
+    except Exception:  # noqa: BLE001 - no llvmlite (numba not installed) or the query failed
+        core = ""
+    return f"{name} ({core})" if core and core != "generic" and core not in name else name
 
 
 def _memory_gb():
