@@ -97,11 +97,11 @@ def rows_alike(dtype) -> bool:
     """Whether NumPy's BLAS computes each row of a product alike whatever the rows beside it (two or more).
 
     numpy-fused's reproducibility rests on it (a lone sequence runs beside a zero row, see
-    :func:`Direction`). OpenBLAS's AVX-512 kernels do (measured on an Intel Xeon and on Zen 4); its
-    Haswell kernels, which it runs on AVX2-only CPUs, do not: measured on Zen 1, a row of a (n, 64) x
-    (64, 256) float32 product had one value for n = 2-3, another for 4-11 and another for 12-23. So
-    this asks the BLAS at hand, once per process and dtype (a few small products, about a millisecond):
-    each row of products of 2 to 64 rows against the same row beside a zero row.
+    :func:`Direction`). With OpenBLAS's AVX-512 kernels the property tests held (on an Intel Xeon and on
+    Zen 4, small products); its Haswell kernels, which it runs on AVX2-only CPUs, do not: measured on
+    Zen 1, a row of a (n, 64) x (64, 256) float32 product had one value for n = 2-3, another for 4-11
+    and another for 12-23. So this asks the BLAS at hand, once per process and dtype (products of 2 to
+    64 rows, each row against the same row beside a zero row: a few milliseconds).
     """
     rng = np.random.default_rng(0)
     a = rng.standard_normal((64, 96)).astype(dtype)
