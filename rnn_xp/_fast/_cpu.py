@@ -11,10 +11,11 @@ analytical model of BLIS (Low et al., "Analytical Modeling Is Enough for High-Pe
   bytes per multiply-add: measured on Zen 4 (whole LSTM calls, one thread), 6 x 4 ran lstm-med in
   212 ms against 262 for 12 x 2 and 260 for 8 x 3. With 16 (AVX2, SSE): 6 x 2 (12 + 2 + 1), the
   shape BLIS's Haswell and Zen kernels use; 16 columns divide the usual hidden sizes (4 x 3's 24
-  columns computed 72 for H 64, 8% slower there). One exception, measured: a host whose loads keep
-  up with FMAs that read their weights from memory (:data:`MEMORY_OPERAND_HOSTS`, Zen 4 and 5) runs
-  3 x 4 (12 accumulators, 4 weight vectors read by the FMAs) 6-13% faster than the others; on Zen 1,
-  whose two 128-bit load ports deliver one 256-bit vector a cycle, 3 x 4 took 1.17x 6 x 2's time;
+  columns computed 72 for H 64, 8% slower there). 3 x 4 needs 17 (12 + 4 + 1): LLVM's code for it
+  keeps one accumulator on the stack, a store, a load and four register moves a step of k (read in its
+  assembly). One exception, measured: on Zen 4 (and Zen 5, which loads and stores more a cycle;
+  :data:`WIDE_TILE_HOSTS`) 3 x 4 still ran 6-13% faster than the others; on Zen 1, which loads one
+  256-bit vector a cycle (two 128-bit ports), it took 1.17-1.23x 6 x 2's time;
 * the L1 data cache: a block of KC rows of a weight panel is reused by every row tile of the batch.
   BLIS keeps it in half of L1; on Zen 4 a block of twice L1 (KC = 256 at 4 vectors) ran 10-20%
   faster than half L1 (its L2 feeds the FMAs fast enough, and fewer blocks mean fewer partial sums
@@ -84,9 +85,9 @@ _AVX512_NAMES = (
 )
 
 
-# Hosts (LLVM's CPU names) whose loads feed 16-register tiles that leave the weight vectors to the FMAs'
-# memory operands (3 x 4; see the module docstring): measured on Zen 4 with AVX2 code; Zen 5 loads more.
-MEMORY_OPERAND_HOSTS = ("znver4", "znver5")
+# Hosts (LLVM's CPU names) where the 16-register tile is 3 x 4 despite the accumulator it keeps on the stack
+# (see the module docstring): measured faster on Zen 4 with AVX2 code; Zen 5 loads and stores more a cycle.
+WIDE_TILE_HOSTS = ("znver4", "znver5")
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,7 @@ def analytical(itemsize: int) -> Blocking:
     c = cpu()
     if c.registers >= 32:
         mr, v = 6, 4
-    elif c.host in MEMORY_OPERAND_HOSTS:
+    elif c.host in WIDE_TILE_HOSTS:
         mr, v = 3, 4
     else:
         mr, v = 6, 2
