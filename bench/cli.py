@@ -82,13 +82,10 @@ def _cpu_model() -> str:
     except OSError:
         pass
     name = name or platform.processor() or platform.machine()
-    try:
-        import llvmlite.binding as llvm
+    from rnn_xp._fast._cpu import _host_name  # LLVM's name of the core, '' without llvmlite
 
-        core = llvm.get_host_cpu_name()
-    except Exception:  # noqa: BLE001 - no llvmlite (numba not installed) or the query failed
-        core = ""
-    return f"{name} ({core})" if core and core != "generic" and core not in name else name
+    core = _host_name()
+    return f"{name} ({core})" if core and core not in name else name
 
 
 def _memory_gb():
