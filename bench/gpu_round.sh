@@ -9,13 +9,16 @@
 #   3. the float32 accuracy check: a 500-step LSTM against float64, each CuPy implementation beside cuDNN;
 #   4. the persistent kernels' plan variants against cupy-fused and torch-cuda, one process, CUDA events;
 #   5. the benchmark of record: the four reference configs for rnn_xp-cupy (every implementation usable on
-#      CuPy, and impl="auto" with TF32) and torch-cuda (cuDNN, TF32 off and on), a JSON written per config.
+#      CuPy, and impl="auto" with TF32) and torch-cuda (cuDNN, TF32 off and on), a JSON written per config;
+#   6. profile: Nsight Compute (ncu) on one call of each latency-bound config (the persistent kernels'
+#      launches) and on two steps of cupy-fused's lstm-large (its cuBLAS product and gate kernel).
 #
 # Time: the whole script keeps to ROUND_BUDGET_S (default 300 s); each stage has its own limit and is cut
 # to what is left of the budget, so a slow or hung stage still leaves the later ones some time and every
 # file written so far. A trap writes summary.txt on any exit (also on SIGTERM from the tool's time limit).
-# Files in $OUT (the device tool brings back at most 8): round.log, pytest-cupy.log, pytest-cupy.xml,
-# accuracy.txt, persistent-variants.txt, bench-gpu-reference.json, bench-gpu-reference.md, summary.txt.
+# Files in $OUT (the device tool brings back at most 8): round.log, pytest-cupy.log, accuracy.txt,
+# persistent-variants.txt, bench-gpu-reference.json, bench-gpu-reference.md, profile.txt, summary.txt
+# (pytest's XML report, which the summary reads, stays in a temporary folder).
 # Exit status 0 only for a complete round (summary.txt says what is missing otherwise).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,18 +33,22 @@ TESTS_LIMIT_S=${TESTS_LIMIT_S:-130}
 ACCURACY_LIMIT_S=${ACCURACY_LIMIT_S:-40}
 VARIANTS_LIMIT_S=${VARIANTS_LIMIT_S:-60}
 BENCH_LIMIT_S=${BENCH_LIMIT_S:-200}
+PROFILE_LIMIT_S=${PROFILE_LIMIT_S:-90}
+BENCH_CONFIGS=${BENCH_CONFIGS:-keras-text,gru-latency,lstm-med,lstm-large}
 PYTEST_WORKERS=${PYTEST_WORKERS:-4}
 PYTEST_K=${PYTEST_K:-cupy}  # a narrower selection for a confirmation call, e.g. "cupy and persistent"
-STAGES=${STAGES:-tests accuracy variants bench}  # a subset for a confirmation call
+STAGES=${STAGES:-tests accuracy variants bench profile}  # a subset for a confirmation call
 START=$(date +%s)
 STATUS=$(mktemp)  # one line per stage: name, exit status, seconds (read by the summary)
 CURRENT=$(mktemp)  # the pid of the running stage's `timeout`, for the signal handler
 STOP=$STATUS.stop  # exists once a signal came: no further stage starts
+XML_DIR=$(mktemp -d)  # pytest's XML report (read by the summary; not one of the 8 files brought back)
+export RNN_XP_ROUND_XML=$XML_DIR/pytest-cupy.xml
 
 finish() {
   trap - EXIT INT TERM
   echo "== summary ($(( $(date +%s) - START )) s since the start)"
-  STAGES=$STAGES PYTEST_K=$PYTEST_K timeout -k 5 "$RESERVE_S" "$PY" - "$OUT" "$STATUS" <<'PY' 2>&1 \
+  STAGES=$STAGES PYTEST_K=$PYTEST_K BENCH_CONFIGS=$BENCH_CONFIGS timeout -k 5 "$RESERVE_S" "$PY" - "$OUT" "$STATUS" <<'PY' 2>&1 \
     | tee "$OUT/summary.txt"
 import collections, json, os, sys
 import xml.etree.ElementTree as ET
@@ -54,7 +61,7 @@ with open(status_path) as f:
     for line in f:
         name, rc, secs = line.split()
         stages[name] = (int(rc), int(secs))
-for name in ("tests", "accuracy", "variants", "bench"):
+for name in ("tests", "accuracy", "variants", "bench", "profile"):
     rc, secs = stages.get(name, (None, 0))
     if rc == -3:
         print(f"stage {name}: not asked for")
@@ -68,7 +75,7 @@ try:
     if "tests" not in asked:
         raise LookupError
     count, no_device, failed = collections.Counter(), [], []
-    for case in ET.parse(os.path.join(out, "pytest-cupy.xml")).getroot().iter("testcase"):
+    for case in ET.parse(os.environ["RNN_XP_ROUND_XML"]).getroot().iter("testcase"):
         kids = {k.tag: k for k in case}
         state = next((t for t in ("failure", "error", "skipped") if t in kids), "passed")
         count[state] += 1
@@ -115,6 +122,9 @@ try:
     # issue 16's goals: the best fp32 (TF32 off) rnn_xp-cupy implementation over torch-cuda, same run
     goals = {"keras-text": 0.67, "gru-latency": 0.67, "lstm-med": 1.0, "lstm-large": 1.0}
     for cfg, target in goals.items():
+        if cfg not in os.environ["BENCH_CONFIGS"].split(","):
+            print(f"goal {cfg}: not benchmarked (BENCH_CONFIGS)")
+            continue
         mine = {r["impl"]: r["median_ms"] for r in records if r["config"] == cfg and r["backend"] == "rnn_xp-cupy"
                 and not r.get("tf32") and r.get("verified") and r.get("median_ms")}
         torch_ms = [r["median_ms"] for r in records if r["config"] == cfg and r["backend"] == "torch-cuda"
@@ -138,7 +148,7 @@ PY
   n=$(find "$OUT" -type f | wc -l)
   [ "$n" -le 8 ] || echo "WARNING: $n files in $OUT; the device tool brings back 8"
   ls -l "$OUT"
-  rm -f "$STATUS" "$CURRENT" "$STOP"
+  rm -rf "$STATUS" "$CURRENT" "$STOP" "$XML_DIR"
   exit "$rc"
 }
 
@@ -242,7 +252,7 @@ if [ "$PYTEST_WORKERS" -gt 1 ] && "$PY" -c "import xdist" 2>/dev/null; then
 fi
 echo "== 2. tests: pytest -k '$PYTEST_K' ${XDIST[*]} (full log in pytest-cupy.log)"
 STAGE_LOG=$OUT/pytest-cupy.log stage tests "$TESTS_LIMIT_S" "$PY" -m pytest -p no:cacheprovider -k "$PYTEST_K" \
-  "${XDIST[@]}" -v -rfEs --durations=15 --junitxml="$OUT/pytest-cupy.xml" tests
+  "${XDIST[@]}" -v -rfEs --durations=15 --junitxml="$RNN_XP_ROUND_XML" tests
 [ -f "$OUT/pytest-cupy.log" ] && tail -40 "$OUT/pytest-cupy.log"
 
 echo "== 3. accuracy: 500-step float32 LSTM against float64, beside cuDNN"
@@ -252,9 +262,19 @@ echo "== 4. persistent kernels: plan variants vs cupy-fused and torch-cuda"
 stage variants "$VARIANTS_LIMIT_S" "$PY" -m bench.persistent_variants --out "$OUT/persistent-variants.txt"
 
 echo "== 5. benchmark: reference configs, rnn_xp-cupy and torch-cuda (latency-bound configs first)"
-stage bench "$BENCH_LIMIT_S" "$PY" -m bench --configs keras-text,gru-latency,lstm-med,lstm-large \
+stage bench "$BENCH_LIMIT_S" "$PY" -m bench --configs "$BENCH_CONFIGS" \
   --backends rnn_xp-cupy,torch-cuda --rounds 3 --budget 0.3 --no-plots --no-progress \
   --out "$OUT/bench-gpu-reference.json"
+
+echo "== 6. profile: ncu on the persistent kernels (one call per latency-bound config) and two fused steps"
+STAGE_LOG=$OUT/profile.txt stage profile "$PROFILE_LIMIT_S" bash -c '
+  NCU=(ncu --clock-control none --section SpeedOfLight --section LaunchStats --section Occupancy
+       --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis)
+  "${NCU[@]}" --section SourceCounters --kernel-name regex:rnnxp_persist "$0" -m bench.gpu_profile \
+    --configs keras-text,gru-latency,lstm-med || echo "ncu (persistent) exit $?"
+  "${NCU[@]}" --launch-skip 6 --launch-count 4 "$0" -m bench.gpu_profile --impl cupy-fused \
+    --configs lstm-large --steps 6 || echo "ncu (fused) exit $?"' "$PY"
+[ -f "$OUT/profile.txt" ] && grep -E "^  [a-z_]+.*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Stall|^== " "$OUT/profile.txt" | head -80
 }
 
 # in the background, so that a signal reaches the handler at once (bash runs a trap only between commands)

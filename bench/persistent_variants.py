@@ -3,7 +3,8 @@
 ``python -m bench.persistent_variants [--out FILE] [--budget S]``: for each reference config the
 persistent runner covers, check every variant against impl="reference" on the same GPU arrays (fresh
 random inputs, float32, TF32 off), then time it with CUDA events (median of repeated calls after a
-warm-up). Variants: the cost model's plan, and forced units per block (U) around it. A table goes to
+warm-up). Variants: the cost model's plan, and around it: forced units per block (U) for a unit split;
+for a batch split, the unit split beside it and other batch tiles (BT) and splits (S). A table goes to
 stdout; with --out, the table and one JSON line per row. This is the tuning loop of issue 6 (see
 bench/GPU_NOTES.md), not the benchmark of record (python -m bench isolates each backend in a process).
 """
@@ -92,9 +93,13 @@ def main(argv=None):
             add({"config": name, "impl": "cupy-persistent", "declined": why})
         elif base is not None:
             variants.append(("cupy-persistent", {}))
-            for U in sorted({max(1, base.U // 2), base.U * 2, base.U * 4} - {base.U}):
-                if P.plan(B, H, G, 4, sms, smem, override={"U": U}) is not None:
-                    variants.append(("cupy-persistent", {"U": U}))
+            if base.bsplit:
+                others = [{"bsplit": 0}]
+                others += [{"bsplit": 1, "BT": bt} for bt in sorted({base.BT * 2, base.BT * 4} - {base.BT})]
+                others += [{"bsplit": 1, "S": s} for s in sorted({max(1, base.S // 2), base.S * 2} - {base.S})]
+            else:
+                others = [{"U": U} for U in sorted({max(1, base.U // 2), base.U * 2, base.U * 4} - {base.U})]
+            variants += [("cupy-persistent", o) for o in others if P.plan(B, H, G, 4, sms, smem, override=o)]
         for impl, forced in variants:
             P.PLAN_OVERRIDE.clear()
             P.PLAN_OVERRIDE.update(forced or {})
@@ -136,14 +141,14 @@ def main(argv=None):
     torch_ms = {r["config"]: r.get("median_ms") for r in rows if r["impl"].startswith("torch")}
     declined = [r for r in rows if "declined" in r]
     rows = [r for r in rows if "declined" not in r]
-    lines = [f"{'config':12} {'impl':26} {'median ms':>10} {'us/step':>8} {'/torch':>7} {'max err':>9}  plan"]
+    lines = [f"{'config':12} {'impl':30} {'median ms':>10} {'us/step':>8} {'/torch':>7} {'max err':>9}  plan"]
     steps = {c[0]: c[3] for c in CONFIGS}
     for r in rows:
         ms = r.get("median_ms")
         ratio = ms / torch_ms[r["config"]] if ms and torch_ms.get(r["config"]) else None
         p = r.get("plan")
         lines.append(
-            f"{r['config']:12} {r['impl']:26} {ms if ms else float('nan'):10.3f} "
+            f"{r['config']:12} {r['impl']:30} {ms if ms else float('nan'):10.3f} "
             f"{(ms or float('nan')) * 1e3 / steps[r['config']]:8.2f} "
             f"{ratio if ratio else float('nan'):7.3f} {r.get('max_err', float('nan')):9.2e}  "
             + (
@@ -152,11 +157,12 @@ def main(argv=None):
                     ""
                     if not p
                     else f"U={p['U']} NB={p['NB']} S={p['S']} BT={p['BT']} threads={p['threads']} smem={p['smem']}"
+                    + (" batch-split" if p.get("bsplit") else "")
                 )
             )
             + ("" if r.get("verified", True) else "  NOT VERIFIED")
         )
-    lines += [f"{r['config']:12} {r['impl']:26} declined: {r['declined']}" for r in declined]
+    lines += [f"{r['config']:12} {r['impl']:30} declined: {r['declined']}" for r in declined]
     table = "\n".join(lines)
     print(table)
     print("launch modes:", P.launch_modes)

@@ -38,8 +38,8 @@ class Implementation(NamedTuple):
 
 # impl="auto" tries these in order; the reference, last, runs everything.
 IMPLEMENTATIONS = (
-    # opt-in until a GPU round has verified it: impl="cupy-persistent"
-    Implementation("cupy-persistent", "cupy_persistent", auto=False),
+    # verified on an H200 (bench/results/gpu-*): auto up to the step sizes where it was measured to win
+    Implementation("cupy-persistent", "cupy_persistent", auto=True),
     Implementation("cupy-fused", "cupy_fused", auto=True),
     Implementation("numba", "numba_cpu", auto=True),  # needs numba: pip install 'rnn_xp[numba]'
     Implementation("numpy-fused", "numpy_fused", auto=True),

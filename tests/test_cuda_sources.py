@@ -493,17 +493,27 @@ def test_host_unsupported_configs_are_declined(fused_on_numpy, rng, monkeypatch)
 
 
 def test_seam_chooses_the_fused_runner_for_cupy(monkeypatch):
-    """impl='auto' on a call in the cupy namespace picks cupy-fused where CuPy is usable (cupy-persistent is
-    opt-in, and says so); impl='cupy-fused' gives the same runner."""
+    """impl='auto' on a call in the cupy namespace picks cupy-fused where CuPy is usable and cupy-persistent
+    declines (the LSTM's projection) or would be slower (a step above AUTO_MAX_STEP_FMAS), saying why;
+    impl='cupy-fused' gives the same runner."""
+    from rnn_xp._fast import cupy_persistent
+
     monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
-    call = _call()
+    monkeypatch.setattr(cupy_persistent, "_limits", lambda device: (132, 232448))
+    assert seam.select_runner(_call()).implementation == "cupy-persistent"
+    call = _call(cell="lstm", proj_size=2)
     choice = seam.select_runner(call)
-    assert choice == seam.Choice("cupy-fused", (("cupy-persistent", "opt-in only (impl='cupy-persistent')"),))
-    assert choice.runner is cupy_fused.run_direction
+    assert choice.implementation == "cupy-fused" and choice.runner is cupy_fused.run_direction
+    assert "projection" in dict(choice.skipped)["cupy-persistent"]
     explicit = seam.select_runner(call, "cupy-fused")
     assert explicit == seam.Choice("cupy-fused") and explicit.runner is cupy_fused.run_direction
     assert "cupy-fused" in seam.implementations() and "cupy-fused" not in seam.implementations(np)
-    assert "opt-in" in str(choice) and "implementation: cupy-fused" in str(choice)
+    assert "projection" in str(choice) and "implementation: cupy-fused" in str(choice)
+    monkeypatch.setattr(cupy_persistent, "AUTO_MAX_STEP_FMAS", 2 * 3 * 3 - 1)  # B*G*H*H of _call() is 18
+    choice = seam.select_runner(_call())
+    assert choice.implementation == "cupy-fused"
+    assert "18 multiply-adds a step, above 17" in dict(choice.skipped)["cupy-persistent"]
+    assert seam.select_runner(_call(), "cupy-persistent").implementation == "cupy-persistent"
 
 
 def test_seam_explicit_impl_that_cannot_run_raises_the_reason(monkeypatch):
@@ -529,7 +539,7 @@ def test_seam_without_cupy_skips_with_the_reason(monkeypatch):
     choice = seam.select_runner(_call())
     assert choice.implementation == "reference" and choice.runner is fw.run_direction
     assert dict(choice.skipped)["cupy-fused"] == "CuPy does not import (ImportError: No module named 'cupy')"
-    assert "opt-in" in dict(choice.skipped)["cupy-persistent"]
+    assert dict(choice.skipped)["cupy-persistent"] == "CuPy does not import (ImportError: No module named 'cupy')"
     with pytest.raises(ValueError, match="CuPy does not import"):
         seam.select_runner(_call(), "cupy-fused")
     # a configuration the kernels do not cover is reported before CuPy is even tried

@@ -17,8 +17,12 @@ pytestmark = pytest.mark.gpu
 
 # CUDA's expf is within 2 ULP (CUDA C Programming Guide, mathematical functions), the add and the division
 # round once each (no fast math): (2 + 0.5 + 0.5) counted up to twice for a result whose significand is
-# near 2 gives 6 ULP at worst; the mean stays near zero when the errors are unbiased.
+# near 2 gives 6 ULP at worst. The mean: glibc's expf on the host is nearly correctly rounded (mean within
+# 0.01 ULP there), CUDA's is not, and its errors lean up a little: on an H200 (2026-12-04) the mean was
+# +0.038 ULP over all inputs and +0.076 ULP over x < 0 (max 3.34 ULP). MAX_BIAS_ULP bounds that; the old
+# form 0.5*tanh(x/2)+0.5 leans by more than 1 ULP on x in (-15, -2) (test_cuda_sources.py).
 MAX_ULP_GPU = 6.0
+MAX_BIAS_ULP = 0.1
 
 
 def _sigmoid_kernel(cp):
@@ -44,7 +48,9 @@ def test_sigmoid_float32_ulp_on_gpu(cp):
         f"mean |err| {np.abs(err).mean():.3f}"
     )
     assert np.abs(err).max() <= MAX_ULP_GPU, f"max {np.abs(err).max():.2f} ULP"
-    assert abs(err.mean()) <= 0.05 and abs(err[x < 0].mean()) <= 0.05, f"biased: mean {err.mean():+.4f} ULP"
+    assert abs(err.mean()) <= MAX_BIAS_ULP and abs(err[x < 0].mean()) <= MAX_BIAS_ULP, (
+        f"biased: mean {err.mean():+.4f} ULP, {err[x < 0].mean():+.4f} ULP for x < 0"
+    )
     # CuPy compiles with -ftz=true: a result below float32's smallest normal number (x < -87.34) may be 0
     tiny = cp.asnumpy(_sigmoid_kernel(cp)(cp.asarray(rng.uniform(-104, -87.4, 10_000).astype(np.float32))))
     assert np.all((tiny >= 0) & (tiny <= np.finfo(np.float32).tiny))

@@ -88,11 +88,19 @@ CASES = [
 ]
 
 # forced plans for H = 7: 4 blocks (the last with one unit of two) one thread a pair; split dot products
-# and batch tiles; one block of 32 threads; the cost model's own choice
-PLANS = [{"U": 2, "S": 1}, {"U": 3, "S": 2, "BT": 2}, {"U": 7, "S": 4, "BT": 3, "threads": 32}, {}]
+# and batch tiles; one block of 32 threads; batch splits (3 blocks of rows 2, 2, 1 with split dot
+# products; one block of 32 threads); the cost model's own choice (a batch split, one row a block)
+PLANS = [
+    {"U": 2, "S": 1},
+    {"U": 3, "S": 2, "BT": 2},
+    {"U": 7, "S": 4, "BT": 3, "threads": 32},
+    {"bsplit": 1, "BT": 2, "S": 2},
+    {"bsplit": 1, "BT": 5, "threads": 32},
+    {},
+]
 
 
-def test_selectable_not_automatic(cp):
+def test_selectable_and_automatic(cp):
     xp = _xp.as_namespace(cp)
     assert "cupy-persistent" in rnn_xp.implementations(xp)
     params = rnn_xp.init("gru", 2, 3, seed=0, xp=cp)
@@ -100,8 +108,7 @@ def test_selectable_not_automatic(cp):
     choice = rnn_xp.explain(x, params, impl="cupy-persistent")
     assert choice.implementation == "cupy-persistent" and choice.runner is cupy_persistent.run_direction
     auto = rnn_xp.explain(x, params)
-    assert auto.implementation == "cupy-fused"
-    assert dict(auto.skipped)["cupy-persistent"] == "opt-in only (impl='cupy-persistent')"
+    assert auto.implementation == "cupy-persistent" and auto.skipped == ()
     sms, smem = cupy_persistent._limits(x.device)
     print(f"device limits: {sms} SMs, {smem} B of shared memory per block (opt-in)")
     assert sms >= 1 and smem >= 48 * 1024

@@ -72,7 +72,7 @@ def _compare(target, params, x, dtype, *, initial_state=None, **kw):
             if isinstance(initial_state, tuple)
             else _xp.from_host(initial_state, xp, None, dtype)
         )
-    # asked by name, so that an opt-in implementation (cupy-persistent) is asked too, not only auto's choice
+    # asked by name, so that every implementation is asked, not only auto's choice
     try:
         rnn_xp.explain(x, p, initial_state, impl=impl, **{k: v for k, v in kw.items() if k != "zero_output_for_mask"})
     except ValueError as e:

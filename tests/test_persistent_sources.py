@@ -136,7 +136,13 @@ def test_plan_for_reference_configs(name):
     p = plan(B, H, G, 4, *H100)
     assert p is not None
     print(name, p)
-    assert p.NB <= H100[0] and p.NB * p.U >= H > (p.NB - 1) * p.U
+    # keras-text's W_hh (40 KB) fits one SM: every block holds it and owns batch rows (no grid barrier);
+    # the others' do not: the blocks split the units
+    assert p.bsplit == (name == "keras-text")
+    if p.bsplit:
+        assert p.U == H and p.BT == 1 and p.NB == B
+    else:
+        assert p.NB <= H100[0] and p.NB * p.U >= H > (p.NB - 1) * p.U
     assert p.smem <= H100[1] and p.threads <= cupy_persistent.MAX_THREADS and p.threads % 32 == 0
     assert p.ldw % 4 == 0 and p.ldh % 4 == 0 and p.ldw >= H and p.ldh >= p.ldw
 
@@ -151,12 +157,24 @@ def test_plan_invariants_and_limits():
                         # nothing fits: even one unit per block over every SM, one batch row a tile
                         assert G * -(-H // sms) * 8 * (-(-H // 4) * 4) + 8 * (-(-H // 4) * 4) > smem * 0.5
                         continue
-                    assert p.NB <= sms and (p.NB - 1) * p.U < H <= p.NB * p.U
+                    if p.bsplit:  # all units a block, the batch over the blocks
+                        assert p.NB <= sms and p.U == H and (p.NB - 1) * p.BT < B <= p.NB * p.BT
+                        assert p.smem >= 8 * (G * H * p.ldw + 2 * p.BT * p.ldh)
+                    else:
+                        assert p.NB <= sms and (p.NB - 1) * p.U < H <= p.NB * p.U
+                        unit_only = plan(B, H, G, 8, sms, smem, override={"bsplit": 1})
+                        assert unit_only is None  # a batch split is taken wherever one fits
                     assert 1 <= p.BT <= B and p.smem <= smem and p.S in (1, 2, 4, 8, 16, 32)
                     assert p.U * p.BT * p.S <= max(cupy_persistent.MAX_THREADS, p.U * p.BT)
                     if p.S < 8:
                         assert (p.ldh - 4 * p.S) % 32 == 0  # conflict-free 16-byte reads of h
     assert plan(4, 8, 1, 4, 2, 64, override={"U": 1}) is None  # 8 blocks for 2 SMs: refused
+    assert plan(4, 8, 1, 4, 2, 1024, override={"bsplit": 1, "BT": 1}) is None  # 4 blocks for 2 SMs: refused
+    # forcing U means a unit split; bsplit=0 too; a forced batch split that does not fit is None
+    assert not plan(5, 7, 3, 8, 5, 48 * 1024, override={"U": 2}).bsplit
+    assert not plan(5, 7, 3, 8, 5, 48 * 1024, override={"bsplit": 0}).bsplit
+    assert plan(5, 7, 3, 8, 5, 48 * 1024).bsplit
+    assert plan(2, 256, 3, 4, 132, 232448, override={"bsplit": 1}) is None
 
 
 def test_declines_name_the_reason(monkeypatch):
@@ -195,16 +213,35 @@ def test_declines_name_the_reason(monkeypatch):
     assert "shared memory" in cupy_persistent.unsupported(call)
 
 
-def test_seam_opt_in_reasons(monkeypatch):
-    """impl='cupy-persistent' that cannot run raises its reason; auto records that it is opt-in and runs cupy-fused."""
+def test_seam_reasons(monkeypatch):
+    """auto takes cupy-persistent where it can run and the step is no larger than measured to win; else it
+    records why and runs cupy-fused. impl='cupy-persistent' that cannot run raises its reason."""
     monkeypatch.setattr(cupy_fused, "cupy_problem", lambda: None)
     monkeypatch.setattr(cupy_persistent, "_limits", lambda device: H100)
     gru = rnn_xp.init("gru", 4, 6, seed=0, xp=np).config
     choice = seam.select_runner(Call("cupy", gru, "float32", 3, 2), "cupy-persistent")
     assert choice == seam.Choice("cupy-persistent") and choice.runner is cupy_persistent.run_direction
-    auto = seam.select_runner(Call("cupy", gru, "float32", 3, 2))
+    assert seam.select_runner(Call("cupy", gru, "float32", 3, 2)) == choice
+    detail = seam.described(choice, Call("cupy", gru, "float32", 3, 2)).detail
+    assert detail.startswith("batch split: 2 blocks of 1 batch row(s), each with all of W_hh and h on chip; ")
+    # the reference configs: lstm-med (B*G*H*H = 2^26) is the largest auto step; B 65 is above it
+    med = rnn_xp.init("lstm", 4, 512, seed=0, xp=np).config
+    assert cupy_persistent.AUTO_MAX_STEP_FMAS == 64 * 4 * 512 * 512
+    choice = seam.select_runner(Call("cupy", med, "float32", 3, 64))
+    assert choice.implementation == "cupy-persistent"
+    detail = seam.described(choice, Call("cupy", med, "float32", 3, 64)).detail
+    unit = "unit split: 128 blocks of 4 unit(s), h through L2, a grid barrier each step; 512 threads, "
+    assert detail == unit + "174080 B of shared memory a block"
+    auto = seam.select_runner(Call("cupy", med, "float32", 3, 65))
     assert auto.implementation == "cupy-fused"
-    assert auto.skipped == (("cupy-persistent", "opt-in only (impl='cupy-persistent')"),)
+    assert auto.skipped == (
+        (
+            "cupy-persistent",
+            "B*G*H*H = 68157440 multiply-adds a step, above 67108864, the largest measured to run faster than "
+            "cupy-fused (impl='cupy-persistent' runs it)",
+        ),
+    )
+    assert seam.select_runner(Call("cupy", med, "float32", 3, 65), "cupy-persistent").runner is not None
     before = rnn_xp.init("gru", 4, 6, reset_after=False, seed=0, xp=np).config
     with pytest.raises(ValueError, match=r"impl='cupy-persistent' cannot run this call: GRU with the reset before"):
         seam.select_runner(Call("cupy", before, "float32", 3, 2), "cupy-persistent")
@@ -225,7 +262,7 @@ _HOST_HEADER = r"""
 #define __device__
 #define __global__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 struct rnnxp_dim3 { unsigned x, y, z; };
 static thread_local rnnxp_dim3 threadIdx, blockIdx, blockDim, gridDim;
 static thread_local void* rnnxp_host_smem;
@@ -412,7 +449,9 @@ PLANS = [
     {"U": 2, "S": 1, "threads": 1},  # 4 blocks, the last with one unit of two; one thread
     {"U": 3, "S": 2, "BT": 2, "threads": 8},  # split dot products, batch tiles 2, 2, 1
     {"U": 7, "S": 4, "BT": 3, "threads": 32},  # one block; S lanes over a padded row of 8
-    {},  # the cost model's own choice
+    {"bsplit": 1, "BT": 2, "S": 2, "threads": 8},  # batch split: 3 blocks of rows 2, 2, 1, h kept on chip
+    {"bsplit": 1, "BT": 5, "S": 1, "threads": 1},  # batch split: one block, one thread
+    {},  # the cost model's own choice (a batch split: 5 blocks of one row)
 ]
 
 
@@ -526,7 +565,7 @@ def test_host_declined_configs_raise_and_auto_runs_fused(host_persistent, rng, m
         with pytest.raises(ValueError, match=reason):
             cupy_persistent.run_direction(x, h0, None, w, cfg, cfg.activations[0], **kw)
         choice = rnn_xp.explain(xb, params)
-        assert choice.implementation == "cupy-fused" and "opt-in" in dict(choice.skipped)["cupy-persistent"]
+        assert choice.implementation == "cupy-fused" and reason in dict(choice.skipped)["cupy-persistent"]
         y, h = rnn_xp.forward(xb, params)
         ry, rh = rnn_xp.forward(xb, params, impl="reference")
         np.testing.assert_allclose(y, ry, rtol=1e-12, atol=1e-12)
@@ -561,9 +600,10 @@ def test_import_does_not_import_cupy():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_registered_but_not_automatic():
-    """Registered for CuPy, opt-in until a GPU round verifies it (bench/GPU.md says when to change this)."""
+def test_registered_and_automatic():
+    """Registered for CuPy, first in auto's order (verified on a GPU: bench/results/gpu-*)."""
     (entry,) = [i for i in seam.IMPLEMENTATIONS if i.name == "cupy-persistent"]
-    assert entry.module == "cupy_persistent" and entry.auto is False
+    assert entry.module == "cupy_persistent" and entry.auto is True
+    assert seam.IMPLEMENTATIONS[0] is entry
     assert cupy_persistent.NAMESPACES == ("cupy",)
     assert "cupy-persistent" in seam.implementations() and "cupy-persistent" not in seam.implementations(np)

@@ -8,13 +8,17 @@
 //
 // Design (bench/GPU_NOTES.md has the numbers):
 // * The grid: NB blocks, NB <= the number of SMs, one block per SM, all resident at once (cooperative
-//   launch where CuPy can do it; the Python side guarantees the resources otherwise). Block k owns the
-//   hidden units j in [k*U, k*U + U): every gate row of those units, so the gate math of a unit needs
-//   nothing from other blocks.
+//   launch where CuPy can do it; the Python side guarantees the resources otherwise). Unit split: block
+//   k owns the hidden units j in [k*U, k*U + U): every gate row of those units, so the gate math of a
+//   unit needs nothing from other blocks. Batch split (where all of W_hh fits one SM): block k owns
+//   batch rows [k*BT, k*BT + BT) and every unit (U = H), keeps h_t in shared memory for the next step,
+//   and needs no grid barrier (rnnxp_persistent's comment).
 // * W_hh stays on chip: the block copies its G*U rows (each padded with zeros to ldw, a multiple of 4)
 //   into shared memory once per launch and reads them for every step.
 // * Per step: the previous h (B, H) is read from global memory through L2 (ld.global.cg: L1 is not
-//   coherent across SMs), a batch tile of BT rows at a time, into shared memory; each (unit, row) pair's
+//   coherent across SMs; 64 bytes of loads in flight per thread), a batch tile of BT rows at a time,
+//   into shared memory (a batch split reads it only at a launch's first step); the gate inputs of each
+//   thread's first pair are loaded before h, so the two latencies overlap; each (unit, row) pair's
 //   G dot products are split over S work items (partial sums over k = 4*lane + 4*S*i), reduced through
 //   shared memory when S > 1; the owner of a pair does the gate math and writes h_t (the other half
 //   of a global double buffer), c_t, the Keras "last output" and y_t. Then a grid-wide barrier (one
@@ -97,30 +101,36 @@ template <int CELL> struct rnnxp_gates { enum { G = CELL == RNNXP_CELL_RNN ? 1 :
 #define RNNXP_PERSIST_PARAMS(F)                                                                         \
   const F *gi, const F *w_hh, const F *b_hh, const F *p, F *hbuf, F *cbuf, F *last, F *y,              \
   const bool *run, const bool *emit, unsigned int *counter, int Tc, int B, int H, int U, int S, int BT,   \
-  int ldw, int ldh, int k0, unsigned int bar_base, int reverse, int has_bh, int has_p, int input_forget, \
-  RNNXP_ACT_PARAMS(F)
+  int ldw, int ldh, int k0, int bsplit, unsigned int bar_base, int reverse, int has_bh, int has_p,      \
+  int input_forget, RNNXP_ACT_PARAMS(F)
 #define RNNXP_PERSIST_ARGS                                                                              \
-  gi, w_hh, b_hh, p, hbuf, cbuf, last, y, run, emit, counter, Tc, B, H, U, S, BT, ldw, ldh, k0,         \
+  gi, w_hh, b_hh, p, hbuf, cbuf, last, y, run, emit, counter, Tc, B, H, U, S, BT, ldw, ldh, k0, bsplit, \
   bar_base, reverse, has_bh, has_p, input_forget, RNNXP_ACT_ARGS
 
-// The gate math of one (unit j, batch row b) pair from its recurrent dot products acc[g] (no bias),
-// and the state update. h_old is h_{t-1}[b, j] (from the shared-memory copy); hout is h_t's buffer.
+// x W_ih^T + b_ih of each gate of the (unit j, batch row b) pair at step t, from the chunk's projection.
+template <typename F, int G>
+__device__ __forceinline__ void rnnxp_load_gx(F* gx, const F* gi, int B, int H, int t, int b, int j) {
+  const F* gx_row = gi + (static_cast<rnnxp_idx>(t) * B + b) * (G * H);
+#pragma unroll
+  for (int g = 0; g < G; ++g) gx[g] = gx_row[g * H + j];
+}
+
+// The gate math of one (unit j, batch row b) pair from its recurrent dot products acc[g] (no bias) and
+// its gate inputs gx[g] (rnnxp_load_gx), and the state update. h_old is h_{t-1}[b, j] (from the
+// shared-memory copy); hout is h_t's buffer; h_keep, when not null, gets h_t too (the block's on-chip
+// copy for the next step, batch-split plans).
 template <typename F, int CELL, bool MASKED>
-__device__ __forceinline__ void rnnxp_finish(const F* gi, const F* b_hh, const F* p, F* hout, F* cbuf, F* last,
-                                             F* y, const bool* run, const bool* emit, int B, int H, int has_bh,
+__device__ __forceinline__ void rnnxp_finish(const F* b_hh, const F* p, F* hout, F* cbuf, F* last, F* y,
+                                             const bool* run, const bool* emit, int B, int H, int has_bh,
                                              int has_p, int input_forget, RNNXP_ACT_PARAMS(F), const F* acc,
-                                             int t, int b, int j, F h_old) {
+                                             const F* gx, int t, int b, int j, F h_old, F* h_keep) {
   (void)p; (void)has_p; (void)input_forget; (void)cbuf; (void)last; (void)run; (void)emit;
   (void)ag_kind; (void)ag_alpha; (void)ag_beta; (void)ah_kind; (void)ah_alpha; (void)ah_beta;
   const int G = rnnxp_gates<CELL>::G;
-  const F* gx_row = gi + (static_cast<rnnxp_idx>(t) * B + b) * (G * H);
   const rnnxp_idx e = static_cast<rnnxp_idx>(b) * H + j;  // element (b, j) of a (B, H) state
-  F gx[G], gr[G];
+  F gr[G];
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
-    gx[g] = gx_row[g * H + j];                            // x W_ih^T + b_ih of gate g
-    gr[g] = acc[g] + (has_bh ? b_hh[g * H + j] : F(0));  // h W_hh^T + b_hh of gate g
-  }
+  for (int g = 0; g < G; ++g) gr[g] = acc[g] + (has_bh ? b_hh[g * H + j] : F(0));  // h W_hh^T + b_hh
   // (indices are taken modulo G so that the branches of the other cells compile for every G)
   F h_new;
   F c_prev = F(0), c_new = F(0);
@@ -148,32 +158,73 @@ __device__ __forceinline__ void rnnxp_finish(const F* gi, const F* b_hh, const F
   const rnnxp_idx ye = (static_cast<rnnxp_idx>(t) * B + b) * H + j;
   if (MASKED) {
     const bool take = run[static_cast<rnnxp_idx>(t) * B + b];
-    hout[e] = take ? h_new : h_old;
+    const F h_t = take ? h_new : h_old;
+    hout[e] = h_t;
+    if (h_keep) *h_keep = h_t;
     if (CELL == RNNXP_CELL_LSTM) cbuf[e] = take ? c_new : c_prev;
     const F last_new = take ? h_new : last[e];  // the last output, repeated on masked steps (Keras)
     last[e] = last_new;
     y[ye] = emit[static_cast<rnnxp_idx>(t) * B + b] ? last_new : F(0);
   } else {
     hout[e] = h_new;
+    if (h_keep) *h_keep = h_new;
     if (CELL == RNNXP_CELL_LSTM) cbuf[e] = c_new;
     y[ye] = h_new;
   }
 }
 
+// h_{t-1} rows [bt0, bt0 + nb) of (B, H) into shared memory rows of ldh: the 64 bytes of loads of each
+// thread (16 floats, 8 doubles) are issued before any of their stores, so their L2 latencies overlap
+// rather than add up.
+template <typename F>
+__device__ __forceinline__ void rnnxp_load_h(F* h_s, const F* hin, int bt0, int nb, int H, int ldh, int tid,
+                                             int nt) {
+  enum { M = 64 / sizeof(F) };
+  const int n = nb * H;
+  const F* src = hin + static_cast<rnnxp_idx>(bt0) * H;
+  for (int i0 = tid; i0 < n; i0 += M * nt) {
+    F v[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int i = i0 + m * nt;
+      v[m] = i < n ? rnnxp_load_cg(src + i) : F(0);
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int i = i0 + m * nt;
+      if (i < n) {
+        const int bb = i / H, k = i - bb * H;
+        h_s[bb * ldh + k] = v[m];
+      }
+    }
+  }
+}
+
+// Two ways to split the work over the NB blocks (cupy_persistent.plan picks one):
+// * unit split (bsplit == 0): block k owns units [k*U, k*U + U) for every batch row; the blocks exchange
+//   h through global memory (L2) and meet at a grid barrier each step;
+// * batch split (bsplit != 0, U == H): block k owns batch rows [k*BT, k*BT + BT) for every unit, so it
+//   holds all of W_hh and needs nothing from other blocks: h_t stays in shared memory for the next step
+//   (h_s and h_n swap), and a step ends at the block's own barrier. h_t still goes to hbuf (the final
+//   state, the next chunk's launch).
 template <typename F, int CELL, bool MASKED>
 __device__ __forceinline__ void rnnxp_persistent(RNNXP_PERSIST_PARAMS(F)) {
   const int G = rnnxp_gates<CELL>::G;
   F* w_s = rnnxp_shared<F>();         // (G*U, ldw): this block's rows of W_hh, zero padded
   F* h_s = w_s + G * U * ldw;         // (BT, ldh): a batch tile of h_{t-1}, zero padded
-  F* red = h_s + BT * ldh;            // (U*BT, S, G): partial dot products when S > 1
+  F* h_n = h_s + BT * ldh;            // batch split: (BT, ldh), the tile's h_t for the next step
+  F* red = h_n + (bsplit ? BT * ldh : 0);  // (U*BT, S, G): partial dot products when S > 1
   const int tid = threadIdx.x, nt = blockDim.x, nblk = gridDim.x;
-  const int j0 = blockIdx.x * U;
+  const int j0 = bsplit ? 0 : blockIdx.x * U;
+  const int b_lo = bsplit ? blockIdx.x * BT : 0;
+  const int b_hi = bsplit ? (B - b_lo < BT ? B : b_lo + BT) : B;
 
   for (int i = tid; i < G * U * ldw; i += nt) {
     const int r = i / ldw, k = i - r * ldw, g = r / U, j = j0 + (r - g * U);
     w_s[i] = (k < H && j < H) ? w_hh[(static_cast<rnnxp_idx>(g) * H + j) * H + k] : F(0);
   }
-  for (int i = tid; i < BT * ldh; i += nt) h_s[i] = F(0);  // the padding stays zero: W's padding is zero too
+  // the padding stays zero (W's padding is zero too): both tiles of a batch split
+  for (int i = tid; i < (bsplit ? 2 : 1) * BT * ldh; i += nt) h_s[i] = F(0);
   __syncthreads();
 
   for (int s = 0; s < Tc; ++s) {
@@ -181,15 +232,17 @@ __device__ __forceinline__ void rnnxp_persistent(RNNXP_PERSIST_PARAMS(F)) {
     const int parity = (k0 + s) & 1;
     const F* hin = hbuf + static_cast<rnnxp_idx>(parity) * B * H;  // h_{t-1}
     F* hout = hbuf + static_cast<rnnxp_idx>(parity ^ 1) * B * H;    // h_t
-    for (int bt0 = 0; bt0 < B; bt0 += BT) {
-      const int nb = B - bt0 < BT ? B - bt0 : BT;
-      __syncthreads();  // the previous tile's readers of h_s and red are done
-      for (int i = tid; i < nb * H; i += nt) {
-        const int bb = i / H, k = i - bb * H;
-        h_s[bb * ldh + k] = rnnxp_load_cg(hin + static_cast<rnnxp_idx>(bt0 + bb) * H + k);
-      }
-      __syncthreads();
+    for (int bt0 = b_lo; bt0 < b_hi; bt0 += BT) {
+      const int nb = b_hi - bt0 < BT ? b_hi - bt0 : BT;
       const int npairs = U * nb;
+      __syncthreads();  // the previous tile's readers of h_s and red are done
+      // the gate inputs of this thread's first pair (pair tid), loaded now: their latency overlaps h's
+      F gx_first[G];
+      const int u_first = tid / nb, bb_first = tid - u_first * nb;
+      const bool first = tid < npairs && j0 + u_first < H;
+      if (first) rnnxp_load_gx<F, G>(gx_first, gi, B, H, t, bt0 + bb_first, j0 + u_first);
+      if (!bsplit || s == 0) rnnxp_load_h(h_s, hin, bt0, nb, H, ldh, tid, nt);
+      __syncthreads();
       for (int w = tid; w < npairs * S; w += nt) {
         const int pr = w / S, lane = w - pr * S, u = pr / nb, bb = pr - u * nb;
         F acc[G];
@@ -208,9 +261,18 @@ __device__ __forceinline__ void rnnxp_persistent(RNNXP_PERSIST_PARAMS(F)) {
           }
         }
         if (S == 1) {
-          if (j0 + u < H)
-            rnnxp_finish<F, CELL, MASKED>(gi, b_hh, p, hout, cbuf, last, y, run, emit, B, H, has_bh, has_p,
-                                          input_forget, RNNXP_ACT_ARGS, acc, t, bt0 + bb, j0 + u, hrow[j0 + u]);
+          if (j0 + u < H) {
+            F gx[G];
+            if (pr == tid) {
+#pragma unroll
+              for (int g = 0; g < G; ++g) gx[g] = gx_first[g];
+            } else {
+              rnnxp_load_gx<F, G>(gx, gi, B, H, t, bt0 + bb, j0 + u);
+            }
+            rnnxp_finish<F, CELL, MASKED>(b_hh, p, hout, cbuf, last, y, run, emit, B, H, has_bh, has_p,
+                                          input_forget, RNNXP_ACT_ARGS, acc, gx, t, bt0 + bb, j0 + u,
+                                          hrow[j0 + u], bsplit ? h_n + bb * ldh + j0 + u : 0);
+          }
         } else {
 #pragma unroll
           for (int g = 0; g < G; ++g) red[w * G + g] = acc[g];
@@ -228,22 +290,36 @@ __device__ __forceinline__ void rnnxp_persistent(RNNXP_PERSIST_PARAMS(F)) {
 #pragma unroll
             for (int g = 0; g < G; ++g) acc[g] += red[(pr * S + lane) * G + g];
           }
-          rnnxp_finish<F, CELL, MASKED>(gi, b_hh, p, hout, cbuf, last, y, run, emit, B, H, has_bh, has_p,
-                                        input_forget, RNNXP_ACT_ARGS, acc, t, bt0 + bb, j0 + u,
-                                        h_s[bb * ldh + j0 + u]);
+          F gx[G];
+          if (pr == tid) {
+#pragma unroll
+            for (int g = 0; g < G; ++g) gx[g] = gx_first[g];
+          } else {
+            rnnxp_load_gx<F, G>(gx, gi, B, H, t, bt0 + bb, j0 + u);
+          }
+          rnnxp_finish<F, CELL, MASKED>(b_hh, p, hout, cbuf, last, y, run, emit, B, H, has_bh, has_p,
+                                        input_forget, RNNXP_ACT_ARGS, acc, gx, t, bt0 + bb, j0 + u,
+                                        h_s[bb * ldh + j0 + u], bsplit ? h_n + bb * ldh + j0 + u : 0);
         }
       }
     }
-    // every block's h_t is written before any block reads it (the last step needs no barrier:
-    // the launch's end orders it before whatever runs next on the stream)
-    if (s + 1 < Tc) rnnxp_grid_barrier(counter, bar_base + static_cast<unsigned int>(s + 1) * nblk);
+    if (bsplit) {
+      // the next step reads the h_t this block kept (the __syncthreads at the tile's start orders it)
+      F* tmp = h_s;
+      h_s = h_n;
+      h_n = tmp;
+    } else if (s + 1 < Tc) {
+      // every block's h_t is written before any block reads it (the last step needs no barrier:
+      // the launch's end orders it before whatever runs next on the stream)
+      rnnxp_grid_barrier(counter, bar_base + static_cast<unsigned int>(s + 1) * nblk);
+    }
   }
 }
 
 // ---- the named kernels: rnnxp_persist_<cell>[_masked]_<f32|f64> -----------------------------------
 
 #define RNNXP_PERSIST_KERNEL(NAME, F, CELL, MASKED)                                    \
-  extern "C" __global__ void __launch_bounds__(RNNXP_PERSIST_MAX_THREADS)              \
+  extern "C" __global__ void __launch_bounds__(RNNXP_PERSIST_MAX_THREADS, 1)           \
   NAME(RNNXP_PERSIST_PARAMS(F)) {                                                     \
     rnnxp_persistent<F, CELL, MASKED>(RNNXP_PERSIST_ARGS);                             \
   }

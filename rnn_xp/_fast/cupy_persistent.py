@@ -3,10 +3,11 @@
 The same loop as :func:`rnn_xp.loop.run_direction` (same signature, same results within
 rounding): the input projection of a chunk of steps is one cuBLAS matmul, as in every path; then ONE
 launch of a persistent kernel (``cupy_persistent.cu``) runs every step of the chunk. W_hh stays in
-shared memory, split by hidden units over up to one block per SM; the blocks exchange h through L2
-and meet at a grid-wide barrier once per step. That replaces the fused path's two or three launches
-per step (~10-20 us of launch and dispatch overhead) by one barrier (~1-2 us, estimated:
-bench/GPU_NOTES.md).
+shared memory. Where all of it fits one SM, every block holds it and owns batch rows (a batch split:
+h stays on chip, no grid barrier); otherwise it is split by hidden units over up to one block per SM,
+and the blocks exchange h through L2 and meet at a grid-wide barrier once per step. Either replaces
+the fused path's two or three launches per step (~50 us a step on an H200, measured) by a few
+microseconds (bench/GPU_NOTES.md).
 
 Covered: rnn, lstm without projection, gru with the reset after the recurrent matmul; every
 elementwise activation, clip, peepholes, input_forget, biases or none; lengths and masks; float32 and
@@ -17,7 +18,8 @@ recurrent matmul is large enough to be compute bound, where cuBLAS is the better
 with the reason, and the seam runs the next implementation (cupy-fused).
 
 CuPy is imported only when this runner is selected; kernels are compiled once per process and
-device (CuPy caches them); buffers are local to each call. NOT YET RUN ON A GPU: not in impl="auto".
+device (CuPy caches them); buffers are local to each call. Verified on an NVIDIA H200 (2026-12-04:
+bench/results/gpu-*); impl="auto" takes it for steps up to AUTO_MAX_STEP_FMAS multiply-adds.
 """
 
 from __future__ import annotations
@@ -35,7 +37,19 @@ from ..loop import input_projection, time_chunks
 from . import cupy_fused
 from .cupy_kernels import ACT_KINDS, ACT_PREFIXES, PREAMBLE
 
-__all__ = ["NAMESPACES", "run_direction", "unsupported", "declines", "plan", "Plan", "SOURCE", "KERNEL_NAMES", "PARAMS"]
+__all__ = [
+    "NAMESPACES",
+    "run_direction",
+    "unsupported",
+    "unsuited",
+    "describe",
+    "declines",
+    "plan",
+    "Plan",
+    "SOURCE",
+    "KERNEL_NAMES",
+    "PARAMS",
+]
 
 NAMESPACES = ("cupy",)
 
@@ -52,7 +66,7 @@ KERNEL_NAMES = tuple(f"rnnxp_persist_{cell}{m}_{d}" for d in DTYPES.values() for
 # (uint32) or "F" (a scalar of the kernel's float type). The host emulation reads this list too.
 PARAMS = (
     [(n, "ptr") for n in ("gi", "w_hh", "b_hh", "p", "hbuf", "cbuf", "last", "y", "run", "emit", "counter")]
-    + [(n, "int") for n in ("Tc", "B", "H", "U", "S", "BT", "ldw", "ldh", "k0")]
+    + [(n, "int") for n in ("Tc", "B", "H", "U", "S", "BT", "ldw", "ldh", "k0", "bsplit")]
     + [("bar_base", "uint")]
     + [(n, "int") for n in ("reverse", "has_bh", "has_p", "input_forget")]
     + [("clip", "F")]
@@ -67,6 +81,9 @@ MAX_THREADS = 512  # RNNXP_PERSIST_MAX_THREADS in the .cu (__launch_bounds__)
 # Above this many multiply-adds per step (B * G*H * H), the recurrent matmul is compute bound (lstm-large:
 # 1.07e9) and cuBLAS inside the fused path beats the kernel's FFMA loop from shared memory: fall back.
 MAX_STEP_FMAS = 1 << 28
+# impl="auto" takes the persistent kernels up to this many: lstm-med's (B 64, H 512), the largest step
+# measured to beat cupy-fused (an H200, 2026-12-04: 1.7x); larger ones run when asked for by name.
+AUTO_MAX_STEP_FMAS = 1 << 26
 # A cost model of one step in SM cycles, to choose the units per block (bench/GPU_NOTES.md): reading
 # h (B*H elements) from L2 at ~64 B per cycle per SM, the FMAs at ~64 per cycle per SM (half of the 128
 # lanes: operands come from shared memory), and the barrier (~1 us, plus a little per block).
@@ -86,7 +103,8 @@ LAUNCH_MODES = ("auto", "cooperative", "plain")
 class Plan:
     """How one layer and direction is split: U units per block over NB blocks, S work items per
     (unit, row) pair, batch tiles of BT rows, ``threads`` per block, padded row lengths and the bytes
-    of dynamic shared memory."""
+    of dynamic shared memory. ``bsplit``: the blocks split the batch instead (each owns BT rows and
+    all U = H units, holds all of W_hh and keeps h on chip: no grid barrier)."""
 
     U: int
     NB: int
@@ -97,14 +115,25 @@ class Plan:
     ldh: int
     smem: int
     cycles: float  # the cost model's estimate of one step
+    bsplit: bool = False
 
 
 def _ceil(a, b):
     return -(-a // b)
 
 
-def _smem(G, U, BT, S, ldw, ldh, itemsize):
-    return itemsize * (G * U * ldw + BT * ldh + (U * BT * S * G if S > 1 else 0))
+def _smem(G, U, BT, S, ldw, ldh, itemsize, bsplit=False):
+    return itemsize * (G * U * ldw + (2 if bsplit else 1) * BT * ldh + (U * BT * S * G if S > 1 else 0))
+
+
+def _split(pairs, ldw, force):
+    """Work items per (unit, row) pair: doubled while twice the items still fit one block's threads."""
+    if "S" in force:
+        return force["S"]
+    S = 1
+    while S < 32 and pairs * S * 2 <= MAX_THREADS and 8 * S <= ldw:
+        S *= 2
+    return S
 
 
 def _ldh(ldw, S):
@@ -124,9 +153,12 @@ def _parse_override(text):
     return out
 
 
-# Tests and tuning runs may force parts of the plan: {"U": .., "S": .., "BT": .., "threads": ..}.
+# Tests and tuning runs may force parts of the plan: {"U": .., "S": .., "BT": .., "threads": ..,
+# "bsplit": 0 or 1}; forcing U means a unit split unless bsplit=1 is forced too.
 # RNN_XP_PERSISTENT_PLAN="U=4,S=8" does the same from the environment.
 PLAN_OVERRIDE: dict = {}
+# A batch-split step: its FMAs, plus the block's own barriers and the gate inputs' L2 latency (cycles).
+_BSPLIT_STEP_CYCLES = 400
 
 
 def plan(B, H, G, itemsize, sms, smem_limit, override=None):
@@ -135,6 +167,32 @@ def plan(B, H, G, itemsize, sms, smem_limit, override=None):
     if B < 1 or H < 1 or sms < 1:
         return None
     ldw = _ceil(H, 4) * 4
+    bsplit = force.get("bsplit", 0 if "U" in force else 1)
+    if bsplit:
+        best = _batch_split_plan(B, H, G, itemsize, sms, smem_limit, ldw, force)
+        if best is not None or "bsplit" in force:
+            return best
+    return _unit_split_plan(B, H, G, itemsize, sms, smem_limit, ldw, force)
+
+
+def _batch_split_plan(B, H, G, itemsize, sms, smem_limit, ldw, force):
+    """Every block holds all of W_hh and owns BT batch rows: the fewest rows a block that use at most
+    every SM (one block per SM), or the forced BT; None where W_hh and two h tiles do not fit."""
+    BT = min(force.get("BT", _ceil(B, sms)), B)
+    NB = _ceil(B, BT)
+    if NB > sms:
+        return None
+    S = _split(H * BT, ldw, force)
+    ldh = _ldh(ldw, S)
+    smem = _smem(G, H, BT, S, ldw, ldh, itemsize, bsplit=True)
+    if smem > smem_limit:
+        return None
+    threads = force.get("threads", min(MAX_THREADS, _ceil(H * BT * S, 32) * 32))
+    cycles = H * G * BT * ldw / _FMAS_PER_CYCLE + _BSPLIT_STEP_CYCLES
+    return Plan(H, NB, S, BT, threads, ldw, ldh, smem, cycles, bsplit=True)
+
+
+def _unit_split_plan(B, H, G, itemsize, sms, smem_limit, ldw, force):
     u_min = _ceil(H, sms)
     candidates = [force["U"]] if "U" in force else range(u_min, min(H, 8 * u_min) + 1)
     best = None
@@ -149,12 +207,7 @@ def plan(B, H, G, itemsize, sms, smem_limit, override=None):
         ):
             BT = min(BT, B)
             pairs = U * BT
-            if "S" in force:
-                S = force["S"]
-            else:
-                S = 1
-                while S < 32 and pairs * S * 2 <= MAX_THREADS and 8 * S <= ldw:
-                    S *= 2
+            S = _split(pairs, ldw, force)
             ldh = _ldh(ldw, S)
             smem = _smem(G, U, BT, S, ldw, ldh, itemsize)
             if smem > smem_limit:
@@ -250,6 +303,33 @@ def unsupported(call):
     return None
 
 
+def unsuited(call):
+    """Why impl="auto" leaves a call these kernels can run to cupy-fused: a step larger than any measured
+    to be faster here (AUTO_MAX_STEP_FMAS)."""
+    H = call.cfg.hidden_size
+    fmas = call.batch * CELLS[call.cfg.cell] * H * H
+    if fmas > AUTO_MAX_STEP_FMAS:
+        return (
+            f"B*G*H*H = {fmas} multiply-adds a step, above {AUTO_MAX_STEP_FMAS}, the largest measured to run "
+            "faster than cupy-fused (impl='cupy-persistent' runs it)"
+        )
+    return None
+
+
+def describe(call):
+    """What explain() says of this implementation for a call: how the plan splits the work."""
+    p = plan(
+        call.batch, call.cfg.hidden_size, CELLS[call.cfg.cell], np.dtype(call.dtype).itemsize, *_limits(call.device)
+    )
+    if p is None:
+        return "no plan fits"
+    if p.bsplit:
+        how = f"batch split: {p.NB} blocks of {p.BT} batch row(s), each with all of W_hh and h on chip"
+    else:
+        how = f"unit split: {p.NB} blocks of {p.U} unit(s), h through L2, a grid barrier each step"
+    return f"{how}; {p.threads} threads, {p.smem} B of shared memory a block"
+
+
 def declines(T, B, dtype, cfg, acts, has_w_hr, limits=None):
     """Why the persistent kernels do not cover one direction of a call, or None (then the plan is usable)."""
     if dtype not in DTYPES:
@@ -342,6 +422,7 @@ def _run(cp, x, h0, c0, w, cfg, acts, reverse, run, emit, xp, pl, limits):
         BT=np.int32(pl.BT),
         ldw=np.int32(pl.ldw),
         ldh=np.int32(pl.ldh),
+        bsplit=np.int32(pl.bsplit),
         reverse=np.int32(bool(reverse)),
         **_scalars(cfg, acts, w, ftype),
     )
