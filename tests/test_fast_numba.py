@@ -93,6 +93,7 @@ def threaded(monkeypatch, n=2):
 def use_path(monkeypatch, path):
     """How threads share a step: 'units' (a barrier a step, as at batch 1) or 'rows' (each thread its rows)."""
     monkeypatch.setattr(impl_module(IMPL), "ROWS_PER_THREAD_MIN", 1 if path == "rows" else 1 << 62)
+    monkeypatch.setattr(impl_module(IMPL), "ROWS_PER_THREAD_FULL", 1)
 
 
 BATCHES = [
@@ -343,7 +344,8 @@ def test_obeys_set_num_threads(rng, monkeypatch):
 
 def test_threaded_kernels_only_where_they_pay(monkeypatch):
     """Small calls or steps, or one thread allowed: one thread. Batch 1: units split, unless the machine is busy.
-    A big batch: rows split (threads that never wait for each other), busy machine or not."""
+    A big batch: rows split (threads that never wait for each other), busy machine or not; a few rows a
+    thread (4-7) with a W_hh larger than L2: units split, unless the machine is busy."""
     mod = impl_module(IMPL)
     monkeypatch.setitem(_threads._setting, "threads", 2)
     monkeypatch.setattr(mod, "_cores_busy", lambda: False)
@@ -358,9 +360,15 @@ def test_threaded_kernels_only_where_they_pay(monkeypatch):
     assert split("gru", 1, 2, 64, 256) == (1, False)  # a short call: waking the threads costs more
     assert split("gru", 1, 200, 8, 8) == (1, False)  # a small step
     assert split("gru", 64, 200, 64, 256) == (2, False)  # rows
-    assert split("lstm", 8, 200, 64, 256) == (2, False)  # 4 rows a thread
+    monkeypatch.setattr(mod, "_l2_bytes", lambda: 1 << 20)
+    assert split("lstm", 8, 200, 64, 256) == (2, False)  # 4 rows a thread, W_hh (1 MiB) fits L2
     assert split("lstm", 4, 200, 64, 256) == (2, True)
+    monkeypatch.setattr(mod, "_l2_bytes", lambda: (1 << 20) - 1)
+    assert split("lstm", 8, 200, 64, 256) == (2, True)  # 4 rows a thread, W_hh larger than L2: units
+    assert split("lstm", 14, 200, 64, 256) == (2, True)  # 7 rows a thread
+    assert split("lstm", 16, 200, 64, 256) == (2, False)  # 8 rows a thread: rows, W_hh or not
     monkeypatch.setattr(mod, "_cores_busy", lambda: True)
+    assert split("lstm", 8, 200, 64, 256) == (2, False)  # busy cores: rows rather than a barrier a step
     assert split("gru", 1, 200, 64, 256) == (1, False)
     assert split("gru", 64, 200, 64, 256) == (2, False)
     monkeypatch.setitem(_threads._setting, "threads", 1)

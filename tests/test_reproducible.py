@@ -63,6 +63,7 @@ def threads(monkeypatch, mode):
     monkeypatch.setattr(numba_cpu, "_cores_busy_cached", lambda: False)
     monkeypatch.setattr(numba_cpu, "_held_elsewhere", lambda ctl: False)
     monkeypatch.setattr(numba_cpu, "ROWS_PER_THREAD_MIN", 1 if mode == "rows" else 1 << 62)
+    monkeypatch.setattr(numba_cpu, "ROWS_PER_THREAD_FULL", 1)
 
 
 def flat(state):

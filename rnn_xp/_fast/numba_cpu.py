@@ -16,8 +16,9 @@ stream and a forward call run the same code):
   cell's equations right after it, masks and outputs. rnn and lstm on the caller's x (time-major or
   batch-first memory) need no scratch by time: the whole call is one chunk;
 * threads (rnn_xp's own, :mod:`rnn_xp._fast._threads`) split the batch rows when each gets at least
-  ROWS_PER_THREAD_MIN (independent sequences: no waiting), else the groups of units, meeting at a
-  spin barrier after every step; small calls run on the calling thread;
+  ROWS_PER_THREAD_MIN (independent sequences: no waiting; ROWS_PER_THREAD_FULL where W_hh does not fit
+  a core's L2), else the groups of units, meeting at a spin barrier after every step; small calls run on
+  the calling thread;
 * a stream fed a step a call (:meth:`Direction.step1`) shares big enough steps with a team of
   workers that stay in the kernel between back-to-back calls, spinning on a slot of a control array
   for the next step (~0.1-0.3 ms, then they leave it): a call hands them its share by an atomic
@@ -71,12 +72,22 @@ CALL_PARALLEL_MIN = 1 << 25
 PARALLEL_MIN = 1 << 15
 # The threads split the batch rows when each gets at least this many; with fewer they split the units.
 ROWS_PER_THREAD_MIN = 4
+# A thread given fewer rows than this reads all of W_hh every step for those few rows: where W_hh is larger
+# than a core's L2 the threads split the units instead (each keeps its slice of W_hh in its L2), unless the
+# cores are busy. Measured on 2 cores (AMD EPYC Zen 1, L2 512 KiB), LSTM in 256, H 512 (W_hh 4 MiB), T 100,
+# rows / units split: B 8 (4 rows a thread) 120 / 51 ms, B 12 (6 rows) 117 / 70 ms, B 16 (8 rows) level.
+ROWS_PER_THREAD_FULL = 8
 # A stream's one-step calls (Direction.step1) share a step of at least this many multiply-adds among threads
 # that stay resident between calls ending at most TEAM_GAP s apart. Measured on 2 cores (LSTM, one thread
 # against two): 9.8 vs 12.0 us at 128 Ki multiply-adds (B1 H128 in 128), even at ~256 Ki, 23.1 vs 20.3 at
 # 385 Ki (B1 H256), 28.7 vs 22.0 at 1 Mi (B8 H128); B32 H128: 102 vs 63 us a stream call.
 TEAM_STEP_MIN = 1 << 19
 TEAM_GAP = 1e-4
+
+
+def _l2_bytes():
+    """A core's L2 cache in bytes (as the blocking reads it)."""
+    return _cpu.cpu().l2
 
 
 def _cores_busy():
@@ -561,11 +572,16 @@ class Direction:
         nth = _threads.get_num_threads()
         if nth == 1:
             return 1, False
-        if B >= nth * ROWS_PER_THREAD_MIN:
+        rows = B >= nth * ROWS_PER_THREAD_MIN
+        if rows and (B >= nth * ROWS_PER_THREAD_FULL or self._w_hh_bytes() <= _l2_bytes()):
             return nth, False
         if T == 1 or per_step < PARALLEL_MIN or _cores_busy():
-            return 1, False
+            return (nth, False) if rows else (1, False)
         return nth, True
+
+    def _w_hh_bytes(self):
+        """The bytes of the recurrent weights one step reads (every gate of every unit)."""
+        return self.G * self.a.H * self.a.H_out * self.dtype.itemsize
 
     def step1(self, x, h, c, y):
         """One unmasked step: x (B, F); h, c updated in place; y (B, H_out) receives h.
