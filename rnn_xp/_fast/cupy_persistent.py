@@ -82,7 +82,8 @@ MAX_THREADS = 512  # RNNXP_PERSIST_MAX_THREADS in the .cu (__launch_bounds__)
 # 1.07e9) and cuBLAS inside the fused path beats the kernel's FFMA loop from shared memory: fall back.
 MAX_STEP_FMAS = 1 << 28
 # impl="auto" takes the persistent kernels up to this many: lstm-med's (B 64, H 512), the largest step
-# measured to beat cupy-fused (an H200, 2026-12-04: 1.7x); larger ones run when asked for by name.
+# measured to beat cupy-fused (an H200, 2026-12-04: 2.1x side by side, 3.1x in the benchmark, which runs
+# each in its own process); larger ones run when asked for by name.
 AUTO_MAX_STEP_FMAS = 1 << 26
 # A cost model of one step in SM cycles, to choose the units per block (bench/GPU_NOTES.md): reading
 # h (B*H elements) from L2 at ~64 B per cycle per SM, the FMAs at ~64 per cycle per SM (half of the 128
