@@ -2,7 +2,8 @@
 
 ``python -m bench.gpu_profile [--impl auto] [--configs keras-text,gru-latency,lstm-med] [--steps T]``:
 float32, TF32 off, random weights and inputs; every call runs once (NVRTC compiles the kernels on the
-host before their first launch, so the profiler sees one launch of the persistent kernel per config;
+host before their first launch, so the profiler sees the persistent kernel's launches of that call
+only: one per input-projection chunk, e.g. 4 for lstm-med;
 ``--steps`` shortens the sequences, e.g. to see a few steps of cupy-fused's per-step kernels). The
 profiler (Nsight Compute: ``ncu --clock-control none --kernel-name regex:rnnxp_persist ...``) does the
 measuring; this only prints what ran.
