@@ -222,6 +222,28 @@ def test_lengths_masks_and_initial_state(rng, monkeypatch, threads, cell, opts, 
         compare(IMPL, params, x, dtype, initial_state=init, **kw)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("B,path", [(1, "units"), (3, "units"), (5, "rows")])
+def test_rnn_products_span_several_groups(rng, monkeypatch, B, path, dtype):
+    """An rnn's products and epilogues take up to span_groups() groups of units at once: H over two spans and
+    a bit (every thread's last span shorter), on one thread and split by units (each thread's groups in
+    spans of their own) or rows, batch 1 projecting its chunk ahead, with lengths and an initial state."""
+    from rnn_xp._fast import _numba_kernels as kernels
+
+    cfg = rnn_xp.init("rnn", 3, 2, seed=19, xp=np).config
+    spec = impl_module(IMPL).make_spec(cfg, cfg.activations[0], dtype)
+    span = kernels.span_groups(spec)
+    assert span > 1
+    H = 2 * span * spec.nr + 3
+    params = rnn_xp.init("rnn", 3, H, bidirectional=True, seed=19, dtype="float64", xp=np)
+    for n in (1, 2):
+        threaded(monkeypatch, n)
+        use_path(monkeypatch, path)
+        x = rng.standard_normal((B, 6, 3))
+        h0 = rng.standard_normal((2, B, H))
+        compare(IMPL, params, x, dtype, initial_state=h0, lengths=np.array([6, 2, 0, 5, 1])[:B])
+
+
 def test_tiny_chunks_and_time_major(rng, monkeypatch):
     """Chunks of one step (and a ragged last chunk) give the reference's numbers."""
     monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 1)

@@ -2,14 +2,15 @@
 
 One kernel per configuration. :func:`chunk_kernel` makes, for a :class:`Spec` (the cell, its
 options, the dtype and the block sizes), a function that runs one thread's share of a time chunk,
-step by step: the product of each group of units (:func:`rnn_xp._fast._numba_gemm.gemm`) followed
-by the cell's equations on that group (the epilogue), masks and outputs. For rnn and lstm the
-step's products read the state rows [x, 1, h] group by group: [x, 1] times [W_ih^T; b], then h
-W_hh^T added to it as the tile stores it (nothing of the step's projection is stored apart); a GRU's
-n gate needs its input and recurrent parts apart, so a GRU projects x first (the step's rows, or the
-chunk's at once) and multiplies h after. The spec's values are constants of the function: numba drops every
-branch that does not apply before it compiles, so a configuration compiles only its own code (a few
-seconds) and the on-disk cache keeps one entry per configuration. Calls differ only in sizes.
+step by step: the product of each group of units (:func:`rnn_xp._fast._numba_gemm.gemm`; an rnn's
+groups a few at a time) followed by the cell's equations on that group (the epilogue), masks and
+outputs. For rnn and lstm the step's products read the state rows [x, 1, h] group by group: [x, 1]
+times [W_ih^T; b], then h W_hh^T added to it as the tile stores it (nothing of the step's projection
+is stored apart); a GRU's n gate needs its input and recurrent parts apart, so a GRU projects x
+first (the step's rows, or the chunk's at once) and multiplies h after. The spec's values are
+constants of the function: numba drops every branch that does not apply before it compiles, so a
+configuration compiles only its own code (a few seconds) and the on-disk cache keeps one entry per
+configuration. Calls differ only in sizes.
 
 Layout. Units come in groups of NR (a panel's width); a group's G gates are G consecutive panels.
 Packed weights: W_ih with the biases as an extra input row (``wpi``, (groups*G, F+1, NR)), W_hh
@@ -97,6 +98,7 @@ RELU, TANH, SIGMOID = 0, 1, 2
 warnings.filterwarnings("ignore", message=r"variable '_ov_(sigmoid|tanh)", category=NumbaIRAssumptionWarning)
 
 _INLINE = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
+_OVERLOAD = {"error_model": "numpy", "fastmath": {"contract"}}  # the overloads' implementations: as _INLINE's
 # the kernels: cached on disk, free of the GIL, without reference counting (they allocate nothing)
 _KERNEL = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}, "_nrt": False}
 
@@ -212,14 +214,17 @@ def tanh(x):
     raise NotImplementedError
 
 
-@overload(sigmoid, inline="always")
+# sigmoid, tanh and _like are overloads compiled once per type and called (LLVM inlines them where they are
+# called, and the epilogues' loops vectorise as before: measured, the same speed): inlined by numba instead
+# (inline="always"), every call site typed a copy of its own, 6 of an LSTM kernel's 18 s of compile on Zen 1.
+@overload(sigmoid, jit_options=_OVERLOAD)
 def _ov_sigmoid(x):
     if x == types.float32:
         return lambda x: _sigmoid32(x)
     return lambda x: _sigmoid64(x)
 
 
-@overload(tanh, inline="always")
+@overload(tanh, jit_options=_OVERLOAD)
 def _ov_tanh(x):
     if x == types.float32:
         return lambda x: _tanh32(x)
@@ -231,7 +236,7 @@ def _like(x, v):
     raise NotImplementedError
 
 
-@overload(_like, inline="always")
+@overload(_like, jit_options=_OVERLOAD)
 def _ov_like(x, v):
     if v == types.float32:
         return lambda x, v: np.float32(x)
@@ -729,7 +734,8 @@ def chunk_kernel(spec: Spec):
       GRU's r h and z, and the last output of each row (masks);
     * IO = (xs, xin, gi, y, run, emit, acc): the chunk's inputs (n*B, >= F+1) with a last feature of 1,
       input rows (see dims), the projection (n*B, >= ng*G*NR), the outputs (n, B, H_out), the masks
-      (n, B) uint8 (when ``masked``), and each thread's products (nth, rows, >= G*NR); xs and gi are
+      (n, B) uint8 (when ``masked``), and each thread's products (nth, rows, >= G1*NR; an rnn's
+      >= :func:`span_groups` * NR); xs and gi are
       read only where a chunk's rows are projected at once (GRU; few rows split by units) or with
       ``copy`` (GRU: a row of xs per step and row);
     * dims = (H, H_out, F, copy, x0, st, sb): step t's row b of x is xin[x0 + t*st + b*sb, :F] (the
@@ -741,6 +747,12 @@ def chunk_kernel(spec: Spec):
     if fn is None:
         fn = _KERNELS[spec] = _make(spec)
     return fn
+
+
+def span_groups(spec):
+    """Groups of units an rnn kernel's products and epilogues take at once: 512 bytes of a row (the caller sizes
+    each thread's products, ``accs``, by it)."""
+    return max(1, 512 // (spec.nr * np.dtype(spec.dtype).itemsize)) if spec.cell == 0 else 1
 
 
 def _make(spec):
@@ -759,6 +771,7 @@ def _make(spec):
     MRW1 = max(1, spec.budget // (G1 * V))
     MRW2 = max(1, spec.budget // V)
     FUSED = spec.fused
+    SPAN = span_groups(spec)
     SUM = not FUSED  # the cells add the input's projection to the recurrent product (else it is in the product)
 
     def chunk(k, nth, ctl, units, reverse, masked, par, dims, W, S, IO):
@@ -801,7 +814,14 @@ def _make(spec):
                 b0, b1 = _share(k, nth, B)
                 g0, g1, o0, o1 = 0, ng, 0, ngo
             R = b1 - b0
+            # groups of units a product and its epilogue take at once: an rnn's up to SPAN (a row's epilogue then runs
+            # over up to 512 bytes of units at once: group by group, the epilogue's setup cost 11% of keras-text's
+            # step), the other cells' one (its G gates side by side, in L1 for the epilogue)
+            span = SPAN if CELL == 0 else 1
             acc = accs[k]
+            # the products' rows as the products take them: typed like a slice of gi (numba's layout 'A'), so that
+            # every product of a kernel is one compiled gemm ('C' and 'A' operands made two, ~1 s more to compile)
+            acc_a = acc[:, : acc.shape[1]]
             # the input projection x W_ih^T + b (the biases ride on the constant feature 1). FUSED cells (rnn,
             # lstm): per group, the state rows [x, 1, h] times [W_ih^T; b], then + h W_hh^T as the tiles store it
             # (two chains added once, as torch adds its two products: one chain over [x, 1, h] made every term
@@ -831,28 +851,29 @@ def _make(spec):
                                 _copy(xs[t * B + b, :F], xin[x0 + t * st + b * sb, :F])
                         xr, gr = xs[r0 : r0 + R, : F + 1], gi[r0 : r0 + R, p0 * NR : p1 * NR]
                         gemm(wpi[p0:p1], K0, xr, gr, NO, MR, V, VB, KC, G, MRWI, L2B)
-                for g in range(g0, g1):
+                for g in range(g0, g1, span):
+                    gs = min(span, g1 - g)  # groups in this product
                     u0 = g * NR
-                    nu = min(NR, H - u0)
+                    nu = min(gs * NR, H - u0)
                     col = g * G * NR
                     if R > 0:
                         if not FUSED:
                             wg, hr = wp1[g * G1 : (g + 1) * G1], hbuf[cur, b0:b1, :H_out]
-                            gemm(wg, K0, hr, acc[:R], NO, MR, V, VB, KC, G1, MRW1, L2B)
+                            gemm(wg, K0, hr, acc_a[:R], NO, MR, V, VB, KC, G1, MRW1, L2B)
                         elif ahead:  # h W_hh^T, added to the step's projection in place
                             r0 = t * B + b0
-                            hr, gr = hbuf[cur, b0:b1, XO:KF], gi[r0 : r0 + R, col : col + G * NR]
-                            gemm(wpi[g * G : (g + 1) * G], XO, hr, gr, YES, MR, V, VB, KC, G, MRWI, L2B)
+                            hr, gr = hbuf[cur, b0:b1, XO:KF], gi[r0 : r0 + R, col : col + gs * G * NR]
+                            gemm(wpi[g * G : (g + gs) * G], XO, hr, gr, YES, MR, V, VB, KC, G, MRWI, L2B)
                         else:  # [x, 1] W, then + h W_hh
-                            wg = wpi[g * G : (g + 1) * G]
-                            gemm(wg, K0, hbuf[cur, b0:b1, :XO], acc[:R], NO, MR, V, VB, KC, G, MRWI, L2B)
-                            gemm(wg, XO, hbuf[cur, b0:b1, XO:KF], acc[:R], YES, MR, V, VB, KC, G, MRWI, L2B)
+                            wg = wpi[g * G : (g + gs) * G]
+                            gemm(wg, K0, hbuf[cur, b0:b1, :XO], acc_a[:R], NO, MR, V, VB, KC, G, MRWI, L2B)
+                            gemm(wg, XO, hbuf[cur, b0:b1, XO:KF], acc_a[:R], YES, MR, V, VB, KC, G, MRWI, L2B)
                     for b in range(b0, b1):
                         ho, hn = hx_old[b, XO:], hx_new[b, XO:]
                         if not FUSED:  # the recurrent products, and the input's at col
                             a, x, xc = acc[b - b0], gi[t * B + b], col
                         elif ahead:  # the pre-activations, in the projection's row
-                            a = x = gi[t * B + b, col : col + G * NR]
+                            a = x = gi[t * B + b, col : col + gs * G * NR]
                             xc = 0
                         else:
                             a = x = acc[b - b0]
@@ -900,7 +921,7 @@ def _make(spec):
                         v0 = g * NR
                         nv = min(NR, H_out - v0)
                         if R > 0:
-                            gemm(wp2[g : g + 1], K0, aux[0, b0:b1, :H], acc[:R], NO, MR, V, VB, KC, 1, MRW2, L2B)
+                            gemm(wp2[g : g + 1], K0, aux[0, b0:b1, :H], acc_a[:R], NO, MR, V, VB, KC, 1, MRW2, L2B)
                         for b in range(b0, b1):
                             a = acc[b - b0]
                             ho, hn = hx_old[b, XO:], hx_new[b, XO:]

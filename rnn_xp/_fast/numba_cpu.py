@@ -434,6 +434,10 @@ class Direction:
         spec = a.spec
         self.G = CELLS[cfg.cell].num_gates
         self.G1 = 2 if spec.cell == 3 else self.G
+        # a thread's products (columns): an rnn's span of groups (rows apart as _ld sets them), another cell's one
+        # group's G1 panels
+        span = min(a.wpi.shape[0] // self.G, _load().span_groups(spec))
+        self.acc_cols = _ld(span * spec.nr, self.dtype.itemsize) if spec.cell == 0 else self.G1 * spec.nr
         self.lstm = spec.cell == 1
         itemsize = self.dtype.itemsize
         # the state of even and odd steps; a row is [x, 1, h] for rnn and lstm (the step's product reads it
@@ -506,7 +510,7 @@ class Direction:
             gi_buf = _scratch("gi", (rows_s, _ld(a.wpi.shape[0] * nr, itemsize)), self.dtype)
             y_buf = None if direct else _scratch("y", (longest, B, a.H_out), self.dtype)
             rows = self._rows(nth, units)
-            accs = _scratch("acc", (nth, rows, self.G1 * nr), self.dtype)  # each thread's products
+            accs = _scratch("acc", (nth, rows, self.acc_cols), self.dtype)  # each thread's products
             for t0, t1 in chunks:
                 n = t1 - t0
                 xs, gi = (xs_buf[: n * B], gi_buf[: n * B]) if staged else (xs_buf, gi_buf)
@@ -617,7 +621,7 @@ class Direction:
         xs[:, a.F] = 1  # the biases' input
         gi = _empty((B, _ld(a.wpi.shape[0] * nr, dtype.itemsize)), dtype)
         y1 = _empty((1, B, a.H_out), dtype)
-        io = (xs, xs, gi, y1, self.no_mask, self.no_mask, _empty((1, B, self.G1 * nr), dtype))
+        io = (xs, xs, gi, y1, self.no_mask, self.no_mask, _empty((1, B, self.acc_cols), dtype))
         return self._fn(), xs, a.F, a.H_out, io
 
     def _team(self, fn):
@@ -672,7 +676,7 @@ class Direction:
         """(ctl, io) of a team of nth threads: its control array and the step's buffers with nth products."""
         _, xs, _, _, io = self._one
         rows = self._rows(nth, units)
-        acc = _empty((nth, rows, self.G1 * self.a.spec.nr), self.dtype)
+        acc = _empty((nth, rows, self.acc_cols), self.dtype)
         ctl = np.zeros(_state["kernels"].control_size(nth), dtype=np.int64)
         return ctl, (*io[:6], acc)
 
