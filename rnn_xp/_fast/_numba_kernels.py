@@ -48,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,7 +55,6 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
 
 from ._numba_gemm import gemm
@@ -92,10 +90,6 @@ ACT_NAMES = (
     "Squareplus",
 )
 RELU, TANH, SIGMOID = 0, 1, 2
-
-# numba's internal IR check flags the phi variables of the inlined sigmoid/tanh overloads while compiling
-# them (the code it compiles is right: tests compare it with the reference); not for users' eyes
-warnings.filterwarnings("ignore", message=r"variable '_ov_(sigmoid|tanh)", category=NumbaIRAssumptionWarning)
 
 _INLINE = {"inline": "always", "error_model": "numpy", "fastmath": {"contract"}}
 _OVERLOAD = {"error_model": "numpy", "fastmath": {"contract"}}  # the overloads' implementations: as _INLINE's
