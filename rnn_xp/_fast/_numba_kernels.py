@@ -765,6 +765,9 @@ def _make(spec):
     MRW1 = max(1, spec.budget // (G1 * V))
     MRW2 = max(1, spec.budget // V)
     FUSED = spec.fused
+    # groups of units a product and its epilogue take at once: an rnn's up to 512 bytes of a row (group by
+    # group, the epilogue's setup cost 11% of keras-text's step), the other cells' one (its G gates side by
+    # side, in L1 for the epilogue)
     SPAN = span_groups(spec)
     SUM = not FUSED  # the cells add the input's projection to the recurrent product (else it is in the product)
 
@@ -808,10 +811,6 @@ def _make(spec):
                 b0, b1 = _share(k, nth, B)
                 g0, g1, o0, o1 = 0, ng, 0, ngo
             R = b1 - b0
-            # groups of units a product and its epilogue take at once: an rnn's up to SPAN (a row's epilogue then runs
-            # over up to 512 bytes of units at once: group by group, the epilogue's setup cost 11% of keras-text's
-            # step), the other cells' one (its G gates side by side, in L1 for the epilogue)
-            span = SPAN if CELL == 0 else 1
             acc = accs[k]
             # the products' rows as the products take them: typed like a slice of gi (numba's layout 'A'), so that
             # every product of a kernel is one compiled gemm ('C' and 'A' operands made two, ~1 s more to compile)
@@ -845,8 +844,8 @@ def _make(spec):
                                 _copy(xs[t * B + b, :F], xin[x0 + t * st + b * sb, :F])
                         xr, gr = xs[r0 : r0 + R, : F + 1], gi[r0 : r0 + R, p0 * NR : p1 * NR]
                         gemm(wpi[p0:p1], K0, xr, gr, NO, MR, V, VB, KC, G, MRWI, L2B)
-                for g in range(g0, g1, span):
-                    gs = min(span, g1 - g)  # groups in this product
+                for g in range(g0, g1, SPAN):
+                    gs = min(SPAN, g1 - g)  # groups in this product
                     u0 = g * NR
                     nu = min(gs * NR, H - u0)
                     col = g * G * NR
