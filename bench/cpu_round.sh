@@ -4,6 +4,7 @@
 #
 #   bash bench/cpu_round.sh                 # about 45-60 min on 2 cores
 #   STAGES="tune bench" bash bench/cpu_round.sh
+#   TAG=v2 bash bench/cpu_round.sh          # a second round the same day: its files end in -v2
 #
 # Stages (in this order; STAGES picks some):
 #   facts   cpu-<name>.txt: lscpu, the CPU flags, and the engine's view of the CPU (rnn-xp tune --show)
@@ -14,8 +15,8 @@
 #   avx2    <name>-haswell-code.*: NUMBA_CPU_NAME=haswell python -m bench --backends rnn_xp-numpy
 #   stream  stream-<name>.json/.md: python -m bench.stream --rounds 5 --calls 500
 #   first   first-call-<name>.json/.md: python -m bench.first_call (fresh processes, empty caches)
-# where <name> is the CPU model, the core count and the date, as python -m bench names its files. Each stage's
-# output also goes to bench/results/cpu-round-<name>.log. A failing stage does not stop the later ones; the exit
+# where <name> is the CPU model, the core count and the date, as python -m bench names its files (and -TAG).
+# Each stage's output also goes to bench/results/cpu-round-<name>.log. A failing stage does not stop the later ones; the exit
 # status is the number of stages that failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ export PYTHONUNBUFFERED=1
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 STAGES=${STAGES:-facts tune bench avx2 stream first}
 RESULTS=bench/results
-NAME=$("$PY" -c "import os; from bench.cli import _slug, _cpu_model; print(_slug(f'{_cpu_model()}-{os.cpu_count()}c'))")-$(date -u +%F)
+NAME=$("$PY" -c "import os; from bench.cli import _slug, _cpu_model; print(_slug(f'{_cpu_model()}-{os.cpu_count()}c'))")-$(date -u +%F)${TAG:+-$TAG}
 LOG=$RESULTS/cpu-round-$NAME.log
 mkdir -p "$RESULTS"
 failed=0
