@@ -351,80 +351,89 @@ def apply_activation(v, code):
 # Each loop runs over range(nu) on views: with an index that provably starts at 0, numba drops the
 # negative-index check and LLVM vectorises the loop, float64 sigmoid and tanh included (indexed as
 # x[col + j], the checks stayed and every activation ran one element at a time: 3x slower).
-@njit(**_INLINE)
-def rnn_row(a, x, col, h_new, u0, nu, SUM, GENERAL, A0, codes, coef):
-    """h = f(x W_ih^T + b + h W_hh^T)."""
-    av, xv, hv = a[0:nu], x[col : col + nu], h_new[u0 : u0 + nu]
-    for j in range(nu):
-        hv[j] = act(GENERAL, A0, 0, av[j] + xv[j] if SUM else av[j], codes, coef, True)
+def epilogues(spec):
+    """The row functions of a kernel, made for its spec: the constants are the functions' own, so numba drops the
+    branches that do not apply (act's too) before it inlines a row into the kernel. Made generic, with the
+    constants as arguments, a row carried every branch of its act calls (an LSTM row's five: 86 blocks), and numba
+    copies an inlined function block by block, each copy with all the function's variables: 8-11% of an LSTM
+    kernel's compile, 5-6% of a GRU's."""
+    NR, GENERAL, (A0, A1, A2) = spec.nr, spec.general, spec.acts
+    SUM = not spec.fused  # the cells add the input's projection to the recurrent product (else it is in the product)
+    PEEP, IFG = spec.peepholes, spec.input_forget
+
+    def rnn_row(a, x, col, h_new, u0, nu, codes, coef):
+        """h = f(x W_ih^T + b + h W_hh^T)."""
+        av, xv, hv = a[0:nu], x[col : col + nu], h_new[u0 : u0 + nu]
+        for j in range(nu):
+            hv[j] = act(GENERAL, A0, 0, av[j] + xv[j] if SUM else av[j], codes, coef, True)
+
+    def lstm_row(a, x, col, c_old, c_new, out, p, u0, nu, codes, coef):
+        """i, f, g, o; c = f c + i g (f = 1 - i with input_forget); out = o h(c): the state, or what W_hr projects.
+
+        Peepholes (ONNX): i and f see c_{t-1}, o sees the new c. Without SUM, a holds the whole pre-activations.
+        """
+        ai, af, ag, ao = a[0:nu], a[NR : NR + nu], a[2 * NR : 2 * NR + nu], a[3 * NR : 3 * NR + nu]
+        xi, xf = x[col : col + nu], x[col + NR : col + NR + nu]
+        xg, xo = x[col + 2 * NR : col + 2 * NR + nu], x[col + 3 * NR : col + 3 * NR + nu]
+        c0, c1, hv = c_old[u0 : u0 + nu], c_new[u0 : u0 + nu], out[u0 : u0 + nu]
+        pi, pf, po = p[0, u0 : u0 + nu], p[1, u0 : u0 + nu], p[2, u0 : u0 + nu]
+        for j in range(nu):
+            zi = ai[j] + xi[j] if SUM else ai[j]
+            zf = af[j] + xf[j] if SUM else af[j]
+            zg = ag[j] + xg[j] if SUM else ag[j]
+            zo = ao[j] + xo[j] if SUM else ao[j]
+            cp = c0[j]
+            if PEEP:
+                zi += pi[j] * cp
+                zf += pf[j] * cp
+            i = act(GENERAL, A0, 0, zi, codes, coef, True)
+            g = act(GENERAL, A1, 1, zg, codes, coef, True)
+            if IFG:
+                c = (_like(1.0, i) - i) * cp + i * g
+            else:
+                c = act(GENERAL, A0, 0, zf, codes, coef, True) * cp + i * g
+            if PEEP:
+                zo += po[j] * c
+            c1[j] = c
+            hv[j] = act(GENERAL, A0, 0, zo, codes, coef, True) * act(GENERAL, A2, 2, c, codes, coef, False)
+
+    def gru_row(a, x, col, b_hn, h_old, h_new, u0, nu, codes, coef):
+        """Reset after the product: r, z = f(.), n = g(x W_in + b_in + r (h W_hn + b_hn)), h = (1 - z) n + z h."""
+        ar, az, an = a[0:nu], a[NR : NR + nu], a[2 * NR : 2 * NR + nu]
+        xr, xz, xn = x[col : col + nu], x[col + NR : col + NR + nu], x[col + 2 * NR : col + 2 * NR + nu]
+        bh, h0, h1 = b_hn[u0 : u0 + nu], h_old[u0 : u0 + nu], h_new[u0 : u0 + nu]
+        for j in range(nu):
+            r = act(GENERAL, A0, 0, ar[j] + xr[j], codes, coef, True)
+            z = act(GENERAL, A0, 0, az[j] + xz[j], codes, coef, True)
+            n = act(GENERAL, A1, 1, xn[j] + r * (an[j] + bh[j]), codes, coef, True)
+            h1[j] = (_like(1.0, z) - z) * n + z * h0[j]
+
+    def gru_rz_row(a, x, col, h_old, rh, zs, u0, nu, codes, coef):
+        """Reset before the product, first phase: r, z = f(.); r h, which W_hn then multiplies; z kept."""
+        ar, az = a[0:nu], a[NR : NR + nu]
+        xr, xz = x[col : col + nu], x[col + NR : col + NR + nu]
+        h0, rv, zv = h_old[u0 : u0 + nu], rh[u0 : u0 + nu], zs[u0 : u0 + nu]
+        for j in range(nu):
+            r = act(GENERAL, A0, 0, ar[j] + xr[j], codes, coef, True)
+            zv[j] = act(GENERAL, A0, 0, az[j] + xz[j], codes, coef, True)
+            rv[j] = r * h0[j]
+
+    def gru_n_row(a, x, col, h_old, zs, h_new, u0, nu, codes, coef):
+        """Second phase: n = g(x W_in + b_in + b_hn + (r h) W_hn^T) (both biases in x), h = (1 - z) n + z h."""
+        an, xn = a[0:nu], x[col + 2 * NR : col + 2 * NR + nu]
+        h0, zv, h1 = h_old[u0 : u0 + nu], zs[u0 : u0 + nu], h_new[u0 : u0 + nu]
+        for j in range(nu):
+            n = act(GENERAL, A1, 1, xn[j] + an[j], codes, coef, True)
+            z = zv[j]
+            h1[j] = (_like(1.0, z) - z) * n + z * h0[j]
+
+    rows = (rnn_row, lstm_row, gru_row, gru_rz_row, gru_n_row)
+    return {f.__name__: njit(**_INLINE)(f) for f in rows}
 
 
-@njit(**_INLINE)
-def lstm_row(a, x, col, c_old, c_new, out, p, u0, nu, NR, SUM, PEEP, IFG, GENERAL, A0, A1, A2, codes, coef):
-    """i, f, g, o; c = f c + i g (f = 1 - i with input_forget); out = o h(c): the state, or what W_hr projects.
-
-    Peepholes (ONNX): i and f see c_{t-1}, o sees the new c. Without SUM, a holds the whole pre-activations.
-    """
-    ai, af, ag, ao = a[0:nu], a[NR : NR + nu], a[2 * NR : 2 * NR + nu], a[3 * NR : 3 * NR + nu]
-    xi, xf = x[col : col + nu], x[col + NR : col + NR + nu]
-    xg, xo = x[col + 2 * NR : col + 2 * NR + nu], x[col + 3 * NR : col + 3 * NR + nu]
-    c0, c1, hv = c_old[u0 : u0 + nu], c_new[u0 : u0 + nu], out[u0 : u0 + nu]
-    pi, pf, po = p[0, u0 : u0 + nu], p[1, u0 : u0 + nu], p[2, u0 : u0 + nu]
-    for j in range(nu):
-        zi = ai[j] + xi[j] if SUM else ai[j]
-        zf = af[j] + xf[j] if SUM else af[j]
-        zg = ag[j] + xg[j] if SUM else ag[j]
-        zo = ao[j] + xo[j] if SUM else ao[j]
-        cp = c0[j]
-        if PEEP:
-            zi += pi[j] * cp
-            zf += pf[j] * cp
-        i = act(GENERAL, A0, 0, zi, codes, coef, True)
-        g = act(GENERAL, A1, 1, zg, codes, coef, True)
-        if IFG:
-            c = (_like(1.0, i) - i) * cp + i * g
-        else:
-            c = act(GENERAL, A0, 0, zf, codes, coef, True) * cp + i * g
-        if PEEP:
-            zo += po[j] * c
-        c1[j] = c
-        hv[j] = act(GENERAL, A0, 0, zo, codes, coef, True) * act(GENERAL, A2, 2, c, codes, coef, False)
-
-
-@njit(**_INLINE)
-def gru_row(a, x, col, b_hn, h_old, h_new, u0, nu, NR, GENERAL, A0, A1, codes, coef):
-    """Reset after the product: r, z = f(.), n = g(x W_in + b_in + r (h W_hn + b_hn)), h = (1 - z) n + z h."""
-    ar, az, an = a[0:nu], a[NR : NR + nu], a[2 * NR : 2 * NR + nu]
-    xr, xz, xn = x[col : col + nu], x[col + NR : col + NR + nu], x[col + 2 * NR : col + 2 * NR + nu]
-    bh, h0, h1 = b_hn[u0 : u0 + nu], h_old[u0 : u0 + nu], h_new[u0 : u0 + nu]
-    for j in range(nu):
-        r = act(GENERAL, A0, 0, ar[j] + xr[j], codes, coef, True)
-        z = act(GENERAL, A0, 0, az[j] + xz[j], codes, coef, True)
-        n = act(GENERAL, A1, 1, xn[j] + r * (an[j] + bh[j]), codes, coef, True)
-        h1[j] = (_like(1.0, z) - z) * n + z * h0[j]
-
-
-@njit(**_INLINE)
-def gru_rz_row(a, x, col, h_old, rh, zs, u0, nu, NR, GENERAL, A0, codes, coef):
-    """Reset before the product, first phase: r, z = f(.); r h, which W_hn then multiplies; z kept."""
-    ar, az = a[0:nu], a[NR : NR + nu]
-    xr, xz = x[col : col + nu], x[col + NR : col + NR + nu]
-    h0, rv, zv = h_old[u0 : u0 + nu], rh[u0 : u0 + nu], zs[u0 : u0 + nu]
-    for j in range(nu):
-        r = act(GENERAL, A0, 0, ar[j] + xr[j], codes, coef, True)
-        zv[j] = act(GENERAL, A0, 0, az[j] + xz[j], codes, coef, True)
-        rv[j] = r * h0[j]
-
-
-@njit(**_INLINE)
-def gru_n_row(a, x, col, h_old, zs, h_new, u0, nu, NR, GENERAL, A1, codes, coef):
-    """Second phase: n = g(x W_in + b_in + b_hn + (r h) W_hn^T) (both biases in x), h = (1 - z) n + z h."""
-    an, xn = a[0:nu], x[col + 2 * NR : col + 2 * NR + nu]
-    h0, zv, h1 = h_old[u0 : u0 + nu], zs[u0 : u0 + nu], h_new[u0 : u0 + nu]
-    for j in range(nu):
-        n = act(GENERAL, A1, 1, xn[j] + an[j], codes, coef, True)
-        z = zv[j]
-        h1[j] = (_like(1.0, z) - z) * n + z * h0[j]
+# The names the kernels call a row function by: each kernel's own, made for its spec by epilogues(), are globals
+# of that kernel alone (see _make); these stand for them in the module.
+rnn_row = lstm_row = gru_row = gru_rz_row = gru_n_row = None
 
 
 @njit(**_INLINE)
@@ -755,9 +764,6 @@ def _make(spec):
     G1 = 2 if CELL == 3 else G  # panels per group in the first product (GRU before: r, z)
     PROJ = spec.proj
     TWO = CELL == 3 or PROJ  # a second product per step: W_hn (r h) or W_hr (the projection)
-    GENERAL = spec.general
-    A0, A1, A2 = spec.acts
-    PEEP, IFG = spec.peepholes, spec.input_forget
     MR, V, VB, KC, L2B = spec.mr, spec.v, spec.vb, spec.kc, spec.l2b
     NR = spec.nr
     # rows of a wide tile (few rows, every panel of a group at once) within the accumulator budget
@@ -769,7 +775,6 @@ def _make(spec):
     # group, the epilogue's setup cost 11% of keras-text's step), the other cells' one (its G gates side by
     # side, in L1 for the epilogue)
     SPAN = span_groups(spec)
-    SUM = not FUSED  # the cells add the input's projection to the recurrent product (else it is in the product)
 
     def chunk(k, nth, ctl, units, reverse, masked, par, dims, W, S, IO):
         wpi, wp1, wp2, b_hn, peep, coef, codes = W
@@ -872,36 +877,16 @@ def _make(spec):
                             a = x = acc[b - b0]
                             xc = 0
                         if CELL == 0:
-                            rnn_row(a, x, xc, hn, u0, nu, SUM, GENERAL, A0, codes, coef)
+                            rnn_row(a, x, xc, hn, u0, nu, codes, coef)
                         elif CELL == 1:
                             out = aux[0, b] if PROJ else hn
-                            lstm_row(
-                                a,
-                                x,
-                                xc,
-                                c_old[b],
-                                c_new[b],
-                                out,
-                                peep,
-                                u0,
-                                nu,
-                                NR,
-                                SUM,
-                                PEEP,
-                                IFG,
-                                GENERAL,
-                                A0,
-                                A1,
-                                A2,
-                                codes,
-                                coef,
-                            )
+                            lstm_row(a, x, xc, c_old[b], c_new[b], out, peep, u0, nu, codes, coef)
                             if masked and run[t, b] == 0:
                                 keep_row(b, u0, nu, c_old, c_new)
                         elif CELL == 2:
-                            gru_row(a, x, col, b_hn, ho, hn, u0, nu, NR, GENERAL, A0, A1, codes, coef)
+                            gru_row(a, x, col, b_hn, ho, hn, u0, nu, codes, coef)
                         else:
-                            gru_rz_row(a, x, col, ho, aux[0, b], aux[1, b], u0, nu, NR, GENERAL, A0, codes, coef)
+                            gru_rz_row(a, x, col, ho, aux[0, b], aux[1, b], u0, nu, codes, coef)
                         if not TWO:
                             r = masked and run[t, b] != 0
                             e = masked and emit[t, b] != 0
@@ -919,21 +904,7 @@ def _make(spec):
                             a = acc[b - b0]
                             ho, hn = hx_old[b, XO:], hx_new[b, XO:]
                             if CELL == 3:
-                                gru_n_row(
-                                    a,
-                                    gi[t * B + b],
-                                    g * G * NR,
-                                    ho,
-                                    aux[1, b],
-                                    hn,
-                                    v0,
-                                    nv,
-                                    NR,
-                                    GENERAL,
-                                    A1,
-                                    codes,
-                                    coef,
-                                )
+                                gru_n_row(a, gi[t * B + b], g * G * NR, ho, aux[1, b], hn, v0, nv, codes, coef)
                             else:  # the projection's output is the state
                                 _copy(hn[v0 : v0 + nv], a[0:nv])
                             r = masked and run[t, b] != 0
@@ -949,12 +920,15 @@ def _make(spec):
                 return
             _job_done(ctl, k)
 
-    chunk.__name__ = chunk.__qualname__ = spec.name  # numba's cache: one index file per configuration
+    # the row functions made for this spec come in as the kernel's globals, not as closure variables: numba's cache
+    # key hashes a closure's variables, and a compiled function pickles with an id new in every process
+    kernel = type(chunk)(chunk.__code__, {**globals(), **epilogues(spec)}, spec.name, None, chunk.__closure__)
+    kernel.__qualname__ = spec.name  # numba's cache: one index file per configuration
     try:
-        return njit(**_KERNEL)(chunk)
+        return njit(**_KERNEL)(kernel)
     except RuntimeError as e:  # no folder numba can write its cache to (a read-only install, no user cache)
         UNCACHED[spec] = str(e)
-        return njit(**dict(_KERNEL, cache=False))(chunk)
+        return njit(**dict(_KERNEL, cache=False))(kernel)
 
 
 UNCACHED = {}  # Spec -> why numba cannot cache its kernel (it is then compiled in every process)
