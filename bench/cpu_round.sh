@@ -16,8 +16,8 @@
 #   stream  stream-<name>.json/.md: python -m bench.stream --rounds 5 --calls 500
 #   first   first-call-<name>.json/.md: python -m bench.first_call (fresh processes, empty caches)
 # where <name> is the CPU model, the core count and the date, as python -m bench names its files (and -TAG).
-# Each stage's output also goes to bench/results/cpu-round-<name>.log. A failing stage does not stop the later ones; the exit
-# status is the number of stages that failed.
+# Each stage's output also goes to bench/results/cpu-round-<name>.log. A failing stage does not stop the later
+# ones; the exit status is the number of stages that failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
