@@ -91,9 +91,15 @@ def threaded(monkeypatch, n=2):
 
 
 def use_path(monkeypatch, path):
-    """How threads share a step: 'units' (a barrier a step, as at batch 1) or 'rows' (each thread its rows)."""
-    monkeypatch.setattr(impl_module(IMPL), "ROWS_PER_THREAD_MIN", 1 if path == "rows" else 1 << 62)
-    monkeypatch.setattr(impl_module(IMPL), "ROWS_PER_THREAD_FULL", 1)
+    """How threads share a step: 'rows' (each thread its rows), 'units' (each thread its groups of units for
+    every row, a barrier a step, as at batch 1) or 'parts' (nth // 2 parts of the groups, or one, each for
+    parts of the rows), whatever the number of groups."""
+    mod = impl_module(IMPL)
+    monkeypatch.setattr(mod, "ROWS_PER_THREAD_MIN", 1 if path == "rows" else 1 << 62)
+    monkeypatch.setattr(mod, "ROWS_PER_THREAD_FULL", 1)
+    if path != "rows":
+        parts = (lambda nth: nth) if path == "units" else (lambda nth: max(1, nth // 2))
+        monkeypatch.setattr(mod.Direction, "_plan", lambda self, nth, B: (nth, parts(nth)))
 
 
 BATCHES = [
@@ -188,7 +194,12 @@ def test_every_activation(rng, monkeypatch, name, dtype):
 
 @pytest.mark.parametrize(
     "B,path",
-    [pytest.param(1, "units", id="B1"), pytest.param(5, "rows", id="B5-rows"), pytest.param(5, "units", id="B5-units")],
+    [
+        pytest.param(1, "units", id="B1"),
+        pytest.param(5, "rows", id="B5-rows"),
+        pytest.param(5, "units", id="B5-units"),
+        pytest.param(5, "parts", id="B5-parts"),
+    ],
 )
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
@@ -259,16 +270,22 @@ def test_tiny_chunks_and_time_major(rng, monkeypatch):
     np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("cell,rows,chunks", [("gru", 4, 25), ("lstm", 1, 1), ("rnn", 1, 1)])
-def test_chunk_buffer_is_bounded_by_a_chunk_not_by_T(rng, monkeypatch, poisoned, cell, rows, chunks):
-    """GRU: the chunk's x rows and projection (t*B rows), a chunk at a time (G*H = 12, B = 2: 2 steps a
-    chunk); rnn and lstm on the caller's x need no buffer by time at all: the whole call is one kernel call."""
+@pytest.mark.parametrize(
+    "cell,B,rows,chunks",
+    [("gru", 2, 4, 25), ("gru", 3, 3, 50), ("lstm", 2, 4, 25), ("rnn", 2, 16, 7), ("lstm", 3, 1, 1), ("rnn", 3, 1, 1)],
+)
+def test_chunk_buffer_is_bounded_by_a_chunk_not_by_T(rng, monkeypatch, poisoned, cell, B, rows, chunks):
+    """GRU, and rnn and lstm at batch 1 and 2 (fewer rows than MR/2: each chunk's inputs projected at once):
+    the chunk's x rows and projection (t*B rows), a chunk at a time (CHUNK_ELEMENTS 64: G*H*B = 24 or 36
+    for a GRU, 2 steps or 1 a chunk; 32 for an LSTM, 2 steps; 8 for an rnn, 8 steps); rnn and lstm on the
+    caller's x with more rows need no buffer by time at all: the whole call is one kernel call."""
     monkeypatch.setattr(loop, "CHUNK_ELEMENTS", 64)
+    monkeypatch.setitem(_threads._setting, "threads", 1)
     mod = impl_module(IMPL)
     calls, run_chunk = [], mod.Direction._chunk
     monkeypatch.setattr(mod.Direction, "_chunk", lambda self, *a: calls.append(1) or run_chunk(self, *a))
     params = rnn_xp.init(cell, 3, 4, seed=15, xp=np)
-    x = rng.standard_normal((2, 50, 3)).astype("float32")
+    x = rng.standard_normal((B, 50, 3)).astype("float32")
     got = rnn_xp.forward(x, params, impl=IMPL)
     np.testing.assert_allclose(got[0], rnn_xp.forward(x, params, impl="reference")[0], rtol=0, atol=2e-6)
     assert len(calls) == chunks
@@ -349,7 +366,7 @@ def test_obeys_set_num_threads(rng, monkeypatch):
     seen = []
     real = _threads.run
     monkeypatch.setattr(_threads, "run", lambda fn, nth, args: seen.append(nth) or real(fn, nth, args))
-    params = rnn_xp.init("gru", 8, 32, seed=22, xp=np)
+    params = rnn_xp.init("gru", 8, 150, seed=22, xp=np)  # groups of units for both threads (one group: one thread)
     x = rng.standard_normal((1, 30, 8)).astype("float32")
     many = rnn_xp.forward(x, params, impl=IMPL)[0]
     rnn_xp.set_num_threads(1)
@@ -365,9 +382,10 @@ def test_obeys_set_num_threads(rng, monkeypatch):
 
 
 def test_threaded_kernels_only_where_they_pay(monkeypatch):
-    """Small calls or steps, or one thread allowed: one thread. Batch 1: units split, unless the machine is busy.
-    A big batch: rows split (threads that never wait for each other), busy machine or not; a few rows a
-    thread (4-7) with a W_hh larger than L2: units split, unless the machine is busy."""
+    """Small calls or steps, or one thread allowed: one thread (at batch 1 projecting a chunk's inputs at once:
+    units 1). Batch 1: units split, unless the machine is busy. A big batch: rows split (threads that never
+    wait for each other), busy machine or not; a few rows a thread (4-7) with a W_hh larger than L2: units
+    split, unless the machine is busy."""
     mod = impl_module(IMPL)
     monkeypatch.setitem(_threads._setting, "threads", 2)
     monkeypatch.setattr(mod, "_cores_busy", lambda: False)
@@ -378,23 +396,84 @@ def test_threaded_kernels_only_where_they_pay(monkeypatch):
         d = mod.Direction(mod.arrange(w, cfg, cfg.activations[0], "float32"), cfg, cfg.activations[0], "float32", B)
         return d._split(T, B)
 
-    assert split("gru", 1, 200, 64, 256) == (2, True)  # batch 1, 3*256*(256+65) multiply-adds a step
-    assert split("gru", 1, 2, 64, 256) == (1, False)  # a short call: waking the threads costs more
-    assert split("gru", 1, 200, 8, 8) == (1, False)  # a small step
-    assert split("gru", 64, 200, 64, 256) == (2, False)  # rows
+    assert split("gru", 1, 200, 64, 256) == (2, 2)  # batch 1, 3*256*(256+65) multiply-adds a step
+    assert split("gru", 1, 2, 64, 256) == (1, 1)  # a short call: waking the threads costs more
+    assert split("gru", 1, 200, 8, 8) == (1, 1)  # a small step
+    assert split("gru", 3, 200, 8, 8) == (1, 0)  # three rows (MR/2 or more): each step's projected in the step
+    assert split("gru", 64, 200, 64, 256) == (2, 0)  # rows
     monkeypatch.setattr(mod, "_l2_bytes", lambda: 1 << 20)
-    assert split("lstm", 8, 200, 64, 256) == (2, False)  # 4 rows a thread, W_hh (1 MiB) fits L2
-    assert split("lstm", 4, 200, 64, 256) == (2, True)
+    assert split("lstm", 8, 200, 64, 256) == (2, 0)  # 4 rows a thread, W_hh (1 MiB) fits L2
+    assert split("lstm", 4, 200, 64, 256) == (2, 2)
     monkeypatch.setattr(mod, "_l2_bytes", lambda: (1 << 20) - 1)
-    assert split("lstm", 8, 200, 64, 256) == (2, True)  # 4 rows a thread, W_hh larger than L2: units
-    assert split("lstm", 14, 200, 64, 256) == (2, True)  # 7 rows a thread
-    assert split("lstm", 16, 200, 64, 256) == (2, False)  # 8 rows a thread: rows, W_hh or not
+    assert split("lstm", 8, 200, 64, 256) == (2, 2)  # 4 rows a thread, W_hh larger than L2: units
+    assert split("lstm", 14, 200, 64, 256) == (2, 2)  # 7 rows a thread
+    assert split("lstm", 16, 200, 64, 256) == (2, 0)  # 8 rows a thread: rows, W_hh or not
     monkeypatch.setattr(mod, "_cores_busy", lambda: True)
-    assert split("lstm", 8, 200, 64, 256) == (2, False)  # busy cores: rows rather than a barrier a step
-    assert split("gru", 1, 200, 64, 256) == (1, False)
-    assert split("gru", 64, 200, 64, 256) == (2, False)
+    assert split("lstm", 8, 200, 64, 256) == (2, 0)  # busy cores: rows rather than a barrier a step
+    assert split("gru", 1, 200, 64, 256) == (1, 1)
+    assert split("gru", 64, 200, 64, 256) == (2, 0)
     monkeypatch.setitem(_threads._setting, "threads", 1)
-    assert split("gru", 64, 200, 64, 256) == (1, False)
+    assert split("gru", 64, 200, 64, 256) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "nth,groups,B,mr,want",
+    [
+        (2, 8, 64, 6, (2, 2)),  # at least as many groups as threads: each thread its groups, every row
+        (16, 16, 64, 6, (16, 16)),
+        (16, 8, 64, 6, (16, 8)),  # lstm-med's H 512 on 16 threads: 8 groups for 2 halves of the rows
+        (16, 8, 1, 6, (8, 8)),  # batch 1 (projected ahead): a group a thread, 8 threads
+        (16, 4, 10, 6, (16, 4)),  # 4 groups for 4 parts of the rows (3 rows at most)
+        (16, 3, 64, 6, (15, 3)),  # 3 groups for 5 parts of the rows (13 rows at most), a thread left out
+        (12, 8, 64, 6, (12, 4)),  # 2 groups x 22 rows (44), level with 4 x 11, ahead of 1 x 64 and 3 x 16
+        (2, 1, 4, 6, (2, 0)),  # one group: the rows split (2 rows a thread), no barrier a step
+        (2, 1, 1, 6, (1, 1)),  # one group, one row: one thread (projecting the chunk's inputs at once)
+        (4, 2, 2, 6, (2, 2)),  # two rows projected ahead: a group a thread, against a row a thread (two groups)
+        (4, 3, 3, 6, (3, 3)),  # three groups for three rows: a group a thread, against 2 x 2 rows on four
+    ],
+)
+def test_a_units_split_keeps_every_thread_busy(nth, groups, B, mr, want):
+    """Threads that split the units (few rows a thread, W_hh larger than L2) with fewer groups of units than
+    threads: the groups for parts of the rows, so that no thread only meets the others (lstm-med's 8 groups
+    of H 512 on 16 threads: 8 busy, before); the busiest thread's groups x rows as low as it goes, ties to
+    more parts of the groups."""
+    from types import SimpleNamespace
+
+    G = 4
+    Direction = impl_module(IMPL).Direction
+    d = SimpleNamespace(a=SimpleNamespace(wpi=np.empty((groups * G, 1, 1)), spec=SimpleNamespace(mr=mr)), G=G)
+    d._alone = lambda B: Direction._alone(d, B)
+    assert Direction._plan(d, nth, B) == want
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CASES)])
+def test_units_for_parts_of_the_rows_give_the_same_bits(rng, monkeypatch, cell, opts, dtype):
+    """The groups of units (three of them in float32 with 512-bit vectors) split U ways, each for nth // U parts
+    of the rows: 2 x 2 on 4 threads, 1 x 2 and 2 x 1 on 2, 2 x 1 and a thread left over on 3; at batch 1
+    (projected ahead: one part of the rows, a thread beyond U only meets the others) and 5, with lengths:
+    the one-thread bits."""
+    mod = impl_module(IMPL)
+    params = rnn_xp.init(cell, 4, 150, num_layers=2, bidirectional=True, seed=41, dtype="float64", xp=np, **opts)
+    p = rnn_xp.to_device(params, np, dtype=dtype)
+    x = rng.standard_normal((5, 6, 4)).astype(dtype)
+    lengths = np.array([6, 2, 0, 5, 1])
+    monkeypatch.setitem(_threads._setting, "threads", 1)
+    want = [rnn_xp.forward(x[:B], p, lengths=lengths[:B], impl=IMPL) for B in (1, 5)]
+    threaded(monkeypatch, 2)
+    use_path(monkeypatch, "units")
+    for n, units in ((4, 2), (2, 1), (2, 2), (3, 2)):
+        monkeypatch.setitem(_threads._setting, "threads", n)
+        monkeypatch.setattr(mod.Direction, "_plan", lambda self, nth, B, u=units: (nth, u))
+        for B, (y, state) in zip((1, 5), want, strict=True):
+            got, got_state = rnn_xp.forward(x[:B], p, lengths=lengths[:B], impl=IMPL)
+            same_bits(got, y)
+            for a, b in zip(
+                got_state if isinstance(got_state, tuple) else (got_state,),
+                state if isinstance(state, tuple) else (state,),
+                strict=True,
+            ):
+                same_bits(a, b)
 
 
 def test_threads_that_cannot_meet_abandon_and_the_call_runs_on_one(rng, monkeypatch):
@@ -415,7 +494,7 @@ def test_threads_that_cannot_meet_abandon_and_the_call_runs_on_one(rng, monkeypa
         args[0][k.DECISION] = k.ABANDONED  # what the threads decide when they cannot all start
 
     monkeypatch.setattr(_threads, "run", never_together)
-    params = rnn_xp.init("lstm", 5, 16, seed=24, xp=np, proj_size=3)
+    params = rnn_xp.init("lstm", 5, 150, seed=24, xp=np, proj_size=3)  # groups of units for both threads
     got = compare(IMPL, params, rng.standard_normal((1, 9, 5)), "float64")
     assert calls == [2]  # once: the rest of the call stays on one thread
     assert got[0].shape == (1, 9, 3)

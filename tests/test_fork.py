@@ -8,6 +8,7 @@ sharing params keep working too.
 
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import threading
@@ -31,7 +32,7 @@ TIMEOUT = 240  # seconds: a spawned child imports rnn_xp and loads the kernel fr
 
 
 def _params():
-    return rnn_xp.init("lstm", 16, 64, seed=3)
+    return rnn_xp.init("lstm", 16, 150, seed=3)  # groups of units for two threads whatever the vector width
 
 
 def _inputs():
@@ -101,6 +102,18 @@ def _in_children(jobs):
     deadline = time.monotonic() + TIMEOUT
     out = []
     for k, pid, read in children:
+        data = []  # read while the child writes (it blocks on a full pipe: 64 KiB on Linux) until it closes it
+        while True:
+            if select.select([read], [], [], 0.05)[0]:
+                chunk = os.read(read, 1 << 20)
+                if not chunk:
+                    break
+                data.append(chunk)
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail(f"an os.fork child hung (job {k})")
+        os.close(read)
         while True:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
@@ -108,11 +121,10 @@ def _in_children(jobs):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                pytest.fail(f"an os.fork child hung (job {k})")
+                pytest.fail(f"an os.fork child did not exit (job {k})")
             time.sleep(0.05)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child {k} failed: status {status}"
-        with os.fdopen(read, "rb") as f:
-            out.append(f.read())
+        out.append(b"".join(data))
     return out
 
 

@@ -51,9 +51,15 @@ def impl(request):
 
 
 def threads(monkeypatch, mode):
-    """'one' thread, or two splitting the 'rows' or the 'units', whatever the size of the call (a Stream's
-    one-step calls on a team of resident threads)."""
+    """'one' thread, or two splitting the 'rows', the 'units' (each thread its groups for every row) or
+    the rows in 'parts' (every group in each part: the kernel's units split with one part of the groups,
+    a barrier a step), whatever the size of the call (a Stream's one-step calls on a team of resident threads)
+    and the number of groups of units."""
     from rnn_xp._fast import numba_cpu
+
+    units = {"rows": 0, "units": 2, "parts": 1}.get(mode)  # the kernel's units (U parts of the groups)
+    if units is not None:
+        monkeypatch.setattr(numba_cpu.Direction, "_plan", lambda self, nth, B: (nth, units))
 
     monkeypatch.setitem(_threads._setting, "threads", 1 if mode == "one" else 2)
     monkeypatch.setattr(numba_cpu, "CALL_PARALLEL_MIN", 0)
@@ -81,7 +87,7 @@ def assert_same_bits(a, b):
     B=st.integers(2, 7),
     T=st.integers(1, 14),
     data=st.data(),
-    mode=st.sampled_from(["one", "rows", "units"]),
+    mode=st.sampled_from(["one", "rows", "units", "parts"]),
 )
 def test_a_sequence_alone_or_anywhere_in_any_batch(impl, monkeypatch, config, B, T, data, mode):
     if impl == "numpy-fused" and not numpy_fused.rows_alike("float32"):
@@ -120,7 +126,7 @@ def test_a_sequence_alone_or_anywhere_in_any_batch(impl, monkeypatch, config, B,
     config=st.integers(0, len(CONFIGS) - 1),
     B=st.integers(1, 5),
     cuts=st.lists(st.integers(0, 6), min_size=1, max_size=6),
-    mode=st.sampled_from(["one", "rows", "units"]),
+    mode=st.sampled_from(["one", "rows", "units", "parts"]),
 )
 def test_a_stream_in_any_chunks_is_forward(impl, monkeypatch, config, B, cuts, mode):
     params = params_for(config)
@@ -141,7 +147,7 @@ def test_a_stream_in_any_chunks_is_forward(impl, monkeypatch, config, B, cuts, m
         assert_same_bits(a, b)
 
 
-@pytest.mark.parametrize("mode", ["one", "rows", "units"])
+@pytest.mark.parametrize("mode", ["one", "rows", "units", "parts"])
 @pytest.mark.parametrize("config", range(len(CONFIGS)))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_frame_by_frame_is_forward(impl, monkeypatch, config, dtype, mode):
@@ -179,7 +185,7 @@ def test_the_stream_runs_the_compiled_engine_where_it_is_installed():
     assert s._units[0].prepared[0].__name__ == "rnn_xp._fast.numba_cpu"
 
 
-@pytest.mark.parametrize("mode", ["one", "rows", "units"])
+@pytest.mark.parametrize("mode", ["one", "rows", "units", "parts"])
 @pytest.mark.parametrize("config", [0, 1, 3])
 def test_the_input_layout_does_not_change_the_bits(impl, monkeypatch, config, mode):
     """Batch-first or time-major, read-only, strided: the kernel reads the rows of x where they lie (the

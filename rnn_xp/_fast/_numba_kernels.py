@@ -723,8 +723,10 @@ _KERNELS = {}  # Spec -> its njit function (compiled, or loaded from numba's cac
 def chunk_kernel(spec: Spec):
     """The kernel of a configuration: a function of (k, nth, ctl, units, reverse, masked, par, dims, W, S, IO).
 
-    Thread k of nth runs its share of a time chunk of n steps (the rows of the batch, or with
-    ``units`` the groups of units, meeting the other threads at a spin barrier after every step).
+    Thread k of nth runs its share of a time chunk of n steps: with ``units`` = 0 its share of the rows
+    of the batch (independent sequences: no waiting); with ``units`` = U >= 1 part k % U of the groups of
+    units for part k // U of the rows (nth // U parts; one when the chunk's rows are projected at once),
+    meeting the other threads at a spin barrier after every step.
     With ``par`` < 0 a worker stays resident: it runs a share of each job posted to its slot of ctl
     (the job's parity at ctl[PAR]), and returns when told to leave or after a while without a job:
 
@@ -796,11 +798,11 @@ def _make(spec):
             XO = F + 1 if FUSED else 0  # a state row: [x, 1, h] (FUSED), else h
             KF = XO + H_out
             # few rows: the input projection of the chunk's rows at once (each weight is used more than once)
-            ahead = units and 2 * B < MR
-            if FUSED and units and not ahead:  # the first step's x, in the threads' shares of the rows
+            ahead = units > 0 and 2 * B < MR
+            if FUSED and units > 0 and not ahead:  # the first step's x, in the threads' shares of the rows
                 c0, c1 = _share(k, nth, B)
                 _x_rows(hbuf[par], xin, x0 + (n - 1 if reverse else 0) * st, sb, c0, c1, F)
-            sync = units and nth > 1
+            sync = units > 0 and nth > 1
             if sync and not _start(ctl, nth):
                 if not resident:
                     return
@@ -808,10 +810,14 @@ def _make(spec):
                 continue
             ng = wpi.shape[0] // G  # groups of NR units
             ngo = wp2.shape[0] if PROJ else ng  # groups of output units (the projection's)
-            if units:  # every row, the thread's groups of units
-                b0, b1 = 0, B
-                g0, g1 = _share(k, nth, ng)
-                o0, o1 = _share(k, nth, ngo)
+            if units > 0:  # a part of the groups of units for a part of the rows
+                nrp = 1 if ahead else nth // units  # parts of the rows (the chunk's projection ahead: every row)
+                i, j = k // units, k % units
+                b0, b1 = _share(i, nrp, B)
+                g0, g1 = _share(j, units, ng)
+                o0, o1 = _share(j, units, ngo)
+                if i >= nrp:  # a thread left over (nth not a multiple of units): it only meets the others
+                    b1, g1, o1 = b0, g0, o0
             else:  # the thread's rows, every unit: independent sequences, no waiting
                 b0, b1 = _share(k, nth, B)
                 g0, g1, o0, o1 = 0, ng, 0, ngo
@@ -841,7 +847,7 @@ def _make(spec):
                 if not ahead and R > 0 and p1 > p0:
                     r0 = t * B + b0
                     if FUSED:
-                        if not units:  # the thread's rows of this step's x, into its state rows
+                        if units == 0:  # the thread's rows of this step's x, into its state rows
                             _x_rows(hbuf[cur], xin, x0 + t * st, sb, b0, b1, F)
                     else:
                         if copy:  # the step's rows of x, copied here: in parallel, and in cache for the product
@@ -910,7 +916,7 @@ def _make(spec):
                             r = masked and run[t, b] != 0
                             e = masked and emit[t, b] != 0
                             finish_row(v0, nv, ho, hn, last[b], y[t, b], masked, r, e)
-                if FUSED and units and not ahead and s + 1 < n:  # the next step's x, into the free x of h_new's rows
+                if FUSED and units > 0 and not ahead and s + 1 < n:  # the next step's x, into h_new's rows' free x
                     c0, c1 = _share(k, nth, B)
                     _x_rows(hbuf[1 - cur], xin, x0 + (t - 1 if reverse else t + 1) * st, sb, c0, c1, F)
                 if sync:  # the next step reads every unit of this one

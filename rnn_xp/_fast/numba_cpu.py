@@ -17,7 +17,8 @@ stream and a forward call run the same code):
   batch-first memory) need no scratch by time: the whole call is one chunk;
 * threads (rnn_xp's own, :mod:`rnn_xp._fast._threads`) split the batch rows when each gets at least
   ROWS_PER_THREAD_MIN (independent sequences: no waiting; ROWS_PER_THREAD_FULL where W_hh does not fit
-  a core's L2), else the groups of units, meeting at a spin barrier after every step; small calls run on
+  a core's L2), else the groups of units (with fewer groups than threads, the groups for parts of the
+  rows: :meth:`Direction._plan`), meeting at a spin barrier after every step; small calls run on
   the calling thread;
 * a stream fed a step a call (:meth:`Direction.step1`) shares big enough steps with a team of
   workers that stay in the kernel between back-to-back calls, spinning on a slot of a control array
@@ -491,7 +492,9 @@ class Direction:
         itemsize = self.dtype.itemsize
         wanted, units = self._split(T, B)
         claimed = _threads.claim(wanted)
-        nth, units = claimed, units and claimed > 1
+        nth = claimed
+        if units and claimed < wanted:  # fewer threads than asked for: a plan for those
+            nth, units = self._plan(claimed, B) if claimed > 1 else self._alone(B)
         try:
             # x: the kernel copies each step's rows from the caller's array (time-major or batch-first memory:
             # in parallel, and in cache for the product), else from xs, which is filled here chunk by chunk:
@@ -532,7 +535,7 @@ class Direction:
                     accs,
                 )
                 if not self._chunk(fn, nth, units, reverse, masked, dims, io):
-                    nth, units = 1, False  # the threads could not meet: this call goes on on one thread
+                    nth, units = 1, 0  # the threads could not meet: this call goes on on one thread
                 self.par = (self.par + n) % 2
                 if not direct:
                     y[t0:t1] = ys
@@ -556,7 +559,7 @@ class Direction:
         if not units or self.ctl[k.DECISION] != k.ABANDONED:
             return True
         # nothing was written: the chunk again on this thread (units split: acc[0] has room for every row)
-        fn(0, 1, self.ctl, False, reverse, masked, self.par, dims, self.W, self.S, (*io[:6], io[6][:1]))
+        fn(0, 1, self.ctl, 0, reverse, masked, self.par, dims, self.W, self.S, (*io[:6], io[6][:1]))
         return False
 
     def _step_macs(self):
@@ -565,23 +568,57 @@ class Direction:
         return self.B * self.G * a.H * (a.H_out + a.F + 1)
 
     def _rows(self, nth, units):
-        """Rows of each thread's products: every row when the threads split the units, else a share."""
+        """Rows of each thread's products: every row when the threads split the units (a chunk the threads
+        could not meet for runs on one thread in the first's), else a share."""
         return self.B if units else -(-self.B // nth)
 
     def _split(self, T, B):
-        """(threads wanted, whether they split the units) for a call of T steps."""
+        """(threads wanted, the kernel's ``units``: 0 to split the rows, else :meth:`_plan`'s) for T steps."""
         per_step = self._step_macs()
         if T * per_step < CALL_PARALLEL_MIN:
-            return 1, False
+            return self._alone(B)
         nth = _threads.get_num_threads()
         if nth == 1:
-            return 1, False
+            return self._alone(B)
         rows = B >= nth * ROWS_PER_THREAD_MIN
         if rows and (B >= nth * ROWS_PER_THREAD_FULL or self._w_hh_bytes() <= _l2_bytes()):
-            return nth, False
+            return nth, 0
         if T == 1 or per_step < PARALLEL_MIN or _cores_busy():
-            return (nth, False) if rows else (1, False)
-        return nth, True
+            return (nth, 0) if rows else self._alone(B)
+        return self._plan(nth, B)
+
+    def _alone(self, B):
+        """(1, units) for a call on the calling thread: with fewer rows than MR/2 (batch 1, latency) units 1, so
+        that the kernel projects the inputs of a chunk's steps at once (each weight of W_ih read once for the
+        chunk, not once a step: measured on one core of a Zen 4, in 256, T 1000, LSTM H 256 B1 24.3-24.5 ->
+        17.8-18.7 ms, B2 45.2-46.6 -> 33.2-33.4, H 64 B1 3.35-3.64 -> 2.07-2.17, GRU in 64 H 256 B1 11.4-11.7
+        -> 9.2-9.5, rnn 3.48 -> 3.0-3.2); else 0, each step's rows projected in the step."""
+        return (1, 1) if 2 * B < self.a.spec.mr else (1, 0)
+
+    def _plan(self, nth, B):
+        """(threads, units) for threads that split the units, up to nth: ``units`` = U parts of the groups of
+        units, each for threads // U parts of the rows; 0 for the rows alone.
+
+        With at least as many groups of units (NR each) as threads: (nth, nth), each thread its groups for
+        every row, as at batch 1. With fewer, that left threads with nothing to do (lstm-med's H 512 is 8
+        groups of 64 float32 units: 8 of 16 threads). Then: U from 2 to the groups, the one whose busiest
+        thread has the least to do, ceil(groups / U) x ceil(B / parts of the rows), the most parts of the
+        groups (the smallest share of the weights each) among equals; rows projected a chunk ahead (fewer
+        than MR/2) are not parted (a group a thread; one group: one thread); one group: the rows split.
+        """
+        ng = self.a.wpi.shape[0] // self.G
+        if ng >= nth:
+            return nth, nth
+        if 2 * B < self.a.spec.mr:
+            return (ng, ng) if ng > 1 else self._alone(B)
+        if ng == 1:
+            return min(nth, B), 0
+        plans = []  # (the busiest thread's groups x rows, -U, threads, U)
+        for u in range(2, ng + 1):
+            parts = min(nth // u, B)
+            plans.append((-(-ng // u) * -(-B // parts), -u, u * parts, u))
+        _, _, threads, units = min(plans)
+        return threads, units
 
     def _w_hh_bytes(self):
         """The bytes of the recurrent weights one step reads (every gate of every unit)."""
@@ -606,7 +643,7 @@ class Direction:
         if self.lstm:
             self.cbuf[self.par] = c
         if not self._team(fn):
-            fn(0, 1, self.ctl, False, False, False, self.par, self.dims, self.W, self.S, io)
+            fn(0, 1, self.ctl, 0, False, False, self.par, self.dims, self.W, self.S, io)
         self.par ^= 1
         self._ended = time.perf_counter()
         h[...] = io[3][0]
@@ -646,11 +683,11 @@ class Direction:
         warm = time.perf_counter() - self._ended < TEAM_GAP  # calls back to back
         if not warm and per_step < CALL_PARALLEL_MIN:
             return False
+        nth, units = self._plan(nth, B) if B < nth * ROWS_PER_THREAD_MIN else (nth, 0)
+        if nth == 1 or units and _cores_busy_cached():
+            return False
         if _held_elsewhere(self._teams.get(nth, (None,))[0]):
             return False  # the workers wait in another team's loop (a stream's other layer): taking them costs more
-        units = B < nth * ROWS_PER_THREAD_MIN
-        if units and _cores_busy_cached():
-            return False
         claimed = _threads.claim(nth)
         try:
             if claimed < nth:
@@ -756,7 +793,7 @@ def _example_args(spec):
     u8 = np.zeros((1, 1), dtype=np.uint8)
     io = (z(1, 16), z(1, 16), z(1, G * nr), z(1, 1, 1), u8, u8, z(1, 1, G1 * nr))
     dims = (1, 1, 1, 0, 0, 1, 1)
-    return (0, 1, np.zeros(_load().CONTROL_SIZE, dtype=np.int64), False, False, False, 0, dims, W, S, io)
+    return (0, 1, np.zeros(_load().CONTROL_SIZE, dtype=np.int64), 0, False, False, 0, dims, W, S, io)
 
 
 def _rows_of(x, dtype):
