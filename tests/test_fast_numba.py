@@ -446,6 +446,35 @@ def test_a_units_split_keeps_every_thread_busy(nth, groups, B, mr, want):
     assert Direction._plan(d, nth, B) == want
 
 
+def test_many_threads_take_the_plan_and_give_the_same_bits(rng, monkeypatch):
+    """12 threads (more than this machine's cores: they take turns at the barrier) on the library's own plan:
+    an LSTM of H 512 (8 groups of float32 units with 512-bit vectors, 32 with 256-bit ones) at batch 64 (5
+    rows a thread, W_hh larger than L2) and 1, a GRU at batch 40: the one-thread bits."""
+    mod = impl_module(IMPL)
+    monkeypatch.setattr(mod, "CALL_PARALLEL_MIN", 0)
+    monkeypatch.setattr(mod, "_cores_busy", lambda: False)
+    monkeypatch.setattr(mod, "_l2_bytes", lambda: 1 << 20)
+    plans = []
+    real = mod.Direction._plan
+    monkeypatch.setattr(mod.Direction, "_plan", lambda self, nth, B: plans.append(real(self, nth, B)) or plans[-1])
+    for cell, B, H in (("lstm", 64, 512), ("lstm", 1, 512), ("gru", 40, 400)):
+        params = rnn_xp.init(cell, 16, H, seed=42, xp=np)
+        x = rng.standard_normal((B, 4, 16)).astype(np.float32)
+        monkeypatch.setitem(_threads._setting, "threads", 1)
+        y, state = rnn_xp.forward(x, params, impl=IMPL)
+        monkeypatch.setitem(_threads._setting, "threads", 12)
+        plans.clear()
+        got, got_state = rnn_xp.forward(x, params, impl=IMPL)
+        same_bits(got, y)
+        for a, b in zip(
+            got_state if isinstance(got_state, tuple) else (got_state,),
+            state if isinstance(state, tuple) else (state,),
+            strict=True,
+        ):
+            same_bits(a, b)
+        assert plans and all(threads <= 12 and (units == 0 or threads % units == 0) for threads, units in plans)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("cell,opts", CASES, ids=[f"{c}-{i}" for i, (c, _) in enumerate(CASES)])
 def test_units_for_parts_of_the_rows_give_the_same_bits(rng, monkeypatch, cell, opts, dtype):
