@@ -461,17 +461,10 @@ def test_many_threads_take_the_plan_and_give_the_same_bits(rng, monkeypatch):
         params = rnn_xp.init(cell, 16, H, seed=42, xp=np)
         x = rng.standard_normal((B, 4, 16)).astype(np.float32)
         monkeypatch.setitem(_threads._setting, "threads", 1)
-        y, state = rnn_xp.forward(x, params, impl=IMPL)
+        want = rnn_xp.forward(x, params, impl=IMPL)
         monkeypatch.setitem(_threads._setting, "threads", 12)
         plans.clear()
-        got, got_state = rnn_xp.forward(x, params, impl=IMPL)
-        same_bits(got, y)
-        for a, b in zip(
-            got_state if isinstance(got_state, tuple) else (got_state,),
-            state if isinstance(state, tuple) else (state,),
-            strict=True,
-        ):
-            same_bits(a, b)
+        same_result(rnn_xp.forward(x, params, impl=IMPL), want)
         assert plans and all(threads <= 12 and (units == 0 or threads % units == 0) for threads, units in plans)
 
 
@@ -494,15 +487,8 @@ def test_units_for_parts_of_the_rows_give_the_same_bits(rng, monkeypatch, cell, 
     for n, units in ((4, 2), (2, 1), (2, 2), (3, 2)):
         monkeypatch.setitem(_threads._setting, "threads", n)
         monkeypatch.setattr(mod.Direction, "_plan", lambda self, nth, B, u=units: (nth, u))
-        for B, (y, state) in zip((1, 5), want, strict=True):
-            got, got_state = rnn_xp.forward(x[:B], p, lengths=lengths[:B], impl=IMPL)
-            same_bits(got, y)
-            for a, b in zip(
-                got_state if isinstance(got_state, tuple) else (got_state,),
-                state if isinstance(state, tuple) else (state,),
-                strict=True,
-            ):
-                same_bits(a, b)
+        for B, expected in zip((1, 5), want, strict=True):
+            same_result(rnn_xp.forward(x[:B], p, lengths=lengths[:B], impl=IMPL), expected)
 
 
 def test_threads_that_cannot_meet_abandon_and_the_call_runs_on_one(rng, monkeypatch):
@@ -552,6 +538,13 @@ def frames(s, x):
 def same_bits(a, b):
     assert a.dtype == b.dtype and a.shape == b.shape
     np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def same_result(got, want):
+    """forward's (y, state) against another's, bit for bit (an LSTM's state is a pair)."""
+    flat = lambda r: [r[0], *(r[1] if isinstance(r[1], tuple) else (r[1],))]  # noqa: E731
+    for a, b in zip(flat(got), flat(want), strict=True):
+        same_bits(a, b)
 
 
 def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):
