@@ -239,6 +239,38 @@ def test_the_stream_benchmark_checks_its_workers_and_tabulates():
     assert lines[3].startswith("| gru | 3 | 4 | 6 | ")
 
 
+def test_the_plans_benchmark_forces_each_plan_and_tabulates(tmp_path, capsys):
+    """python -m bench.plans on tiny cases: each plan runs as forced (auto as the library chooses), the
+    same bits checked, then timed; the command line refuses an unknown case and writes JSON and markdown."""
+    pytest.importorskip("numba")
+    from bench import plans as bench_plans
+
+    cases = {
+        "a": ("lstm", 1, 6, 5, 8, 1, {"step": (1, 0), "chunk": (1, 1)}),
+        "b": ("gru", 4, 5, 3, 6, 2, {"rows": (2, 0), "units": (2, 2)}),
+    }
+    records = bench_plans.run(("a", "b"), rounds=2, budget=0.001, cases=cases)
+    assert [(r["case"], r["plan"], tuple(r["split"])) for r in records] == [
+        ("a", "step", (1, 0)),
+        ("a", "chunk", (1, 1)),
+        ("a", "auto", (1, 1)),  # batch 1 on the calling thread: a chunk's inputs projected at once
+        ("b", "rows", (2, 0)),
+        ("b", "units", (2, 2)),
+        ("b", "auto", (1, 0)),  # a call too small for the threads
+    ]
+    assert all(r["calls"] >= 2 and 0 < r["best_s"] <= r["median_s"] for r in records)
+    lines = bench_plans.table(records).splitlines()
+    assert lines[2].startswith("| a | lstm 1 6 5 8 | 1 | step | (1, 0) |") and lines[2].endswith("| 1.00 |")
+    with pytest.raises(SystemExit):
+        bench_plans.main(["--cases", "nope"])
+    assert "unknown cases ['nope']" in capsys.readouterr().err
+    out = tmp_path / "plans.json"
+    assert bench_plans.main(["--cases", "one-group", "--rounds", "1", "--budget", "0.001", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {r["plan"] for r in data["records"]} == {"idle", "rows", "auto"} and data["machine"]["cores"]
+    assert (tmp_path / "plans.md").read_text().startswith("# The compiled engine's plans")
+
+
 def test_no_progress_writes_no_bar(capsys):
     with cli.progress_bar(3, enabled=False) as bar:
         bar.set_postfix_str("step")

@@ -78,8 +78,8 @@ ROWS_PER_THREAD_MIN = 4
 # cores are busy. Measured on 2 cores (AMD EPYC Zen 1, L2 512 KiB), LSTM in 256, H 512 (W_hh 4 MiB), T 100,
 # rows / units split: B 8 (4 rows a thread) 120 / 51 ms, B 12 (6 rows) 117 / 70 ms, B 16 (8 rows) level.
 # The test is on W_hh, not on all the weights a step reads ([W_ih; b; W_hh]): on 2 cores of a Zen 4 (L2 1 MiB)
-# with W_hh within L2 and the whole over it (LSTM B 8 and 12, in 256, H 256; GRU B 8; rnn B 8, in and H 512),
-# rows took 0.94-1.0x the time of units.
+# with W_hh within L2 and the whole over it (LSTM and GRU B 8, in 256, H 256; rnn B 8, in and H 512), units
+# took 1.07-1.18x the time of rows (`python -m bench.plans`, the within-l2 cases).
 ROWS_PER_THREAD_FULL = 8
 # A stream's one-step calls (Direction.step1) share a step of at least this many multiply-adds among threads
 # that stay resident between calls ending at most TEAM_GAP s apart. Measured on 2 cores (LSTM, one thread
@@ -593,9 +593,9 @@ class Direction:
     def _alone(self, B):
         """(1, units) for a call on the calling thread: with fewer rows than MR/2 (batch 1, latency) units 1, so
         that the kernel projects the inputs of a chunk's steps at once (each weight of W_ih read once for the
-        chunk, not once a step: measured on one core of a Zen 4, in 256, T 1000, LSTM H 256 B1 24.3-24.5 ->
-        17.8-18.7 ms, B2 45.2-46.6 -> 33.2-33.4, H 64 B1 3.35-3.64 -> 2.07-2.17, GRU in 64 H 256 B1 11.4-11.7
-        -> 9.2-9.5, rnn 3.48 -> 3.0-3.2); else 0, each step's rows projected in the step."""
+        chunk, not once a step: on one core of a Zen 4, T 1000, 0.75x the time for an LSTM B1 H 256, 0.85x
+        B2 H 512, 0.85x a GRU B1, 0.90x an rnn; ``python -m bench.plans``); else 0, each step's rows
+        projected in the step."""
         return (1, 1) if 2 * B < self.a.spec.mr else (1, 0)
 
     def _plan(self, nth, B):
