@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from dataclasses import replace
 
 import dask
 import dask.array as da
@@ -242,7 +241,7 @@ def explain(
     ``engine`` is :mod:`rnn_xp.engine`, passed in by its hook (so that this module does not import it).
     """
     call, x, bc, *_ = _prepare_dask(engine.prepare, x, params, initial_state, lengths, mask, time_major, False, trace)
-    return select_runner(replace(call, batch=max(bc, default=0)), impl)
+    return select_runner(call._replace(batch=max(bc, default=0)), impl)
 
 
 def forward(
@@ -266,7 +265,7 @@ def forward(
         engine.prepare, x, params, initial_state, lengths, mask, time_major, zero_output_for_mask, False
     )
     for b in sorted(set(bc)):
-        select_runner(replace(call, batch=b), impl)  # an impl= that cannot run a chunk fails now, not on a worker
+        select_runner(call._replace(batch=b), impl)  # an impl= that cannot run a chunk fails now, not on a worker
     cfg = params.config
     time_major = bool(time_major)
     # index letters: b batch, t time, f features, l layers*directions, h/c state units, d output units

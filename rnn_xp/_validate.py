@@ -174,7 +174,7 @@ def check_layer_input(layer, x, ref=None, *, ndim=1, features=None):
     xp = _xp.array_namespace(x)
     if ref is not None:
         check_same_space(layer, x, ref)
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _xp.is_real_floating(xp, x.dtype):
         raise TypeError(
             f"{layer}: the input has dtype {_xp.dtype_name(x.dtype)}; expected floating point. "
             f"Fix: xp.astype(x, xp.{_xp.dtype_name(ref.dtype) if ref is not None else 'float32'})"
@@ -214,7 +214,7 @@ def check_x(x, params, time_major):
         raise ValueError(
             f"x is on device {_xp.device(x)} but params are on {params.device} (no silent transfers). {_FIX_MOVE}"
         )
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _xp.is_real_floating(xp, x.dtype):
         hint = " Token ids go through an embedding first (rnn_xp.Embedding)." if xp.isdtype(x.dtype, "integral") else ""
         raise TypeError(
             f"x has dtype {_xp.dtype_name(x.dtype)}; expected a floating dtype, the params' "

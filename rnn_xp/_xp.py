@@ -56,7 +56,14 @@ def is_array(obj) -> bool:
 
 def is_dask_array(obj) -> bool:
     """Whether obj is a dask array (never imports dask: False when dask.array was never imported)."""
-    return bool(array_api_compat.is_dask_array(obj))
+    return type(obj) is not np.ndarray and bool(array_api_compat.is_dask_array(obj))
+
+
+def is_real_floating(xp, dtype) -> bool:
+    """xp.isdtype(dtype, 'real floating'), answered for NumPy's dtypes without the call."""
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        return True
+    return xp.isdtype(dtype, "real floating")
 
 
 _NAMESPACE_TESTS = (
@@ -159,8 +166,10 @@ def _learn_dtypes(xp):
 
 def dtype_name(dtype, xp=None) -> str:
     """The standard's name of a dtype of any namespace ('float32', 'int64', 'bool', ...); 'bfloat16' too."""
-    with contextlib.suppress(KeyError, TypeError):
+    try:
         return _DTYPE_NAMES[(type(dtype), dtype)]
+    except (KeyError, TypeError):  # not met yet, or unhashable
+        pass
     spaces = [xp] if xp is not None else []
     spaces += [np] + [
         array_namespace(_probe(m)) for m in ("torch", "array_api_strict", "cupy", "jax.numpy") if _probe(m) is not None

@@ -89,7 +89,9 @@ def warmup(*objs, cells=(), dtypes=("float32",), progress=None):
     ----------
     *objs : params, layers, models (Sequential, Keras/ONNX imports), Streams, or paths of files
         (``rnn_xp.save`` files, ``.keras``/``.h5`` Keras files, ``.onnx`` files).
-    cells : names from :data:`CELLS` ("rnn", "lstm", "gru", "gru-before"), with default options.
+    cells : names from :data:`CELLS` ("rnn", "lstm", "gru", "gru-before"), with default options, of
+        any size: each cell's kernels for every panel width (a layer narrower than the CPU's panel,
+        H < 64 float32 units with AVX-512, has its own: 3 kernels a cell there).
     dtypes : the dtypes to compile ``cells`` for ("float32", "float64"); params use their own
         (float16 and bfloat16 compute in float32).
     progress : callable(str), optional, told of each kernel before and after it is built.
@@ -121,7 +123,7 @@ def warmup(*objs, cells=(), dtypes=("float32",), progress=None):
             if dtype not in ("float32", "float64"):
                 raise ValueError(f"dtype {dtype!r}; expected 'float32' or 'float64'")
             cell, opts = CELLS[name]
-            found.append(init(cell, 1, 2, dtype=dtype, **opts))
+            found += [init(cell, 1, H, dtype=dtype, **opts) for H in numba_cpu.width_sizes(dtype)]
     specs = []
     for p in found:
         dtype = "float32" if p.config.dtype in _xp.HALF_DTYPES else p.config.dtype
@@ -130,15 +132,16 @@ def warmup(*objs, cells=(), dtypes=("float32",), progress=None):
     kernels = numba_cpu._kernels()
     done = []
     for i, spec in enumerate(specs, start=1):
+        what = numba_cpu.label(spec)
         if progress is not None:
-            progress(f"[{i}/{len(specs)}] {spec.label}: building")
+            progress(f"[{i}/{len(specs)}] {what}: building")
         t = time.perf_counter()
         how = "loaded from the cache" if kernels._load_cached(spec) else "compiled"
         numba_cpu.compile_spec(spec)
         seconds = time.perf_counter() - t
-        done.append((spec.label, seconds, how))
+        done.append((what, seconds, how))
         if progress is not None:
-            progress(f"[{i}/{len(specs)}] {spec.label}: {how} in {seconds:.1f} s")
+            progress(f"[{i}/{len(specs)}] {what}: {how} in {seconds:.1f} s")
     return done
 
 

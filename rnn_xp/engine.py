@@ -245,9 +245,15 @@ def _run_layers(p, params, runner, time_major):
         del ys, out
     down = (lambda a: xp.astype(a, out_dtype)) if half else (lambda a: a)
     y = down(layer_in if time_major else xp.permute_dims(layer_in, (1, 0, 2)))
-    h_n = down(xp.stack(h_n, axis=0))  # (L*D, B, H_out)
-    state = (h_n, down(xp.stack(c_n, axis=0))) if cfg.cell == "lstm" else h_n
+    h_n = down(_stack(xp, h_n))  # (L*D, B, H_out)
+    state = (h_n, down(_stack(xp, c_n))) if cfg.cell == "lstm" else h_n
     if not p.call.trace:
         return y, state
     layout = (lambda a: a) if time_major else (lambda a: xp.permute_dims(a, (1, 0, 2)))  # (T, B, .) -> (B, T, .)
     return y, state, [{name: down(layout(a)) for name, a in tr.items()} for tr in traces]
+
+
+def _stack(xp, states):
+    """The layers' states (B, H) stacked (L*D, B, H); one alone gets its new axis by indexing (stacking one
+    array took microseconds of a one-step call)."""
+    return states[0][None, ...] if len(states) == 1 else xp.stack(states, axis=0)

@@ -21,6 +21,8 @@ CHUNK_ELEMENTS = 1 << 22
 def time_chunks(T: int, per_step: int, reverse: bool, chunk_elements: int | None = None):
     """[(t0, t1)] covering range(T) in processing order, each of at most chunk_elements // per_step steps."""
     n = max(1, (chunk_elements or CHUNK_ELEMENTS) // max(1, per_step))
+    if 0 < T <= n:
+        return [(0, T)]
     chunks = [(t0, min(T, t0 + n)) for t0 in range(0, T, n)]
     return chunks[::-1] if reverse else chunks
 

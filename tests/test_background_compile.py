@@ -172,10 +172,19 @@ def test_rnn_xp_warmup_fills_the_cache_for_a_model_file_and_for_cells(tmp_path):
     done = _cli(tmp_path, str(path), "--cell", "lstm")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "[1/2] rnn float32 (tanh): building", lines
-    assert lines[1].startswith("[1/2] rnn float32 (tanh): compiled in "), lines
-    assert lines[3].startswith("[2/2] lstm float32 (sigmoid, tanh, tanh): compiled in "), lines
-    assert lines[-1].startswith("2 kernel(s) ready in numba's cache"), lines
+    # the model's rnn (H 100: the CPU's panels), then a cell of any size: its kernel for each panel width
+    from rnn_xp._fast import numba_cpu
+
+    widths = numba_cpu.width_sizes("float32")  # a size of each: the narrow ones are their panels' width
+    n = 1 + len(widths)
+    assert lines[0] == f"[1/{n}] rnn float32 (tanh): building", lines
+    assert lines[1].startswith(f"[1/{n}] rnn float32 (tanh): compiled in "), lines
+    for i, H in enumerate(widths[:-1], start=2):
+        assert lines[2 * i - 1].startswith(
+            f"[{i}/{n}] lstm float32 (sigmoid, tanh, tanh), panels of {H} columns: compiled in "
+        ), lines
+    assert lines[2 * n - 1].startswith(f"[{n}/{n}] lstm float32 (sigmoid, tanh, tanh): compiled in "), lines
+    assert lines[-1].startswith(f"{n} kernel(s) ready in numba's cache"), lines
     again = _cli(tmp_path, "--cell", "lstm")
     assert "lstm float32 (sigmoid, tanh, tanh): loaded from the cache in" in again.stdout, again.stdout
     # a new process: the kernel from its first call on

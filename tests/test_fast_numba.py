@@ -241,7 +241,7 @@ def test_rnn_products_span_several_groups(rng, monkeypatch, B, path, dtype):
     spans of their own) or rows, batch 1 projecting its chunk ahead, with lengths and an initial state."""
     from rnn_xp._fast import _numba_kernels as kernels
 
-    cfg = rnn_xp.init("rnn", 3, 2, seed=19, xp=np).config
+    cfg = rnn_xp.init("rnn", 3, 512, seed=19, xp=np).config  # wide enough for the CPU's panels (panel_vectors)
     spec = impl_module(IMPL).make_spec(cfg, cfg.activations[0], dtype)
     span = kernels.span_groups(spec)
     assert span > 1
@@ -253,6 +253,39 @@ def test_rnn_products_span_several_groups(rng, monkeypatch, B, path, dtype):
         x = rng.standard_normal((B, 6, 3))
         h0 = rng.standard_normal((2, B, H))
         compare(IMPL, params, x, dtype, initial_state=h0, lengths=np.array([6, 2, 0, 5, 1])[:B])
+
+
+def test_panels_are_no_wider_than_a_narrow_layer():
+    """A layer narrower than the CPU's panel gets the fewest vectors that hold it, a power of two (the padding
+    costs as much as the units); wider layers the CPU's."""
+    from rnn_xp._fast._cpu import Blocking
+
+    vectors = impl_module(IMPL).panel_vectors
+    avx512 = Blocking(vector_bytes=64, lanes=16, v=4, mr=6, kc=256, accumulators=24, l2_half=1 << 19)
+    got = {H: vectors(H, avx512) for H in (1, 16, 17, 32, 33, 48, 64, 65, 1000)}
+    assert got == {1: 1, 16: 1, 17: 2, 32: 2, 33: 4, 48: 4, 64: 4, 65: 4, 1000: 4}
+    three = Blocking(vector_bytes=32, lanes=8, v=3, mr=4, kc=256, accumulators=12, l2_half=1 << 19)  # rnn-xp tune's
+    assert [vectors(H, three) for H in (8, 9, 16, 17, 24, 100)] == [1, 2, 2, 3, 3, 3]
+
+
+@pytest.mark.parametrize("cell,opts", [("lstm", {"proj_size": 2}), ("gru", {"reset_after": False}), ("rnn", {})])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_narrow_panels_give_the_bits_of_full_ones(rng, monkeypatch, cell, opts, dtype):
+    """A small layer's narrow panels (fewer multiply-adds of padding) give the same bits as the CPU's full width:
+    every element is one chain over k in order, whatever the panel."""
+    mod = impl_module(IMPL)
+    if mod._cpu.blocking(np.dtype(dtype).itemsize).v == 1:
+        pytest.skip("the CPU's panels are one vector wide: none narrower")
+    x = rng.standard_normal((5, 7, 4)).astype(dtype)
+    make = lambda: rnn_xp.init(cell, 4, 3, seed=43, xp=np, dtype=dtype, bidirectional=True, **opts)  # noqa: E731
+    params = make()
+    spec = mod.make_spec(params.config, params.config.activations[0], dtype)
+    assert spec.v == 1  # 3 units: one vector, whatever the CPU
+    narrow = rnn_xp.forward(x, params, impl=IMPL, lengths=np.array([7, 3, 0, 7, 1]))
+    monkeypatch.setattr(mod, "panel_vectors", lambda H, b: b.v)
+    params = make()
+    assert mod.make_spec(params.config, params.config.activations[0], dtype).nr > spec.nr
+    same_result(rnn_xp.forward(x, params, impl=IMPL, lengths=np.array([7, 3, 0, 7, 1])), narrow)
 
 
 def test_tiny_chunks_and_time_major(rng, monkeypatch):
@@ -547,6 +580,36 @@ def same_result(got, want):
         same_bits(a, b)
 
 
+@pytest.mark.parametrize("cell,opts", [("lstm", {"proj_size": 5}), ("gru", {"reset_after": False}), ("rnn", {})])
+def test_calls_that_reuse_a_kept_direction_give_their_own_results(rng, cell, opts):
+    """forward keeps its Directions (state buffers, scratch) beside the weights for the next call of the same batch
+    size: a call after calls of other lengths, masks, lengths, initial states and batch sizes gives the bits of the
+    same call on a fresh copy of the params (nothing kept), and nothing of an earlier call leaks into it."""
+    mod = impl_module(IMPL)
+    make = lambda: rnn_xp.init(cell, 6, 24, seed=41, xp=np, num_layers=2, bidirectional=True, **opts)  # noqa: E731
+    params = make()
+    B = 3
+    H_out = params.config.output_size
+    calls = []
+    for T in (5, 1, 9):
+        x = rng.standard_normal((B, T, 6)).astype(np.float32)
+        h0 = rng.standard_normal((4, B, H_out)).astype(np.float32)
+        state = (h0, rng.standard_normal((4, B, 24)).astype(np.float32)) if cell == "lstm" else h0
+        mask = rng.random((B, T)) < 0.7
+        calls += [
+            (x, {}),
+            (x, {"initial_state": state}),
+            (x, {"lengths": np.array([T, 0, max(T - 2, 1)])}),
+            (x, {"mask": mask}),
+            (x[:1], {}),  # another batch size between
+            (x, {"mask": mask, "zero_output_for_mask": True, "initial_state": state}),
+        ]
+    for x, kw in calls:
+        same_result(rnn_xp.forward(x, params, impl=IMPL, **kw), rnn_xp.forward(x, make(), impl=IMPL, **kw))
+    kept = [v for key, v in mod._arranged[params.layers[0][0]].items() if key[0] == "idle"]
+    assert kept and kept[0].get(B), "no Direction was kept for the next call"
+
+
 def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):
     """Two streams' one-step calls on teams of resident threads, one after the other, and threaded forward calls
     between them (each takes the workers from the other's loop): every result is the one-thread one, bit for
@@ -669,12 +732,16 @@ def test_only_back_to_back_steps_of_some_size_wake_a_team(monkeypatch):
     assert not on_team(32, 512, 512, 0)
 
 
-def test_scratch_is_reused_across_calls_without_leaking(rng, monkeypatch):
-    """Scratch buffers are kept per thread between calls (fresh pages cost a fault each): calls of other shapes
-    and dtypes in between change nothing, and what a call returned is never overwritten by a later one."""
+@pytest.mark.parametrize("own", ["kept by each Direction", "the thread's"])
+def test_scratch_is_reused_across_calls_without_leaking(rng, monkeypatch, own):
+    """Scratch buffers are kept between calls (fresh pages cost a fault each), by the Direction when small, else
+    per thread: calls of other shapes and dtypes in between change nothing, and what a call returned is never
+    overwritten by a later one."""
     mod = impl_module(IMPL)
     monkeypatch.setattr(mod, "REUSE_SCRATCH", True)
     monkeypatch.setattr(mod, "_pool", threading.local())
+    if own == "the thread's":
+        monkeypatch.setattr(mod, "OWN_BYTES", 0)
     cases = [
         ("lstm", 4, 7, 8, "float32", {"proj_size": 3}),
         ("gru", 1, 5, 16, "float64", {"reset_after": False}),
@@ -690,4 +757,7 @@ def test_scratch_is_reused_across_calls_without_leaking(rng, monkeypatch):
     got, kept = first
     for a, b in zip([got[0], *got[1]], kept, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert getattr(mod._pool, "bufs", None), "no scratch was kept"
+    if own == "the thread's":
+        assert getattr(mod._pool, "bufs", None), "no scratch was kept"
+    else:  # every call here is small
+        assert getattr(mod._pool, "bufs", None) is None

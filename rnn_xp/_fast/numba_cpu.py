@@ -9,8 +9,9 @@ How a call runs, per layer and direction (a :class:`Direction`, which rnn_xp.Str
 stream and a forward call run the same code):
 
 * :func:`arrange` packs the weights into panels of NR columns (the biases ride as an extra input
-  row), once per params object: the packed copy is kept beside frozen params (every rnn_xp params
-  object) and reused by later calls and streams;
+  row; NR the CPU's, or narrower for a narrower layer: :func:`panel_vectors`), once per params object:
+  the packed copy is kept beside frozen params (every rnn_xp params object) and reused by later calls
+  and streams, as are forward's Directions (state buffers, small scratch) per batch size;
 * one compiled call per time chunk does everything: each step's product group by group of units
   (rnn, lstm: over the state rows [x, 1, h]; GRU: the input projection, then the recurrent product) with the
   cell's equations right after it, masks and outputs. rnn and lstm on the caller's x (time-major or
@@ -45,6 +46,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
+from ..params import _frozen
 from ..registry import CELLS
 from . import _cpu, _threads
 
@@ -172,7 +174,7 @@ _DEFAULT_CODES = {"Relu": 0, "Tanh": 1, "Sigmoid": 2}  # the activations a kerne
 def make_spec(cfg, acts, dtype):
     """The kernel Spec of one layer direction (its activations ``acts``) in ``dtype`` (remembered: every
     call asks, and a config's spec never changes within a process)."""
-    name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    name = dtype if isinstance(dtype, str) else _DTYPE_NAMES.get(dtype) or np.dtype(dtype).name
     key = (id(cfg), id(acts), name)  # by identity: hashing a config costs more than making the spec
     found = _SPECS.get(key)
     if found is not None and found[0] is cfg and found[1] is acts:
@@ -185,6 +187,7 @@ def make_spec(cfg, acts, dtype):
 
 
 _SPECS = {}
+_DTYPE_NAMES = {np.dtype(n): n for n in ("float32", "float64")}  # dtype.name takes a microsecond a call
 
 
 def _make_spec(cfg, acts, dtype):
@@ -206,12 +209,43 @@ def _make_spec(cfg, acts, dtype):
         input_forget=bool(cfg.input_forget),
         proj=bool(cfg.proj_size),
         mr=b.mr,
-        v=b.v,
+        v=panel_vectors(cfg.hidden_size, b),
         vb=b.vector_bytes,
         kc=b.kc,
         budget=b.accumulators,
         l2b=b.l2_half,
     )
+
+
+def panel_vectors(H, b):
+    """Vectors of a panel for a layer of H units: the CPU's (``b.v``), or for a layer narrower than such a panel
+    the fewest that hold it, a power of two (each kernel a few seconds to compile: at most three widths).
+
+    Padded units cost the same multiply-adds as real ones: H 32 in 64-wide panels (float32, AVX-512) did twice
+    the work. On one core of a Zen 4 (RNN_XP_BLOCKING, T 30-60): LSTM B8 in16 H32 2.84 -> 1.96 us a step with
+    32-wide panels, GRU B1 in8 H16 0.24 -> 0.14 with 16-wide ones. The results are the same bits whatever the
+    width (every element is one chain of multiply-adds over k in order).
+    """
+    v = 1
+    while 2 * v <= b.v and v * b.lanes < H:
+        v *= 2
+    return v if v * b.lanes >= H else b.v
+
+
+def width_sizes(dtype):
+    """A hidden size for each panel width a layer in ``dtype`` may get (``panel_vectors``), narrowest first:
+    warming these up compiles every kernel of a configuration, whatever its layers' sizes."""
+    b = _cpu.blocking(np.dtype(dtype).itemsize)
+    sizes = {}
+    for H in [(1 << i) * b.lanes for i in range(b.v.bit_length())] + [b.nr]:
+        sizes.setdefault(panel_vectors(H, b), H)
+    return sorted(sizes.values())
+
+
+def label(spec):
+    """What a kernel is for, in words: the spec's label, and its panels' width where narrower than the CPU's."""
+    full = _cpu.blocking(np.dtype(spec.dtype).itemsize).v
+    return spec.label if spec.v >= full else f"{spec.label}, panels of {spec.nr} columns"
 
 
 def spec_to_json(spec):
@@ -263,7 +297,7 @@ def _availability(specs):
     for spec in dict.fromkeys(specs):
         _, reason = built.available(spec)
         if reason is not None:
-            return f"{reason}; kernel {spec.label}"
+            return f"{reason}; kernel {label(spec)}"
     return None
 
 
@@ -284,7 +318,7 @@ def prepared_unready(cfg, acts, dtype):
 
 def describe(call):
     """What explain() says of this implementation for a call: its kernels and the CPU's blocking."""
-    kernels = "; ".join(dict.fromkeys(s.label for s in _specs(call.cfg, call.dtype)))
+    kernels = "; ".join(dict.fromkeys(label(s) for s in _specs(call.cfg, call.dtype)))
     return f"kernel {kernels}; {_cpu.describe(np.dtype(call.dtype).itemsize)}"
 
 
@@ -398,8 +432,6 @@ def _kept(w, key, make):
     frozen array's contents never change, so the arranged copy is kept beside the weights for later calls
     and freed with them. Weights that could change (not built by rnn_xp.params) are arranged every call.
     """
-    from ..params import _frozen
-
     try:
         found = _arranged.get(w, {}).get(key)  # kept only for frozen weights, which stay frozen
     except TypeError:  # not weak-referenceable
@@ -428,8 +460,9 @@ class Direction:
     """One layer direction for batch B: its kernel, packed weights, state buffers and threads.
 
     :meth:`run` carries the state h (B, H_out) and c (B, H) of the caller in place over a (T, B, F)
-    input; forward makes one per call and runs it once, rnn_xp.Stream keeps one and runs it per chunk
-    (the same arithmetic by construction). Not thread-safe: one Direction serves one caller at a time.
+    input; forward takes one kept from an earlier call of the same weights and batch size, or makes one (see
+    POOL_BYTES), rnn_xp.Stream keeps one and runs it per chunk (the same arithmetic by construction). Not
+    thread-safe: one Direction serves one caller at a time.
     """
 
     def __init__(self, arranged, cfg, acts, dtype, B, xp=None):
@@ -455,14 +488,19 @@ class Direction:
         two = spec.cell == 3 or spec.proj  # LSTM: h before the projection; GRU: r h and z
         self.aux = _empty((2, B, _ld(a.H, itemsize)), self.dtype) if two else np.zeros((2, 1, 1), self.dtype)
         self.last = _empty((B, a.H_out), self.dtype)  # the last output of each row (masks)
+        self.hv = self.hbuf[:, :, self.xo : self.xo + a.H_out]  # the state h in the rows
+        self.x_ld = _ld(a.F + 1, itemsize)  # a row of the chunk's x and 1 (xs)
+        self.gi_ld = _ld(a.wpi.shape[0] * spec.nr, itemsize)  # a row of its projection (gi)
         self.par = 0  # the state is in hbuf[par], cbuf[par]
         self.ctl = np.zeros(_load().CONTROL_SIZE, dtype=np.int64)  # the threads' start check and barrier
         self.W = (a.wpi, a.wp1, a.wp2, a.b_hn, a.peep, a.coef, a.codes)
         self.S = (self.hbuf, self.cbuf, self.aux, self.last)
+        self.nbytes = sum(b.nbytes for b in self.S)
         self.dims = (a.H, a.H_out, a.F, 0, 0, B, 1)  # x from xs, which the caller fills (see chunk_kernel)
         self.kernel = None
         self.no_mask = np.zeros((1, 1), dtype=np.uint8)
         self._one = None  # step1's bound buffers
+        self._kept_bufs = None  # (shape, buffers): run's scratch when small (see _buffers)
         self._teams = {}  # nth -> (ctl, io): step1's teams of threads
         self._ended = -math.inf  # when the last step1 call ended (time.perf_counter)
 
@@ -481,7 +519,7 @@ class Direction:
         a = self.a
         masked = run is not None
         fn = self._fn()
-        hv = self.hbuf[:, :, self.xo : self.xo + a.H_out]
+        hv = self.hv
         hv[self.par] = h
         if self.lstm:
             self.cbuf[self.par] = c
@@ -490,9 +528,6 @@ class Direction:
             run_u8 = np.ascontiguousarray(run[:, :, 0]).view(np.uint8)  # (T, B)
             emit_u8 = np.ascontiguousarray(emit[:, :, 0]).view(np.uint8)
         direct = y.flags.c_contiguous  # else a chunk buffer, copied out (a strided half of a bidirectional y)
-        GH = self.G * a.H
-        nr = a.spec.nr
-        itemsize = self.dtype.itemsize
         wanted, units = self._split(T, B)
         claimed = _threads.claim(wanted)
         nth = claimed
@@ -507,16 +542,12 @@ class Direction:
             # scratch by time chunk: xs (the chunk's x with a feature of 1) and gi (its projection) where used,
             # a chunk of y when y is not contiguous; rnn and lstm on rows they copy themselves need neither
             staged = fill or not self.fused  # the chunk's x rows and projection have buffers
-            per_step = B * GH if staged else 0
-            per_step += 0 if direct else B * a.H_out
+            per_step = (B * self.G * a.H if staged else 0) + (0 if direct else B * a.H_out)
             chunks = _loop.time_chunks(T, max(per_step, 1), reverse, min(_loop.CHUNK_ELEMENTS, _CHUNK_CAP))
-            longest = max(t1 - t0 for t0, t1 in chunks)
-            rows_s = longest * B if staged else 1
-            xs_buf = _scratch("x", (rows_s, _ld(a.F + 1, itemsize)), self.dtype)  # (t*B, F+1): the chunk and 1
-            gi_buf = _scratch("gi", (rows_s, _ld(a.wpi.shape[0] * nr, itemsize)), self.dtype)
-            y_buf = None if direct else _scratch("y", (longest, B, a.H_out), self.dtype)
-            rows = self._rows(nth, units)
-            accs = _scratch("acc", (nth, rows, self.acc_cols), self.dtype)  # each thread's products
+            longest = max(chunks[0][1] - chunks[0][0], chunks[-1][1] - chunks[-1][0])  # the others are as long
+            xs_buf, gi_buf, y_buf, accs = self._buffers(
+                longest * B if staged else 1, 0 if direct else longest, nth, units
+            )
             for t0, t1 in chunks:
                 n = t1 - t0
                 xs, gi = (xs_buf[: n * B], gi_buf[: n * B]) if staged else (xs_buf, gi_buf)
@@ -549,6 +580,31 @@ class Direction:
             c[...] = self.cbuf[self.par]
         if masked:
             last[...] = self.last
+
+    def _buffers(self, rows, steps, nth, units):
+        """A call's scratch: xs (rows, F+1), the chunk's x and 1; gi (rows, ...), its projection; a chunk of y
+        (steps, B, H_out), None for 0 steps; accs, each thread's products. Up to OWN_BYTES, the Direction's own,
+        kept for its next calls of the same shape (taking them from the thread's pool cost microseconds of a
+        one-step call); larger, the calling thread's (see _scratch)."""
+        key = (rows, steps, nth, units)
+        kept = self._kept_bufs
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        shapes = (
+            ("x", (rows, self.x_ld)),
+            ("gi", (rows, self.gi_ld)),
+            ("y", (steps, self.B, self.a.H_out)),
+            ("acc", (nth, self._rows(nth, units), self.acc_cols)),
+        )
+        own = REUSE_SCRATCH and sum(math.prod(s) for _, s in shapes) * self.dtype.itemsize <= OWN_BYTES
+        take = (
+            (lambda _, shape: _empty(shape, self.dtype))
+            if own
+            else (lambda name, shape: _scratch(name, shape, self.dtype))
+        )
+        bufs = tuple(None if name == "y" and not steps else take(name, shape) for name, shape in shapes)
+        self._kept_bufs = (key, bufs) if own else None
+        return bufs
 
     def _chunk(self, fn, nth, units, reverse, masked, dims, io):
         """One chunk on nth threads; False when the threads could not run at once (the chunk then ran on one)."""
@@ -761,18 +817,38 @@ def _slot(k):
 _TEAM = _Team()
 
 
+# forward's Directions are kept beside frozen weights for later calls of the same batch size (making one took
+# ~5 us of the ~40 a one-step call cost): taken by a call (one caller at a time), given back after; at most
+# POOL_KEEP idle per batch size, POOL_SIZES batch sizes, each under POOL_BYTES of state buffers (a big call
+# does not notice the making, and its buffers are not held between calls)
+POOL_BYTES = 1 << 18
+POOL_KEEP = 2
+POOL_SIZES = 8
+
+
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     """rnn_xp.loop.run_direction's contract (x (T, B, F), returns y (T, B, H_out), h_T, c_T), compiled."""
     if _load() is None:
         raise RuntimeError(f"impl='numba' cannot run: {_state['reason']}")
     T, B, _ = x.shape
-    dtype = np.dtype(x.dtype)
-    d = Direction(arrange(w, cfg, acts, dtype), cfg, acts, dtype, B)
+    dtype = x.dtype
+    a = arrange(w, cfg, acts, dtype)
+    idle = _kept(w, ("idle", a.spec), dict)  # batch size -> Directions a call may take (see POOL_BYTES)
+    try:
+        d = idle[B].pop()
+    except (KeyError, IndexError):
+        d = Direction(a, cfg, acts, dtype, B)
     h = np.array(h0, dtype=dtype)  # copies: updated in place
     c = None if c0 is None else np.array(c0, dtype=dtype)
     y = _empty((T, B, h.shape[-1]), dtype) if out is None else out
     last = np.zeros((B, h.shape[-1]), dtype=dtype) if run is not None else None
     d.run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
+    if d.nbytes <= POOL_BYTES:
+        if B not in idle and len(idle) >= POOL_SIZES:
+            idle.clear()  # batch sizes without end: start over rather than grow
+        kept = idle.setdefault(B, [])
+        if len(kept) < POOL_KEEP:
+            kept.append(d)
     return y, h, c
 
 
@@ -820,6 +896,7 @@ def _empty(shape, dtype):
 
 
 REUSE_SCRATCH = True  # tests turn it off, so that every buffer is fresh (and poisoned)
+OWN_BYTES = 1 << 16  # a Direction keeps a call's scratch up to this size (Direction._buffers)
 _pool = threading.local()
 
 
@@ -836,7 +913,7 @@ def _scratch(name, shape, dtype):
     if bufs is None:
         bufs = _pool.bufs = {}
     size = math.prod(shape)
-    key = (name, dtype.str)
+    key = (name, dtype)
     buf = bufs.get(key)
     if buf is None or buf.size < size:
         buf = bufs[key] = _empty((size,), dtype)
