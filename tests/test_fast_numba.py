@@ -610,6 +610,75 @@ def test_calls_that_reuse_a_kept_direction_give_their_own_results(rng, cell, opt
     assert kept and kept[0].get(B), "no Direction was kept for the next call"
 
 
+@pytest.mark.parametrize("cell,opts", [("lstm", {"proj_size": 7}), ("gru", {"reset_after": False}), ("rnn", {})])
+def test_one_step_calls_run_as_a_streams_steps(rng, monkeypatch, cell, opts):
+    """A one-step forward call without masks runs as a Stream's step (on a team of threads that stay resident
+    between calls back to back): such calls, each fed the state of the one before, give the bits of one call over
+    all the steps (one layer direction, batch 1 and 5), and two layers both ways give the one-thread bits."""
+    teams = on_teams(monkeypatch)
+    for B in (1, 5):
+        x = rng.standard_normal((B, 6, 4)).astype(np.float32)
+        params = rnn_xp.init(cell, 4, 150, seed=44, xp=np, num_layers=2, **opts)
+        both = rnn_xp.init(cell, 4, 150, seed=45, xp=np, num_layers=2, bidirectional=True, **opts)
+        monkeypatch.setitem(_threads._setting, "threads", 1)
+        want = rnn_xp.forward(x, params, impl=IMPL)
+        want_both = [rnn_xp.forward(x[:, t : t + 1], both, impl=IMPL) for t in range(6)]
+        monkeypatch.setitem(_threads._setting, "threads", 2)
+        teams.clear()
+        ys, state = [], None
+        for t in range(6):
+            y, state = rnn_xp.forward(x[:, t : t + 1], params, state, impl=IMPL)
+            ys.append(y)
+        same_result((np.concatenate(ys, axis=1), state), want)
+        for t in range(6):
+            same_result(rnn_xp.forward(x[:, t : t + 1], both, impl=IMPL), want_both[t])
+        assert teams, "no one-step call ran on a team"
+
+
+def _held_bytes(d):
+    """The bytes of every array a Direction holds apart from the weights (views counted once, with their base)."""
+    weights = {id(a if a.base is None else a.base) for a in d.a if isinstance(a, np.ndarray)}
+    seen, total, todo = set(), 0, list(vars(d).values())
+    while todo:
+        v = todo.pop()
+        if isinstance(v, np.ndarray):
+            base = v if v.base is None else v.base
+            if id(base) not in seen and id(base) not in weights:
+                seen.add(id(base))
+                total += base.nbytes
+        elif isinstance(v, (tuple, list)):
+            todo.extend(v)
+        elif isinstance(v, dict):
+            todo.extend(v.values())
+    return total
+
+
+def test_kept_directions_hold_at_most_a_share_of_the_weights(rng, monkeypatch):
+    """forward keeps a Direction for the next call only while what it holds (state buffers, one-step buffers and
+    teams, small scratch: all of it counted) is at most POOL_BYTES or 1/POOL_SHARE of the packed weights."""
+    mod = impl_module(IMPL)
+    monkeypatch.setattr(mod, "POOL_BYTES", 0)  # the share of the weights alone decides
+    on_teams(monkeypatch)
+    params = rnn_xp.init("lstm", 16, 64, seed=43, xp=np)
+    w, cfg = params.layers[0][0], params.config
+    a = mod.arrange(w, cfg, cfg.activations[0], "float32")
+    used = []  # the Directions of the calls
+    for name in ("run", "step1"):
+        real = getattr(mod.Direction, name)
+        monkeypatch.setattr(mod.Direction, name, lambda self, *a, f=real, **k: used.append(self) or f(self, *a, **k))
+    for B, T in ((1, 1), (1, 3), (2, 5), (40, 1), (40, 3)):
+        used.clear()
+        for _ in range(2):  # the second call takes the Direction the first one kept, if it was
+            rnn_xp.forward(rng.standard_normal((B, T, 16)).astype(np.float32), params, impl=IMPL)
+        idle = mod._arranged[w][("idle", a.spec)]
+        assert idle.cap == a.wpi.nbytes // mod.POOL_SHARE
+        d = used[-1]
+        assert _held_bytes(d) <= d.nbytes + 4096  # every buffer counted (the control arrays aside)
+        assert (d in idle.get(B, [])) == (d.nbytes <= idle.cap), (B, T, d.nbytes, idle.cap)
+        assert (used[0] is used[1]) == (d.nbytes <= idle.cap)
+    assert 1 in idle and 40 not in idle
+
+
 def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):
     """Two streams' one-step calls on teams of resident threads, one after the other, and threaded forward calls
     between them (each takes the workers from the other's loop): every result is the one-thread one, bit for

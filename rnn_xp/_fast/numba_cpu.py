@@ -495,12 +495,12 @@ class Direction:
         self.ctl = np.zeros(_load().CONTROL_SIZE, dtype=np.int64)  # the threads' start check and barrier
         self.W = (a.wpi, a.wp1, a.wp2, a.b_hn, a.peep, a.coef, a.codes)
         self.S = (self.hbuf, self.cbuf, self.aux, self.last)
-        self.nbytes = sum(b.nbytes for b in self.S)
+        self.nbytes = sum(b.nbytes for b in self.S)  # what it holds (grown by step1's buffers and teams)
         self.dims = (a.H, a.H_out, a.F, 0, 0, B, 1)  # x from xs, which the caller fills (see chunk_kernel)
         self.kernel = None
         self.no_mask = np.zeros((1, 1), dtype=np.uint8)
         self._one = None  # step1's bound buffers
-        self._kept_bufs = None  # (shape, buffers): run's scratch when small (see _buffers)
+        self._kept_bufs = None  # (shape, buffers, bytes): run's scratch when small (see _buffers)
         self._teams = {}  # nth -> (ctl, io): step1's teams of threads
         self._ended = -math.inf  # when the last step1 call ended (time.perf_counter)
 
@@ -603,7 +603,11 @@ class Direction:
             else (lambda name, shape: _scratch(name, shape, self.dtype))
         )
         bufs = tuple(None if name == "y" and not steps else take(name, shape) for name, shape in shapes)
-        self._kept_bufs = (key, bufs) if own else None
+        if kept is not None:
+            self.nbytes -= kept[2]
+        self._kept_bufs = (key, bufs, sum(b.nbytes for b in bufs if b is not None)) if own else None
+        if own:
+            self.nbytes += self._kept_bufs[2]
         return bufs
 
     def _chunk(self, fn, nth, units, reverse, masked, dims, io):
@@ -715,9 +719,12 @@ class Direction:
         nr = a.spec.nr
         xs = _empty((B, _ld(a.F + 1, dtype.itemsize)), dtype)
         xs[:, a.F] = 1  # the biases' input
-        gi = _empty((B, _ld(a.wpi.shape[0] * nr, dtype.itemsize)), dtype)
+        # the projection: GRU's every step; rnn and lstm only with rows few enough to be projected at once
+        ahead = not self.fused or 2 * B < a.spec.mr
+        gi = _empty((B if ahead else 1, _ld(a.wpi.shape[0] * nr, dtype.itemsize)), dtype)
         y1 = _empty((1, B, a.H_out), dtype)
         io = (xs, xs, gi, y1, self.no_mask, self.no_mask, _empty((1, B, self.acc_cols), dtype))
+        self.nbytes += sum(b.nbytes for b in io[:4]) + io[6].nbytes
         return self._fn(), xs, a.F, a.H_out, io
 
     def _team(self, fn):
@@ -774,6 +781,7 @@ class Direction:
         rows = self._rows(nth, units)
         acc = _empty((nth, rows, self.acc_cols), self.dtype)
         ctl = np.zeros(_state["kernels"].control_size(nth), dtype=np.int64)
+        self.nbytes += acc.nbytes + ctl.nbytes
         return ctl, (*io[:6], acc)
 
 
@@ -818,12 +826,23 @@ _TEAM = _Team()
 
 
 # forward's Directions are kept beside frozen weights for later calls of the same batch size (making one took
-# ~5 us of the ~40 a one-step call cost): taken by a call (one caller at a time), given back after; at most
-# POOL_KEEP idle per batch size, POOL_SIZES batch sizes, each under POOL_BYTES of state buffers (a big call
-# does not notice the making, and its buffers are not held between calls)
+# ~5 us of the ~40 a one-step call cost, and a one-step LSTM call at batch 32, H 512 spent more on its ~0.5 MB
+# of fresh buffers than on the step): taken by a call (one caller at a time), given back after; at most
+# POOL_KEEP idle per batch size and POOL_SIZES batch sizes, each holding at most POOL_BYTES or 1/POOL_SHARE of
+# the layer direction's packed weights (so what waits idle stays under twice the weights' size, or 4 MiB)
 POOL_BYTES = 1 << 18
+POOL_SHARE = 8
 POOL_KEEP = 2
 POOL_SIZES = 8
+
+
+class _Idle(dict):
+    """Batch size -> forward's idle Directions of one layer direction; ``cap``: the most bytes one may hold."""
+
+    def __init__(self, a):
+        super().__init__()
+        weights = a.wpi.nbytes + a.wp2.nbytes + (0 if a.wp1 is a.wpi else a.wp1.nbytes)
+        self.cap = max(POOL_BYTES, weights // POOL_SHARE)
 
 
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
@@ -833,7 +852,7 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     T, B, _ = x.shape
     dtype = x.dtype
     a = arrange(w, cfg, acts, dtype)
-    idle = _kept(w, ("idle", a.spec), dict)  # batch size -> Directions a call may take (see POOL_BYTES)
+    idle = _kept(w, ("idle", a.spec), lambda: _Idle(a))  # Directions a call may take (see POOL_BYTES)
     try:
         d = idle[B].pop()
     except (KeyError, IndexError):
@@ -842,8 +861,11 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     c = None if c0 is None else np.array(c0, dtype=dtype)
     y = _empty((T, B, h.shape[-1]), dtype) if out is None else out
     last = np.zeros((B, h.shape[-1]), dtype=dtype) if run is not None else None
-    d.run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
-    if d.nbytes <= POOL_BYTES:
+    if T == 1 and run is None:  # one step: a stream's (threads stay resident between calls back to back)
+        d.step1(x[0], h, c, y[0])
+    else:
+        d.run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
+    if d.nbytes <= idle.cap:
         if B not in idle and len(idle) >= POOL_SIZES:
             idle.clear()  # batch sizes without end: start over rather than grow
         kept = idle.setdefault(B, [])
