@@ -139,10 +139,12 @@ def test_bare_os_fork_children(parent_threaded):
         same(_from_bytes(got[k], parent_threaded[k]), parent_threaded[k])
 
 
+@pytest.mark.parametrize("how", ["stream", "forward"])
 @pytest.mark.parametrize("B", [1, 8], ids=["units", "rows"])
-def test_a_stream_on_resident_threads_forks(monkeypatch, B):
+def test_a_stream_on_resident_threads_forks(monkeypatch, B, how):
     """A stream whose one-step calls run on threads that stay resident between calls (still in their loop at
-    the fork): forked children go on streaming on threads of their own and get the parent's bits."""
+    the fork), or forward fed a step a call (its kept Directions run as a stream's steps): forked children go
+    on streaming on threads of their own and get the parent's bits."""
     from rnn_xp._fast import numba_cpu
 
     monkeypatch.setitem(_threads._setting, "threads", 2)
@@ -154,15 +156,23 @@ def test_a_stream_on_resident_threads_forks(monkeypatch, B):
     real = _threads.run_team
     monkeypatch.setattr(_threads, "run_team", lambda fn, nth, *a: teams.append(nth) or real(fn, nth, *a))
     x = _inputs()[B > 1]
-    s = rnn_xp.Stream(_params())
+    params = _params()
+    s = rnn_xp.Stream(params)
+    carried = {"state": None}
+
+    def step(t):  # frame t's output
+        if how == "stream":
+            return s(x[:, t : t + 1])
+        y, carried["state"] = rnn_xp.forward(x[:, t : t + 1], params, carried["state"], impl="numba")
+        return y
 
     def rest():  # the second half of the sequence, frame by frame
-        ys = [s(x[:, t : t + 1]) for t in range(15, 30)]
-        h, c = s.state
+        ys = [step(t) for t in range(15, 30)]
+        h, c = s.state if how == "stream" else carried["state"]
         return np.concatenate(ys, axis=1), h, c
 
     for t in range(15):
-        s(x[:, t : t + 1])
+        step(t)
     got = _in_children([rest, rest])  # forked right after a step: the workers wait in their loop
     expected = rest()
     assert teams, "the parent's stream never ran on a team"
