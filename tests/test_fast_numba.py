@@ -655,19 +655,27 @@ def _held_bytes(d):
 
 def test_kept_directions_hold_at_most_a_share_of_the_weights(rng, monkeypatch):
     """forward keeps a Direction for the next call only while what it holds (state buffers, one-step buffers and
-    teams, small scratch: all of it counted) is at most POOL_BYTES or 1/POOL_SHARE of the packed weights."""
+    teams, small scratch: all of it counted) is at most POOL_BYTES or 1/POOL_SHARE of the packed weights; one-step
+    calls of a batch size whose Directions are not kept run as longer calls do (no team made anew each call)."""
     mod = impl_module(IMPL)
     monkeypatch.setattr(mod, "POOL_BYTES", 0)  # the share of the weights alone decides
     on_teams(monkeypatch)
     params = rnn_xp.init("lstm", 16, 64, seed=43, xp=np)
     w, cfg = params.layers[0][0], params.config
     a = mod.arrange(w, cfg, cfg.activations[0], "float32")
-    used = []  # the Directions of the calls
+    used, how = [], []  # the Directions of the calls, and their methods
     for name in ("run", "step1"):
         real = getattr(mod.Direction, name)
-        monkeypatch.setattr(mod.Direction, name, lambda self, *a, f=real, **k: used.append(self) or f(self, *a, **k))
+
+        def spy(self, *args, f=real, name=name, **kw):
+            used.append(self)
+            how.append(name)
+            return f(self, *args, **kw)
+
+        monkeypatch.setattr(mod.Direction, name, spy)
     for B, T in ((1, 1), (1, 3), (2, 5), (40, 1), (40, 3)):
         used.clear()
+        how.clear()
         for _ in range(2):  # the second call takes the Direction the first one kept, if it was
             rnn_xp.forward(rng.standard_normal((B, T, 16)).astype(np.float32), params, impl=IMPL)
         idle = mod._arranged[w][("idle", a.spec)]
@@ -676,7 +684,9 @@ def test_kept_directions_hold_at_most_a_share_of_the_weights(rng, monkeypatch):
         assert _held_bytes(d) <= d.nbytes + 4096  # every buffer counted (the control arrays aside)
         assert (d in idle.get(B, [])) == (d.nbytes <= idle.cap), (B, T, d.nbytes, idle.cap)
         assert (used[0] is used[1]) == (d.nbytes <= idle.cap)
-    assert 1 in idle and 40 not in idle
+        if (B, T) == (40, 1):
+            assert how == ["step1", "run"]  # the first call's Direction was too big to keep
+    assert 1 in idle and 40 not in idle and idle.big == {40}
 
 
 def test_stream_teams_share_the_threads_with_every_other_call(rng, monkeypatch):

@@ -838,12 +838,15 @@ POOL_SIZES = 8
 
 
 class _Idle(dict):
-    """Batch size -> forward's idle Directions of one layer direction; ``cap``: the most bytes one may hold."""
+    """Batch size -> forward's idle Directions of one layer direction; ``cap``: the most bytes one may hold;
+    ``big``: batch sizes whose Directions held more (their one-step calls run as longer ones: a stream's step
+    on a Direction made anew each call would make its buffers and team anew too)."""
 
     def __init__(self, a):
         super().__init__()
         weights = a.wpi.nbytes + a.wp2.nbytes + (0 if a.wp1 is a.wpi else a.wp1.nbytes)
         self.cap = max(POOL_BYTES, weights // POOL_SHARE)
+        self.big = set()
 
 
 def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
@@ -862,16 +865,20 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     c = None if c0 is None else np.array(c0, dtype=dtype)
     y = _empty((T, B, h.shape[-1]), dtype) if out is None else out
     last = np.zeros((B, h.shape[-1]), dtype=dtype) if run is not None else None
-    if T == 1 and run is None:  # one step: a stream's (threads stay resident between calls back to back)
+    if T == 1 and run is None and B not in idle.big:  # a stream's step (threads resident between calls)
         d.step1(x[0], h, c, y[0])
     else:
         d.run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
-    if d.nbytes <= idle.cap:
-        if B not in idle and len(idle) >= POOL_SIZES:
-            idle.clear()  # batch sizes without end: start over rather than grow
-        kept = idle.setdefault(B, [])
-        if len(kept) < POOL_KEEP:
-            kept.append(d)
+    if d.nbytes > idle.cap:
+        if len(idle.big) >= 4 * POOL_SIZES:
+            idle.big.clear()
+        idle.big.add(B)
+        return y, h, c
+    if B not in idle and len(idle) >= POOL_SIZES:
+        idle.clear()  # batch sizes without end: start over rather than grow
+    kept = idle.setdefault(B, [])
+    if len(kept) < POOL_KEEP:
+        kept.append(d)
     return y, h, c
 
 
