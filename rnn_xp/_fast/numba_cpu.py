@@ -21,8 +21,8 @@ stream and a forward call run the same code):
   a core's L2), else the groups of units (with fewer groups than threads, the groups for parts of the
   rows: :meth:`Direction._plan`), meeting at a spin barrier after every step; small calls run on
   the calling thread;
-* a stream fed a step a call, and a one-step forward call without masks (:meth:`Direction.step1`),
-  shares big enough steps with a team of workers that stay in the kernel between back-to-back calls,
+* a stream fed a step a call, and a one-step forward call without masks on a kept Direction
+  (:meth:`Direction.step1`), shares big enough steps with a team of workers that stay in the kernel between back-to-back calls,
   spinning on a slot of a control array for the next step (~0.1-0.3 ms, then they leave it): a call
   hands them its share by an atomic store instead of waking sleeping threads (~50-100 us a call on a
   VM, more than a step takes).
@@ -839,8 +839,8 @@ POOL_SIZES = 8
 
 class _Idle(dict):
     """Batch size -> forward's idle Directions of one layer direction; ``cap``: the most bytes one may hold;
-    ``big``: batch sizes whose Directions held more (their one-step calls run as longer ones: a stream's step
-    on a Direction made anew each call would make its buffers and team anew too)."""
+    ``big``: batch sizes whose Directions held more (their one-step calls run as longer ones do: a stream's
+    step on a Direction made anew each call would make its buffers and team anew too)."""
 
     def __init__(self, a):
         super().__init__()
@@ -858,14 +858,14 @@ def run_direction(x, h0, c0, w, cfg, acts, *, reverse, run, emit, xp, out=None):
     a = arrange(w, cfg, acts, dtype)
     idle = _kept(w, ("idle", a.spec), lambda: _Idle(a))  # Directions a call may take (see POOL_BYTES)
     try:
-        d = idle[B].pop()
+        d, was_kept = idle[B].pop(), True
     except (KeyError, IndexError):
-        d = Direction(a, cfg, acts, dtype, B)
+        d, was_kept = Direction(a, cfg, acts, dtype, B), False
     h = np.array(h0, dtype=dtype)  # copies: updated in place
     c = None if c0 is None else np.array(c0, dtype=dtype)
     y = _empty((T, B, h.shape[-1]), dtype) if out is None else out
     last = np.zeros((B, h.shape[-1]), dtype=dtype) if run is not None else None
-    if T == 1 and run is None and B not in idle.big:  # a stream's step (threads resident between calls)
+    if T == 1 and run is None and was_kept and B not in idle.big:  # a stream's step (resident threads)
         d.step1(x[0], h, c, y[0])
     else:
         d.run(x, h, c, y, reverse=reverse, run=run, emit=emit, last=last)
