@@ -22,10 +22,10 @@ stream and a forward call run the same code):
   rows: :meth:`Direction._plan`), meeting at a spin barrier after every step; small calls run on
   the calling thread;
 * a stream fed a step a call, and a one-step forward call without masks on a kept Direction
-  (:meth:`Direction.step1`), shares big enough steps with a team of workers that stay in the kernel between back-to-back calls,
-  spinning on a slot of a control array for the next step (~0.1-0.3 ms, then they leave it): a call
-  hands them its share by an atomic store instead of waking sleeping threads (~50-100 us a call on a
-  VM, more than a step takes).
+  (:meth:`Direction.step1`), shares big enough steps with a team of workers that stay in the kernel
+  between back-to-back calls, spinning on a slot of a control array for the next step (~0.1-0.3 ms,
+  then they leave it): a call hands them its share by an atomic store instead of waking sleeping
+  threads (~50-100 us a call on a VM, more than a step takes).
 
 Results are bit-identical whatever the thread count, the split, the batch a sequence sits in, the
 chunking of time (forward or a Stream fed in any chunks) and masks elsewhere in the batch: see the
