@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _xp
 from .. import loop as _loop  # CHUNK_ELEMENTS is read at call time (tests shrink it)
 from ..params import _frozen
 from ..registry import CELLS
@@ -175,7 +176,7 @@ _DEFAULT_CODES = {"Relu": 0, "Tanh": 1, "Sigmoid": 2}  # the activations a kerne
 def make_spec(cfg, acts, dtype):
     """The kernel Spec of one layer direction (its activations ``acts``) in ``dtype`` (remembered: every
     call asks, and a config's spec never changes within a process)."""
-    name = dtype if isinstance(dtype, str) else _DTYPE_NAMES.get(dtype) or np.dtype(dtype).name
+    name = dtype if isinstance(dtype, str) else _xp.dtype_name(dtype)  # dtype.name takes a microsecond a call
     key = (id(cfg), id(acts), name)  # by identity: hashing a config costs more than making the spec
     found = _SPECS.get(key)
     if found is not None and found[0] is cfg and found[1] is acts:
@@ -188,7 +189,6 @@ def make_spec(cfg, acts, dtype):
 
 
 _SPECS = {}
-_DTYPE_NAMES = {np.dtype(n): n for n in ("float32", "float64")}  # dtype.name takes a microsecond a call
 
 
 def _make_spec(cfg, acts, dtype):
